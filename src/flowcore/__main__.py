@@ -1,0 +1,3 @@
+from flowcore.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The core instance handed to built-in commands: config, packages, plugins, commands, logger.
+
+Each part is created on first use, so a command pays only for what it touches: ``flow config``
+never builds a PackageManager, and ``flow --help`` never imports pluggy.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flowcore.config import EffectiveConfig, RunOptions, load_effective
+
+if TYPE_CHECKING:
+    from flowcore.packages import PackageManager
+    from flowcore.plugins import PluginSystem
+
+
+class Flow:
+    """One run of ``flow``. Built by the root command from its global options."""
+
+    def __init__(self, options: RunOptions, cwd: Path | None = None) -> None:
+        self.options = options
+        self.cwd = cwd or Path.cwd()
+        self.logger = logging.getLogger("flow")
+
+    @cached_property
+    def config(self) -> EffectiveConfig:
+        """Both config files, validated; raises ``ConfigError`` on the first access if broken."""
+        return load_effective(self.options, self.cwd)
+
+    @cached_property
+    def packages(self) -> PackageManager:
+        from flowcore.packages import PackageManager
+
+        return PackageManager(self.config)
+
+    @cached_property
+    def plugins(self) -> PluginSystem:
+        from flowcore.plugins import PluginSystem
+
+        return PluginSystem(self)

@@ -1,0 +1,168 @@
+"""The ``flow`` entry point: global options, lazy command dispatch, and the one error handler.
+
+Every expected failure is a ``FlowError`` (or a click usage error) and ends here as one line,
+``flow: error: <cause>. <fix>``, with exit code 2 for usage and config errors and 1 for failed
+work. Anything unexpected is written with its traceback to a debug log; ``--debug`` prints it.
+This module imports click and nothing heavy: it is on the path of every ``flow`` start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flowcore import __version__
+from flowcore.app import Flow
+from flowcore.config import RunOptions
+from flowcore.errors import FlowError
+from flowcore.registry import CommandRegistry
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class FlowGroup(click.Group):
+    """A click group whose commands come from the CommandRegistry, loaded only when used."""
+
+    def _registry(self, ctx: click.Context) -> CommandRegistry:
+        flow = ctx.find_object(Flow)
+        if flow is None:  # --help parsed before the callback ran
+            flow = _flow_from_params(ctx.params)
+            ctx.obj = flow
+        registry = ctx.meta.get("flow.registry")
+        if registry is None:
+            registry = ctx.meta["flow.registry"] = CommandRegistry(flow)
+        return registry
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [info.name for info in self._registry(ctx).list()]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._registry(ctx).get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        infos = self._registry(ctx).list()
+        if not infos:
+            return
+        rows = [(i.name, f"{i.help}  [{i.source}]" if i.help else f"[{i.source}]") for i in infos]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        flow = ctx.find_object(Flow)
+        try:
+            if flow is not None:
+                flow.config
+        except FlowError as exc:
+            formatter.write_paragraph()
+            formatter.write_text(f"Configuration problem: {exc.message}")
+
+
+def _flow_from_params(params: dict[str, Any]) -> Flow:
+    return Flow(
+        RunOptions(
+            debug=bool(params.get("debug")),
+            global_scope=bool(params.get("global_scope")),
+            build_kit=params.get("build_kit"),
+            check_latest=not params.get("no_check_latest"),
+            root=params.get("root"),
+            config=params.get("config"),
+            strict_plugins=bool(params.get("strict_plugins")) or _truthy("FLOW_STRICT_PLUGINS"),
+        )
+    )
+
+
+@click.group(cls=FlowGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="flow", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Print full tracebacks and debug logging.")
+@click.option("-g", "--global", "global_scope", is_flag=True,
+              help="Use the global scope even inside a project.")
+@click.option("-k", "--build-kit", metavar="NAME", help="Use this build kit for this run.")
+@click.option("--no-check-latest", is_flag=True, help="Do not check for a newer flowcore.")
+@click.option("--root", type=click.Path(path_type=Path), metavar="DIR",
+              help="Project root (its config is looked for there).")
+@click.option("--config", type=click.Path(path_type=Path), metavar="FILE",
+              help="Project config file (its folder is the root unless --root).")
+@click.option("--strict-plugins", is_flag=True,
+              help="Fail instead of skipping a plugin that cannot load (or FLOW_STRICT_PLUGINS=1).")
+@click.pass_context
+def cli(ctx: click.Context, **params: Any) -> None:
+    """flow: project workflows from build kits and plugins.
+
+    Commands marked with a kit or plugin name come from that package; the active kit is chosen
+    by the project's [tool.flow] buildkit, else by 'flow buildkit switch'.
+    """
+    flow = _flow_from_params(params)
+    ctx.obj = flow
+    if flow.options.debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="flow: debug: %(message)s")
+    flow.config  # validate both config files before any command runs
+
+
+def _write_debug_log(exc: BaseException) -> Path | None:
+    import time
+    import traceback
+
+    from flowcore import paths
+
+    try:
+        directory = paths.log_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"flow-debug-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(
+            f"flow {__version__}\nargv: {sys.argv!r}\n\n"
+            + "".join(traceback.format_exception(exc)),
+            encoding="utf-8",
+        )
+        return path
+    except OSError:
+        return None
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"flow: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the CLI and turn every failure into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or _truthy("FLOW_DEBUG")
+    try:
+        rv = cli.main(args=args, prog_name="flow", standalone_mode=False)
+    except FlowError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _fail(exc.message, exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("interrupted.", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted.", 130)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "flow"
+        _fail(f"{exc.format_message().rstrip('.')}. See '{where} --help'.", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+            _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+        log = _write_debug_log(exc)
+        where = f" Full traceback in {log}" if log else ""
+        _fail(f"unexpected {type(exc).__name__}: {exc}.{where} (rerun with --debug to print it).", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)

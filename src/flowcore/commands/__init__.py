@@ -1,0 +1,11 @@
+"""Built-in commands. They can never be overridden by a kit or plugin.
+
+Each entry maps a command name to ``"module:attribute"`` and its one-line help, so that
+``flow --help`` lists built-ins without importing their modules.
+"""
+
+from __future__ import annotations
+
+BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("flowcore.commands.config_cmd:config", "Show and change flow's configuration."),
+}

@@ -1,0 +1,81 @@
+"""``flow config``: show the effective configuration and edit the global file."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from flowcore.app import Flow
+from flowcore.config import set_dotted, update_global
+from flowcore.errors import UsageError
+
+#: Keys whose shape flow manages through its own commands; ``config set`` points there instead.
+_MANAGED = {
+    "buildKits": "flow buildkit add/delete",
+    "plugins": "flow plugin add/delete",
+    "activeBuildKit": "flow buildkit switch",
+}
+
+
+def _render(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the effective configuration as JSON.")
+@click.pass_context
+def config(ctx: click.Context, as_json: bool) -> None:
+    """Show and change flow's configuration.
+
+    Without a subcommand, prints the effective configuration and where each part came from:
+    the global file ($FLOW_HOME/config.json), the project file, or the command line.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    flow = ctx.find_object(Flow)
+    described = flow.config.describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for key, entry in described.items():
+        if key == "plugins":
+            if not entry:
+                click.echo("plugins: (none)")
+            for plugin in entry:
+                click.echo(f"plugin: {plugin['value']} ({plugin['kind']})  from {plugin['from']}")
+            continue
+        value = entry["value"] if entry["value"] is not None else "(none)"
+        click.echo(f"{key}: {value}  from {entry['from']}")
+
+
+@config.command()
+@click.argument("key")
+@click.pass_obj
+def get(flow: Flow, key: str) -> None:
+    """Print KEY (dotted, e.g. cloudbuild.server) from the global config."""
+    try:
+        value = flow.config.global_config.get(key)
+    except KeyError:
+        raise UsageError(
+            f"'{key}' is not set in {flow.config.global_config.path}",
+            f"Set it with: flow config set {key} VALUE",
+        ) from None
+    click.echo(_render(value))
+
+
+@config.command(name="set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_obj
+def set_(flow: Flow, key: str, value: str) -> None:
+    """Set KEY to VALUE in the global config. VALUE is read as JSON when it parses, else as text."""
+    top = key.split(".")[0]
+    if top in _MANAGED:
+        raise UsageError(f"'{top}' is managed by flow", f"Use '{_MANAGED[top]}' instead")
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    update_global(lambda data: set_dotted(data, key, parsed), flow.config.global_config.path)

@@ -1,0 +1,469 @@
+"""ConfigSystem: the global config, the project config, and the effective view of both.
+
+Everything here runs before any kit or plugin loads, so a broken file is reported (file,
+position, key, fix) before it can break anything else. The global ``config.json`` is the source
+of truth for what is installed; the project config (``[tool.flow]`` in ``pyproject.toml``, else
+``flow.toml``) says which kit and plugins a project wants. ``EffectiveConfig`` combines them with
+the command line once per run, so that other modules never re-derive the active kit or the
+plugins to load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowcore import paths
+from flowcore._fileio import atomic_write_bytes, file_lock
+from flowcore.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+#: Keys flow itself gives meaning to; every other key is preserved untouched.
+_DEFAULTS: dict[str, Any] = {
+    "schemaVersion": SCHEMA_VERSION,
+    "activeBuildKit": None,
+    "buildKits": [],
+    "plugins": [],
+    "lastUpdateDate": 0,
+}
+
+_REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
+
+
+# --------------------------------------------------------------------------------------------
+# Global config (config.json)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KitEntry:
+    """One entry of ``buildKits``: a kit that is installed or only declared by a plugin."""
+
+    name: str
+    installed: bool
+    plugins: tuple[str, ...]
+
+
+@dataclass
+class GlobalConfig:
+    """A validated ``config.json``. ``data`` is the raw mapping, unknown keys included."""
+
+    path: Path
+    data: dict[str, Any]
+    exists: bool
+
+    @property
+    def active_kit(self) -> str | None:
+        return self.data.get("activeBuildKit")
+
+    @property
+    def kits(self) -> list[KitEntry]:
+        return [
+            KitEntry(k["name"], bool(k.get("installed", False)), tuple(k.get("plugins", [])))
+            for k in self.data.get("buildKits", [])
+        ]
+
+    @property
+    def installed_kits(self) -> list[str]:
+        return [k.name for k in self.kits if k.installed]
+
+    @property
+    def general_plugins(self) -> list[str]:
+        return list(self.data.get("plugins", []))
+
+    def kit(self, name: str) -> KitEntry | None:
+        return next((k for k in self.kits if k.name == name), None)
+
+    def get(self, key: str) -> Any:
+        """Value at a dotted ``key`` (``a.b``); ``KeyError`` when absent."""
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(key)
+            node = node[part]
+        return node
+
+
+def _json_error(path: Path, exc: json.JSONDecodeError) -> ConfigError:
+    return ConfigError(
+        f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+        _REPAIR,
+    )
+
+
+def validate_global(data: Any, path: Path) -> dict[str, Any]:
+    """Check the shape of ``config.json`` and return it with defaults filled in.
+
+    Errors name the offending key (``buildKits[1].name``) so the fix is obvious.
+    """
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{path}: key '{key}' must be {expected}", _REPAIR)
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object", _REPAIR)
+    out = dict(data)
+    for key, value in _DEFAULTS.items():
+        out.setdefault(key, copy.deepcopy(value))
+    if not isinstance(out["schemaVersion"], int) or isinstance(out["schemaVersion"], bool):
+        raise bad("schemaVersion", "an integer")
+    if out["schemaVersion"] > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path} has schemaVersion {out['schemaVersion']}, newer than this flow understands "
+            f"({SCHEMA_VERSION})",
+            "Upgrade flowcore",
+        )
+    if out["activeBuildKit"] is not None and not isinstance(out["activeBuildKit"], str):
+        raise bad("activeBuildKit", "a string or null")
+    if not isinstance(out["buildKits"], list):
+        raise bad("buildKits", "a list")
+    seen: set[str] = set()
+    for i, kit in enumerate(out["buildKits"]):
+        where = f"buildKits[{i}]"
+        if not isinstance(kit, dict):
+            raise bad(where, "an object")
+        if not isinstance(kit.get("name"), str) or not kit["name"]:
+            raise bad(f"{where}.name", "a non-empty string")
+        if kit["name"] in seen:
+            raise ConfigError(f"{path}: kit '{kit['name']}' is listed twice in buildKits", _REPAIR)
+        seen.add(kit["name"])
+        if not isinstance(kit.get("installed", False), bool):
+            raise bad(f"{where}.installed", "true or false")
+        plugins = kit.get("plugins", [])
+        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+            raise bad(f"{where}.plugins", "a list of strings")
+    if not isinstance(out["plugins"], list) or not all(isinstance(p, str) for p in out["plugins"]):
+        raise bad("plugins", "a list of strings")
+    if not isinstance(out["lastUpdateDate"], (int, float)) or isinstance(
+        out["lastUpdateDate"], bool
+    ):
+        raise bad("lastUpdateDate", "a number (milliseconds since the epoch)")
+    return out
+
+
+def load_global(path: Path | None = None) -> GlobalConfig:
+    """Read and validate ``config.json``. A missing file is an empty config; nothing is created."""
+    path = path or paths.global_config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return GlobalConfig(path, copy.deepcopy(_DEFAULTS), exists=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, exc) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", _REPAIR) from exc
+    return GlobalConfig(path, validate_global(data, path), exists=True)
+
+
+def update_global(
+    mutate: Callable[[dict[str, Any]], Any], path: Path | None = None
+) -> GlobalConfig:
+    """Apply ``mutate`` to the global config under the inter-process lock and write it atomically.
+
+    The file is re-read inside the lock, so concurrent writers never lose each other's keys. If
+    ``mutate`` raises, or its result does not validate, nothing is written.
+    """
+    path = path or paths.global_config_path()
+    with file_lock(path):
+        current = load_global(path)
+        data = copy.deepcopy(current.data)
+        mutate(data)
+        data = validate_global(data, path)
+        if data != current.data or not current.exists:
+            text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+            atomic_write_bytes(path, text.encode("utf-8"))
+        return GlobalConfig(path, data, exists=True)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating the intermediate objects."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"cannot set '{key}': '{part}' holds a {type(child).__name__}, not an object",
+                "Choose another key",
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Project config ([tool.flow] in pyproject.toml, else flow.toml)
+# --------------------------------------------------------------------------------------------
+
+PYPROJECT = "pyproject.toml"
+FLOW_TOML = "flow.toml"
+
+
+@dataclass
+class ProjectConfig:
+    """A project's flow settings and where they came from.
+
+    ``data`` is the ``[tool.flow]`` table (from ``flow.toml`` it may also be written as a bare
+    top-level table; both forms are accepted).
+    """
+
+    root: Path
+    file: Path
+    data: dict[str, Any]
+
+    @property
+    def buildkit(self) -> str | None:
+        return self.data.get("buildkit")
+
+    @property
+    def plugins(self) -> list[str]:
+        return list(self.data.get("plugins", []))
+
+    def section(self, short_name: str) -> dict[str, Any]:
+        """A kit's or plugin's own section, ``[tool.flow.<short_name>]``."""
+        value = self.data.get(short_name, {})
+        return value if isinstance(value, dict) else {}
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "Fix the file's syntax") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
+
+
+def _flow_table(path: Path) -> dict[str, Any] | None:
+    """The flow table of ``path``, or ``None`` when the file declares none."""
+    if path.name == PYPROJECT:
+        # Cheap pre-check: most pyproject.toml files up the tree have no flow table.
+        try:
+            if b"flow" not in path.read_bytes():
+                return None
+        except OSError:
+            return None
+        table = _parse_toml(path).get("tool", {}).get("flow")
+        return table if isinstance(table, dict) else None
+    doc = _parse_toml(path)
+    table = doc.get("tool", {}).get("flow") if isinstance(doc.get("tool"), dict) else None
+    return table if isinstance(table, dict) else doc
+
+
+def validate_project(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{path}: [tool.flow] key '{key}' must be {expected}", "Fix the file")
+
+    if "buildkit" in table and not isinstance(table["buildkit"], str):
+        raise bad("buildkit", "a string (a kit's distribution name)")
+    plugins = table.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise bad("plugins", "a list of strings")
+    return table
+
+
+def _project_in(directory: Path) -> ProjectConfig | None:
+    for name in (PYPROJECT, FLOW_TOML):
+        candidate = directory / name
+        if candidate.is_file():
+            table = _flow_table(candidate)
+            if table is not None:
+                return ProjectConfig(directory, candidate, validate_project(table, candidate))
+    return None
+
+
+def find_project(
+    cwd: Path | None = None, root: Path | None = None, config: Path | None = None
+) -> ProjectConfig | None:
+    """Find the project config, with FIS's semantics for the overrides.
+
+    * neither given: walk up from ``cwd``; the first directory holding a flow config is the root.
+    * ``root`` given: the config is looked for in ``root`` only (unless ``config`` is given).
+    * ``config`` given: that file is the config; the root is its folder (unless ``root`` is given).
+    """
+    if config is not None:
+        config = config.expanduser().absolute()
+        if not config.is_file():
+            raise ConfigError(f"config file {config} does not exist", "Check the --config path")
+        table = _flow_table(config)
+        if table is None:
+            raise ConfigError(
+                f"{config} has no [tool.flow] table", "Add one, or pass another --config"
+            )
+        project_root = root.expanduser().absolute() if root else config.parent
+        return ProjectConfig(project_root, config, validate_project(table, config))
+    if root is not None:
+        root = root.expanduser().absolute()
+        if not root.is_dir():
+            raise ConfigError(f"project root {root} is not a directory", "Check the --root path")
+        found = _project_in(root)
+        if found is None:
+            raise ConfigError(
+                f"{root} has no flow project config",
+                "Add [tool.flow] to its pyproject.toml or create flow.toml there",
+            )
+        return found
+    here = (cwd or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        found = _project_in(directory)
+        if found is not None:
+            return found
+    return None
+
+
+def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
+    """Change a project's flow table in place, keeping the file's comments and formatting.
+
+    ``mutate`` receives the tomlkit table for ``[tool.flow]`` (created if missing). The write is
+    atomic and locked like the global config.
+    """
+    import tomlkit
+
+    with file_lock(project.file):
+        doc = tomlkit.parse(project.file.read_text(encoding="utf-8"))
+        if project.file.name == FLOW_TOML and "tool" not in doc:
+            table = doc
+        else:
+            tool = doc.setdefault("tool", tomlkit.table(is_super_table=True))
+            table = tool.setdefault("flow", tomlkit.table())
+        mutate(table)
+        text = tomlkit.dumps(doc)
+        new_data = validate_project(table.unwrap(), project.file)
+        atomic_write_bytes(project.file, text.encode("utf-8"))
+    project.data = new_data
+
+
+# --------------------------------------------------------------------------------------------
+# The effective view for one run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    """The root command's global options, as given on the command line."""
+
+    debug: bool = False
+    global_scope: bool = False
+    build_kit: str | None = None
+    check_latest: bool = True
+    root: Path | None = None
+    config: Path | None = None
+    strict_plugins: bool = False
+
+
+@dataclass
+class PluginRef:
+    """A plugin to load this run, and why (``general``, ``kit`` or ``project``)."""
+
+    name: str
+    kind: str
+
+
+@dataclass
+class EffectiveConfig:
+    """The global config, the project config and the command line, combined once per run.
+
+    ``origins`` maps each effective key to where its value came from, for ``flow config``.
+    """
+
+    global_config: GlobalConfig
+    project: ProjectConfig | None
+    options: RunOptions
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        """``project`` inside a project (unless ``-g``), else ``global``."""
+        return "project" if self.project is not None and not self.options.global_scope else "global"
+
+    @property
+    def active_kit(self) -> str | None:
+        return self._active()[0]
+
+    def _active(self) -> tuple[str | None, str]:
+        if self.options.build_kit:
+            return self.options.build_kit, "command line (-k/--build-kit)"
+        if self.scope == "project" and self.project and self.project.buildkit:
+            return self.project.buildkit, str(self.project.file)
+        return self.global_config.active_kit, str(self.global_config.path)
+
+    @property
+    def plugins_to_load(self) -> list[PluginRef]:
+        """Plugins for this run in load order: kit-bound or project plugins, then general ones."""
+        refs: list[PluginRef] = []
+        if self.scope == "project" and self.project is not None:
+            refs += [PluginRef(p, "project") for p in self.project.plugins]
+        else:
+            kit = self.global_config.kit(self.active_kit) if self.active_kit else None
+            if kit is not None:
+                refs += [PluginRef(p, "kit") for p in kit.plugins]
+        refs += [PluginRef(p, "general") for p in self.global_config.general_plugins]
+        seen: set[str] = set()
+        return [r for r in refs if not (r.name in seen or seen.add(r.name))]
+
+    def require_kit(self) -> str | None:
+        """The active kit, checked to be installed; ``None`` when no kit is active at all."""
+        kit, origin = self._active()
+        if kit is None:
+            return None
+        entry = self.global_config.kit(kit)
+        if entry is None or not entry.installed:
+            raise ConfigError(
+                f"build kit '{kit}' (from {origin}) is not installed",
+                f"Install it with: flow buildkit add {kit}",
+            )
+        return kit
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration with the origin of each part, for ``flow config``."""
+        kit, kit_origin = self._active()
+        out: dict[str, Any] = {
+            "scope": {"value": self.scope, "from": "command line (-g)" if self.options.global_scope
+                      else (str(self.project.file) if self.project else "default")},
+            "globalConfig": {"value": str(self.global_config.path),
+                             "from": "FLOW_HOME" if _flow_home_set() else "default (~/.flow)",
+                             "exists": self.global_config.exists},
+            "projectRoot": {"value": str(self.project.root) if self.project else None,
+                            "from": self._project_origin()},
+            "activeBuildKit": {"value": kit, "from": kit_origin},
+            "plugins": [{"value": r.name, "kind": r.kind,
+                         "from": str(self.project.file) if r.kind == "project" and self.project
+                         else str(self.global_config.path)} for r in self.plugins_to_load],
+        }
+        return out
+
+    def _project_origin(self) -> str:
+        if self.project is None:
+            return "none found from the working directory"
+        if self.options.config:
+            return "command line (--config)"
+        if self.options.root:
+            return "command line (--root)"
+        return "found walking up from the working directory"
+
+
+def _flow_home_set() -> bool:
+    import os
+
+    return bool(os.environ.get("FLOW_HOME"))
+
+
+def load_effective(options: RunOptions, cwd: Path | None = None) -> EffectiveConfig:
+    """Read and validate both configs for this run. Raises ``ConfigError`` before anything loads."""
+    return EffectiveConfig(
+        global_config=load_global(),
+        project=find_project(cwd, options.root, options.config),
+        options=options,
+    )

@@ -1,0 +1,43 @@
+"""Error types for every expected failure.
+
+Each error carries a *cause* and a *fix*; the CLI entry (``flowcore.cli.main``) is the one place
+that catches them and turns them into ``flow: error: <cause>. <fix>`` plus an exit code. Code
+anywhere else raises and never prints or exits on its own.
+"""
+
+from __future__ import annotations
+
+
+class FlowError(Exception):
+    """Base of all expected failures. ``exit_code`` 1 means failed work."""
+
+    exit_code = 1
+
+    def __init__(self, cause: str, fix: str = "") -> None:
+        self.cause = cause.rstrip(".")
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.cause}. {self.fix}".strip() if self.fix else f"{self.cause}."
+
+
+class UsageError(FlowError):
+    """The command line asks for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class ConfigError(FlowError):
+    """A config file cannot be read, parsed or validated."""
+
+    exit_code = 2
+
+
+class InstallError(FlowError):
+    """A kit or plugin could not be installed, removed or found."""
+
+
+class PluginLoadError(FlowError):
+    """A kit or plugin failed to import or raised inside a hook."""
