@@ -8,4 +8,7 @@ from __future__ import annotations
 
 BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("flowcore.commands.config_cmd:config", "Show and change flow's configuration."),
+    "buildkit": ("flowcore.commands.buildkit_cmd:buildkit", "Install, remove, list and switch build kits."),
+    "plugin": ("flowcore.commands.plugin_cmd:plugin", "Install, remove and list plugins."),
+    "doctor": ("flowcore.commands.doctor_cmd:doctor", "Check installed kits and plugins against the config; --fix rebuilds."),
 }

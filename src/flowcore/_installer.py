@@ -1,0 +1,350 @@
+"""The flow-managed environment and the two installers (uv, pip) that fill it.
+
+Kits and plugins live in a virtual environment of their own (``$FLOW_HOME/env``, or
+``<project>/.flow/env``), never in the interpreter that runs flow. That environment sees
+flowcore's own packages (flowcore, click, pluggy, ...) through ``_flowcore_base.pth``, so a
+plugin that requires ``flowcore`` and ``click`` installs offline and nothing of flowcore's is
+installed twice. The installers are told to leave those base distributions alone (uv:
+``--excludes``; pip: a dry run that is refused if it would replace one), and
+``unsatisfied_base_requirements`` checks what the new distributions need from them.
+
+This module knows *how* to install; ``flowcore.packages`` decides *what* and keeps the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flowcore import environment
+from flowcore.errors import InstallError
+
+BASE_PTH = "_flowcore_base.pth"
+KIT_GROUP = "flow.kits"
+PLUGIN_GROUP = "flow.plugins"
+
+
+def canonical(name: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return str(canonicalize_name(name))
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One installed distribution: canonical name, version, and its flow entry points."""
+
+    name: str
+    version: str
+    entry_points: tuple[tuple[str, str, str], ...]  # (group, name, value), flow groups only
+    requires: tuple[str, ...]
+
+    @property
+    def groups(self) -> set[str]:
+        return {group for group, _, _ in self.entry_points}
+
+
+def _read_dists(paths: Sequence[Path]) -> dict[str, Dist]:
+    from importlib.metadata import distributions
+
+    out: dict[str, Dist] = {}
+    for dist in distributions(path=[str(p) for p in paths]):
+        raw_name = dist.metadata["Name"]
+        if not raw_name:
+            continue
+        name = canonical(raw_name)
+        if name in out:  # first on the path wins, as for imports
+            continue
+        eps = tuple(
+            (ep.group, ep.name, ep.value)
+            for ep in dist.entry_points
+            if ep.group in (KIT_GROUP, PLUGIN_GROUP)
+        )
+        out[name] = Dist(name, dist.version, eps, tuple(dist.requires or ()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# flowcore's own environment (the "base")
+# --------------------------------------------------------------------------------------------
+
+
+def base_site_dirs() -> list[Path]:
+    """site-packages directories of the interpreter running flow (not any managed env)."""
+    import site
+
+    dirs = [Path(p) for p in site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        dirs.append(Path(site.getusersitepackages()))
+    return [d for d in dirs if d.is_dir()]
+
+
+def base_distributions() -> dict[str, Dist]:
+    """What flowcore's environment provides; plugins use these and never install them again."""
+    return _read_dists(base_site_dirs())
+
+
+def unsatisfied_base_requirements(
+    new: Iterable[Dist], base: dict[str, Dist]
+) -> list[str]:
+    """Requirements of ``new`` on base distributions that the base versions do not satisfy.
+
+    Returns sentences like ``flow-plugin-x needs click>=99 but flowcore's environment has
+    click 8.1.7``.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    problems: list[str] = []
+    for dist in new:
+        for text in dist.requires:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            have = base.get(canonical(req.name))
+            if have is None:
+                continue
+            if req.specifier and not req.specifier.contains(have.version, prereleases=True):
+                problems.append(
+                    f"{dist.name} needs {req.name}{req.specifier} but flowcore's environment "
+                    f"has {req.name} {have.version}"
+                )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# The managed environment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedEnv:
+    """A flow-managed virtual environment at ``root``."""
+
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    @property
+    def site_packages(self) -> Path:
+        return environment.site_packages_dir(self.root)
+
+    @property
+    def record_path(self) -> Path:
+        """``installed.json``: what was installed from where, so ``doctor --fix`` can rebuild."""
+        return self.root.parent / "installed.json"
+
+    def exists(self) -> bool:
+        return self.python.exists() and self.site_packages.is_dir()
+
+    def lock(self):  # noqa: ANN201 - a context manager
+        """Serialise installs and removals in this environment between processes."""
+        from flowcore._fileio import file_lock
+
+        return file_lock(self.root)
+
+    def base_pth_text(self) -> str:
+        lines = [f"import site; site.addsitedir({str(d)!r})" for d in base_site_dirs()]
+        return "# flowcore's own packages (written by flow; rewritten on every install)\n" + (
+            "\n".join(lines) + "\n"
+        )
+
+    def base_pth_current(self) -> bool:
+        try:
+            return (self.site_packages / BASE_PTH).read_text() == self.base_pth_text()
+        except OSError:
+            return False
+
+    def ensure(self) -> None:
+        """Create the environment if needed and point it at flowcore's packages."""
+        if not self.exists():
+            self.create()
+        if not self.base_pth_current():
+            from flowcore._fileio import atomic_write_bytes
+
+            atomic_write_bytes(self.site_packages / BASE_PTH, self.base_pth_text().encode())
+
+    def create(self) -> None:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        uv = find_uv()
+        if uv:
+            cmd = [uv, "venv", "--quiet", "--python", sys.executable, str(self.root)]
+        else:
+            cmd = [sys.executable, "-m", "venv", "--without-pip", str(self.root)]
+        run_tool(cmd, f"cannot create the flow environment at {self.root}")
+        if not self.site_packages.is_dir():
+            raise InstallError(
+                f"the flow environment at {self.root} has no {self.site_packages.name} "
+                f"for Python {sys.version_info[0]}.{sys.version_info[1]}",
+                "Run: flow doctor --fix",
+            )
+
+    def distributions(self) -> dict[str, Dist]:
+        """Distributions installed in this environment (not the base ones it can see)."""
+        if not self.site_packages.is_dir():
+            return {}
+        return _read_dists([self.site_packages])
+
+
+# --------------------------------------------------------------------------------------------
+# Running the installers
+# --------------------------------------------------------------------------------------------
+
+
+def find_uv() -> str | None:
+    """The uv binary, unless ``FLOW_INSTALLER=pip`` asks for pip."""
+    if os.environ.get("FLOW_INSTALLER", "").lower() == "pip":
+        return None
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def summarise(output: str) -> str:
+    """The installer's error output, reduced to one line for ``flow: error: ...``."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith(("error:", "ERROR:", "×"))]
+    if errors:
+        picked = []
+        for ln in lines[errors[0]:]:
+            if ln.startswith(("hint:", "help:", "note:", "[notice]")):
+                break
+            picked.append(ln)
+    else:
+        picked = lines[-3:]
+    text = " ".join(picked).replace(" cause: ", ": ").replace(" ╰─▶ ", ": ")
+    for prefix in ("error:", "ERROR:", "×", "╰─▶", "│", "cause:"):
+        text = text.replace(prefix, " ")
+    text = re.sub(r"\s*\(from versions: [^)]*\)", "", " ".join(text.split())).rstrip(".")
+    return text[:400] + ("..." if len(text) > 400 else "") or "no output"
+
+
+def run_tool(cmd: Sequence[str], what: str, fix: str = "") -> subprocess.CompletedProcess[str]:
+    """Run an installer; its full output goes to the debug log, its error into one line."""
+    import logging
+
+    log = logging.getLogger("flow")
+    log.debug("running %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise InstallError(f"{what}: cannot run {cmd[0]}: {exc.strerror}", fix) from exc
+    log.debug("%s", (proc.stdout + proc.stderr).rstrip())
+    if proc.returncode != 0:
+        raise InstallError(f"{what}: {summarise(proc.stderr + proc.stdout)}", fix)
+    return proc
+
+
+@dataclass
+class InstallOptions:
+    """Where distributions may come from. Recorded with each install for ``doctor --fix``."""
+
+    find_links: list[str] = field(default_factory=list)
+    no_index: bool = False
+    build_isolation: bool = True
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        for link in self.find_links:
+            out += ["--find-links", link]
+        if self.no_index:
+            out.append("--no-index")
+        if not self.build_isolation:
+            out.append("--no-build-isolation")
+        return out
+
+
+class Installer:
+    """uv when it is available, else ``python -m pip``; both target the managed env."""
+
+    def __init__(self) -> None:
+        self.uv = find_uv()
+        self.name = "uv" if self.uv else "pip"
+
+    def _pip(self, env: ManagedEnv, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pip", "--python", str(env.python),
+                "--disable-pip-version-check", "--no-input", *args]
+
+    def install(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
+                base: dict[str, Dist], what: str) -> None:
+        """Install ``specs`` into ``env`` without touching any base distribution."""
+        if self.uv:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+                fh.write("\n".join(sorted(base)) + "\n")
+            try:
+                run_tool([self.uv, "pip", "install", "--python", str(env.python),
+                          "--excludes", fh.name, *options.args(), *specs], what)
+            finally:
+                os.unlink(fh.name)
+            return
+        self._refuse_base_changes(env, specs, options, base, what)
+        run_tool(self._pip(env, "install", "--quiet", *options.args(), *specs), what)
+
+    def _refuse_base_changes(self, env: ManagedEnv, specs: Sequence[str],
+                             options: InstallOptions, base: dict[str, Dist], what: str) -> None:
+        """pip counts base packages as installed; refuse a plan that would replace one."""
+        try:
+            report = self._pip_report(env, specs, options, what)
+        except InstallError:
+            # Explain a conflict with flowcore's packages better than pip's resolver does.
+            try:
+                requested = self._pip_report(env, specs, options, what, "--no-deps")
+            except InstallError:
+                requested = {}
+            problems = unsatisfied_base_requirements(
+                [Dist(canonical(i["metadata"]["name"]), i["metadata"]["version"], (),
+                      tuple(i["metadata"].get("requires_dist") or ()))
+                 for i in requested.get("install", [])], base)
+            if problems:
+                raise InstallError("; ".join(problems)) from None
+            raise
+        clashes = []
+        for item in report.get("install", []):
+            meta = item.get("metadata", {})
+            name = canonical(meta.get("name", ""))
+            if name in base:
+                clashes.append(f"{name} {base[name].version} with {meta.get('version')}")
+        if clashes:
+            raise InstallError(
+                f"{what}: it would replace flowcore's own " + ", ".join(clashes),
+                "Use a version of the package that works with this flowcore",
+            )
+
+    def _pip_report(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
+                    what: str, *extra: str) -> dict:
+        import json
+
+        proc = run_tool(self._pip(env, "install", "--dry-run", "--quiet", "--report", "-",
+                                  *extra, *options.args(), *specs), what)
+        try:
+            report = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            return {}
+        return report if isinstance(report, dict) else {}
+
+    def uninstall(self, env: ManagedEnv, names: Sequence[str]) -> None:
+        present = env.distributions()
+        names = [n for n in names if canonical(n) in present]
+        if not names:
+            return
+        what = f"cannot uninstall {', '.join(names)}"
+        if self.uv:
+            run_tool([self.uv, "pip", "uninstall", "--python", str(env.python), *names], what)
+        else:
+            run_tool(self._pip(env, "uninstall", "--yes", "--quiet", *names), what)

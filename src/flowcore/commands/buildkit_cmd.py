@@ -1,0 +1,117 @@
+"""``flow buildkit``: list, add, delete and switch build kits.
+
+Kits always live in the global flow environment. ``switch`` sets the global active kit, or,
+inside a project (without ``-g``), the project's ``[tool.flow] buildkit``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from flowcore.app import Flow
+from flowcore.commands._install_options import install_options
+from flowcore.errors import InstallError, UsageError
+
+
+@click.group()
+def buildkit() -> None:
+    """Install, remove, list and switch build kits."""
+
+
+@buildkit.command(name="list")
+@click.option("-a", "--all", "show_plugins", is_flag=True, help="Also list each kit's plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_obj
+def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
+    """List installed and declared kits; the active one is marked with '*'."""
+    config = flow.config
+    versions = flow.packages.installed_versions("global")
+    active = config.active_kit
+    kits = [{"name": k.name, "installed": k.installed, "active": k.name == active,
+             "version": versions.get(k.name) if k.installed else None,
+             "plugins": [{"name": p, "version": versions.get(p)} for p in k.plugins]}
+            for k in config.global_config.kits]
+    if as_json:
+        click.echo(json.dumps({"active": active, "kits": kits}, indent=2))
+        return
+    if not kits:
+        click.echo("no build kits. Add one with: flow buildkit add NAME")
+    for kit in kits:
+        mark = "*" if kit["active"] else " "
+        state = (kit["version"] or "(missing from the environment: run flow doctor)") \
+            if kit["installed"] else "(declared, not installed)"
+        click.echo(f"{mark} {kit['name']} {state}")
+        if show_plugins:
+            for p in kit["plugins"]:
+                click.echo(f"    {p['name']} {p['version'] or '(not installed)'}")
+    if active and not any(k["active"] for k in kits):
+        click.echo(f"active build kit {active} is not installed: flow buildkit add {active}")
+
+
+@buildkit.command()
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@install_options
+@click.pass_obj
+def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_index: bool) -> None:
+    """Install build kits: a name, name with version, directory or wheel file."""
+    from flowcore.config import load_global
+
+    before = flow.config.global_config.active_kit
+    for r in flow.packages.add_kits(specs, find_links, no_index):
+        click.echo(f"installed build kit {r.name} {r.version}")
+
+    now = load_global(flow.config.global_config.path).active_kit
+    if now != before:
+        click.echo(f"active build kit: {now}")
+
+
+def _installed(flow: Flow) -> list[str]:
+    return flow.config.global_config.installed_kits
+
+
+@buildkit.command()
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.pass_obj
+def delete(flow: Flow, names: tuple[str, ...]) -> None:
+    """Uninstall build kits (choose from a list when no NAME is given)."""
+    if not names:
+        installed = _installed(flow)
+        if not installed:
+            raise InstallError("no build kits are installed", "Nothing to delete")
+        from flowcore.prompts import choose
+
+        names = tuple(choose("Delete which build kits?", installed, multiple=True,
+                             argument="NAME", command="flow buildkit delete"))
+    for name in flow.packages.delete_kits(names):
+        click.echo(f"deleted build kit {name}")
+
+
+@buildkit.command()
+@click.argument("name", required=False)
+@click.pass_obj
+def switch(flow: Flow, name: str | None) -> None:
+    """Make NAME the active build kit (choose from a list when no NAME is given)."""
+    from flowcore._installer import canonical
+    from flowcore.config import edit_project, update_global
+
+    config = flow.config
+    installed = _installed(flow)
+    if name is None:
+        if not installed:
+            raise UsageError("no build kits are installed", "Install one: flow buildkit add NAME")
+        from flowcore.prompts import choose
+
+        name = str(choose("Switch to which build kit?", installed, argument="NAME",
+                          command="flow buildkit switch"))
+    name = canonical(name)
+    if name not in installed:
+        raise UsageError(f"build kit '{name}' is not installed",
+                         f"Install it with: flow buildkit add {name}")
+    if config.scope == "project" and config.project is not None:
+        edit_project(config.project, lambda t: t.__setitem__("buildkit", name))
+        click.echo(f"build kit of project {config.project.root}: {name}")
+        return
+    update_global(lambda d: d.__setitem__("activeBuildKit", name), config.global_config.path)
+    click.echo(f"active build kit: {name}")

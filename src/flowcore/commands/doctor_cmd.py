@@ -1,0 +1,39 @@
+"""``flow doctor``: compare the flow environments with the config, and rebuild them.
+
+The config is the source of truth; the environments are caches of it. Exit code 0 means every
+kit and plugin in the config is installed and imports, 1 means problems remain.
+"""
+
+from __future__ import annotations
+
+import click
+
+from flowcore.app import Flow
+from flowcore.errors import InstallError
+
+
+@click.command()
+@click.option("--fix", is_flag=True, help="Reinstall what is missing or broken, remove extras.")
+@click.pass_obj
+def doctor(flow: Flow, fix: bool) -> None:
+    """Check that what the config lists is installed and loads; --fix rebuilds it."""
+    packages = flow.packages
+    problems = packages.diagnose()
+    if not problems:
+        total = sum(len(v) for v in packages.expected().values())
+        click.echo(f"ok: all {total} kits and plugins in the config are installed and load")
+        return
+    for problem in problems:
+        click.echo(str(problem))
+    if not fix:
+        raise InstallError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found",
+                           "Run: flow doctor --fix")
+    for line in packages.fix():
+        click.echo(line)
+    remaining = packages.diagnose()
+    for problem in remaining:
+        click.echo(f"still {problem}")
+    if remaining:
+        raise InstallError(f"{len(remaining)} problem{'s' if len(remaining) != 1 else ''} "
+                           "remain after --fix", "See the lines above")
+    click.echo("fixed: the environments match the config")

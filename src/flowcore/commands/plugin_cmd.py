@@ -1,0 +1,87 @@
+"""``flow plugin``: list, add and delete plugins.
+
+Global scope (outside a project, or with ``-g``): kit-bound plugins join their kits' lists,
+other plugins are general. Project scope: plugins go into the project's own flow environment and
+its ``[tool.flow] plugins``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from flowcore.app import Flow
+from flowcore.commands._install_options import install_options
+from flowcore.errors import InstallError
+
+
+@click.group()
+def plugin() -> None:
+    """Install, remove and list plugins."""
+
+
+@plugin.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_obj
+def list_(flow: Flow, as_json: bool) -> None:
+    """List the plugins of this scope, each with its version."""
+    config = flow.config
+    glob = flow.packages.installed_versions("global")
+    rows: list[dict[str, str | None]] = []
+    if config.scope == "project" and config.project is not None:
+        local = flow.packages.installed_versions("project")
+        rows += [{"name": p, "kind": "project", "version": local.get(p)}
+                 for p in config.project.plugins]
+    else:
+        kit = config.global_config.kit(config.active_kit) if config.active_kit else None
+        if kit is not None:
+            rows += [{"name": p, "kind": f"kit {kit.name}", "version": glob.get(p)}
+                     for p in kit.plugins]
+    rows += [{"name": p, "kind": "general", "version": glob.get(p)}
+             for p in config.global_config.general_plugins]
+    if as_json:
+        click.echo(json.dumps({"scope": config.scope, "plugins": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("no plugins. Add one with: flow plugin add NAME")
+    width = max((len(str(r["name"])) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['version'] or '(not installed)'}  ({r['kind']})")
+
+
+@plugin.command()
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@install_options
+@click.pass_obj
+def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_index: bool) -> None:
+    """Install plugins: a name, name with version, directory or wheel file."""
+    config = flow.config
+    installed_kits = set(config.global_config.installed_kits)
+    for r in flow.packages.add_plugins(specs, find_links, no_index):
+        if config.scope == "project" and config.project is not None:
+            where = f"into project {config.project.root}"
+        elif r.build_kits:
+            kits = ", ".join(k if k in installed_kits else f"{k} (declared, not installed)"
+                             for k in r.build_kits)
+            where = f"for build kit{'s' if len(r.build_kits) > 1 else ''} {kits}"
+        else:
+            where = "as a general plugin"
+        click.echo(f"installed plugin {r.name} {r.version} {where}")
+
+
+@plugin.command()
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.pass_obj
+def delete(flow: Flow, names: tuple[str, ...]) -> None:
+    """Uninstall plugins and remove them from every kit (choose from a list without NAME)."""
+    if not names:
+        known = flow.packages.configured_plugins()
+        if not known:
+            raise InstallError("no plugins are installed", "Nothing to delete")
+        from flowcore.prompts import choose
+
+        names = tuple(choose("Delete which plugins?", known, multiple=True, argument="NAME",
+                             command="flow plugin delete"))
+    for name in flow.packages.delete_plugins(names):
+        click.echo(f"deleted plugin {name}")

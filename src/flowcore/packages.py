@@ -1,0 +1,611 @@
+"""PackageManager: installs, removes and checks kit and plugin distributions.
+
+Callers pass requirements (a name, ``name>=1.2``, a directory, a wheel path) and nothing else:
+the installer (uv, else pip) and the target (the flow-managed environment of the current
+scope) are this module's business. Every change is a transaction:
+
+1. lock the managed environment (so parallel ``flow`` processes take turns),
+2. snapshot its distributions, run the installer,
+3. check the result (entry points, ``FLOW_API``, requirements on flowcore's own packages),
+4. on any failure, put the environment back as it was and raise,
+5. only then write the config (the source of truth) and ``installed.json`` (where each package
+   came from, so ``flow doctor --fix`` can rebuild the environment from the config).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowcore import _progress, paths
+from flowcore._installer import (
+    KIT_GROUP,
+    PLUGIN_GROUP,
+    Dist,
+    InstallOptions,
+    Installer,
+    ManagedEnv,
+    base_distributions,
+    canonical,
+    unsatisfied_base_requirements,
+)
+from flowcore.config import EffectiveConfig, edit_project, update_global
+from flowcore.errors import InstallError, UsageError
+
+KIT = "kit"
+PLUGIN = "plugin"
+_GROUP = {KIT: KIT_GROUP, PLUGIN: PLUGIN_GROUP}
+_ADD = {KIT: "flow buildkit add", PLUGIN: "flow plugin add"}
+_WHAT = {KIT: "build kit", PLUGIN: "plugin"}
+_UNCHANGED = "The config and the flow environment are unchanged"
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    """The outcome of installing one kit or plugin."""
+
+    name: str
+    version: str
+    kind: str
+    build_kits: tuple[str, ...] = ()  # kit-bound plugins: the kits they are bound to
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One difference between the config and a managed environment, found by ``diagnose``."""
+
+    scope: str  # "global" or "project"
+    kind: str  # "missing", "broken" or "extra"
+    name: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.name} ({self.scope}): {self.detail}"
+
+
+@dataclass
+class _Spec:
+    """One requirement as given, what to pass the installer, and the name if known upfront."""
+
+    given: str
+    arg: str
+    name: str | None
+    is_dir: bool = False
+
+
+def parse_spec(spec: str) -> _Spec:
+    """Tell paths from requirements; fail early (one line) on a path that does not exist."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    looks_like_path = (
+        spec.endswith((".whl", ".tar.gz", ".zip")) or spec.startswith((".", "/", "~"))
+        or os.sep in spec
+    ) and "://" not in spec and "@" not in spec
+    if looks_like_path:
+        path = Path(spec).expanduser().absolute()
+        if not path.exists():
+            raise InstallError(f"cannot install {spec}: no such file or directory",
+                               f"Check the path. {_UNCHANGED}")
+        if path.is_file():
+            if path.suffix != ".whl":
+                return _Spec(spec, str(path), None)
+            from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+            try:
+                return _Spec(spec, str(path), canonical(parse_wheel_filename(path.name)[0]))
+            except InvalidWheelFilename as exc:
+                raise InstallError(f"cannot install {spec}: {exc}", _UNCHANGED) from exc
+        return _Spec(spec, str(path), _project_name(path), is_dir=True)
+    if "://" in spec and "@" not in spec.split("://")[0]:
+        return _Spec(spec, spec, None)
+    try:
+        return _Spec(spec, spec, canonical(Requirement(spec).name))
+    except InvalidRequirement as exc:
+        raise UsageError(f"'{spec}' is neither a requirement nor an existing path",
+                         "Pass a name (flow-plugin-x, flow-plugin-x>=1.0), a directory or a "
+                         "wheel file") from exc
+
+
+def _project_name(directory: Path) -> str | None:
+    import tomllib
+
+    try:
+        data = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8"))
+        name = data.get("project", {}).get("name")
+        return canonical(name) if isinstance(name, str) else None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+
+
+class PackageManager:
+    """Kits and plugins of one run, in the scope its config says (project or global)."""
+
+    def __init__(self, config: EffectiveConfig) -> None:
+        self.config = config
+        self._installer: Installer | None = None
+
+    # ------------------------------------------------------------------ environments
+
+    @property
+    def installer(self) -> Installer:
+        if self._installer is None:
+            self._installer = Installer()
+        return self._installer
+
+    @property
+    def scope(self) -> str:
+        return self.config.scope
+
+    def env(self, scope: str | None = None) -> ManagedEnv:
+        """The managed environment of ``scope`` (default: this run's scope)."""
+        scope = scope or self.scope
+        if scope == "project":
+            assert self.config.project is not None
+            return ManagedEnv(paths.project_env_dir(self.config.project.root))
+        return ManagedEnv(paths.global_env_dir())
+
+    def installed_versions(self, scope: str = "global") -> dict[str, str]:
+        """``{name: version}`` of every distribution in a managed environment."""
+        return {n: d.version for n, d in self.env(scope).distributions().items()}
+
+    # ------------------------------------------------------------------ adding
+
+    def add_kits(self, specs: Sequence[str], find_links: Sequence[str] = (),
+                 no_index: bool = False) -> list[InstalledPackage]:
+        """Install kits into the global environment and mark them installed in the config.
+
+        A kit already declared by a plugin keeps its plugins; the first kit becomes active.
+        """
+        env = self.env("global")
+        options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
+                                 no_index)
+        with env.lock():
+            results, before = self._install(env, specs, options, KIT)
+
+            def mutate(data: dict[str, Any]) -> None:
+                kits = data.setdefault("buildKits", [])
+                for r in results:
+                    entry = next((k for k in kits if k.get("name") == r.name), None)
+                    if entry is None:
+                        kits.append({"name": r.name, "installed": True, "plugins": []})
+                    else:
+                        entry["installed"] = True
+                installed = {k["name"] for k in kits if k.get("installed")}
+                if data.get("activeBuildKit") not in installed:
+                    data["activeBuildKit"] = results[0].name
+
+            self._commit(env, results, before, options, lambda: update_global(
+                mutate, self.config.global_config.path))
+        return results
+
+    def add_plugins(self, specs: Sequence[str], find_links: Sequence[str] = (),
+                    no_index: bool = False) -> list[InstalledPackage]:
+        """Install plugins into this scope's environment and add them to its config.
+
+        Global scope: a plugin with ``FLOW_BUILD_KITS`` is bound to those kits (declaring the
+        ones not in the config yet); any other is a general plugin. Project scope: added to
+        ``[tool.flow] plugins``.
+        """
+        env = self.env()
+        options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
+                                 no_index)
+        with env.lock():
+            results, before = self._install(env, specs, options, PLUGIN)
+            if self.scope == "project":
+                assert self.config.project is not None
+                project = self.config.project
+
+                def write() -> Any:
+                    return edit_project(project, lambda t: _add_to_toml_list(
+                        t, "plugins", [r.name for r in results]))
+            else:
+                def write() -> Any:
+                    return update_global(lambda d: _bind_plugins(d, results),
+                                         self.config.global_config.path)
+            self._commit(env, results, before, options, write)
+        return results
+
+    def _commit(self, env: ManagedEnv, results: list[InstalledPackage], before: dict[str, Dist],
+                options: InstallOptions, write_config: Callable[[], Any]) -> None:
+        """Write the config (and the install record); undo the install if that fails."""
+        try:
+            write_config()
+        except BaseException:
+            self._rollback(env, before, options)
+            raise
+        record = _read_record(env)
+        for r in results:
+            record[r.name] = {"version": r.version, "kind": r.kind, "source": r.source,
+                              "findLinks": options.find_links, "noIndex": options.no_index}
+        _write_record(env, record)
+
+    def _install(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
+                 kind: str) -> tuple[list[InstalledPackage], dict[str, Dist]]:
+        """Install ``specs`` as ``kind`` into ``env`` and check them; all or nothing.
+
+        Returns the installed packages and the snapshot taken before, for a later rollback.
+        """
+        if not specs:
+            raise UsageError(f"no {_WHAT[kind]} given", f"Pass one: {_ADD[kind]} NAME")
+        parsed = [parse_spec(s) for s in specs]
+        base = base_distributions()
+        for p in parsed:
+            if p.name in base:
+                raise InstallError(
+                    f"{p.name} is part of flowcore's own environment "
+                    f"(version {base[p.name].version}) and cannot be added as a {_WHAT[kind]}",
+                    _UNCHANGED)
+        if options.no_index and any(p.is_dir for p in parsed):
+            # Isolated builds fetch the build backend from an index; offline, use flowcore's.
+            options.build_isolation = False
+        label = ", ".join(specs)
+        with _progress.step(f"preparing the flow environment ({self.installer.name})"):
+            env.ensure()
+        before = env.distributions()
+        try:
+            with _progress.step(f"installing {label}"):
+                self.installer.install(env, [p.arg for p in parsed], options, base,
+                                       what=f"cannot install {label}")
+            with _progress.step(f"checking {label}"):
+                return self._check_installed(env, parsed, before, base, kind), before
+        except BaseException as exc:
+            self._rollback(env, before, options)
+            if isinstance(exc, InstallError) and not exc.fix:
+                exc.fix = _UNCHANGED
+            raise
+
+    def _check_installed(self, env: ManagedEnv, parsed: list[_Spec], before: dict[str, Dist],
+                         base: dict[str, Dist], kind: str) -> list[InstalledPackage]:
+        from flowcore._probe import api_problem, read_declarations
+
+        after = env.distributions()
+        changed = [d for n, d in after.items()
+                   if n not in before or before[n].version != d.version]
+        conflicts = unsatisfied_base_requirements(changed, base)
+        if conflicts:
+            raise InstallError("; ".join(conflicts),
+                               f"Use a version that works with this flowcore. {_UNCHANGED}")
+        targets: list[tuple[_Spec, Dist]] = []
+        for p in parsed:
+            if p.name is not None:
+                if p.name not in after:
+                    raise InstallError(f"cannot install {p.given}: the installer did not install "
+                                       f"{p.name}")
+                targets.append((p, after[p.name]))
+            else:
+                found = [d for d in changed if d.groups & {KIT_GROUP, PLUGIN_GROUP}]
+                if not found:
+                    raise InstallError(f"{p.given} contains no flow {_WHAT[kind]} (no "
+                                       f"{_GROUP[kind]} entry point)")
+                targets += [(p, d) for d in found]
+        group = _GROUP[kind]
+        values: list[str] = []
+        for p, dist in targets:
+            if group not in dist.groups:
+                other = KIT if kind == PLUGIN else PLUGIN
+                if _GROUP[other] in dist.groups:
+                    raise InstallError(f"{dist.name} is a {_WHAT[other]}, not a {_WHAT[kind]}",
+                                       f"Use: {_ADD[other]} {p.given}. {_UNCHANGED}")
+                raise InstallError(
+                    f"{dist.name} is not a flow {_WHAT[kind]}: it has no {group} entry point",
+                    f"Add one to its pyproject.toml ([project.entry-points.\"{group}\"]). "
+                    f"{_UNCHANGED}")
+            values += [v for g, _, v in dist.entry_points if g == group]
+        declared = read_declarations(env, values)
+        results: list[InstalledPackage] = []
+        for p, dist in targets:
+            kits: list[str] = []
+            for g, _, value in dist.entry_points:
+                if g != group:
+                    continue
+                decl = declared[value]
+                if decl.error:
+                    raise InstallError(f"{dist.name} cannot be imported ({value}): {decl.error}")
+                problem = api_problem(dist.name, decl.api)
+                if problem:
+                    raise InstallError(problem, f"Install a version of {dist.name} made for "
+                                       f"plugin API {_api()}. {_UNCHANGED}")
+                kits += [canonical(k) for k in decl.build_kits or () if canonical(k) not in kits]
+            results.append(InstalledPackage(dist.name, dist.version, kind,
+                                            tuple(kits) if kind == PLUGIN else (),
+                                            p.arg if p.arg != p.given or p.name is None
+                                            else p.given))
+        return results
+
+    def _rollback(self, env: ManagedEnv, before: dict[str, Dist], options: InstallOptions) -> None:
+        """Put ``env`` back to ``before``: remove what was added, reinstall what was replaced."""
+        after = env.distributions()
+        added = [n for n, d in after.items() if n not in before or before[n].version != d.version]
+        lost = [n for n, d in before.items() if n not in after or after[n].version != d.version]
+        self.installer.uninstall(env, added)
+        if lost:
+            record = _read_record(env)
+            links = list(options.find_links)
+            for n in lost:
+                src = record.get(n, {}).get("source", "")
+                if src.endswith(".whl") and Path(src).exists():
+                    links.append(str(Path(src).parent))
+            try:
+                self.installer.install(
+                    env, [f"{n}=={before[n].version}" for n in lost],
+                    InstallOptions(links, options.no_index), base_distributions(),
+                    what="cannot restore the environment")
+            except InstallError as exc:
+                raise InstallError(exc.cause, "Run: flow doctor --fix") from exc
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete_kits(self, names: Sequence[str]) -> list[str]:
+        """Uninstall kits; a kit with bound plugins stays declared so they stay bound."""
+        env = self.env("global")
+        with env.lock():
+            installed = self.config.global_config.installed_kits
+            wanted = self._check_known(names, installed, KIT)
+            with _progress.step(f"removing {', '.join(wanted)}"):
+                self.installer.uninstall(env, wanted)
+
+            def mutate(data: dict[str, Any]) -> None:
+                kept = []
+                for k in data.get("buildKits", []):
+                    if canonical(k["name"]) in wanted:
+                        if not k.get("plugins"):
+                            continue
+                        k["installed"] = False
+                    kept.append(k)
+                data["buildKits"] = kept
+                if canonical(data.get("activeBuildKit") or "") in wanted:
+                    data["activeBuildKit"] = next(
+                        (k["name"] for k in kept if k.get("installed")), None)
+
+            update_global(mutate, self.config.global_config.path)
+            _forget(env, wanted)
+        return wanted
+
+    def delete_plugins(self, names: Sequence[str]) -> list[str]:
+        """Uninstall plugins and remove them from every kit and plugin list of this scope."""
+        env = self.env()
+        with env.lock():
+            wanted = self._check_known(names, self.configured_plugins(), PLUGIN)
+            with _progress.step(f"removing {', '.join(wanted)}"):
+                self.installer.uninstall(env, wanted)
+            if self.scope == "project":
+                assert self.config.project is not None
+                edit_project(self.config.project,
+                             lambda t: _remove_from_toml_list(t, "plugins", wanted))
+            else:
+                def mutate(data: dict[str, Any]) -> None:
+                    data["plugins"] = [p for p in data.get("plugins", [])
+                                       if canonical(p) not in wanted]
+                    for k in data.get("buildKits", []):
+                        k["plugins"] = [p for p in k.get("plugins", [])
+                                        if canonical(p) not in wanted]
+
+                update_global(mutate, self.config.global_config.path)
+            _forget(env, wanted)
+        return wanted
+
+    def configured_plugins(self) -> list[str]:
+        """Plugins this scope's config lists (project plugins, or every global plugin)."""
+        if self.scope == "project":
+            assert self.config.project is not None
+            return self.config.project.plugins
+        g = self.config.global_config
+        out = list(g.general_plugins)
+        for k in g.kits:
+            out += [p for p in k.plugins if p not in out]
+        return out
+
+    def _check_known(self, names: Sequence[str], known: list[str], kind: str) -> list[str]:
+        wanted: list[str] = []
+        known = [canonical(k) for k in known]
+        for name in names:
+            n = canonical(name)
+            if n not in known:
+                listing = ", ".join(known) if known else "none"
+                raise InstallError(
+                    f"{_WHAT[kind]} '{name}' is not installed"
+                    + (" in this project" if kind == PLUGIN and self.scope == "project" else ""),
+                    f"Installed {_WHAT[kind]}s: {listing}")
+            if n not in wanted:
+                wanted.append(n)
+        return wanted
+
+    # ------------------------------------------------------------------ doctor
+
+    def expected(self) -> dict[str, dict[str, str]]:
+        """``{scope: {name: kind}}``: what the config says each environment must hold."""
+        g = self.config.global_config
+        glob: dict[str, str] = {canonical(k): KIT for k in g.installed_kits}
+        for name in [p for k in g.kits for p in k.plugins] + g.general_plugins:
+            glob.setdefault(canonical(name), PLUGIN)
+        out = {"global": glob}
+        if self.scope == "project":
+            assert self.config.project is not None
+            out["project"] = {canonical(p): PLUGIN for p in self.config.project.plugins}
+        return out
+
+    def diagnose(self) -> list[Problem]:
+        """Compare each environment with the config: what is missing, broken or extra."""
+        problems: list[Problem] = []
+        base: dict[str, Dist] | None = None
+        for scope, expected in self.expected().items():
+            env = self.env(scope)
+            if not env.root.exists():
+                problems += [Problem(scope, "missing", n, f"{k} in the config, no environment "
+                                     f"at {env.root}") for n, k in expected.items()]
+                continue
+            if not env.exists():
+                problems.append(Problem(scope, "broken", "environment", f"{env.root} is not a "
+                                        f"usable environment for this Python"))
+                problems += [Problem(scope, "missing", n, f"{k} in the config")
+                             for n, k in expected.items()]
+                continue
+            if not env.base_pth_current():
+                problems.append(Problem(scope, "broken", "environment",
+                                        "it does not see flowcore's current packages"))
+            base = base if base is not None else base_distributions()
+            problems += self._diagnose_env(scope, env, expected, base)
+        return problems
+
+    def _diagnose_env(self, scope: str, env: ManagedEnv, expected: dict[str, str],
+                      base: dict[str, Dist]) -> list[Problem]:
+        from flowcore._probe import api_problem, read_declarations
+
+        problems: list[Problem] = []
+        dists = env.distributions()
+        present: list[tuple[str, Dist]] = []
+        for name, kind in expected.items():
+            dist = dists.get(name)
+            if dist is None:
+                problems.append(Problem(scope, "missing", name, f"{kind} in the config, not "
+                                        "installed"))
+            elif _GROUP[kind] not in dist.groups:
+                problems.append(Problem(scope, "broken", name, f"has no {_GROUP[kind]} entry "
+                                        "point"))
+            else:
+                present.append((kind, dist))
+        for text in unsatisfied_base_requirements([d for _, d in present], base):
+            problems.append(Problem(scope, "broken", text.split()[0], text))
+        values = [v for kind, d in present for g, _, v in d.entry_points if g == _GROUP[kind]]
+        try:
+            declared = read_declarations(env, values)
+        except InstallError as exc:
+            return problems + [Problem(scope, "broken", "environment", exc.cause)]
+        for kind, d in present:
+            for g, _, v in d.entry_points:
+                if g != _GROUP[kind]:
+                    continue
+                why = declared[v].error or api_problem(d.name, declared[v].api)
+                if why:
+                    problems.append(Problem(scope, "broken", d.name, why))
+        for name, dist in dists.items():
+            if name not in expected and dist.groups:
+                problems.append(Problem(scope, "extra", name, f"installed ({dist.version}) but "
+                                        "not in the config"))
+        return problems
+
+    def fix(self) -> list[str]:
+        """Rebuild the environments from the config; returns what was done, step by step."""
+        done: list[str] = []
+        problems = self.diagnose()
+        for scope, expected in self.expected().items():
+            mine = [p for p in problems if p.scope == scope]
+            if not mine:
+                continue
+            env = self.env(scope)
+            with env.lock():
+                if any(p.name == "environment" for p in mine) or not env.exists():
+                    with _progress.step(f"rebuilding {env.root}"):
+                        if not env.exists():
+                            env.create()
+                        env.ensure()
+                    done.append(f"rebuilt the {scope} environment at {env.root}")
+                remove = [p.name for p in mine
+                          if p.kind in ("extra", "broken") and p.name != "environment"]
+                if remove:
+                    self.installer.uninstall(env, remove)
+                    done += [f"removed {n} ({scope})" for n in remove if n not in expected]
+                present = env.distributions()
+                record = _read_record(env)
+                for name, kind in expected.items():
+                    if name in present:
+                        continue
+                    done.append(self._reinstall(env, name, kind, record.get(name, {})))
+        return done
+
+    def _reinstall(self, env: ManagedEnv, name: str, kind: str, rec: dict[str, Any]) -> str:
+        source = rec.get("source") or name
+        links = list(rec.get("findLinks") or [])
+        if (source.startswith("/") and not Path(source).exists()) and rec.get("version"):
+            source = f"{name}=={rec['version']}"
+        options = InstallOptions(links, bool(rec.get("noIndex")))
+        try:
+            results, _ = self._install(env, [source], options, kind)
+        except InstallError as exc:
+            return f"could not reinstall {name}: {exc.cause}"
+        record = _read_record(env)
+        for r in results:
+            record[r.name] = {**rec, "version": r.version, "kind": kind}
+        _write_record(env, record)
+        return f"reinstalled {name} {results[0].version} from {source}"
+
+
+# ---------------------------------------------------------------------- config edits
+
+
+def _bind_plugins(data: dict[str, Any], results: Iterable[InstalledPackage]) -> None:
+    """Place each plugin: in its kits' lists (declaring missing kits), else in ``plugins``."""
+    kits = data.setdefault("buildKits", [])
+    general = data.setdefault("plugins", [])
+    for r in results:
+        general[:] = [p for p in general if p != r.name]
+        for k in kits:
+            k["plugins"] = [p for p in k.get("plugins", []) if p != r.name]
+        if not r.build_kits:
+            general.append(r.name)
+            continue
+        for kit in r.build_kits:
+            entry = next((k for k in kits if k["name"] == kit), None)
+            if entry is None:
+                entry = {"name": kit, "installed": False, "plugins": []}
+                kits.append(entry)
+            entry.setdefault("plugins", []).append(r.name)
+
+
+def _add_to_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
+    import tomlkit
+
+    if key not in table:
+        table[key] = tomlkit.array()
+    items = table[key]
+    for name in names:
+        if name not in items:
+            items.append(name)
+
+
+def _remove_from_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
+    items = table.get(key)
+    if items is None:
+        return
+    for i in reversed(range(len(items))):
+        if canonical(str(items[i])) in names:
+            del items[i]
+
+
+# ---------------------------------------------------------------------- install record
+
+
+def _read_record(env: ManagedEnv) -> dict[str, Any]:
+    try:
+        data = json.loads(env.record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    packages = data.get("packages") if isinstance(data, dict) else None
+    return packages if isinstance(packages, dict) else {}
+
+
+def _write_record(env: ManagedEnv, packages: dict[str, Any]) -> None:
+    from flowcore._fileio import atomic_write_bytes
+
+    text = json.dumps({"schemaVersion": 1, "packages": packages}, indent=2, sort_keys=True)
+    atomic_write_bytes(env.record_path, (text + "\n").encode("utf-8"))
+
+
+def _forget(env: ManagedEnv, names: Iterable[str]) -> None:
+    record = _read_record(env)
+    if any(n in record for n in names):
+        _write_record(env, {k: v for k, v in record.items() if k not in set(names)})
+
+
+def _api() -> str:
+    from flowcore import FLOW_API_VERSION
+
+    return FLOW_API_VERSION
+
+
+__all__ = ["InstalledPackage", "PackageManager", "Problem", "parse_spec"]
