@@ -34,6 +34,7 @@ def doctor(flow: Flow, fix: bool) -> None:
     for problem in remaining:
         click.echo(f"still {problem}")
     if remaining:
-        raise InstallError(f"{len(remaining)} problem{'s' if len(remaining) != 1 else ''} "
-                           "remain after --fix", "See the lines above")
+        n = len(remaining)
+        raise InstallError(f"{n} problem{'s remain' if n != 1 else ' remains'} after --fix",
+                           "See the lines above")
     click.echo("fixed: the environments match the config")
