@@ -1,14 +1,21 @@
 """CommandRegistry: which commands exist, who added each, and how to load one.
 
-Built-in commands come from ``flowcore.commands.BUILTIN_COMMANDS``; kit and plugin commands are
-added by the PluginSystem (see ``flowcore.plugins``). Listing never imports a command's module.
+Built-in commands come from ``flowcore.commands.BUILTIN_COMMANDS``; kit and plugin commands come
+from the command manifest (``flowcore.manifest``), which the PluginSystem rebuilds when the
+config or an installed distribution changed. Listing never imports a command's module, nor
+pluggy; running a kit or plugin command imports its owning plugin only (plus the plugins that
+implement ``flow_before_command``/``flow_after_command``).
+
+Duplicates are resolved once, when the manifest is built: built-in > kit > kit-bound or project
+plugin > general plugin, and among equals the first loaded wins. The loser is skipped with a
+warning naming both sources. ``buildkit``, ``plugin`` and ``config`` are always built-in.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from flowcore.commands import BUILTIN_COMMANDS
 
@@ -16,17 +23,39 @@ if TYPE_CHECKING:
     import click
 
     from flowcore.app import Flow
+    from flowcore.context import CoreContext
+    from flowcore.manifest import Manifest
+    from flowcore.plugins import PluginSystem
 
 BUILTIN = "built-in"
+#: Built-in names no kit or plugin can ever take, whether or not the command exists yet.
+RESERVED = frozenset({"buildkit", "plugin", "config"})
+#: Lower wins when two sources register the same command name.
+PRECEDENCE = {BUILTIN: 0, "kit": 1, "kit-plugin": 2, "project": 2, "general": 3}
 
 
-@dataclass(frozen=True)
 class CommandInfo:
-    """What ``flow --help`` shows for one command, without loading it."""
+    """What ``flow --help`` shows for one command, without loading it.
 
-    name: str
-    help: str
-    source: str
+    (A plain class: a dataclass costs more to define than the help path spends on listing.)
+    """
+
+    __slots__ = ("name", "help", "source")
+
+    def __init__(self, name: str, help: str, source: str) -> None:
+        self.name = name
+        self.help = help
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CommandInfo) and (self.name, self.help, self.source) == (
+            other.name, other.help, other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.help, self.source))
+
+    def __repr__(self) -> str:
+        return f"CommandInfo({self.name!r}, {self.help!r}, {self.source!r})"
 
 
 def load_object(target: str) -> object:
@@ -38,19 +67,266 @@ def load_object(target: str) -> object:
     return obj
 
 
+class RegistryView:
+    """The ``registry`` argument of ``flow_register_commands``: one plugin's view.
+
+    ``add`` records the plugin as the source of each command; the CommandRegistry resolves names
+    taken twice after every plugin has registered.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.commands: list[tuple[str, click.Command]] = []
+
+    def add(self, command: click.Command, name: str | None = None) -> None:
+        """Add a ``click.Command`` (or group) at flow's top level, under ``name`` or its own."""
+        import click
+
+        if not isinstance(command, click.Command):
+            raise TypeError(f"registry.add() needs a click command, got {type(command).__name__}")
+        name = name or command.name
+        if not name:
+            raise ValueError("registry.add() needs a command with a name")
+        self.commands.append((name, command))
+
+
+def _builtin_names() -> frozenset[str]:
+    return RESERVED | frozenset(BUILTIN_COMMANDS)
+
+
 class CommandRegistry:
     """The command tree of one run."""
 
     def __init__(self, flow: Flow) -> None:
         self.flow = flow
+        self._manifest: Manifest | None = None
+        self._rebuilt = False
+        self._reported: set[str] = set()  # failure and warning lines already shown
+        self._live: dict[str, Any] = {}  # commands loaded in this process, by name
+        self._contexts: dict[str, CoreContext] = {}
+
+    # -- the manifest ----------------------------------------------------------------------
+
+    def _key_and_fingerprint(self) -> tuple[str, list[Any]]:
+        from flowcore import manifest, paths
+        from flowcore.environment import site_packages_dir
+
+        config = self.flow.config  # raises ConfigError when a config file is broken
+        project = config.project if config.scope == "project" else None
+        envs = ([paths.project_env_dir(project.root)] if project else []) + [paths.global_env_dir()]
+        load_plugins = os.environ.get("FLOW_LOAD_PLUGINS")
+        key = "|".join([
+            f"project:{project.root}" if project else "global",
+            f"kit:{config.active_kit}",
+            f"load:{load_plugins}",
+        ])
+        files = [config.global_config.path] + ([project.file] if project else [])
+        fingerprint = manifest.fingerprint(
+            files, [site_packages_dir(e) for e in envs], load_plugins
+        )
+        return key, fingerprint
+
+    def manifest(self) -> Manifest:
+        """The manifest of this run: the cached one if still valid, else freshly built."""
+        if self._manifest is None:
+            from flowcore import manifest
+
+            key, fingerprint = self._key_and_fingerprint()
+            self._manifest = manifest.load(key, fingerprint) or self._rebuild(key, fingerprint)
+        return self._manifest
+
+    def _rebuild(self, key: str | None = None, fingerprint: list[Any] | None = None) -> Manifest:
+        """Load every kit and plugin once and write what help and dispatch need."""
+        from flowcore import manifest as mf
+
+        if key is None or fingerprint is None:
+            key, fingerprint = self._key_and_fingerprint()
+        plugins = self._plugins()
+        plugins.reset()
+        plugins.load_all()
+        kit = plugins.describe_kit()
+        registrations = plugins.collect_commands()
+        commands, warnings, live = _resolve(registrations)
+        built = mf.Manifest(
+            key=key,
+            fingerprint=fingerprint,
+            kit=kit,
+            plugins=[p.record(plugins.hooks_of(p)) for p in plugins.loaded.values()],
+            commands=commands,
+            failures=list(plugins.failures),
+            warnings=warnings,
+            env_dirs=[str(d) for d in plugins.env_dirs()],
+        )
+        mf.save(built)
+        self._manifest = built
+        self._rebuilt = True
+        self._live = live
+        for plugin in plugins.loaded.values():
+            for command in (c for c in built.commands if c.source == plugin.name):
+                self._contexts[command.name] = plugins.context(plugin)
+        return built
+
+    def _plugins(self) -> PluginSystem:
+        plugins = self.flow.plugins
+        if self._manifest is not None and self._manifest.kit and plugins.kit_info is None:
+            plugins.kit_info = self._manifest.kit
+        return plugins
+
+    def _report_failures(self, *, strict: bool | None = None) -> None:
+        """Show the manifest's failures and duplicate warnings (each once per run).
+
+        With ``--strict-plugins`` a failure is a ``PluginLoadError`` instead.
+        """
+        if self._manifest is None:
+            return
+        if not (self._manifest.failures or self._manifest.warnings):
+            return
+        import click
+
+        from flowcore.plugins import failure_line, report
+
+        strict = self.flow.options.strict_plugins if strict is None else strict
+        for failure in self._manifest.failures:
+            line = "|".join(failure_line(failure))
+            if line not in self._reported:
+                report(failure, strict)
+                self._reported.add(line)
+        for warning in self._manifest.warnings:
+            if warning not in self._reported:
+                click.echo(f"flow: warning: {warning}", err=True)
+                self._reported.add(warning)
+
+    # -- listing and dispatch --------------------------------------------------------------
 
     def list(self) -> list[CommandInfo]:
-        """Every command of this run, sorted by name."""
+        """Every command of this run, sorted by name. A broken config leaves only built-ins."""
+        from flowcore.errors import ConfigError
+
         infos = [CommandInfo(n, h, BUILTIN) for n, (_, h) in BUILTIN_COMMANDS.items()]
+        try:
+            manifest = self.manifest()
+        except ConfigError:
+            manifest = None  # the help epilog names the problem
+        if manifest is not None:
+            self._report_failures()
+            infos += [CommandInfo(c.name, c.help, c.source) for c in manifest.commands]
         return sorted(infos, key=lambda i: i.name)
 
     def get(self, name: str) -> click.Command | None:
-        """Load the command called ``name``, importing only what it needs."""
+        """Load the command called ``name``, importing only what it needs.
+
+        A cached manifest that names a module which no longer imports, or a plugin that no longer
+        registers the command, triggers one rebuild and retry: stale data never runs wrong code.
+        """
         if name in BUILTIN_COMMANDS:
             return load_object(BUILTIN_COMMANDS[name][0])  # type: ignore[return-value]
+        if name in self._live:
+            return self._live[name]
+        manifest = self.manifest()
+        self._report_failures()
+        record = manifest.command(name)
+        if record is None and not self._rebuilt:
+            manifest = self._rebuild()  # never let a stale cache hide a command
+            record = manifest.command(name)
+        if record is None:
+            self.flow.config.require_kit()  # names `flow buildkit add KIT` when the kit is missing
+            return None
+        if name in self._live:
+            return self._live[name]
+        command = self._load_from_manifest(name, record.source)
+        if command is None and not self._rebuilt:
+            manifest = self._rebuild()
+            self._report_failures()
+            return self._live.get(name)
+        return command
+
+    def _load_from_manifest(self, name: str, source: str) -> click.Command | None:
+        manifest = self.manifest()
+        plugin_record = manifest.plugin(source)
+        if plugin_record is None:
+            return None
+        plugins = self._plugins()
+        plugins.load_records([plugin_record], manifest.env_dirs)
+        if source not in plugins.loaded:
+            return None
+        for plugin, command_name, command in plugins.collect_commands(only={source}):
+            if command_name == name:
+                self._live[name] = command
+                self._contexts[name] = plugins.context(plugin)
+                return command
         return None
+
+    def context_of(self, name: str) -> CoreContext | None:
+        """The context of the plugin that owns command ``name`` (after it was loaded)."""
+        return self._contexts.get(name)
+
+    # -- before/after every command --------------------------------------------------------
+
+    def call_command_hook(self, hook: str, **kwargs: Any) -> None:
+        """Call ``flow_before_command``/``flow_after_command`` on the plugins implementing it.
+
+        Only those plugins are imported; with none, this costs one manifest lookup. Failures are
+        reported as warnings (they never fail the command itself).
+        """
+        from flowcore.errors import ConfigError
+
+        try:
+            manifest = self.manifest()
+        except ConfigError:
+            return
+        records = manifest.implementing(hook)
+        if not records:
+            return
+        self._report_failures(strict=False)
+        plugins = self._plugins()
+        plugins.load_records(records, manifest.env_dirs)
+        from flowcore.plugins import failure_line, report
+
+        for failure in plugins.failures:
+            line = "|".join(failure_line(failure))
+            if line not in self._reported:
+                report(failure, strict=False)
+                self._reported.add(line)
+        plugins.call_loaded(hook, only={r.name for r in records}, **kwargs)
+
+
+def _resolve(
+    registrations: list[tuple[Any, str, Any]],
+) -> tuple[list[Any], list[str], dict[str, Any]]:
+    """Apply precedence to every registration: winners as records, losers as warnings."""
+    from flowcore.manifest import CommandRecord
+
+    winners: dict[str, tuple[Any, Any]] = {}
+    warnings: list[str] = []
+
+    def describe(plugin: Any) -> str:
+        return f"{'build kit' if plugin.kind == 'kit' else 'plugin'} '{plugin.name}'"
+
+    for plugin, name, command in registrations:
+        if name in _builtin_names():
+            warnings.append(
+                f"{describe(plugin)} registers command '{name}', which is built-in and cannot be "
+                f"overridden; skipped"
+            )
+            continue
+        current = winners.get(name)
+        if current is None:
+            winners[name] = (plugin, command)
+            continue
+        holder = current[0]
+        if PRECEDENCE[plugin.kind] < PRECEDENCE[holder.kind]:
+            winners[name] = (plugin, command)
+            holder, plugin = plugin, holder
+        if holder is plugin:
+            warnings.append(f"{describe(plugin)} registers command '{name}' twice; the first wins")
+        else:
+            warnings.append(
+                f"command '{name}' of {describe(plugin)} is skipped: {describe(holder)} "
+                f"already provides it"
+            )
+    records = [
+        CommandRecord(name, command.get_short_help_str(limit=80), plugin.name, plugin.kind)
+        for name, (plugin, command) in sorted(winners.items())
+    ]
+    live = {name: command for name, (_, command) in winners.items()}
+    return records, warnings, live

@@ -1,0 +1,226 @@
+"""The command manifest: what ``flow --help`` and dispatch know without importing any plugin.
+
+Building the command tree means importing every kit and plugin, which is what made IMFLOW's start
+take seconds. flow does it once and caches the result as JSON under ``$FLOW_HOME/cache``: command
+names, short help, owners, and per plugin its entry points and the hooks it implements. The cache
+is keyed by what decides which plugins load (scope, project root, active kit,
+``FLOW_LOAD_PLUGINS``) and carries a *fingerprint* of everything that could change its content:
+flowcore's version, the config files, the FLOW_LOAD_PLUGINS value, the distributions in the
+managed environments (dist-info names, ``entry_points.txt`` and ``direct_url.json`` stats, so an
+install, removal, upgrade or editable reinstall shows), the mtime of flow's own site-packages,
+and the files of every loaded plugin module (so editing an editable plugin shows too). Computing
+it is a few ``listdir``/``stat`` calls; nothing here imports pluggy or ``importlib.metadata``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+from flowcore import __version__, paths
+
+FORMAT = 1
+
+
+class _Record:
+    """A small record: plain classes, because building dataclasses costs more at start-up than
+    reading the whole manifest."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for name, value in zip(self.__slots__, args):
+            setattr(self, name, value)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.as_dict()!r})"
+
+
+class CommandRecord(_Record):
+    """One kit or plugin command as help lists it: name, short help, source (the distribution
+    name of the kit or plugin) and kind ("kit", "kit-plugin", "project" or "general")."""
+
+    __slots__ = ("name", "help", "source", "kind")
+    name: str
+    help: str
+    source: str
+    kind: str
+
+
+class PluginRecord(_Record):
+    """One loaded kit or plugin: how to import it again (entry point values), which hooks it
+    implements, and the stamps of its module files."""
+
+    __slots__ = ("name", "kind", "entry_points", "hooks", "files")
+    name: str
+    kind: str
+    entry_points: list[str]
+    hooks: list[str]
+    files: list[str]
+
+
+class Failure(_Record):
+    """A kit or plugin that could not be loaded or whose hook raised, and why."""
+
+    __slots__ = ("name", "kind", "cause")
+    name: str
+    kind: str
+    cause: str
+
+
+class Manifest:
+    """The cached command tree of one load scope (see the module docs)."""
+
+    def __init__(
+        self,
+        key: str,
+        fingerprint: list[Any],
+        kit: dict[str, Any] | None = None,
+        plugins: list[PluginRecord] | None = None,
+        commands: list[CommandRecord] | None = None,
+        failures: list[Failure] | None = None,
+        warnings: list[str] | None = None,
+        env_dirs: list[str] | None = None,
+    ) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.kit = kit
+        self.plugins = plugins or []
+        self.commands = commands or []
+        self.failures = failures or []
+        self.warnings = warnings or []
+        self.env_dirs = env_dirs or []
+
+    def command(self, name: str) -> CommandRecord | None:
+        return next((c for c in self.commands if c.name == name), None)
+
+    def plugin(self, name: str) -> PluginRecord | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+    def implementing(self, *hooks: str) -> list[PluginRecord]:
+        return [p for p in self.plugins if any(h in p.hooks for h in hooks)]
+
+    def to_json(self) -> bytes:
+        data = {
+            "format": FORMAT, "key": self.key, "fingerprint": self.fingerprint, "kit": self.kit,
+            "plugins": [p.as_dict() for p in self.plugins],
+            "commands": [c.as_dict() for c in self.commands],
+            "failures": [f.as_dict() for f in self.failures],
+            "warnings": self.warnings, "env_dirs": self.env_dirs,
+        }
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest | None:
+        try:
+            data = json.loads(raw)
+            if data.pop("format", None) != FORMAT:
+                return None
+            return cls(
+                key=data["key"],
+                fingerprint=data["fingerprint"],
+                kit=data.get("kit"),
+                plugins=[PluginRecord(**p) for p in data["plugins"]],
+                commands=[CommandRecord(**c) for c in data["commands"]],
+                failures=[Failure(**f) for f in data["failures"]],
+                warnings=list(data["warnings"]),
+                env_dirs=list(data["env_dirs"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable cache is a missing cache
+
+
+def manifest_path(key: str) -> Path:
+    """Where the manifest for ``key`` lives (one file per key; deleting any is always safe)."""
+    return paths.cache_dir() / f"commands-{zlib.crc32(key.encode()):08x}.json"
+
+
+def _stat(path: Path | str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def _env_listing(site_packages: Path) -> list[Any]:
+    """dist-info names of one environment, with the stats of the files that name entry points."""
+    try:
+        names = sorted(n for n in os.listdir(site_packages) if n.endswith(".dist-info"))
+    except OSError:
+        return [str(site_packages), None]
+    return [
+        str(site_packages),
+        [[n, _stat(site_packages / n / "entry_points.txt"),
+          _stat(site_packages / n / "direct_url.json")] for n in names],
+    ]
+
+
+def own_site_packages() -> Path:
+    """The site-packages of the interpreter running flow (kits may be installed there too)."""
+    from flowcore.environment import site_packages_dir
+
+    return site_packages_dir(Path(sys.prefix))
+
+
+def fingerprint(config_files: list[Path], site_dirs: list[Path], load_plugins: str | None) -> list[Any]:
+    """Everything the manifest's content depends on, apart from the plugin files themselves."""
+    return [
+        __version__,
+        sys.version_info[:2],
+        [[str(p), _stat(p)] for p in config_files],
+        load_plugins,
+        [_env_listing(sp) for sp in site_dirs],
+        _stat(own_site_packages()),
+    ]
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def load(key: str, current_fingerprint: list[Any]) -> Manifest | None:
+    """The cached manifest for ``key`` if it is still valid, else ``None``."""
+    try:
+        raw = manifest_path(key).read_bytes()
+    except OSError:
+        return None
+    manifest = Manifest.from_json(raw)
+    if manifest is None or manifest.key != key:
+        return None
+    if manifest.fingerprint != _normalise(current_fingerprint):
+        return None
+    for plugin in manifest.plugins:
+        for entry in plugin.files:
+            path, _, stamp = entry.rpartition("|")
+            if str(_stat(path)) != stamp:
+                return None
+    return manifest
+
+
+def file_stamp(path: str) -> str:
+    """How a plugin file is recorded: ``path|[mtime_ns, size]``, compared on every load."""
+    return f"{path}|{_stat(path)}"
+
+
+def save(manifest: Manifest) -> None:
+    """Write the manifest atomically; a cache that cannot be written is simply not cached."""
+    from flowcore._fileio import atomic_write_bytes
+
+    manifest.fingerprint = _normalise(manifest.fingerprint)
+    try:
+        atomic_write_bytes(manifest_path(manifest.key), manifest.to_json())
+    except OSError:
+        pass
