@@ -29,12 +29,28 @@ def _truthy(name: str) -> bool:
 
 
 class FlowGroup(click.Group):
-    """A click group whose commands come from the CommandRegistry, loaded only when used."""
+    """A click group whose commands come from the CommandRegistry, loaded only when used.
+
+    ``flow --help`` reads names and help from the cached command manifest (no plugin, no pluggy
+    imported); running a command loads only its owner. Every command invocation is wrapped in
+    the ``flow_before_command``/``flow_after_command`` hooks, and kicks off the daily update
+    check in the background.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --help is eager: click handles it before it has stored -k/-g/--root/--config, so read
+        # the global options first (the parser runs no callbacks) for the help listing to match.
+        try:
+            opts, _, _ = self.make_parser(ctx).parse_args(args=list(args))
+            ctx.meta["flow.early_params"] = opts
+        except click.UsageError:
+            pass
+        return super().parse_args(ctx, args)
 
     def _registry(self, ctx: click.Context) -> CommandRegistry:
         flow = ctx.find_object(Flow)
         if flow is None:  # --help parsed before the callback ran
-            flow = _flow_from_params(ctx.params)
+            flow = _flow_from_params({**ctx.meta.get("flow.early_params", {}), **ctx.params})
             ctx.obj = flow
         registry = ctx.meta.get("flow.registry")
         if registry is None:
@@ -55,16 +71,78 @@ class FlowGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # click.Group.invoke, non-chained, with the root callback run before the sub-command is
+        # resolved (so dispatch sees the validated config) and the command wrapped in hooks.
+        protected = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
+        args = [*getattr(ctx, protected), *ctx.args]
+        if not args:
+            return super().invoke(ctx)  # "Missing command."
+        ctx.args = []
+        setattr(ctx, protected, [])
+        with ctx:
+            click.Command.invoke(self, ctx)
+            cmd_name, cmd, args = self.resolve_command(ctx, args)
+            assert cmd is not None and cmd_name is not None
+            ctx.invoked_subcommand = cmd_name
+            _start_update_check(ctx.find_object(Flow))
+            sub_ctx = cmd.make_context(cmd_name, args, parent=ctx)
+            with sub_ctx:
+                return self._invoke_with_hooks(ctx, cmd_name, args, sub_ctx)
+
+    def _invoke_with_hooks(
+        self, ctx: click.Context, name: str, args: list[str], sub_ctx: click.Context
+    ) -> Any:
+        import time
+
+        from flowcore import context as plugin_context
+
+        registry = self._registry(ctx)
+        token = plugin_context.activate(registry.context_of(name))
+        start = time.monotonic()
+        code = 0
+        registry.call_command_hook("flow_before_command", command_name=name, args=list(args))
+        try:
+            return sub_ctx.command.invoke(sub_ctx)
+        except BaseException as exc:
+            code = _exit_code_of(exc)
+            raise
+        finally:
+            registry.call_command_hook("flow_after_command", command_name=name, exit_code=code,
+                                       duration=time.monotonic() - start)
+            plugin_context.deactivate(token)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
         flow = ctx.find_object(Flow)
         try:
             if flow is not None:
-                flow.config
+                flow.config.require_kit()
         except FlowError as exc:
             formatter.write_paragraph()
             formatter.write_text(f"Configuration problem: {exc.message}")
+
+
+def _exit_code_of(exc: BaseException) -> int:
+    """The exit code ``main`` will turn ``exc`` into (for ``flow_after_command``)."""
+    if isinstance(exc, FlowError):
+        return exc.exit_code
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
+        return 130
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return 1
+
+
+def _start_update_check(flow: Flow | None) -> None:
+    if flow is not None and flow.options.check_latest:
+        from flowcore import update_check
+
+        update_check.maybe_start(flow)
 
 
 def _flow_from_params(params: dict[str, Any]) -> Flow:
@@ -74,8 +152,8 @@ def _flow_from_params(params: dict[str, Any]) -> Flow:
             global_scope=bool(params.get("global_scope")),
             build_kit=params.get("build_kit"),
             check_latest=not params.get("no_check_latest"),
-            root=params.get("root"),
-            config=params.get("config"),
+            root=Path(params["root"]) if params.get("root") else None,
+            config=Path(params["config"]) if params.get("config") else None,
             strict_plugins=bool(params.get("strict_plugins")) or _truthy("FLOW_STRICT_PLUGINS"),
         )
     )
@@ -139,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI and turn every failure into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or _truthy("FLOW_DEBUG")
+    if argv is None and not _truthy("FLOW_NO_LOCAL"):
+        from flowcore.local_handover import hand_over_to_local
+
+        hand_over_to_local(args, debug=debug)  # returns only when there is nothing to hand over
     try:
         rv = cli.main(args=args, prog_name="flow", standalone_mode=False)
     except FlowError as exc:
