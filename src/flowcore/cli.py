@@ -86,9 +86,10 @@ class FlowGroup(click.Group):
             assert cmd is not None and cmd_name is not None
             ctx.invoked_subcommand = cmd_name
             _start_update_check(ctx.find_object(Flow))
+            given = list(args)  # make_context consumes its list
             sub_ctx = cmd.make_context(cmd_name, args, parent=ctx)
             with sub_ctx:
-                return self._invoke_with_hooks(ctx, cmd_name, args, sub_ctx)
+                return self._invoke_with_hooks(ctx, cmd_name, given, sub_ctx)
 
     def _invoke_with_hooks(
         self, ctx: click.Context, name: str, args: list[str], sub_ctx: click.Context

@@ -205,6 +205,9 @@ class PluginSystem:
                 if source:
                     plugin.files.append(file_stamp(source))
                 self._check_api(obj)
+        except PluginLoadError as exc:
+            self._fail(name, kind, exc.cause)
+            return None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation is the point
             self._fail(name, kind, f"{type(exc).__name__}: {exc}")
             return None
@@ -333,8 +336,7 @@ class PluginSystem:
             try:
                 result = impl.function(*[args[a] for a in impl.argnames])
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
-                failure = self._fail(plugin.name, plugin.kind,
-                                     f"{hook} raised {type(exc).__name__}: {exc}")
+                failure = self._fail(plugin.name, plugin.kind, f"{type(exc).__name__}: {exc}")
                 if report_now:
                     report(failure, self.strict, where=f"in {hook}")
                 continue
