@@ -13,6 +13,7 @@ This module knows *how* to install; ``flowcore.packages`` decides *what* and kee
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowcore import environment
 from flowcore.errors import InstallError
@@ -328,8 +330,6 @@ class Installer:
 
     def _pip_report(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
                     what: str, *extra: str) -> dict:
-        import json
-
         proc = run_tool(self._pip(env, "install", "--dry-run", "--quiet", "--report", "-",
                                   *extra, *options.args(), *specs), what)
         try:
@@ -348,3 +348,30 @@ class Installer:
             run_tool([self.uv, "pip", "uninstall", "--python", str(env.python), *names], what)
         else:
             run_tool(self._pip(env, "uninstall", "--yes", "--quiet", *names), what)
+
+
+# --------------------------------------------------------------------------------------------
+# The install record (installed.json next to the environment)
+# --------------------------------------------------------------------------------------------
+
+
+def read_record(env: ManagedEnv) -> dict[str, Any]:
+    try:
+        data = json.loads(env.record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    packages = data.get("packages") if isinstance(data, dict) else None
+    return packages if isinstance(packages, dict) else {}
+
+
+def write_record(env: ManagedEnv, packages: dict[str, Any]) -> None:
+    from flowcore._fileio import atomic_write_bytes
+
+    text = json.dumps({"schemaVersion": 1, "packages": packages}, indent=2, sort_keys=True)
+    atomic_write_bytes(env.record_path, (text + "\n").encode("utf-8"))
+
+
+def forget_record(env: ManagedEnv, names: Iterable[str]) -> None:
+    record = read_record(env)
+    if any(n in record for n in names):
+        write_record(env, {k: v for k, v in record.items() if k not in set(names)})

@@ -14,7 +14,6 @@ scope) are this module's business. Every change is a transaction:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowcore import _progress, paths
+from flowcore._doctor import Problem
 from flowcore._installer import (
     KIT_GROUP,
     PLUGIN_GROUP,
@@ -31,7 +31,10 @@ from flowcore._installer import (
     ManagedEnv,
     base_distributions,
     canonical,
+    forget_record,
+    read_record,
     unsatisfied_base_requirements,
+    write_record,
 )
 from flowcore.config import EffectiveConfig, edit_project, update_global
 from flowcore.errors import InstallError, UsageError
@@ -53,20 +56,6 @@ class InstalledPackage:
     kind: str
     build_kits: tuple[str, ...] = ()  # kit-bound plugins: the kits they are bound to
     source: str = ""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One difference between the config and a managed environment, found by ``diagnose``."""
-
-    scope: str  # "global" or "project"
-    kind: str  # "missing", "broken" or "extra"
-    name: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.name} ({self.scope}): {self.detail}"
-
 
 @dataclass
 class _Spec:
@@ -218,11 +207,11 @@ class PackageManager:
         except BaseException:
             self._rollback(env, before, options)
             raise
-        record = _read_record(env)
+        record = read_record(env)
         for r in results:
             record[r.name] = {"version": r.version, "kind": r.kind, "source": r.source,
                               "findLinks": options.find_links, "noIndex": options.no_index}
-        _write_record(env, record)
+        write_record(env, record)
 
     def _install(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
                  kind: str) -> tuple[list[InstalledPackage], dict[str, Dist]]:
@@ -324,7 +313,7 @@ class PackageManager:
         lost = [n for n, d in before.items() if n not in after or after[n].version != d.version]
         self.installer.uninstall(env, added)
         if lost:
-            record = _read_record(env)
+            record = read_record(env)
             links = list(options.find_links)
             for n in lost:
                 src = record.get(n, {}).get("source", "")
@@ -363,7 +352,7 @@ class PackageManager:
                         (k["name"] for k in kept if k.get("installed")), None)
 
             update_global(mutate, self.config.global_config.path)
-            _forget(env, wanted)
+            forget_record(env, wanted)
         return wanted
 
     def delete_plugins(self, names: Sequence[str]) -> list[str]:
@@ -386,7 +375,7 @@ class PackageManager:
                                         if canonical(p) not in wanted]
 
                 update_global(mutate, self.config.global_config.path)
-            _forget(env, wanted)
+            forget_record(env, wanted)
         return wanted
 
     def configured_plugins(self) -> list[str]:
@@ -428,111 +417,17 @@ class PackageManager:
             assert self.config.project is not None
             out["project"] = {canonical(p): PLUGIN for p in self.config.project.plugins}
         return out
-
     def diagnose(self) -> list[Problem]:
         """Compare each environment with the config: what is missing, broken or extra."""
-        problems: list[Problem] = []
-        base: dict[str, Dist] | None = None
-        for scope, expected in self.expected().items():
-            env = self.env(scope)
-            if not env.root.exists():
-                problems += [Problem(scope, "missing", n, f"{k} in the config, no environment "
-                                     f"at {env.root}") for n, k in expected.items()]
-                continue
-            if not env.exists():
-                problems.append(Problem(scope, "broken", "environment", f"{env.root} is not a "
-                                        f"usable environment for this Python"))
-                problems += [Problem(scope, "missing", n, f"{k} in the config")
-                             for n, k in expected.items()]
-                continue
-            if not env.base_pth_current():
-                problems.append(Problem(scope, "broken", "environment",
-                                        "it does not see flowcore's current packages"))
-            base = base if base is not None else base_distributions()
-            problems += self._diagnose_env(scope, env, expected, base)
-        return problems
+        from flowcore._doctor import diagnose
 
-    def _diagnose_env(self, scope: str, env: ManagedEnv, expected: dict[str, str],
-                      base: dict[str, Dist]) -> list[Problem]:
-        from flowcore._probe import api_problem, read_declarations
-
-        problems: list[Problem] = []
-        dists = env.distributions()
-        present: list[tuple[str, Dist]] = []
-        for name, kind in expected.items():
-            dist = dists.get(name)
-            if dist is None:
-                problems.append(Problem(scope, "missing", name, f"{kind} in the config, not "
-                                        "installed"))
-            elif _GROUP[kind] not in dist.groups:
-                problems.append(Problem(scope, "broken", name, f"has no {_GROUP[kind]} entry "
-                                        "point"))
-            else:
-                present.append((kind, dist))
-        for text in unsatisfied_base_requirements([d for _, d in present], base):
-            problems.append(Problem(scope, "broken", text.split()[0], text))
-        values = [v for kind, d in present for g, _, v in d.entry_points if g == _GROUP[kind]]
-        try:
-            declared = read_declarations(env, values)
-        except InstallError as exc:
-            return problems + [Problem(scope, "broken", "environment", exc.cause)]
-        for kind, d in present:
-            for g, _, v in d.entry_points:
-                if g != _GROUP[kind]:
-                    continue
-                why = declared[v].error or api_problem(d.name, declared[v].api)
-                if why:
-                    problems.append(Problem(scope, "broken", d.name, why))
-        for name, dist in dists.items():
-            if name not in expected and dist.groups:
-                problems.append(Problem(scope, "extra", name, f"installed ({dist.version}) but "
-                                        "not in the config"))
-        return problems
+        return diagnose(self)
 
     def fix(self) -> list[str]:
         """Rebuild the environments from the config; returns what was done, step by step."""
-        done: list[str] = []
-        problems = self.diagnose()
-        for scope, expected in self.expected().items():
-            mine = [p for p in problems if p.scope == scope]
-            if not mine:
-                continue
-            env = self.env(scope)
-            with env.lock():
-                if any(p.name == "environment" for p in mine) or not env.exists():
-                    with _progress.step(f"rebuilding {env.root}"):
-                        if not env.exists():
-                            env.create()
-                        env.ensure()
-                    done.append(f"rebuilt the {scope} environment at {env.root}")
-                remove = [p.name for p in mine
-                          if p.kind in ("extra", "broken") and p.name != "environment"]
-                if remove:
-                    self.installer.uninstall(env, remove)
-                    done += [f"removed {n} ({scope})" for n in remove if n not in expected]
-                present = env.distributions()
-                record = _read_record(env)
-                for name, kind in expected.items():
-                    if name in present:
-                        continue
-                    done.append(self._reinstall(env, name, kind, record.get(name, {})))
-        return done
+        from flowcore._doctor import fix
 
-    def _reinstall(self, env: ManagedEnv, name: str, kind: str, rec: dict[str, Any]) -> str:
-        source = rec.get("source") or name
-        links = list(rec.get("findLinks") or [])
-        if (source.startswith("/") and not Path(source).exists()) and rec.get("version"):
-            source = f"{name}=={rec['version']}"
-        options = InstallOptions(links, bool(rec.get("noIndex")))
-        try:
-            results, _ = self._install(env, [source], options, kind)
-        except InstallError as exc:
-            return f"could not reinstall {name}: {exc.cause}"
-        record = _read_record(env)
-        for r in results:
-            record[r.name] = {**rec, "version": r.version, "kind": kind}
-        _write_record(env, record)
-        return f"reinstalled {name} {results[0].version} from {source}"
+        return fix(self)
 
 
 # ---------------------------------------------------------------------- config edits
@@ -578,29 +473,6 @@ def _remove_from_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------- install record
-
-
-def _read_record(env: ManagedEnv) -> dict[str, Any]:
-    try:
-        data = json.loads(env.record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    packages = data.get("packages") if isinstance(data, dict) else None
-    return packages if isinstance(packages, dict) else {}
-
-
-def _write_record(env: ManagedEnv, packages: dict[str, Any]) -> None:
-    from flowcore._fileio import atomic_write_bytes
-
-    text = json.dumps({"schemaVersion": 1, "packages": packages}, indent=2, sort_keys=True)
-    atomic_write_bytes(env.record_path, (text + "\n").encode("utf-8"))
-
-
-def _forget(env: ManagedEnv, names: Iterable[str]) -> None:
-    record = _read_record(env)
-    if any(n in record for n in names):
-        _write_record(env, {k: v for k, v in record.items() if k not in set(names)})
-
 
 def _api() -> str:
     from flowcore import FLOW_API_VERSION
