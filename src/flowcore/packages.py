@@ -233,6 +233,7 @@ class PackageManager:
             # Isolated builds fetch the build backend from an index; offline, use flowcore's.
             options.build_isolation = False
         label = ", ".join(specs)
+        created = not env.exists()
         with _progress.step(f"preparing the flow environment ({self.installer.name})"):
             env.ensure()
         before = env.distributions()
@@ -243,7 +244,12 @@ class PackageManager:
             with _progress.step(f"checking {label}"):
                 return self._check_installed(env, parsed, before, base, kind), before
         except BaseException as exc:
-            self._rollback(env, before, options)
+            if created:  # nothing was there before: leave nothing behind
+                import shutil
+
+                shutil.rmtree(env.root, ignore_errors=True)
+            else:
+                self._rollback(env, before, options)
             if isinstance(exc, InstallError) and not exc.fix:
                 exc.fix = _UNCHANGED
             raise
