@@ -64,3 +64,28 @@ def test_nothing_to_clean(project: Path) -> None:
     assert _run(project, project).exit_code == 0
     result = _run(project, project)
     assert result.output.strip() == "nothing to clean"
+
+
+def test_refuses_outside_a_python_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcore.errors import UsageError
+
+    monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "__pycache__").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(clean, [], obj=Flow(RunOptions(), cwd=elsewhere))
+    assert isinstance(result.exception, UsageError)
+    assert "is not a Python project" in result.exception.message
+    assert (elsewhere / "__pycache__").is_dir()
+
+
+def test_a_plain_python_project_without_flow_config(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
+    root = tmp_path / "plain"
+    (root / "build").mkdir(parents=True)
+    (root / "setup.py").write_text("")
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(clean, [], obj=Flow(RunOptions(), cwd=root))
+    assert result.exit_code == 0, result.output
+    assert not (root / "build").exists()

@@ -53,13 +53,27 @@ def _walk_for(directory: Path, names: set[str], skip: set[Path]) -> Iterator[Pat
             yield from _walk_for(entry, names, skip)
 
 
+#: Files that make a directory a Python project when flow found no [tool.flow] config.
+PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
+
+
 def _project_root(ctx: click.Context) -> Path:
+    """The flow project's root; else the working directory if it is a Python project.
+
+    Anywhere else (a home directory, /tmp) walking the whole tree would be slow and surprising.
+    """
+    from flowcore.errors import UsageError
+
     flow = ctx.obj
     config = getattr(flow, "config", None)
     project = getattr(config, "project", None)
     if project is not None:
         return Path(project.root)
-    return Path.cwd()
+    cwd = Path.cwd()
+    if any((cwd / marker).exists() for marker in PROJECT_MARKERS):
+        return cwd
+    raise UsageError(f"{cwd} is not a Python project (no {', '.join(PROJECT_MARKERS)})",
+                     "Run flow clean in the project's root directory")
 
 
 @click.command(name="clean")
