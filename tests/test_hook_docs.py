@@ -1,0 +1,86 @@
+"""docs/hooks.md is the hookspecs module rendered for readers; this test fails when a hook or a
+hook argument is missing there, or when the page drifted from the specs.
+
+Regenerate the page with: .venv/bin/python tests/test_hook_docs.py
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOOKS_MD = REPO / "docs" / "hooks.md"
+GUIDE_MD = REPO / "docs" / "writing-plugins.md"
+
+
+def hookspecs() -> list[tuple[str, str, object]]:
+    """``(phase, name, function)`` of every hook, in the order of the hookspecs module."""
+    from flowcore import hookspecs as module
+
+    phase, out = "", []
+    lines = inspect.getsource(module).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# ") and i and lines[i - 1].startswith("# ---"):
+            phase = line[2:].strip()
+        match = re.match(r"def (flow_\w+)\(", line)
+        if match:
+            out.append((phase, match.group(1), getattr(module, match.group(1))))
+    return out
+
+
+def render() -> str:
+    from flowcore import hookspecs as module
+
+    parts = [
+        "# Hook reference\n",
+        "<!-- Generated from src/flowcore/hookspecs.py by tests/test_hook_docs.py; "
+        "do not edit by hand. -->\n",
+        inspect.cleandoc(module.__doc__ or "").split("\n", 2)[2].strip() + "\n",
+    ]
+    phase = None
+    for hook_phase, name, func in hookspecs():
+        if hook_phase != phase:
+            phase = hook_phase
+            parts.append(f"## {phase}\n")
+        params = ", ".join(inspect.signature(func).parameters)
+        parts.append(f"### `{name}({params})`\n")
+        parts.append(inspect.cleandoc(func.__doc__ or "") + "\n")
+    return "\n".join(parts)
+
+
+def test_every_hook_is_marked_as_a_spec():
+    specs = hookspecs()
+    assert [name for _, name, _ in specs] == [
+        "flow_register_commands", "flow_kit_info", "flow_create_templates",
+        "flow_before_command", "flow_after_command", "flow_publish_checks",
+        "flow_publish_artifact_targets",
+    ]
+    for _, name, func in specs:
+        assert isinstance(getattr(func, "flow_spec", None), dict), name
+        assert func.__doc__ and "When:" in func.__doc__ and "Return:" in func.__doc__, name
+
+
+def test_every_hook_and_argument_is_in_the_docs():
+    text = HOOKS_MD.read_text(encoding="utf-8")
+    for _, name, func in hookspecs():
+        assert f"### `{name}(" in text, f"{name} is missing from docs/hooks.md"
+        section = text.split(f"### `{name}(", 1)[1].split("\n### ", 1)[0]
+        for arg in inspect.signature(func).parameters:
+            assert f":param {arg}:" in section, f"{name}: argument {arg!r} is not documented"
+    guide = GUIDE_MD.read_text(encoding="utf-8")
+    for _, name, _ in hookspecs():
+        assert name in guide, f"{name} is not mentioned in docs/writing-plugins.md"
+
+
+def test_the_hook_page_matches_the_specs():
+    assert HOOKS_MD.read_text(encoding="utf-8") == render(), (
+        "docs/hooks.md is out of date: run .venv/bin/python tests/test_hook_docs.py")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "src"))
+    HOOKS_MD.write_text(render(), encoding="utf-8")
+    print(f"wrote {HOOKS_MD}")
