@@ -6,7 +6,6 @@ never builds a PackageManager, and ``flow --help`` never imports pluggy.
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING
 from flowcore.config import EffectiveConfig, RunOptions, load_effective
 
 if TYPE_CHECKING:
+    import logging
+
     from flowcore.packages import PackageManager
     from flowcore.plugins import PluginSystem
 
@@ -24,7 +25,12 @@ class Flow:
     def __init__(self, options: RunOptions, cwd: Path | None = None) -> None:
         self.options = options
         self.cwd = cwd or Path.cwd()
-        self.logger = logging.getLogger("flow")
+
+    @cached_property
+    def logger(self) -> logging.Logger:
+        import logging
+
+        return logging.getLogger("flow")
 
     @cached_property
     def config(self) -> EffectiveConfig:

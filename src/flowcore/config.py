@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,35 @@ _REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class KitEntry:
-    """One entry of ``buildKits``: a kit that is installed or only declared by a plugin."""
+    """One entry of ``buildKits``: a kit that is installed or only declared by a plugin.
 
-    name: str
-    installed: bool
-    plugins: tuple[str, ...]
+    Plain classes instead of dataclasses here: this module is on every start-up path, and
+    building dataclasses costs more than the rest of the module.
+    """
+
+    __slots__ = ("name", "installed", "plugins")
+
+    def __init__(self, name: str, installed: bool, plugins: tuple[str, ...]) -> None:
+        self.name = name
+        self.installed = installed
+        self.plugins = plugins
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KitEntry) and (self.name, self.installed, self.plugins) == (
+            other.name, other.installed, other.plugins)
+
+    def __repr__(self) -> str:
+        return f"KitEntry({self.name!r}, installed={self.installed}, plugins={self.plugins!r})"
 
 
-@dataclass
 class GlobalConfig:
     """A validated ``config.json``. ``data`` is the raw mapping, unknown keys included."""
 
-    path: Path
-    data: dict[str, Any]
-    exists: bool
+    def __init__(self, path: Path, data: dict[str, Any], exists: bool) -> None:
+        self.path = path
+        self.data = data
+        self.exists = exists
 
     @property
     def active_kit(self) -> str | None:
@@ -207,7 +219,6 @@ PYPROJECT = "pyproject.toml"
 FLOW_TOML = "flow.toml"
 
 
-@dataclass
 class ProjectConfig:
     """A project's flow settings and where they came from.
 
@@ -215,9 +226,10 @@ class ProjectConfig:
     top-level table; both forms are accepted).
     """
 
-    root: Path
-    file: Path
-    data: dict[str, Any]
+    def __init__(self, root: Path, file: Path, data: dict[str, Any]) -> None:
+        self.root = root
+        self.file = file
+        self.data = data
 
     @property
     def buildkit(self) -> str | None:
@@ -350,38 +362,53 @@ def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
 class RunOptions:
     """The root command's global options, as given on the command line."""
 
-    debug: bool = False
-    global_scope: bool = False
-    build_kit: str | None = None
-    check_latest: bool = True
-    root: Path | None = None
-    config: Path | None = None
-    strict_plugins: bool = False
+    def __init__(
+        self,
+        debug: bool = False,
+        global_scope: bool = False,
+        build_kit: str | None = None,
+        check_latest: bool = True,
+        root: Path | None = None,
+        config: Path | None = None,
+        strict_plugins: bool = False,
+    ) -> None:
+        self.debug = debug
+        self.global_scope = global_scope
+        self.build_kit = build_kit
+        self.check_latest = check_latest
+        self.root = root
+        self.config = config
+        self.strict_plugins = strict_plugins
 
 
-@dataclass
 class PluginRef:
     """A plugin to load this run, and why (``general``, ``kit`` or ``project``)."""
 
-    name: str
-    kind: str
+    __slots__ = ("name", "kind")
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PluginRef) and (self.name, self.kind) == (other.name, other.kind)
+
+    def __repr__(self) -> str:
+        return f"PluginRef({self.name!r}, {self.kind!r})"
 
 
-@dataclass
 class EffectiveConfig:
-    """The global config, the project config and the command line, combined once per run.
+    """The global config, the project config and the command line, combined once per run."""
 
-    ``origins`` maps each effective key to where its value came from, for ``flow config``.
-    """
-
-    global_config: GlobalConfig
-    project: ProjectConfig | None
-    options: RunOptions
-    origins: dict[str, str] = field(default_factory=dict)
+    def __init__(
+        self, global_config: GlobalConfig, project: ProjectConfig | None, options: RunOptions
+    ) -> None:
+        self.global_config = global_config
+        self.project = project
+        self.options = options
 
     @property
     def scope(self) -> str:

@@ -1,0 +1,33 @@
+"""Layout of a flow-managed environment, shared by the PackageManager (which creates and fills
+it) and the PluginSystem (which imports from it).
+
+A managed environment is a virtual environment under ``$FLOW_HOME/env`` (global scope) or
+``<project>/.flow/env`` (project scope). It is never the interpreter that runs flow and never the
+user's project environment.
+"""
+
+from __future__ import annotations
+
+import site
+import sys
+from pathlib import Path
+
+
+def site_packages_dir(env_dir: Path) -> Path:
+    """The ``site-packages`` directory of the managed environment at ``env_dir``."""
+    return env_dir / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+
+
+def add_to_sys_path(env_dir: Path) -> bool:
+    """Make the environment importable in this process, after flowcore's own packages.
+
+    Appending (not prepending) means a plugin can never shadow click, pluggy or flowcore itself.
+    ``.pth`` files are processed, so editable installs work. Returns False when there is no
+    environment yet.
+    """
+    sp = site_packages_dir(env_dir)
+    if not sp.is_dir():
+        return False
+    if str(sp) not in sys.path:
+        site.addsitedir(str(sp))
+    return True
