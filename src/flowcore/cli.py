@@ -85,7 +85,6 @@ class FlowGroup(click.Group):
             cmd_name, cmd, args = self.resolve_command(ctx, args)
             assert cmd is not None and cmd_name is not None
             ctx.invoked_subcommand = cmd_name
-            _start_update_check(ctx.find_object(Flow))
             given = list(args)  # make_context consumes its list
             sub_ctx = cmd.make_context(cmd_name, args, parent=ctx)
             with sub_ctx:
@@ -98,6 +97,7 @@ class FlowGroup(click.Group):
 
         from flowcore import context as plugin_context
 
+        _start_update_check(ctx.find_object(Flow))  # after the command's --help was handled
         registry = self._registry(ctx)
         token = plugin_context.activate(registry.context_of(name))
         start = time.monotonic()

@@ -17,12 +17,13 @@ A command can find the context of the plugin that registered it with :func:`curr
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import logging
+
     import click
 
     from flowcore.config import EffectiveConfig
@@ -96,7 +97,7 @@ class PluginConfig:
 class CoreContext:
     """The context of a general plugin."""
 
-    __slots__ = ("plugin", "short_name", "logger", "config", "_packages", "_register")
+    __slots__ = ("plugin", "short_name", "config", "_packages", "_register", "_logger")
 
     def __init__(
         self,
@@ -110,11 +111,19 @@ class CoreContext:
         #: The distribution name of the plugin this context belongs to.
         self.plugin = plugin
         self.short_name = short_name or short_name_of(plugin)
-        #: A logger named ``flow.<distribution>``; ``--debug`` shows its debug records.
-        self.logger = logging.getLogger(f"flow.{plugin}")
+        self._logger: logging.Logger | None = None
         self.config = PluginConfig(effective, table, self.short_name)
         self._packages = packages
         self._register: Callable[..., None] | None = None
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named ``flow.<distribution>``; ``--debug`` shows its debug records."""
+        if self._logger is None:
+            import logging
+
+            self._logger = logging.getLogger(f"flow.{self.plugin}")
+        return self._logger
 
     @property
     def packages(self) -> Any:

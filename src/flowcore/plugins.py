@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,17 +72,21 @@ def report(failure: Failure, strict: bool, where: str = "to load") -> None:
     click.echo(f"flow: warning: {cause}. {fix}", err=True)
 
 
-@dataclass
 class LoadedPlugin:
-    """A kit or plugin registered with the PluginManager in this process."""
+    """A kit or plugin registered with the PluginManager in this process.
 
-    name: str
-    kind: str  # "kit", "kit-plugin", "project" or "general"
-    entry_points: list[str]
-    objects: list[Any] = field(default_factory=list)
-    pm_names: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    context: CoreContext | None = None
+    ``kind`` is "kit", "kit-plugin", "project" or "general"; ``files`` are the stamps of its
+    module files (see ``manifest.file_stamp``).
+    """
+
+    def __init__(self, name: str, kind: str, entry_points: list[str]) -> None:
+        self.name = name
+        self.kind = kind
+        self.entry_points = entry_points
+        self.objects: list[Any] = []
+        self.pm_names: list[str] = []
+        self.files: list[str] = []
+        self.context: CoreContext | None = None
 
     def record(self, hooks: list[str]) -> PluginRecord:
         return PluginRecord(self.name, self.kind, self.entry_points, sorted(hooks), list(self.files))
@@ -181,17 +184,23 @@ class PluginSystem:
             if not values:
                 self._fail(name, kind, "it declares no 'flow.kits' or 'flow.plugins' entry point")
                 continue
-            self._load(name, kind, values)
+            self._load(name, kind, values, check_api=True)
         return list(self.loaded.values())
 
     def load_records(self, records: list[PluginRecord], env_dirs: list[str]) -> None:
-        """Load plugins named by a cached manifest, without scanning any metadata."""
+        """Load plugins named by a cached manifest, without scanning any metadata.
+
+        They passed the API check when the manifest was built, and any upgrade since would have
+        changed the manifest's fingerprint, so the check is not repeated here.
+        """
         self._activate_envs([Path(d) for d in env_dirs])
         for record in records:
             if record.name not in self.loaded:
                 self._load(record.name, record.kind, record.entry_points)
 
-    def _load(self, name: str, kind: str, values: list[str]) -> LoadedPlugin | None:
+    def _load(
+        self, name: str, kind: str, values: list[str], *, check_api: bool = False
+    ) -> LoadedPlugin | None:
         from flowcore.registry import load_object
 
         plugin = LoadedPlugin(name, kind, values)
@@ -204,7 +213,8 @@ class PluginSystem:
                 source = getattr(module, "__file__", None)
                 if source:
                     plugin.files.append(file_stamp(source))
-                self._check_api(obj)
+                if check_api:
+                    self._check_api(obj)
         except PluginLoadError as exc:
             self._fail(name, kind, exc.cause)
             return None
