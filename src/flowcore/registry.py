@@ -223,7 +223,6 @@ class CommandRegistry:
         if name in self._live:
             return self._live[name]
         manifest = self.manifest()
-        self._report_failures()
         record = manifest.command(name)
         if record is None and not self._rebuilt:
             manifest = self._rebuild()  # never let a stale cache hide a command
@@ -231,6 +230,7 @@ class CommandRegistry:
         if record is None:
             self.flow.config.require_kit()  # names `flow buildkit add KIT` when the kit is missing
             return None
+        self._report_failures()
         if name in self._live:
             return self._live[name]
         command = self._load_from_manifest(name, record.source)

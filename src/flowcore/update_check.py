@@ -30,11 +30,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def should_check(flow: Flow) -> bool:
-    if not flow.options.check_latest or os.environ.get("CI"):
-        return False
-    if not sys.stdout.isatty():
-        return False
+def _watched(flow: Flow) -> bool:
+    """A person is watching: not CI, stdout is a terminal, and the check was not turned off."""
+    return flow.options.check_latest and not os.environ.get("CI") and sys.stdout.isatty()
+
+
+def _due(flow: Flow) -> bool:
     last = flow.config.global_config.data.get("lastUpdateDate") or 0
     return _now_ms() - last >= DAY_MS
 
@@ -42,10 +43,10 @@ def should_check(flow: Flow) -> bool:
 def maybe_start(flow: Flow) -> None:
     """Print the notice from an earlier check, and start a new check if one is due."""
     try:
-        if not flow.options.check_latest or os.environ.get("CI") or not sys.stdout.isatty():
+        if not _watched(flow):
             return
         _notice(flow.config.global_config.data.get("latestVersion"))
-        if should_check(flow):
+        if _due(flow):
             import subprocess
 
             subprocess.Popen(
