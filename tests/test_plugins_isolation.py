@@ -101,11 +101,16 @@ def test_a_failing_before_hook_does_not_stop_the_command(run_flow, menv):
 @hookimpl
 def flow_before_command(command_name):
     raise RuntimeError("timer broke")
+
+@hookimpl
+def flow_after_command(command_name):
+    click.echo("after hook of a plugin that already failed must not run")
 ''')
     menv.config(plugins=["flow-plugin-badtimer", "flow-plugin-good"])
     r = run_flow("good")
     assert r.returncode == 0
     assert r.stdout.startswith("good: CoreContext")
+    assert "must not run" not in r.stdout
     assert r.stderr.strip() == (
         "flow: warning: plugin 'flow-plugin-badtimer' failed in flow_before_command: "
         "RuntimeError: timer broke. Remove it with: flow plugin delete flow-plugin-badtimer")

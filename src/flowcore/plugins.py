@@ -194,8 +194,9 @@ class PluginSystem:
         changed the manifest's fingerprint, so the check is not repeated here.
         """
         self._activate_envs([Path(d) for d in env_dirs])
+        failed = {f.name for f in self.failures}
         for record in records:
-            if record.name not in self.loaded:
+            if record.name not in self.loaded and record.name not in failed:
                 self._load(record.name, record.kind, record.entry_points)
 
     def _load(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from flowcore.app import Flow
     from flowcore.context import CoreContext
-    from flowcore.manifest import Manifest
+    from flowcore.manifest import Failure, Manifest
     from flowcore.plugins import PluginSystem
 
 BUILTIN = "built-in"
@@ -177,24 +177,25 @@ class CommandRegistry:
 
         With ``--strict-plugins`` a failure is a ``PluginLoadError`` instead.
         """
-        if self._manifest is None:
-            return
-        if not (self._manifest.failures or self._manifest.warnings):
+        if self._manifest is None or not (self._manifest.failures or self._manifest.warnings):
             return
         import click
 
-        from flowcore.plugins import failure_line, report
-
         strict = self.flow.options.strict_plugins if strict is None else strict
         for failure in self._manifest.failures:
-            line = "|".join(failure_line(failure))
-            if line not in self._reported:
-                report(failure, strict)
-                self._reported.add(line)
+            self._report_once(failure, strict)
         for warning in self._manifest.warnings:
             if warning not in self._reported:
                 click.echo(f"flow: warning: {warning}", err=True)
                 self._reported.add(warning)
+
+    def _report_once(self, failure: Failure, strict: bool, where: str = "to load") -> None:
+        from flowcore.plugins import failure_line, report
+
+        line = "|".join(failure_line(failure, where))
+        if line not in self._reported:
+            self._reported.add(line)
+            report(failure, strict, where)
 
     # -- listing and dispatch --------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class CommandRegistry:
             return self._live[name]
         command = self._load_from_manifest(name, record.source)
         if command is None and not self._rebuilt:
-            manifest = self._rebuild()
+            self._rebuild()
             self._report_failures()
             return self._live.get(name)
         return command
@@ -279,15 +280,12 @@ class CommandRegistry:
             return
         self._report_failures(strict=False)
         plugins = self._plugins()
+        known = len(plugins.failures)
         plugins.load_records(records, manifest.env_dirs)
-        from flowcore.plugins import failure_line, report
-
-        for failure in plugins.failures:
-            line = "|".join(failure_line(failure))
-            if line not in self._reported:
-                report(failure, strict=False)
-                self._reported.add(line)
-        plugins.call_loaded(hook, only={r.name for r in records}, **kwargs)
+        loading = len(plugins.failures)
+        plugins.call_loaded(hook, only={r.name for r in records}, report_now=False, **kwargs)
+        for i, failure in enumerate(plugins.failures[known:], start=known):  # never strict
+            self._report_once(failure, False, "to load" if i < loading else f"in {hook}")
 
 
 def _resolve(
