@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import cached_property
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -401,7 +402,11 @@ class PluginRef:
 
 
 class EffectiveConfig:
-    """The global config, the project config and the command line, combined once per run."""
+    """The global config, the project config and the command line, combined once per run.
+
+    The derived views (scope, active kit, plugins to load) are computed once and cached, so
+    every module reads the same answer and none re-derives it.
+    """
 
     def __init__(
         self, global_config: GlobalConfig, project: ProjectConfig | None, options: RunOptions
@@ -410,12 +415,12 @@ class EffectiveConfig:
         self.project = project
         self.options = options
 
-    @property
+    @cached_property
     def scope(self) -> str:
         """``project`` inside a project (unless ``-g``), else ``global``."""
         return "project" if self.project is not None and not self.options.global_scope else "global"
 
-    @property
+    @cached_property
     def active_kit(self) -> str | None:
         return self._active()[0]
 
@@ -426,7 +431,7 @@ class EffectiveConfig:
             return self.project.buildkit, str(self.project.file)
         return self.global_config.active_kit, str(self.global_config.path)
 
-    @property
+    @cached_property
     def plugins_to_load(self) -> list[PluginRef]:
         """Plugins for this run in load order: kit-bound or project plugins, then general ones."""
         refs: list[PluginRef] = []
