@@ -1,0 +1,50 @@
+"""The ``flow publish`` click command: options only; the work is in :mod:`.publish`.
+
+Imported when flow dispatches ``publish`` (and when it rebuilds its command manifest); it
+imports click and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import click
+
+from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT
+
+
+@click.command()
+@click.option("--server", metavar="URL",
+              help="Build server URL (default: [tool.flow.cloudbuild] server, else "
+                   "http://127.0.0.1:7001).")
+@click.option("--token", metavar="TOKEN",
+              help="Access token (default: $FLOW_CLOUDBUILD_TOKEN, else 'flow config set "
+                   "cloudbuild.token'). Never read from project files.")
+@click.option("--build-cmd", metavar="CMD",
+              help="Build command, split like a shell would (no shell runs it); the server "
+                   "allows only its allowlist. Default: [tool.flow.cloudbuild] build-cmd, "
+                   "else the server's default for the project.")
+@click.option("--branch", metavar="BRANCH", help="Branch to build with --source git "
+                                                  "(default: the current branch).")
+@click.option("--source", type=click.Choice(["git", "upload"]),
+              help="Build the pushed branch (git; the default when the repository has a "
+                   "remote) or upload the tracked files (upload).")
+@click.option("--prod", is_flag=True, help="Publish a production release.")
+@click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS",
+              help=f"Task time limit on the server (default {DEFAULT_TIMEOUT}).")
+@click.option("--detach", is_flag=True, help="Print the task id and return at once.")
+@click.option("--attach", "attach_id", metavar="TASK",
+              help="Follow a running or finished task from its first message.")
+@click.option("--cancel", "cancel_id", metavar="TASK", help="Cancel a task.")
+@click.option("--json", "json_mode", is_flag=True,
+              help="Print the server's messages as JSON, one per line (for CI).")
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing prod release of the same name and version "
+                   "without asking.")
+def publish(**options: object) -> None:
+    """Build the project on a cloud build server and publish its artifacts.
+
+    Streams the build's log live; exits 0 only when the build is done, and prints the
+    artifact URL last. Ctrl-C asks whether to cancel the task or detach from it.
+    """
+    from flow_kit_cloudbuild.client.publish import run
+
+    run(**options)  # type: ignore[arg-type]

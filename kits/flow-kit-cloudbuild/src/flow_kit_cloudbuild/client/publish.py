@@ -1,0 +1,272 @@
+"""What ``flow publish`` does, step by step (the command's options arrive here).
+
+1. resolve settings (flags, environment, config; :mod:`.settings`);
+2. describe the task (name and version from :mod:`.project`, source from :mod:`.source`);
+3. run the plugins' ``flow_publish_checks``; any failed check stops here;
+4. check the git branch or pack and upload the files; submit; follow the log;
+5. on ``done``: ``flow_publish_artifact_targets``, then print the artifact URL last.
+
+``--attach`` and ``--cancel`` skip to following or cancelling a task by id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flow_kit_cloudbuild.client import http
+from flow_kit_cloudbuild.client.errors import (
+    Interrupted,
+    PublishError,
+    PublishUsageError,
+    RefusedError,
+    TaskFailed,
+)
+from flow_kit_cloudbuild.client.render import Renderer
+from flow_kit_cloudbuild.client.session import Session
+from flow_kit_cloudbuild.client.settings import Settings, resolve
+from flow_kit_cloudbuild.protocol import (
+    ERROR_EXISTS,
+    MAX_UPLOAD_BYTES,
+    STATE_CANCELLED,
+    STATE_DONE,
+    STATE_TIMED_OUT,
+)
+
+KIT = "flow-kit-cloudbuild"
+
+
+def _plugin_context() -> Any:
+    from flowcore.context import current
+
+    try:
+        return current()
+    except LookupError:
+        return None
+
+
+def _flow() -> Any:
+    from flowcore.app import Flow
+
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_object(Flow) if ctx is not None else None
+
+
+def _project_root(flow: Any) -> Path:
+    config = getattr(flow, "config", None) if flow is not None else None
+    if config is not None and config.scope == "project" and config.project is not None:
+        return Path(config.project.root)
+    return Path.cwd()
+
+
+def _call_hook(flow: Any, hook: str, task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Call a publish hook on every loaded kit and plugin; the answers' items, in load order."""
+    if flow is None:
+        return []
+    items: list[dict[str, Any]] = []
+    for answer in flow.plugins.call(hook, task=dict(task)):
+        if isinstance(answer, dict):
+            answer = [answer]
+        for item in answer or []:
+            if isinstance(item, dict):
+                items.append(item)
+    return items
+
+
+def run(*, server: str | None, token: str | None, build_cmd: str | None, branch: str | None,
+        source: str | None, prod: bool, timeout: int | None, detach: bool,
+        attach_id: str | None, cancel_id: str | None, json_mode: bool, force: bool) -> None:
+    if attach_id and cancel_id:
+        raise PublishUsageError("--attach and --cancel cannot be combined",
+                                "Pass one of them")
+    if detach and (attach_id or cancel_id):
+        raise PublishUsageError("--detach only applies to a new publish",
+                                "Leave out --detach")
+    flow = _flow()
+    context = _plugin_context()
+    settings = resolve(context, server=server, token=token, build_cmd=build_cmd,
+                       timeout=timeout, source=source, branch=branch)
+    renderer = Renderer(json_mode=json_mode)
+    session = Session(settings.server, settings.token, notify=renderer.notice)
+    try:
+        if cancel_id:
+            _cancel(session, renderer, cancel_id)
+        elif attach_id:
+            session.connect()
+            session.attach(attach_id, 0)
+            _follow_and_finish(session, renderer, attach_id, flow, None)
+        else:
+            _publish(session, renderer, settings, flow, context, prod=prod, force=force,
+                     detach=detach)
+    finally:
+        session.close()
+
+
+def _publish(session: Session, renderer: Renderer, settings: Settings, flow: Any,
+             context: Any, *, prod: bool, force: bool, detach: bool) -> None:
+    from flow_kit_cloudbuild.client.project import read_project
+    from flow_kit_cloudbuild.client.source import default_source, git_source, pack_upload
+
+    root = _project_root(flow)
+    meta = read_project(root)
+    source = settings.source or default_source(root)
+    task: dict[str, Any] = {
+        "project_root": str(root),
+        "kit": getattr(context, "kit", KIT),
+        "settings": dict(settings.section),
+        "target": settings.server,
+        "name": meta.name,
+        "version": meta.version,
+        "source": source,
+        "branch": settings.branch,
+        "prod": prod,
+        "build_cmd": settings.build_cmd,
+        "timeout": settings.timeout,
+    }
+    failed = [c for c in _call_hook(flow, "flow_publish_checks", task) if not c.get("ok")]
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise PublishError(
+            f"pre-build check '{first.get('name', '?')}' failed{more}: "
+            f"{str(first.get('message') or 'no message').rstrip('.')}",
+            "Fix it and publish again",
+        )
+    payload: dict[str, Any] = {
+        "name": meta.name, "version": meta.version, "source": source,
+        "buildCmd": settings.build_cmd, "prod": prod, "force": force,
+        "timeout": settings.timeout,
+    }
+    if source == "git":
+        branch = git_source(root, settings.branch)
+        payload.update(repo=branch.repo, ref=branch.ref)
+        task["branch"] = branch.ref
+    session.connect()  # fail fast on a wrong URL or token before packing anything
+    if source == "upload":
+        archive, count = pack_upload(root, MAX_UPLOAD_BYTES)
+        renderer.notice(f"uploading {count} files ({len(archive) // 1024 + 1} KiB)")
+        payload["uploadId"] = http.upload(settings.server, settings.token, archive)
+    task_id = _submit(session, payload, meta.name, meta.version)
+    if detach:
+        renderer.detached(task_id)
+        return
+    renderer.notice(f"task {task_id} submitted to {settings.server} "
+                    f"(follow it elsewhere with: flow publish --attach {task_id})")
+    _follow_and_finish(session, renderer, task_id, flow, task)
+
+
+def _submit(session: Session, payload: dict[str, Any], name: str, version: str) -> str:
+    try:
+        return session.publish(payload)
+    except RefusedError as exc:
+        if exc.code != ERROR_EXISTS or payload.get("force"):
+            raise
+    from flowcore.prompts import interactive
+
+    if not interactive():
+        raise PublishUsageError(f"{name} {version} is already released on prod",
+                                "Pass --force to overwrite it, or raise the version")
+    import questionary
+
+    if not questionary.confirm(f"{name} {version} is already released on prod. Overwrite it?",
+                               default=False).ask():
+        raise PublishUsageError(f"{name} {version} is already released on prod; not overwritten",
+                                "Raise the version, or pass --force")
+    return session.publish({**payload, "force": True})
+
+
+def _follow_and_finish(session: Session, renderer: Renderer, task_id: str, flow: Any,
+                       task: dict[str, Any] | None) -> None:
+    final = _follow(session, renderer, task_id)
+    data = final.get("data") or {}
+    action = data.get("action")
+    payload = data.get("payload") or {}
+    message = str(payload.get("message") or "").rstrip(".")
+    if action != STATE_DONE:
+        step = payload.get("step") or renderer.step or "?"
+        if action == STATE_CANCELLED:
+            raise TaskFailed(f"task {task_id} was cancelled during step '{step}'"
+                             + (f": {message}" if message else ""))
+        if action == STATE_TIMED_OUT:
+            raise TaskFailed(f"task {task_id} timed out during step '{step}'"
+                             + (f": {message}" if message else ""),
+                             "Raise the limit with --timeout SECONDS")
+        raise TaskFailed(f"the build failed at step '{step}'" + (f": {message}" if message else ""),
+                         f"See the log above (again with: flow publish --attach {task_id})")
+    url = str(payload.get("artifactUrl") or "")
+    if task is not None:
+        done_task = {**task, "taskId": task_id, "artifactUrl": url,
+                     "artifacts": list(payload.get("artifacts") or [])}
+        targets = _call_hook(flow, "flow_publish_artifact_targets", done_task)
+        _deliver(renderer, targets, done_task)
+    renderer.result_url(url)
+
+
+def _follow(session: Session, renderer: Renderer, task_id: str) -> dict[str, Any]:
+    """Follow to the final message; Ctrl-C asks whether to cancel or detach."""
+    while True:
+        try:
+            return session.follow(task_id, renderer.message, getattr(session, "last_seq", 0))
+        except KeyboardInterrupt:
+            if _ask_cancel():
+                renderer.notice(f"cancelling task {task_id}")
+                session.cancel(task_id)
+                continue  # the final "cancelled" message follows
+            raise Interrupted(f"detached from task {task_id}; it keeps running on the server",
+                              f"Follow it with: flow publish --attach {task_id}") from None
+
+
+def _ask_cancel() -> bool:
+    """On a terminal ask "cancel or detach?"; without one, detach."""
+    from flowcore.prompts import interactive
+
+    if not interactive():
+        return False
+    import questionary
+
+    try:
+        answer = questionary.select(
+            "Interrupted. Cancel the task on the server, or detach and let it run?",
+            choices=["detach", "cancel the task"], default="detach",
+        ).unsafe_ask()
+    except KeyboardInterrupt:
+        return False
+    return answer == "cancel the task"
+
+
+def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, Any]) -> None:
+    """Copy the artifacts to the targets plugins named; kinds this client cannot serve are
+    reported, not fatal (the build is done either way)."""
+    for target in targets:
+        kind, url = target.get("kind"), str(target.get("url") or "")
+        name = target.get("name", kind)
+        if kind == "directory" and url:
+            dest = Path(url.removeprefix("file://")).expanduser()
+            dest.mkdir(parents=True, exist_ok=True)
+            for artifact in task["artifacts"]:
+                if isinstance(artifact, dict) and artifact.get("url") and artifact.get("name"):
+                    http.download(str(artifact["url"]), dest / Path(str(artifact["name"])).name)
+            renderer.notice(f"artifacts copied to {dest} (target '{name}')")
+        else:
+            renderer.notice(f"artifact target '{name}' of kind '{kind}' is not supported by "
+                            "this client; skipped")
+
+
+def _cancel(session: Session, renderer: Renderer, task_id: str) -> None:
+    session.connect()
+    session.cancel(task_id)
+    quiet = Renderer(json_mode=renderer.json_mode, quiet=True)
+    session.attach(task_id, 0)
+    final = session.follow(task_id, quiet.message)
+    action = (final.get("data") or {}).get("action")
+    if renderer.json_mode:
+        renderer.json_mode = True
+        quiet.quiet = False
+        quiet.message(final)
+    else:
+        click.echo(f"task {task_id}: {action}")
+    if action not in (STATE_CANCELLED,):
+        raise TaskFailed(f"task {task_id} had already ended ({action}) before it could be "
+                         "cancelled")

@@ -1,0 +1,187 @@
+"""The Socket.IO conversation with the build server: submit, attach, cancel, follow.
+
+Following a task never loses or repeats a message: every message carries a per-task ``seq``
+(1-based, gapless). The client keeps the last ``seq`` it handed on; when the connection drops it
+reconnects (with back-off, for up to :data:`RECONNECT_WINDOW` seconds) and re-``attach``-es with
+``afterSeq`` = that ``seq``, and it drops any message whose ``seq`` it has already seen. A gap
+(which the server promises never to cause) is repaired the same way, by re-attaching.
+
+socketio is imported inside :meth:`Session.connect` only: this module is imported when
+``flow publish`` runs, never by ``flow --help``.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flow_kit_cloudbuild.client.errors import ConnectError, PublishError, RefusedError
+from flow_kit_cloudbuild.client.http import CONNECT_TIMEOUT, unreachable
+from flow_kit_cloudbuild.protocol import (
+    ERROR_AUTH,
+    EVENT_ATTACH,
+    EVENT_CANCEL,
+    EVENT_MESSAGE,
+    EVENT_PUBLISH,
+    TRANSPORTS,
+    is_final,
+)
+
+__all__ = ["Session", "RECONNECT_WINDOW", "ACK_TIMEOUT"]
+
+#: How long a dropped connection is retried before giving up (seconds).
+RECONNECT_WINDOW = 60.0
+#: How long to wait for the server to acknowledge an event (seconds).
+ACK_TIMEOUT = 30.0
+
+Notify = Callable[[str], None]
+
+
+class Session:
+    """One client's connection to one build server, re-established as needed."""
+
+    def __init__(self, server: str, token: str, notify: Notify | None = None) -> None:
+        self.server = server
+        self.token = token
+        self.notify = notify or (lambda text: None)
+        self._events: queue.Queue[tuple[int, str, Any]] = queue.Queue()
+        self._client: Any = None
+        self._generation = 0
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect (5 s timeout); raises :class:`ConnectError` naming the server URL."""
+        import socketio
+        from socketio import exceptions
+
+        self._generation += 1
+        generation = self._generation
+        client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT)
+
+        def on_message(data: Any) -> None:
+            self._events.put((generation, "message", data))
+
+        def on_disconnect(*_args: Any) -> None:
+            self._events.put((generation, "disconnect", None))
+
+        client.on(EVENT_MESSAGE, on_message)
+        client.on("disconnect", on_disconnect)
+        try:
+            client.connect(self.server, auth={"token": self.token}, transports=TRANSPORTS,
+                           wait_timeout=CONNECT_TIMEOUT)
+        except exceptions.ConnectionError as exc:
+            raise self._connect_error(exc) from None
+        self._client = client
+
+    def _connect_error(self, exc: Exception) -> ConnectError:
+        detail = exc.args[0] if exc.args else ""
+        refused = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(refused, dict) and refused.get("code") == ERROR_AUTH or \
+                isinstance(detail, str) and "token" in detail.lower():
+            return ConnectError(
+                f"the build server at {self.server} refused the token",
+                "Pass a valid token with --token, FLOW_CLOUDBUILD_TOKEN or "
+                "'flow config set cloudbuild.token TOKEN'",
+            )
+        if isinstance(detail, str) and detail.lower().startswith("connection error"):
+            detail = "connection refused or timed out"
+        return unreachable(self.server, detail or "connection failed")
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception:  # noqa: BLE001 - closing a broken socket is best effort
+                pass
+
+    # -- events ----------------------------------------------------------------------------
+
+    def call(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Emit ``event`` and return the ack's fields; a refused ack raises RefusedError."""
+        from socketio import exceptions
+
+        if self._client is None:
+            self.connect()
+        try:
+            ack = self._client.call(event, payload, timeout=ACK_TIMEOUT)
+        except exceptions.TimeoutError:
+            raise PublishError(f"the build server at {self.server} did not answer '{event}' "
+                               f"within {ACK_TIMEOUT:.0f} s", "Try again later") from None
+        except exceptions.SocketIOError as exc:
+            raise unreachable(self.server, exc) from None
+        if not isinstance(ack, dict):
+            raise PublishError(f"the build server answered '{event}' with {ack!r}")
+        if not ack.get("ok"):
+            error = ack.get("error") or {}
+            raise RefusedError(str(error.get("code") or "internal"),
+                               str(error.get("message") or f"'{event}' was refused"))
+        return ack
+
+    def publish(self, payload: dict[str, Any]) -> str:
+        """Submit a task; returns its id (the socket is subscribed to it from seq 1)."""
+        return str(self.call(EVENT_PUBLISH, payload)["taskId"])
+
+    def attach(self, task_id: str, after_seq: int = 0) -> dict[str, Any]:
+        return self.call(EVENT_ATTACH, {"taskId": task_id, "afterSeq": after_seq}).get("task") \
+            or {}
+
+    def cancel(self, task_id: str) -> None:
+        self.call(EVENT_CANCEL, {"taskId": task_id})
+
+    # -- following -------------------------------------------------------------------------
+
+    def follow(self, task_id: str, on_message: Callable[[dict[str, Any]], None],
+               after_seq: int = 0) -> dict[str, Any]:
+        """Hand every message of ``task_id`` after ``after_seq`` to ``on_message``, in order,
+        once each, until the final one, which is returned."""
+        self.last_seq = after_seq
+        while True:
+            try:
+                generation, kind, data = self._events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if generation != self._generation:
+                continue  # from a connection that has since been replaced
+            if kind == "disconnect":
+                self._client = None
+                self._reconnect(task_id)
+                continue
+            meta = data.get("meta", {}) if isinstance(data, dict) else {}
+            if meta.get("taskId") != task_id or not isinstance(meta.get("seq"), int):
+                continue
+            seq = meta["seq"]
+            if seq <= self.last_seq:
+                continue  # already handed on (replay overlap)
+            if seq > self.last_seq + 1:
+                self.notify(f"missed messages {self.last_seq + 1}-{seq - 1}; re-attaching")
+                self.attach(task_id, self.last_seq)
+                continue
+            self.last_seq = seq
+            on_message(data)
+            if is_final(str(data.get("data", {}).get("action"))):
+                return data
+
+    def _reconnect(self, task_id: str) -> None:
+        self.notify(f"connection to {self.server} lost; reconnecting")
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        delay = 0.25
+        while True:
+            try:
+                self.connect()
+                self.attach(task_id, self.last_seq)
+            except ConnectError as exc:
+                if "refused the token" in exc.cause or time.monotonic() + delay > deadline:
+                    raise ConnectError(
+                        f"lost the connection to the build server at {self.server} and could "
+                        f"not reconnect within {RECONNECT_WINDOW:.0f} s",
+                        f"The task keeps running; follow it with: flow publish --attach {task_id}",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 3.0)
+                continue
+            self.notify(f"reconnected; resuming after message {self.last_seq}")
+            return

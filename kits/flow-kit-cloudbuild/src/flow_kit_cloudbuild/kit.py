@@ -1,0 +1,63 @@
+"""The cloud-build kit's hooks: what it is, the ``publish`` command, and its create templates.
+
+This module is what flow imports to list or run the kit's commands, so it imports click and
+the command's option definitions only; ``flow publish`` imports the rest (socketio included)
+when it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flowcore import hookimpl
+
+FLOW_API = ">=1"
+KIT_NAME = "flow-kit-cloudbuild"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+#: The keys of ``[tool.flow.cloudbuild]`` (and of the global ``kitConfig.cloudbuild``).
+CONFIG_SCHEMA = {
+    "server": "build server URL (default http://127.0.0.1:7001; --server overrides)",
+    "build-cmd": "build command run on the server, split like a shell would, e.g. "
+                 "\"npm run build\" (must be on the server's allowlist; --build-cmd overrides)",
+    "timeout": "task time limit in seconds (default 300; --timeout overrides)",
+    "source": "\"git\" (build the pushed branch) or \"upload\" (send the tracked files); "
+              "default: git when the repository has a remote",
+    "branch": "branch to build with source git (default: the current branch)",
+    "token": "global config only (flow config set cloudbuild.token TOKEN); ignored with a "
+             "warning in a project file",
+}
+
+#: name -> one-line description; each is a copier template under ``templates/<name>``.
+TEMPLATES = {
+    "static-site": "Static web site built with npm (no dependencies; node build.js -> dist/)",
+    "python-package": "Python package built with hatchling (wheel and sdist)",
+}
+
+
+@hookimpl
+def flow_kit_info(context: Any) -> dict[str, Any]:
+    return {
+        "short_name": "cloudbuild",
+        "description": "Build and publish projects on a flow cloud build server",
+        "config_schema": dict(CONFIG_SCHEMA),
+    }
+
+
+@hookimpl
+def flow_register_commands(registry: Any) -> None:
+    from flow_kit_cloudbuild.client.command import publish
+
+    registry.add(publish)
+
+
+@hookimpl
+def flow_create_templates(kit: str) -> list[dict[str, Any]]:
+    if kit != KIT_NAME:
+        return []
+    return [
+        {"name": name, "description": description, "source": str(TEMPLATES_DIR / name),
+         "kit": KIT_NAME}
+        for name, description in TEMPLATES.items()
+    ]
