@@ -12,7 +12,7 @@ from typing import Any
 from flow_kit_cloudbuild.client.errors import ConnectError, PublishError
 from flow_kit_cloudbuild.protocol import PATH_TASKS, PATH_UPLOADS
 
-__all__ = ["CONNECT_TIMEOUT", "upload", "get_task", "download", "unreachable"]
+__all__ = ["CONNECT_TIMEOUT", "probe", "upload", "get_task", "download", "unreachable"]
 
 CONNECT_TIMEOUT = 5.0
 TRANSFER_TIMEOUT = 120.0
@@ -28,6 +28,26 @@ def unreachable(server: str, reason: object) -> ConnectError:
         "Check the URL (--server, or flow config set cloudbuild.server URL) and that "
         "flow-cloudbuild-server is running there",
     )
+
+
+def probe(server: str) -> None:
+    """Open (and close) a TCP connection to the server within CONNECT_TIMEOUT seconds.
+
+    Socket.IO reports every failure as "Connection error"; this says which one it was
+    (refused, no answer, unknown host) before the handshake is tried.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT).close()
+    except socket.gaierror as exc:
+        raise unreachable(server, f"unknown host ({exc.strerror})") from None
+    except (socket.timeout, TimeoutError) as exc:
+        raise unreachable(server, exc) from None
+    except OSError as exc:
+        raise unreachable(server, (exc.strerror or str(exc)).lower()) from None
 
 
 def _request(server: str, method: str, path: str, token: str, body: bytes | None = None,

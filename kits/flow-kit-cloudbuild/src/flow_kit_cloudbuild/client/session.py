@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flow_kit_cloudbuild.client.errors import ConnectError, PublishError, RefusedError
-from flow_kit_cloudbuild.client.http import CONNECT_TIMEOUT, unreachable
+from flow_kit_cloudbuild.client.http import CONNECT_TIMEOUT, probe, unreachable
 from flow_kit_cloudbuild.protocol import (
     ERROR_AUTH,
     EVENT_ATTACH,
@@ -57,6 +57,7 @@ class Session:
         import socketio
         from socketio import exceptions
 
+        probe(self.server)
         self._generation += 1
         generation = self._generation
         client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT)
@@ -87,7 +88,7 @@ class Session:
                 "'flow config set cloudbuild.token TOKEN'",
             )
         if isinstance(detail, str) and detail.lower().startswith("connection error"):
-            detail = "connection refused or timed out"
+            detail = "the Socket.IO handshake failed (is it a flow-cloudbuild-server?)"
         return unreachable(self.server, detail or "connection failed")
 
     def close(self) -> None:
