@@ -1,0 +1,191 @@
+"""``flow build`` and ``flow test`` for a Python project.
+
+Settings come from the kit's section: ``[tool.flow.python]`` in the project, over
+``kitConfig.python`` in ``$FLOW_HOME/config.json`` (see ``CONFIG_SCHEMA`` in the package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flowcore.errors import FlowError, UsageError
+
+OFFLINE_VARS = ("FLOW_OFFLINE", "UV_OFFLINE", "PIP_NO_INDEX")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def offline() -> bool:
+    """True when the user asked for no network (so no index to fetch a build backend from)."""
+    return any(_truthy(os.environ.get(name)) for name in OFFLINE_VARS)
+
+
+def project_root(ctx: click.Context) -> Path:
+    """The root of the flow project flow is running in; a Python one."""
+    config = getattr(ctx.obj, "config", None)
+    project = getattr(config, "project", None) if config is not None else None
+    if project is None or getattr(config, "scope", "project") != "project":
+        raise UsageError(f"{Path.cwd()} is not inside a flow project",
+                         "Run it inside a project made with: flow create NAME -k flow-kit-python")
+    root = Path(project.root)
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError(f"{root} has no pyproject.toml, so it is not a Python project",
+                         "Add one, or use another build kit for this project")
+    return root
+
+
+def settings(ctx: click.Context) -> dict[str, Any]:
+    """The kit's merged config section (the project's table over the global one)."""
+    from flowcore import context
+
+    try:
+        return context.current().config.section
+    except LookupError:  # run outside flow's dispatch (e.g. a CliRunner test)
+        project = ctx.obj.config.project
+        return dict(project.section("python")) if project is not None else {}
+
+
+def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    value = str(value)
+    if value not in allowed:
+        raise UsageError(f"[tool.flow.python] {key} = {value!r} is not one of "
+                         f"{', '.join(allowed)}", "Fix the project's pyproject.toml")
+    return value
+
+
+def find_uv() -> str | None:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def kit_python() -> str:
+    """The interpreter of the environment this kit is installed in.
+
+    In flow's managed environment it sees flowcore's packages and the kit's dependencies
+    (hatchling), so a build without isolation finds the backend there.
+    """
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyvenv.cfg").is_file() and (parent / "bin" / "python").exists():
+            return str(parent / "bin" / "python")
+    return sys.executable
+
+
+def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> int:
+    """Run ``cmd`` with its output shown; an unstartable tool is a one-line error."""
+    try:
+        return subprocess.run(cmd, cwd=cwd, check=False).returncode
+    except OSError as exc:
+        raise FlowError(f"{what}: cannot run {cmd[0]}: {exc.strerror}", fix) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# flow build
+# --------------------------------------------------------------------------------------------
+
+
+def build_command(root: Path, out_dir: Path, isolated: bool, tool: str) -> list[str]:
+    uv = find_uv() if tool in ("auto", "uv") else None
+    if tool == "uv" and uv is None:
+        raise FlowError("build-tool is uv, but uv is not installed", "Install uv")
+    if uv is not None:
+        cmd = [uv, "build", "--out-dir", str(out_dir)]
+        if not isolated:
+            cmd += ["--no-build-isolation", "--python", kit_python()]
+        return [*cmd, str(root)]
+    python = kit_python()
+    probe = subprocess.run([python, "-c", "import build"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise FlowError("neither uv nor python -m build is available",
+                        "Install uv (pip install uv) or build (pip install build)")
+    cmd = [python, "-m", "build", "--outdir", str(out_dir)]
+    if not isolated:
+        cmd.append("--no-isolation")
+    return [*cmd, str(root)]
+
+
+@click.command(name="build")
+@click.option("--no-isolation", is_flag=True,
+              help="Build with the flow environment's build backend instead of an isolated one.")
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Where to write the sdist and wheel (default: dist/, or dist-dir).")
+@click.pass_context
+def build(ctx: click.Context, no_isolation: bool, out_dir: Path | None) -> None:
+    """Build the project's sdist and wheel into dist/ (uv build, else python -m build)."""
+    root = project_root(ctx)
+    conf = settings(ctx)
+    mode = _choice(conf.get("build-isolation", "auto"), ("auto", "true", "false"),
+                   "build-isolation")
+    tool = _choice(conf.get("build-tool", "auto"), ("auto", "uv", "build"), "build-tool")
+    isolated = not no_isolation and (mode == "true" or (mode == "auto" and not offline()))
+    dest = (root / (out_dir or Path(str(conf.get("dist-dir", "dist"))))).resolve()
+    cmd = build_command(root, dest, isolated, tool)
+    click.echo(f"building {root.name} ({'isolated' if isolated else 'no isolation'}) "
+               f"with {Path(cmd[0]).name}", err=True)
+    start = time.time() - 1
+    code = _run(cmd, root, "build failed", "Install uv or build")
+    if code != 0:
+        fix = "See the output above"
+        if isolated:
+            fix += ("; offline, build without isolation: flow build --no-isolation "
+                    "(or set FLOW_OFFLINE=1)")
+        raise FlowError(f"build failed ({Path(cmd[0]).name} exited with {code})", fix)
+    built = sorted(p for p in dest.glob("*") if p.name.endswith((".whl", ".tar.gz"))
+                   and p.stat().st_mtime >= start)
+    for path in built:
+        click.echo(f"built {path.relative_to(root) if path.is_relative_to(root) else path}")
+
+
+# --------------------------------------------------------------------------------------------
+# flow test
+# --------------------------------------------------------------------------------------------
+
+
+def test_env_python(root: Path, mode: str) -> str:
+    """The interpreter that runs the project's tests (see the kit's README, "flow test")."""
+    venv = root / ".venv" / "bin" / "python"
+    if mode == ".venv" or (mode == "auto" and venv.exists()):
+        if not venv.exists():
+            raise UsageError(f"test-env is .venv, but {root / '.venv'} does not exist",
+                             "Create it (uv venv), or set test-env = \"auto\"")
+        return str(venv)
+    from flow_kit_python.testenv import ensure_test_env
+
+    return ensure_test_env(root, offline())
+
+
+@click.command(name="test", context_settings={"ignore_unknown_options": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def test(ctx: click.Context, pytest_args: tuple[str, ...]) -> None:
+    """Run the project's tests with pytest (extra arguments go to pytest)."""
+    root = project_root(ctx)
+    conf = settings(ctx)
+    mode = _choice(conf.get("test-env", "auto"), ("auto", ".venv", "flow"), "test-env")
+    extra = conf.get("test-args", [])
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        raise UsageError("[tool.flow.python] test-args must be a list of strings",
+                         "Fix the project's pyproject.toml")
+    python = test_env_python(root, mode)
+    probe = subprocess.run([python, "-c", "import pytest"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise FlowError(f"pytest is not installed for {python}",
+                        "Add pytest to the project's test dependencies and install them")
+    code = _run([python, "-m", "pytest", *extra, *pytest_args], root, "tests failed", "")
+    ctx.exit(code)

@@ -1,0 +1,289 @@
+"""Which templates ``flow create`` can use, and what a template is.
+
+A template comes from one of three places:
+
+* a name: one of the templates the chosen kit and its kit-bound plugins contribute through the
+  ``flow_create_templates`` hook;
+* a local directory;
+* a git URL (``https://``, ``ssh://``, ``git@host:``, ``file://``, ``git+...``, ``gh:``/``gl:``).
+
+Either way it is a copier template (``copier.yml``/``copier.yaml``) or a cookiecutter template
+(``cookiecutter.json``); :func:`detect_kind` tells which. The questions of each kind are read
+here too, so that ``flow create`` can name every missing answer before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowcore.errors import FlowError, UsageError
+
+if TYPE_CHECKING:
+    from flowcore.app import Flow
+
+COPIER_FILES = ("copier.yml", "copier.yaml")
+COOKIECUTTER_FILE = "cookiecutter.json"
+_GIT_PREFIXES = ("git+", "https://", "http://", "ssh://", "git://", "file://", "gh:", "gl:")
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+
+
+class Template:
+    """One template offered for a kit: ``name``, ``description``, ``source``, ``origin``.
+
+    ``origin`` is the kit or plugin that contributed it (shown in listings and warnings).
+    """
+
+    __slots__ = ("name", "description", "source", "kit", "origin")
+
+    def __init__(self, name: str, description: str, source: str, kit: str, origin: str) -> None:
+        self.name = name
+        self.description = description
+        self.source = source
+        self.kit = kit
+        self.origin = origin
+
+    def __repr__(self) -> str:
+        return f"Template({self.name!r}, from {self.origin})"
+
+
+def is_git_url(spec: str) -> bool:
+    return spec.startswith(_GIT_PREFIXES) or bool(_SCP_LIKE.match(spec)) or (
+        spec.endswith(".git") and "://" in spec
+    )
+
+
+def looks_like_path(spec: str) -> bool:
+    """A ``-t`` value meant as a directory rather than a template name."""
+    return spec.startswith((".", "/", "~")) or os.sep in spec or Path(spec).is_dir()
+
+
+def _warn(message: str) -> None:
+    import click
+
+    click.echo(f"flow: warning: {message}", err=True)
+
+
+def collect_templates(kit_flow: Flow, kit: str) -> list[Template]:
+    """Templates of ``kit``: the kit's own, then its kit-bound and general plugins', in load order.
+
+    ``kit_flow`` is a Flow running with ``kit`` in global mode. A malformed entry is dropped with
+    a warning; a name already taken by an earlier contributor is dropped with a warning.
+    """
+    plugins = kit_flow.plugins
+    plugins.load_all()
+    from flowcore.plugins import report
+
+    for failure in plugins.failures:
+        report(failure, plugins.strict)
+    out: dict[str, Template] = {}
+    for plugin, result in plugins.call_loaded("flow_create_templates", kit=kit):
+        if not isinstance(result, (list, tuple)):
+            _warn(f"{plugin.name}: flow_create_templates returned {type(result).__name__}, "
+                  "not a list; ignored")
+            continue
+        for entry in result:
+            template = _template_of(entry, plugin.name, kit)
+            if template is None or template.kit != kit:
+                continue
+            if template.name in out:
+                _warn(f"template '{template.name}' from {plugin.name} is dropped: the name is "
+                      f"already taken by {out[template.name].origin}")
+                continue
+            out[template.name] = template
+    return list(out.values())
+
+
+def _template_of(entry: Any, origin: str, kit: str) -> Template | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(
+        entry.get("source"), str
+    ) or not entry["name"] or not entry["source"]:
+        _warn(f"{origin}: a template needs a 'name' and a 'source' (got {entry!r}); ignored")
+        return None
+    return Template(entry["name"], str(entry.get("description") or ""), entry["source"],
+                    str(entry.get("kit") or kit), origin)
+
+
+# --------------------------------------------------------------------------------------------
+# A resolved template: where its files are, and which kind it is
+# --------------------------------------------------------------------------------------------
+
+
+class ResolvedTemplate:
+    """A template ready to render.
+
+    ``src`` is what the renderer is given (a directory, or the git URL for copier so that the
+    project records where to update from); ``local`` is a directory holding its files (a
+    temporary clone for git URLs, removed by :meth:`close`).
+    """
+
+    def __init__(self, label: str, src: str, local: Path, kind: str,
+                 tmp: Path | None = None) -> None:
+        self.label = label
+        self.src = src
+        self.local = local
+        self.kind = kind
+        self._tmp = tmp
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> ResolvedTemplate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def detect_kind(directory: Path) -> str | None:
+    """``"copier"``, ``"cookiecutter"`` or ``None`` for a template directory."""
+    if any((directory / name).is_file() for name in COPIER_FILES):
+        return "copier"
+    if (directory / COOKIECUTTER_FILE).is_file():
+        return "cookiecutter"
+    return None
+
+
+def resolve(spec: str, templates: list[Template], kit: str, vcs_ref: str | None) -> ResolvedTemplate:
+    """Turn a ``-t`` value (or a chosen template name) into a :class:`ResolvedTemplate`."""
+    by_name = {t.name: t for t in templates}
+    if spec in by_name:  # a name wins; write ./name for a directory of the same name
+        template = by_name[spec]
+        return _resolve_source(template.source, f"{spec} ({template.origin})", vcs_ref)
+    if is_git_url(spec):
+        return _resolve_source(spec, spec, vcs_ref)
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise UsageError(f"template path {spec} does not exist",
+                             "Check the path, or pass a template name or a git URL")
+        return _resolve_source(str(path.resolve()), spec, vcs_ref)
+    names = ", ".join(sorted(by_name)) or "none"
+    raise UsageError(f"unknown template '{spec}' for build kit {kit}. Available: {names}",
+                     "Pass one of them, a template directory or a git URL with -t")
+
+
+def _resolve_source(source: str, label: str, vcs_ref: str | None) -> ResolvedTemplate:
+    if is_git_url(source):
+        tmp = Path(tempfile.mkdtemp(prefix="flow-template-"))
+        try:
+            local = _clone(source, tmp / "template", vcs_ref)
+            return ResolvedTemplate(label, source, local, _kind_or_fail(local, label), tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"template {label}: {source} is not a directory",
+                         "Check the template's source")
+    return ResolvedTemplate(label, str(path.resolve()), path.resolve(), _kind_or_fail(path, label))
+
+
+def _kind_or_fail(directory: Path, label: str) -> str:
+    kind = detect_kind(directory)
+    if kind is None:
+        raise UsageError(
+            f"template {label} is neither a copier template ({COPIER_FILES[0]}) nor a "
+            f"cookiecutter template ({COOKIECUTTER_FILE})",
+            "Pass a directory or git URL holding one of them",
+        )
+    return kind
+
+
+def _git_url(source: str) -> str:
+    if source.startswith("git+"):
+        return source[4:]
+    if source.startswith("gh:"):
+        return f"https://github.com/{source[3:]}.git"
+    if source.startswith("gl:"):
+        return f"https://gitlab.com/{source[3:]}.git"
+    return source
+
+
+def _clone(source: str, dest: Path, vcs_ref: str | None) -> Path:
+    """A shallow clone, to read the template's kind and questions (copier clones on its own)."""
+    git = shutil.which("git")
+    if git is None:
+        raise FlowError(f"cannot fetch template {source}: git is not installed",
+                        "Install git, or pass a local template directory")
+    cmd = [git, "clone", "--quiet", "--depth", "1"]
+    if vcs_ref:
+        cmd += ["--branch", vcs_ref]
+    proc = subprocess.run([*cmd, _git_url(source), str(dest)], capture_output=True, text=True,
+                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, check=False)
+    if proc.returncode != 0:
+        reason = " ".join(proc.stderr.split())[:300] or f"git exited with {proc.returncode}"
+        raise FlowError(f"cannot fetch template {source}: {reason}",
+                        "Check the URL (and --vcs-ref) and your network")
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Questions
+# --------------------------------------------------------------------------------------------
+
+
+class Question:
+    """A template question: ``key``, ``has_default``, and whether it may be skipped (``when``)."""
+
+    __slots__ = ("key", "has_default", "conditional")
+
+    def __init__(self, key: str, has_default: bool, conditional: bool = False) -> None:
+        self.key = key
+        self.has_default = has_default
+        self.conditional = conditional
+
+
+def questions(template: ResolvedTemplate) -> list[Question]:
+    """The questions ``template`` asks, in order (private ``_`` keys are settings, not questions)."""
+    if template.kind == "copier":
+        return _copier_questions(template.local, template.label)
+    return _cookiecutter_questions(template.local, template.label)
+
+
+def _copier_questions(directory: Path, label: str) -> list[Question]:
+    import yaml
+
+    path = next(directory / n for n in COPIER_FILES if (directory / n).is_file())
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise FlowError(f"template {label} failed to render: {path.name} is not valid YAML "
+                        f"({detail})", "Fix the template") from exc
+    out: list[Question] = []
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise FlowError(f"template {label} failed to render: {path.name} is not a mapping",
+                            "Fix the template")
+        for key, value in doc.items():
+            if str(key).startswith("_"):
+                continue
+            if isinstance(value, dict) and ("type" in value or "default" in value
+                                            or "help" in value or "choices" in value
+                                            or "when" in value):
+                out.append(Question(str(key), "default" in value, "when" in value))
+            else:
+                out.append(Question(str(key), True))  # `key: value` is a question with a default
+    return out
+
+
+def _cookiecutter_questions(directory: Path, label: str) -> list[Question]:
+    import json
+
+    try:
+        data = json.loads((directory / COOKIECUTTER_FILE).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FlowError(f"template {label} failed to render: {COOKIECUTTER_FILE} is not valid "
+                        f"JSON ({exc})", "Fix the template") from exc
+    if not isinstance(data, dict):
+        raise FlowError(f"template {label} failed to render: {COOKIECUTTER_FILE} is not an "
+                        "object", "Fix the template")
+    return [Question(k, True) for k in data if not k.startswith("_")]
