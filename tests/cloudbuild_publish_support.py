@@ -1,0 +1,234 @@
+"""Real parts for the ``flow publish`` tests: a build server, a git host, projects, a proxy.
+
+* :class:`BuildServer` runs the real ``flow-cloudbuild-server`` (from the flow-managed
+  environment the kit was installed into) on a free loopback port with its own data dir.
+* :class:`GitHost` serves bare repositories with ``git daemon`` on a free loopback port, so
+  ``--source git`` builds from a real ``git://`` remote.
+* :class:`CuttableProxy` forwards TCP to the server and can cut every live connection: a
+  dropped network without touching the server or the client.
+* :func:`make_site` writes a small npm project with no dependencies (a committed
+  package-lock.json, ``node`` scripts that print, fail or take their time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["BuildServer", "CuttableProxy", "GitHost", "free_port", "make_site", "git",
+           "TOKEN"]
+
+TOKEN = "publish-tests-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd)}
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"git {args}: {result.stderr}"
+    return result.stdout
+
+
+class BuildServer:
+    """The real flow-cloudbuild-server as a subprocess (restartable on the same port)."""
+
+    def __init__(self, executable: Path, data_dir: Path, token: str = TOKEN,
+                 port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.executable = executable
+        self.data_dir = data_dir
+        self.token = token
+        self.port = port or free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BuildServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_CLOUDBUILD")}
+        self.proc = subprocess.Popen(
+            [str(self.executable), "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--token", self.token, *self.extra],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def get(self, path: str) -> object:
+        request = urllib.request.Request(self.url + path,
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+
+class GitHost:
+    """``git daemon`` serving every bare repository under ``base`` on a loopback port."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["git", "daemon", "--export-all", f"--base-path={base}", "--reuseaddr",
+             "--listen=127.0.0.1", f"--port={self.port}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("git daemon did not start")
+
+    def new_repo(self, name: str) -> tuple[str, Path]:
+        """A bare repository: ``(git:// URL to fetch, local path to push to)``."""
+        path = self.base / f"{name}.git"
+        git(self.base, "init", "-q", "--bare", "-b", "main", str(path))
+        return f"git://127.0.0.1:{self.port}/{name}.git", path
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+BUILD_JS = """\
+const fs = require("fs");
+fs.mkdirSync("dist", { recursive: true });
+fs.writeFileSync("dist/index.html", "<h1>" + require("./package.json").version + "</h1>\\n");
+console.log("wrote dist/index.html");
+"""
+
+SLOW_JS = """\
+const fs = require("fs");
+const lines = Number(process.env.SLOW_LINES || "%d");
+let i = 0;
+const timer = setInterval(() => {
+  i += 1;
+  console.log("slow line " + i);
+  if (i >= lines) {
+    clearInterval(timer);
+    fs.mkdirSync("dist", { recursive: true });
+    fs.writeFileSync("dist/slow.txt", "done\\n");
+  }
+}, %d);
+"""
+
+
+def make_site(root: Path, name: str = "demo-site", version: str = "1.0.0",
+              slow_lines: int = 40, slow_interval_ms: int = 100,
+              flow_toml: str | None = None) -> Path:
+    """An npm project without dependencies; scripts: build, slow, fail."""
+    root.mkdir(parents=True, exist_ok=True)
+    package = {"name": name, "version": version, "private": True,
+               "scripts": {"build": "node build.js", "slow": "node slow.js",
+                           "fail": "node fail.js"}}
+    (root / "package.json").write_text(json.dumps(package, indent=2) + "\n")
+    lock = {"name": name, "version": version, "lockfileVersion": 3, "requires": True,
+            "packages": {"": {"name": name, "version": version}}}
+    (root / "package-lock.json").write_text(json.dumps(lock, indent=2) + "\n")
+    (root / "build.js").write_text(BUILD_JS)
+    (root / "slow.js").write_text(SLOW_JS % (slow_lines, slow_interval_ms))
+    (root / "fail.js").write_text('console.log("compiling");\n'
+                                  'console.error("error: boom in fail.js");\nprocess.exit(3);\n')
+    (root / "flow.toml").write_text(flow_toml if flow_toml is not None else
+                                    '[tool.flow]\nbuildkit = "flow-kit-cloudbuild"\n')
+    (root / ".gitignore").write_text("node_modules/\ndist/\n.flow/\n")
+    return root
+class CuttableProxy:
+    """A loopback TCP forwarder whose live connections can be cut (to drop clients mid-stream)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+            self.cuts += 1
+        for pair in pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()

@@ -1,0 +1,302 @@
+"""``flow publish`` end to end: the real CLI, the real flow-cloudbuild-server, real git.
+
+The kit is installed once per module with ``flow buildkit add kits/flow-kit-cloudbuild
+--no-index`` into a temporary FLOW_HOME; the server is the ``flow-cloudbuild-server`` script
+that install put into the managed environment. Git sources come from a ``git daemon`` on
+loopback. Nothing reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cloudbuild_publish_support import (
+    TOKEN,
+    BuildServer,
+    GitHost,
+    free_port,
+    git,
+    make_site,
+)
+from conftest import FLOW, REPO, offline_env
+
+KIT_DIR = REPO / "kits" / "flow-kit-cloudbuild"
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                                reason="the cloud build tests build npm projects: need node, npm")
+
+
+class Flow:
+    """Runs ``flow`` with one FLOW_HOME (the kit installed there)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = offline_env(self.home, **extra)
+        for key in ("FLOW_CLOUDBUILD_TOKEN", "FLOW_CLOUDBUILD_SERVER"):
+            if key not in extra:
+                env.pop(key, None)
+        return env
+
+    def __call__(self, *args: str, cwd: Path, timeout: float = 180,
+                 **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*FLOW, *args], cwd=cwd, env=self.env(**env), capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def popen(self, *args: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*FLOW, *args], cwd=cwd, env=self.env(**env), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
+    home = tmp_path_factory.mktemp("publish") / "flowhome"
+    runner = Flow(home)
+    result = runner("buildkit", "add", str(KIT_DIR), "--no-index", cwd=home.parent)
+    assert result.returncode == 0, result.stderr
+    return runner
+
+
+@pytest.fixture(scope="module")
+def server(flow: Flow, tmp_path_factory: pytest.TempPathFactory):
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    assert executable.exists(), "flow buildkit add did not install flow-cloudbuild-server"
+    srv = BuildServer(executable, tmp_path_factory.mktemp("server") / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def git_host(tmp_path_factory: pytest.TempPathFactory):
+    host = GitHost(tmp_path_factory.mktemp("githost"))
+    yield host
+    host.stop()
+
+
+def publish(flow: Flow, server: BuildServer, project: Path, *args: str,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    return flow("publish", "--server", server.url, "--token", server.token, *args,
+                cwd=project, **env)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def assert_protocol_shape(messages: list[dict]) -> None:
+    for message in messages:
+        assert set(message) == {"meta", "data"}
+        assert set(message["meta"]) == {"timestamp", "taskId", "seq"}
+        assert isinstance(message["meta"]["timestamp"], int)
+        assert isinstance(message["meta"]["seq"], int)
+        assert set(message["data"]) == {"action", "payload"}
+        assert isinstance(message["data"]["payload"]["message"], str)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("flow: error:")]
+
+
+def git_project(root: Path, git_host: GitHost, name: str, **site) -> tuple[Path, Path]:
+    """A site cloned from the git host (fetch URL git://...), pushes going to the bare path."""
+    url, bare = git_host.new_repo(name)
+    seed = make_site(root.parent / f"{name}-seed", name=name, **site)
+    git(seed, "init", "-q", "-b", "main")
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "first")
+    git(seed, "push", "-q", str(bare), "main")
+    git(root.parent, "clone", "-q", url, str(root))
+    git(root, "remote", "set-url", "--push", "origin", str(bare))
+    return root, bare
+
+
+# -- success ---------------------------------------------------------------------------------
+
+
+def test_upload_without_git_host_succeeds_and_prints_artifact_url_last(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="upload-site")
+    git(project, "init", "-q", "-b", "main")  # a repository without any remote
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "first")
+    (project / "untracked-secret.txt").write_text("not tracked, never uploaded\n")
+
+    result = publish(flow, server, project, "--build-cmd", "npm run build")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    url = lines[-1]
+    assert url.startswith(server.url + "/artifacts/"), lines[-5:]
+    assert any(line.startswith("==> build") for line in lines)
+    assert "build | wrote dist/index.html" in lines
+    with urllib.request.urlopen(url, timeout=10) as response:
+        listing = json.loads(response.read())
+    names = [a["name"] for a in (listing["artifacts"] if isinstance(listing, dict) else listing)]
+    assert any(n.endswith("index.html") for n in names), listing
+    assert error_lines(result.stderr) == []
+
+
+def test_git_source_builds_the_pushed_branch(flow, server, git_host, tmp_path):
+    project, _ = git_project(tmp_path / "clone", git_host, "git-site")
+
+    result = publish(flow, server, project, "--build-cmd", "npm run build", "--json")
+
+    assert result.returncode == 0, result.stderr
+    messages = json_lines(result.stdout)
+    assert_protocol_shape(messages)
+    assert [m["meta"]["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    actions = [m["data"]["action"] for m in messages]
+    assert actions[0] == "queued" and actions[-1] == "done"
+    assert [a for a in actions if a != "log"] == [
+        "queued", "prepare", "download", "install", "build", "publish", "done"]
+    assert messages[-1]["data"]["payload"]["artifactUrl"].startswith(server.url)
+
+
+def test_created_static_site_publishes_right_away(flow, server, tmp_path):
+    """`flow create` with the kit's static-site template, then `flow publish`: nothing else."""
+    created = flow("create", "my-site", "-k", "flow-kit-cloudbuild", "-t", "static-site",
+                   "--defaults", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    project = tmp_path / "my-site"
+    package = json.loads((project / "package.json").read_text())
+    assert package["scripts"] == {"build": "node build.js"} and "dependencies" not in package
+    assert (project / "package-lock.json").is_file()
+
+    result = publish(flow, server, project, "--source", "upload")
+
+    assert result.returncode == 0, result.stderr
+    assert "build | my-site 0.1.0: 2 files in dist/" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith(server.url + "/artifacts/")
+
+
+def test_create_lists_both_templates(flow, tmp_path):
+    listed = flow("create", "--list", "-k", "flow-kit-cloudbuild", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "static-site" in listed.stdout and "python-package" in listed.stdout
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_build_failure_exits_non_zero_naming_the_step(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="failing-site")
+
+    result = publish(flow, server, project, "--source", "upload", "--build-cmd", "npm run fail")
+
+    assert result.returncode == 1
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "step 'build'" in errors[0]
+    assert "fail | error: boom in fail.js" in result.stdout or \
+        "build | error: boom in fail.js" in result.stdout
+    assert "http://" not in result.stdout.strip().splitlines()[-1]
+
+
+def test_connect_failure_names_the_server_url(flow, tmp_path):
+    project = make_site(tmp_path / "site")
+    closed = f"http://127.0.0.1:{free_port()}"
+
+    result = flow("publish", "--server", closed, "--token", "x", "--source", "upload",
+                  cwd=project)
+
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        error_lines(result.stderr)[0]] and closed in result.stderr
+    assert "cannot connect to the build server" in result.stderr
+
+
+def test_wrong_token_is_refused_with_a_fix(flow, server, tmp_path):
+    project = make_site(tmp_path / "site")
+    result = flow("publish", "--server", server.url, "--token", "wrong", "--source", "upload",
+                  cwd=project)
+    assert result.returncode == 1
+    assert "refused the token" in result.stderr and "--token" in result.stderr
+
+
+def test_token_is_never_read_from_the_project_file(flow, server, tmp_path):
+    toml = ('[tool.flow]\nbuildkit = "flow-kit-cloudbuild"\n\n[tool.flow.cloudbuild]\n'
+            f'token = "{server.token}"\nserver = "{server.url}"\nbuild-cmd = "npm run build"\n'
+            'source = "upload"\n')
+    project = make_site(tmp_path / "site", name="token-site", flow_toml=toml)
+
+    refused = flow("publish", cwd=project)
+
+    assert refused.returncode == 2
+    assert "ignoring 'token' in [tool.flow.cloudbuild]" in refused.stderr
+    assert "no token for the build server" in refused.stderr
+
+    # from the environment, and from the global config: both work (project settings still
+    # apply: server, build-cmd and source come from flow.toml)
+    from_env = flow("publish", cwd=project, FLOW_CLOUDBUILD_TOKEN=server.token)
+    assert from_env.returncode == 0, from_env.stderr
+    setting = flow("config", "set", "cloudbuild.token", server.token, cwd=tmp_path)
+    assert setting.returncode == 0, setting.stderr
+    try:
+        from_config = flow("publish", cwd=project)
+        assert from_config.returncode == 0, from_config.stderr
+        assert from_config.stdout.strip().splitlines()[-1].startswith(server.url)
+    finally:
+        flow("config", "set", "cloudbuild.token", "", cwd=tmp_path)
+
+
+def test_uncommitted_and_unpushed_branches_say_how_to_fix_them(flow, server, git_host,
+                                                                tmp_path):
+    project, _ = git_project(tmp_path / "clone", git_host, "dirty-site")
+
+    (project / "build.js").write_text("// edited\n" + (project / "build.js").read_text())
+    dirty = publish(flow, server, project)
+    assert dirty.returncode == 2
+    assert "uncommitted changes" in dirty.stderr
+    assert 'git commit -am' in dirty.stderr
+
+    git(project, "commit", "-q", "-am", "edit")
+    unpushed = publish(flow, server, project)
+    assert unpushed.returncode == 2
+    assert "branch main is not pushed" in unpushed.stderr
+    assert "git push origin main" in unpushed.stderr
+
+    git(project, "switch", "-q", "-c", "feature")
+    new_branch = publish(flow, server, project)
+    assert new_branch.returncode == 2
+    assert "branch feature is not pushed: git push -u origin feature" in new_branch.stderr
+
+    # the same working tree publishes fine as an upload
+    uploaded = publish(flow, server, project, "--source", "upload", "--build-cmd",
+                       "npm run build")
+    assert uploaded.returncode == 0, uploaded.stderr
+
+
+def test_prod_release_of_same_version_needs_force(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="prod-site", version="2.0.0")
+    args = ("--source", "upload", "--build-cmd", "npm run build", "--prod")
+
+    first = publish(flow, server, project, *args)
+    assert first.returncode == 0, first.stderr
+
+    again = publish(flow, server, project, *args)
+    assert again.returncode == 2
+    assert "prod-site 2.0.0 is already released on prod" in again.stderr
+    assert "--force" in again.stderr
+
+    forced = publish(flow, server, project, *args, "--force")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_help_never_imports_socketio(flow, tmp_path):
+    for args in (("--help",), ("publish", "--help")):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "flowcore", *args], cwd=tmp_path,
+            env=flow.env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "socketio" not in imported, args
+        assert "publish" in result.stdout
