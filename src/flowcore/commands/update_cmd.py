@@ -1,0 +1,113 @@
+"""``flow update``: bring a project made from a copier template up to a newer template version.
+
+copier's update does the work: it re-renders the old template version with the recorded answers,
+diffs that against the project, and applies the diff on top of the new version, so the user's
+own changes survive. It needs what copier records (``.copier-answers.yml`` with ``_src_path`` and
+``_commit``), a template that is a git repository with version tags, and a project that is a git
+repository with a clean working tree. See docs/create.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from flowcore.errors import FlowError, UsageError
+
+if TYPE_CHECKING:
+    from flowcore.app import Flow
+
+ANSWERS_FILE = ".copier-answers.yml"
+
+
+def read_answers(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read {path}: {' '.join(str(exc).split())[:200]}",
+                         "Restore the file from version control") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _changed_files(root: Path) -> list[str]:
+    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
+                          capture_output=True, text=True, check=False)
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+@click.command(name="update")
+@click.option("--vcs-ref", metavar="REF",
+              help="Template version to update to (default: its newest version tag).")
+@click.option("--defaults", is_flag=True, help="Answer new questions with their defaults.")
+@click.option("-d", "--data", "data", multiple=True, metavar="KEY=VALUE",
+              help="Answer (or change the answer to) one question (repeatable).")
+@click.option("--conflict", type=click.Choice(["inline", "rej"]), default="inline",
+              show_default=True, help="How to leave changes that do not apply cleanly.")
+@click.option("--trust", is_flag=True,
+              help="Allow the template to run its own code (copier tasks, migrations).")
+@click.option("--answers-file", default=ANSWERS_FILE, show_default=True, metavar="FILE",
+              help="copier's answers file, relative to the project root.")
+@click.pass_obj
+def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...],
+           conflict: str, trust: bool, answers_file: str) -> None:
+    """Update this project to a newer version of the copier template it was made from."""
+    from flowcore.commands.create_cmd import parse_data
+    from flowcore.prompts import interactive
+
+    answers = parse_data(data)
+    project = flow.config.project
+    root = Path(project.root) if project is not None else flow.cwd
+    path = root / answers_file
+    if not path.is_file():
+        raise UsageError(
+            f"{root} was not made from a copier template (no {answers_file})",
+            "flow update works for projects made from copier templates; cookiecutter keeps no "
+            "record to update from",
+        )
+    before = read_answers(path)
+    if not before.get("_commit"):
+        raise UsageError(
+            f"{answers_file} records no template version (_commit): the template "
+            f"{before.get('_src_path', '?')} was not a git repository with version tags",
+            "Publish the template in git, tag its versions, and create the project again",
+        )
+    import copier
+    from copier.errors import CopierError, CopierWarning, UnsafeTemplateError
+
+    asking = interactive()
+    try:
+        with warnings.catch_warnings():
+            if not flow.options.debug:
+                warnings.simplefilter("ignore", CopierWarning)
+            copier.run_update(root, data=answers, answers_file=answers_file,
+                              defaults=defaults or not asking, skip_answered=True, overwrite=True,
+                              unsafe=trust, vcs_ref=vcs_ref, quiet=True, conflict=conflict)
+    except KeyboardInterrupt:
+        raise
+    except UnsafeTemplateError as exc:
+        raise FlowError(f"the template runs code while updating ({' '.join(str(exc).split())})",
+                        "Pass --trust if you trust this template") from exc
+    except (CopierError, ValueError, OSError, subprocess.CalledProcessError) as exc:
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise FlowError(f"cannot update {root.name}: {detail}",
+                        "Commit your changes first; the project must be a clean git "
+                        "repository and the template a git repository with version tags") from exc
+    after = read_answers(path)
+    old, new = before.get("_commit"), after.get("_commit")
+    changed = _changed_files(root)
+    if old == new and not changed:
+        click.echo(f"{root.name} is already at template version {new}")
+        return
+    click.echo(f"updated {root.name}: template {after.get('_src_path')} {old} -> {new}")
+    for line in changed:
+        click.echo(f"  {line}")
+    conflicts = [ln for ln in changed if ln.endswith(".rej")]
+    if conflicts or conflict == "inline":
+        click.echo("Review the changes (git diff); resolve any conflict markers or .rej files, "
+                   "then commit.")
