@@ -9,115 +9,27 @@ loopback. Nothing reaches the network.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from cloudbuild_publish_support import (
-    TOKEN,
-    BuildServer,
-    GitHost,
+from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
+    assert_protocol_shape,
+    error_lines,
+    flow,
     free_port,
     git,
+    git_host,
+    git_project,
+    json_lines,
     make_site,
+    needs_node,
+    publish,
+    server,
 )
-from conftest import FLOW, REPO, offline_env
 
-KIT_DIR = REPO / "kits" / "flow-kit-cloudbuild"
-
-pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                                reason="the cloud build tests build npm projects: need node, npm")
-
-
-class Flow:
-    """Runs ``flow`` with one FLOW_HOME (the kit installed there)."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = offline_env(self.home, **extra)
-        for key in ("FLOW_CLOUDBUILD_TOKEN", "FLOW_CLOUDBUILD_SERVER"):
-            if key not in extra:
-                env.pop(key, None)
-        return env
-
-    def __call__(self, *args: str, cwd: Path, timeout: float = 180,
-                 **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*FLOW, *args], cwd=cwd, env=self.env(**env), capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def popen(self, *args: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*FLOW, *args], cwd=cwd, env=self.env(**env), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
-    home = tmp_path_factory.mktemp("publish") / "flowhome"
-    runner = Flow(home)
-    result = runner("buildkit", "add", str(KIT_DIR), "--no-index", cwd=home.parent)
-    assert result.returncode == 0, result.stderr
-    return runner
-
-
-@pytest.fixture(scope="module")
-def server(flow: Flow, tmp_path_factory: pytest.TempPathFactory):
-    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
-    assert executable.exists(), "flow buildkit add did not install flow-cloudbuild-server"
-    srv = BuildServer(executable, tmp_path_factory.mktemp("server") / "data").start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def git_host(tmp_path_factory: pytest.TempPathFactory):
-    host = GitHost(tmp_path_factory.mktemp("githost"))
-    yield host
-    host.stop()
-
-
-def publish(flow: Flow, server: BuildServer, project: Path, *args: str,
-            **env: str) -> subprocess.CompletedProcess[str]:
-    return flow("publish", "--server", server.url, "--token", server.token, *args,
-                cwd=project, **env)
-
-
-def json_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-def assert_protocol_shape(messages: list[dict]) -> None:
-    for message in messages:
-        assert set(message) == {"meta", "data"}
-        assert set(message["meta"]) == {"timestamp", "taskId", "seq"}
-        assert isinstance(message["meta"]["timestamp"], int)
-        assert isinstance(message["meta"]["seq"], int)
-        assert set(message["data"]) == {"action", "payload"}
-        assert isinstance(message["data"]["payload"]["message"], str)
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("flow: error:")]
-
-
-def git_project(root: Path, git_host: GitHost, name: str, **site) -> tuple[Path, Path]:
-    """A site cloned from the git host (fetch URL git://...), pushes going to the bare path."""
-    url, bare = git_host.new_repo(name)
-    seed = make_site(root.parent / f"{name}-seed", name=name, **site)
-    git(seed, "init", "-q", "-b", "main")
-    git(seed, "add", ".")
-    git(seed, "commit", "-q", "-m", "first")
-    git(seed, "push", "-q", str(bare), "main")
-    git(root.parent, "clone", "-q", url, str(root))
-    git(root, "remote", "set-url", "--push", "origin", str(bare))
-    return root, bare
-
+pytestmark = needs_node
 
 # -- success ---------------------------------------------------------------------------------
 

@@ -1,0 +1,198 @@
+"""``flow publish`` following tasks: detach and attach, dropped connections, Ctrl-C, cancel,
+and the publish hooks of plugins. Real CLI, real server (see cloudbuild_publish_support)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
+    CuttableProxy,
+    assert_protocol_shape,
+    error_lines,
+    flow,
+    json_lines,
+    make_site,
+    needs_node,
+    publish,
+    server,
+)
+from wheelfactory import build_wheel
+
+pytestmark = needs_node
+
+SLOW = ("--source", "upload", "--build-cmd", "npm run slow")
+
+
+def seqs(messages: list[dict]) -> list[int]:
+    return [m["meta"]["seq"] for m in messages]
+
+
+def attach_json(flow, server, task_id: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return flow("publish", "--server", server.url, "--token", server.token, "--attach", task_id,
+                "--json", cwd=cwd)
+
+
+def test_detach_then_attach_replays_everything_from_seq_1(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="detach-site", slow_lines=15,
+                        slow_interval_ms=50)
+
+    detached = publish(flow, server, project, *SLOW, "--detach", "--json")
+
+    assert detached.returncode == 0, detached.stderr
+    task_id = json.loads(detached.stdout)["taskId"]
+
+    attached = attach_json(flow, server, task_id, project)
+
+    assert attached.returncode == 0, attached.stderr
+    messages = json_lines(attached.stdout)
+    assert_protocol_shape(messages)
+    assert seqs(messages) == list(range(1, len(messages) + 1))
+    assert {m["meta"]["taskId"] for m in messages} == {task_id}
+    assert messages[0]["data"]["action"] == "queued"
+    assert messages[-1]["data"]["action"] == "done"
+    logs = [m["data"]["payload"]["message"] for m in messages if m["data"]["action"] == "log"]
+    assert [line for line in logs if line.startswith("slow line")] == [
+        f"slow line {i}" for i in range(1, 16)]
+    assert server.get(f"/api/tasks/{task_id}")["lastSeq"] == len(messages)
+
+    # a finished task replays the same, and the human form ends with the artifact URL
+    again = attach_json(flow, server, task_id, project)
+    assert json_lines(again.stdout) == messages
+    human = flow("publish", "--server", server.url, "--token", server.token,
+                 "--attach", task_id, cwd=project)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.strip().splitlines()[-1] == \
+        messages[-1]["data"]["payload"]["artifactUrl"]
+
+
+def test_dropped_connection_resumes_without_loss_or_duplication(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="drop-site", slow_lines=40,
+                        slow_interval_ms=50)
+    proxy = CuttableProxy(server.port)
+    try:
+        proc = flow.popen("publish", "--server", f"http://127.0.0.1:{proxy.port}",
+                          "--token", server.token, *SLOW, "--json", cwd=project)
+        received = []
+        for line in proc.stdout:
+            received.append(json.loads(line))
+            slow = [m for m in received if m["data"]["payload"]["message"].startswith("slow")]
+            if len(slow) in (5, 20) and proxy.cuts < (1 if len(slow) == 5 else 2):
+                proxy.cut()  # every live connection dies mid-stream
+        code = proc.wait(timeout=120)
+        stderr = proc.stderr.read()
+    finally:
+        proxy.close()
+
+    assert code == 0, stderr
+    assert proxy.cuts == 2
+    assert stderr.count("lost; reconnecting") == 2
+    assert seqs(received) == list(range(1, len(received) + 1))
+    assert received[-1]["data"]["action"] == "done"
+    # exactly what the server stored, message for message
+    task_id = received[0]["meta"]["taskId"]
+    assert json_lines(attach_json(flow, server, task_id, project).stdout) == received
+
+
+def test_ctrl_c_without_a_terminal_detaches_and_the_task_goes_on(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="sigint-site", slow_lines=30,
+                        slow_interval_ms=50)
+    proc = flow.popen("publish", "--server", server.url, "--token", server.token, *SLOW,
+                      "--json", cwd=project)
+    task_id = None
+    for line in proc.stdout:
+        message = json.loads(line)
+        task_id = message["meta"]["taskId"]
+        if message["data"]["payload"]["message"] == "slow line 3":
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.stdout.read()
+    code = proc.wait(timeout=60)
+    stderr = proc.stderr.read()
+
+    assert code == 130
+    assert error_lines(stderr) == [
+        f"flow: error: detached from task {task_id}; it keeps running on the server. "
+        f"Follow it with: flow publish --attach {task_id}"]
+    resumed = attach_json(flow, server, task_id, project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json_lines(resumed.stdout)[-1]["data"]["action"] == "done"
+
+
+def test_cancel_a_running_task(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="cancel-site", slow_lines=600,
+                        slow_interval_ms=50)
+    detached = publish(flow, server, project, *SLOW, "--detach")
+    assert detached.returncode == 0, detached.stderr
+    task_id = detached.stdout.strip()
+
+    cancelled = flow("publish", "--server", server.url, "--token", server.token,
+                     "--cancel", task_id, cwd=project)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"task {task_id}: cancelled"
+    followed = flow("publish", "--server", server.url, "--token", server.token,
+                    "--attach", task_id, cwd=project)
+    assert followed.returncode == 1
+    assert len(error_lines(followed.stderr)) == 1
+    assert f"task {task_id} was cancelled" in followed.stderr
+    assert "slow line 600" not in followed.stdout
+
+
+PLUGIN = '''
+from pathlib import Path
+from flowcore import hookimpl
+
+FLOW_BUILD_KITS = ["flow-kit-cloudbuild"]
+FLOW_API = ">=1"
+
+
+@hookimpl
+def flow_publish_checks(task):
+    root = Path(task["project_root"])
+    if (root / "BLOCK").exists():
+        return [{"name": "no-block-file", "ok": False,
+                 "message": "remove BLOCK from " + task["name"]}]
+    return [{"name": "no-block-file", "ok": True, "message": "fine"}]
+
+
+@hookimpl
+def flow_publish_artifact_targets(task):
+    root = Path(task["project_root"])
+    if (root / "COPY_TO").exists():
+        return [{"name": "local-copy", "kind": "directory",
+                 "url": (root / "COPY_TO").read_text().strip()}]
+    return []
+'''
+
+
+def test_plugin_checks_stop_a_publish_and_targets_receive_artifacts(flow, server, tmp_path):
+    wheel = build_wheel(tmp_path / "wheels", "flow-plugin-publishguard",
+                        {"flow_plugin_publishguard/__init__.py": PLUGIN},
+                        entry_points={"flow.plugins": {"publishguard": "flow_plugin_publishguard"}})
+    added = flow("plugin", "add", str(wheel), "--no-index", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    project = make_site(tmp_path / "site", name="guarded-site")
+    # a kit-bound plugin loads with the kit in global scope; this project names none itself
+    (project / "flow.toml").unlink()
+    try:
+        (project / "BLOCK").write_text("")
+        blocked = publish(flow, server, project, "--source", "upload",
+                          "--build-cmd", "npm run build")
+        assert blocked.returncode == 1
+        assert error_lines(blocked.stderr) == [
+            "flow: error: pre-build check 'no-block-file' failed: remove BLOCK from "
+            "guarded-site. Fix it and publish again"]
+
+        (project / "BLOCK").unlink()
+        copies = tmp_path / "copies"
+        (project / "COPY_TO").write_text(str(copies))
+        done = publish(flow, server, project, "--source", "upload",
+                       "--build-cmd", "npm run build")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1].startswith(server.url + "/artifacts/")
+        assert "<h1>1.0.0</h1>" in (copies / "index.html").read_text()
+    finally:
+        flow("plugin", "delete", "flow-plugin-publishguard", cwd=tmp_path)
