@@ -1,0 +1,122 @@
+"""Artifact store: the files a task's build produced, and the index of prod releases.
+
+One interface (``ArtifactStore``) with the embedded implementation ``LocalArtifactStore``:
+``<data>/artifacts/<taskId>/files/<name>`` plus a ``manifest.json`` listing them. Files are
+keyed by the server-made task id; a package's name and version never become a path (they are
+keys in ``releases.json``). A download is served only for a name listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from flowcore._fileio import atomic_write_bytes
+
+from .policy import is_id
+
+_PART_RE = re.compile(r"^[A-Za-z0-9_.+@=~-][A-Za-z0-9_.+@=~ -]{0,199}$")
+
+
+def safe_artifact_name(name: str) -> bool:
+    """A relative POSIX path of plain parts (no '..', no hidden tricks, no absolute path)."""
+    parts = name.split("/")
+    return (0 < len(name) <= 1024 and len(parts) <= 16
+            and all(p not in (".", "..") and _PART_RE.match(p) for p in parts))
+
+
+class ArtifactStore(Protocol):
+    async def put(self, task_id: str, files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+        """Store ``(name, source file)`` pairs for a task; return [{"name", "size"}]."""
+
+    async def list(self, task_id: str) -> list[dict[str, Any]] | None:
+        """The task's artifacts, or None when the task stored none."""
+
+    async def open(self, task_id: str, name: str) -> tuple[int, AsyncIterator[bytes]] | None:
+        """(size, chunks) of one artifact, or None when there is no such artifact."""
+
+    async def find_release(self, name: str, version: str) -> str | None:
+        """Task id of the prod release of name+version, if any."""
+
+    async def record_release(self, name: str, version: str, task_id: str) -> None:
+        """Make ``task_id`` the prod release of name+version (replacing an older one)."""
+
+
+class LocalArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._releases_path = root / "releases.json"
+
+    def _dir(self, task_id: str) -> Path:
+        if not is_id(task_id):
+            raise KeyError(task_id)
+        return self.root / task_id
+
+    async def put(self, task_id: str, files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+        d = self._dir(task_id)
+        files_dir = d / "files"
+        if d.exists():
+            shutil.rmtree(d)
+        files_dir.mkdir(parents=True)
+        listed = []
+        for name, src in files:
+            if not safe_artifact_name(name):
+                continue
+            dest = files_dir.joinpath(*name.split("/"))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _copy_no_follow(src, dest)
+            listed.append({"name": name, "size": dest.stat().st_size})
+        atomic_write_bytes(d / "manifest.json", json.dumps(listed).encode("utf-8"))
+        return listed
+
+    async def list(self, task_id: str) -> list[dict[str, Any]] | None:
+        try:
+            return json.loads((self._dir(task_id) / "manifest.json").read_text(encoding="utf-8"))
+        except (KeyError, OSError, ValueError):
+            return None
+
+    async def open(self, task_id: str, name: str) -> tuple[int, AsyncIterator[bytes]] | None:
+        listed = await self.list(task_id)
+        if not listed or name not in {a["name"] for a in listed}:
+            return None
+        path = self._dir(task_id) / "files" / Path(*name.split("/"))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        f = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with f:
+                while block := f.read(256 * 1024):
+                    yield block
+
+        return size, chunks()
+
+    def _releases(self) -> dict[str, str]:
+        try:
+            return json.loads(self._releases_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    async def find_release(self, name: str, version: str) -> str | None:
+        return self._releases().get(f"{name}\n{version}")
+
+    async def record_release(self, name: str, version: str, task_id: str) -> None:
+        releases = self._releases()
+        releases[f"{name}\n{version}"] = task_id
+        atomic_write_bytes(self._releases_path, json.dumps(releases, indent=1).encode("utf-8"))
+
+
+def _copy_no_follow(src: Path, dest: Path) -> None:
+    """Copy a regular file without following a symlink at ``src`` (it was resolved before)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fin, open(dest, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1024 * 1024)

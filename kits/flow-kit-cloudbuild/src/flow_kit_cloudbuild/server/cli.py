@@ -1,0 +1,114 @@
+"""`flow-cloudbuild-server`: one command, embedded defaults.
+
+    flow-cloudbuild-server                       # 127.0.0.1:7001, data in the user data dir
+    flow-cloudbuild-server --port 0 --data-dir /srv/flow --concurrency 4 --config server.toml
+
+Without any token (--token, --tokens-file, FLOW_CLOUDBUILD_TOKENS) the server makes one, keeps
+it in <data-dir>/server-token (mode 0600) and prints it, so a first start needs no setup.
+The first stdout line is always ``flow-cloudbuild-server listening on <url>``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from flowcore.errors import FlowError
+
+from .. import __version__, protocol
+from .config import ServerConfig, apply_file, default_data_dir, load_file, read_tokens
+from .errors import ServerConfigError
+
+
+def _server_token(data_dir: Path) -> str:
+    path = data_dir / "server-token"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default=None, help=f"Address to bind (default {protocol.DEFAULT_HOST}).")
+@click.option("--port", type=int, default=None, help=f"Port (default {protocol.DEFAULT_PORT}; 0 picks a free one).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where tasks, logs, caches and artifacts live (default: the user data dir).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Tasks built at once (default 2).")
+@click.option("--token", "tokens", multiple=True, help="A client token (repeatable).")
+@click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A file of client tokens, one per line.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Server config file (TOML or JSON): allowlists, release gates, limits.")
+@click.option("--max-upload-bytes", type=click.IntRange(1), default=None, help="Largest source upload accepted.")
+@click.option("--public-url", default=None, help="Base URL of artifact links (default http://host:port).")
+@click.option("--offline", is_flag=True, default=None, help="Builds get no network index (uv/npm/pip offline).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+@click.version_option(__version__, prog_name="flow-cloudbuild-server")
+def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
+          public_url, offline, log_level) -> None:
+    """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
+    cfg = ServerConfig(data_dir=default_data_dir())
+    if config_file is not None:
+        apply_file(cfg, load_file(config_file), config_file)
+    for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
+                        ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
+                        ("offline", offline)):
+        if value is not None:
+            setattr(cfg, attr, value)
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    cfg.data_dir = cfg.data_dir.expanduser().resolve()
+    found = read_tokens(tokens, tokens_file)
+    generated = None
+    if not found:
+        generated = _server_token(cfg.data_dir)
+        found = {generated}
+    cfg.tokens = frozenset(found)
+
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.host, cfg.port))
+    except OSError as exc:
+        raise ServerConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}",
+                                "Pick another --port or stop what uses it") from None
+    cfg.port = sock.getsockname()[1]
+
+    import logging
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = create_app(cfg)
+    click.echo(f"flow-cloudbuild-server listening on http://{cfg.host}:{cfg.port}", err=False)
+    click.echo(f"data dir: {cfg.data_dir}")
+    if generated:
+        click.echo(f"token: {generated} (kept in {cfg.data_dir / 'server-token'})")
+    sys.stdout.flush()
+    uv_cfg = uvicorn.Config(server.asgi, log_level=log_level, lifespan="on", ws="auto",
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(uv_cfg).run(sockets=[sock])
+
+
+def main() -> None:
+    try:
+        serve.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FlowError as exc:
+        click.echo(f"flow-cloudbuild-server: error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)

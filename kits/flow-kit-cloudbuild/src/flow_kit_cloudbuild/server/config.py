@@ -1,0 +1,239 @@
+"""Server configuration: command-line options merged over an optional config file.
+
+The config file (``--config``, TOML or JSON) holds what an operator sets once: the build
+command allowlist, the repository policy, release gates (freeze windows, pre-build checks),
+limits and extra build environment. Command-line options win over the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from .errors import ServerConfigError
+
+#: Build command shapes allowed by default. ``<script>`` stands for the name of a script that
+#: exists in the project's package.json (checked after download, before install).
+DEFAULT_BUILD_COMMANDS: list[list[str]] = [
+    ["npm", "run", "<script>"],
+    ["npm", "ci"],
+    ["python", "-m", "build"],
+    ["uv", "build"],
+]
+DEFAULT_PROTOCOLS = ("https", "git")
+
+
+@dataclass(frozen=True)
+class FreezeWindow:
+    """No prod publish between ``start`` and ``end`` (aware datetimes)."""
+
+    name: str
+    start: datetime
+    end: datetime
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+
+@dataclass(frozen=True)
+class PreBuildCheck:
+    """A server-configured command that must exit 0 in the source tree before the build."""
+
+    name: str
+    argv: list[str]
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    host: str = protocol.DEFAULT_HOST
+    port: int = protocol.DEFAULT_PORT
+    public_url: str | None = None          # base of artifact URLs; default http://host:port
+    concurrency: int = 2
+    tokens: frozenset[str] = frozenset()
+    build_commands: list[list[str]] = field(default_factory=lambda: [list(c) for c in DEFAULT_BUILD_COMMANDS])
+    allowed_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    allowed_hosts: tuple[str, ...] | None = None   # None: any host
+    freeze_windows: list[FreezeWindow] = field(default_factory=list)
+    checks: list[PreBuildCheck] = field(default_factory=list)
+    build_env: dict[str, str] = field(default_factory=dict)
+    offline: bool = False
+    default_timeout: int = protocol.DEFAULT_TIMEOUT
+    max_timeout: int = 3600
+    max_upload_bytes: int = protocol.MAX_UPLOAD_BYTES
+    max_unpacked_bytes: int = 1024 * 1024 * 1024
+    max_unpacked_files: int = 100_000
+    max_log_line: int = protocol.MAX_LOG_LINE
+    max_log_bytes: int = 20 * 1024 * 1024
+    max_event_bytes: int = 64 * 1024
+    keep_workdirs: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("flow-cloudbuild-server", appauthor=False))
+
+
+def read_tokens(tokens: tuple[str, ...] | list[str], tokens_file: Path | None) -> set[str]:
+    """All tokens from --token, --tokens-file (one per line, # comments) and the environment."""
+    found = {t.strip() for t in tokens if t.strip()}
+    if tokens_file is not None:
+        try:
+            text = tokens_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ServerConfigError(f"cannot read tokens file {tokens_file}: {exc.strerror}",
+                                    "Pass an existing file to --tokens-file") from exc
+        found |= {ln.strip() for ln in text.splitlines()
+                  if ln.strip() and not ln.lstrip().startswith("#")}
+    found |= {t.strip() for t in os.environ.get(protocol.TOKENS_ENV, "").split(",") if t.strip()}
+    return found
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ServerConfigError(f"cannot read config file {path}: {exc.strerror}",
+                                "Pass an existing file to --config") from exc
+    try:
+        if path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServerConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}",
+                                "Fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise ServerConfigError(f"config file {path} must hold a table/object", "Fix the file")
+    return data
+
+
+def _when(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ServerConfigError(f"{where}: {value!r} is not an ISO 8601 time",
+                                    "Write it like 2025-12-20T00:00:00Z") from exc
+    else:
+        raise ServerConfigError(f"{where} must be an ISO 8601 time", "Write it like 2025-12-20T00:00:00Z")
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _argv(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) and w for w in value):
+        raise ServerConfigError(f"{where} must be a non-empty list of strings (an argv list)",
+                                'Write it like ["npm", "run", "lint"]')
+    return list(value)
+
+
+def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
+    """Merge a config file's settings into ``cfg`` (validating each one)."""
+    known = {"host", "port", "public-url", "concurrency", "data-dir", "build-commands", "allowed-protocols",
+             "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
+             "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
+             "max-log-line", "max-log-bytes", "keep-workdirs"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ServerConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}",
+                                f"Use only: {', '.join(sorted(known))}")
+
+    def num(key: str, low: int = 1) -> int | None:
+        if key not in data:
+            return None
+        v = data[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ServerConfigError(f"{source}: {key} must be an integer >= {low}", "Fix the value")
+        return v
+
+    for key, attr in (("port", "port"), ("concurrency", "concurrency"), ("default-timeout", "default_timeout"),
+                      ("max-timeout", "max_timeout"), ("max-upload-bytes", "max_upload_bytes"),
+                      ("max-unpacked-bytes", "max_unpacked_bytes"), ("max-unpacked-files", "max_unpacked_files"),
+                      ("max-log-line", "max_log_line"), ("max-log-bytes", "max_log_bytes")):
+        v = num(key, 0 if key == "port" else 1)
+        if v is not None:
+            setattr(cfg, attr, v)
+    for key, attr in (("host", "host"), ("public-url", "public_url")):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise ServerConfigError(f"{source}: {key} must be a string", "Fix the value")
+            setattr(cfg, attr, data[key])
+    if "data-dir" in data:
+        cfg.data_dir = Path(str(data["data-dir"])).expanduser()
+    for key, attr in (("offline", "offline"), ("keep-workdirs", "keep_workdirs")):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")
+            setattr(cfg, attr, data[key])
+    if "build-commands" in data:
+        cmds = data["build-commands"]
+        if not isinstance(cmds, list):
+            raise ServerConfigError(f"{source}: build-commands must be a list of argv lists",
+                                    'Write it like [["npm", "run", "<script>"]]')
+        cfg.build_commands = [_argv(c, f"{source}: build-commands[{i}]") for i, c in enumerate(cmds)]
+    for key in ("allowed-protocols", "allowed-hosts"):
+        if key in data:
+            v = data[key]
+            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+                raise ServerConfigError(f"{source}: {key} must be a list of strings", "Fix the value")
+            values = tuple(x.lower() for x in v)
+            if key == "allowed-protocols":
+                bad = [p for p in values if p not in ("https", "http", "git", "ssh")]
+                if bad:
+                    raise ServerConfigError(f"{source}: protocol(s) {', '.join(bad)} cannot be allowed",
+                                            "Use https, http, git or ssh")
+                cfg.allowed_protocols = values
+            else:
+                cfg.allowed_hosts = values
+    if "freeze-windows" in data:
+        wins = data["freeze-windows"]
+        if not isinstance(wins, list):
+            raise ServerConfigError(f"{source}: freeze-windows must be a list of tables",
+                                    'Write [[freeze-windows]] name = "..." start = ... end = ...')
+        cfg.freeze_windows = []
+        for i, w in enumerate(wins):
+            where = f"{source}: freeze-windows[{i}]"
+            if not isinstance(w, dict) or not isinstance(w.get("name"), str) or not w.get("name"):
+                raise ServerConfigError(f"{where} needs a name, start and end", "Add the missing keys")
+            start, end = _when(w.get("start"), f"{where}.start"), _when(w.get("end"), f"{where}.end")
+            if end <= start:
+                raise ServerConfigError(f"{where} ends before it starts", "Swap start and end")
+            cfg.freeze_windows.append(FreezeWindow(w["name"], start, end))
+    if "checks" in data:
+        checks = data["checks"]
+        if not isinstance(checks, list):
+            raise ServerConfigError(f"{source}: checks must be a list", 'Write [[checks]] name = "..." argv = [...]')
+        cfg.checks = []
+        for i, c in enumerate(checks):
+            where = f"{source}: checks[{i}]"
+            if isinstance(c, list):
+                argv = _argv(c, where)
+                cfg.checks.append(PreBuildCheck(" ".join(argv), argv))
+            elif isinstance(c, dict):
+                argv = _argv(c.get("argv"), f"{where}.argv")
+                cfg.checks.append(PreBuildCheck(str(c.get("name") or " ".join(argv)), argv))
+            else:
+                raise ServerConfigError(f"{where} must be an argv list or a table with name and argv",
+                                        "Fix the value")
+    if "build-env" in data:
+        env = data["build-env"]
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ServerConfigError(f"{source}: build-env must be a table of strings", "Fix the value")
+        cfg.build_env = dict(env)
+
+

@@ -1,0 +1,45 @@
+"""Error types of the server.
+
+``RequestError`` carries a protocol error code and becomes an ``{"ok": false, ...}`` ack or an
+HTTP error reply; ``StepFailed`` ends a task as failed at its current step. Both carry one line
+with the cause and the fix.
+"""
+
+from __future__ import annotations
+
+from flowcore.errors import ConfigError
+
+from .. import protocol
+
+
+class ServerConfigError(ConfigError):
+    """The server's command line or config file cannot be used."""
+
+
+class RequestError(Exception):
+    """A request is refused; ``code`` is one of protocol.ERROR_CODES."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+    def ack(self) -> dict:
+        return protocol.error(self.code, self.message)
+
+
+def bad_request(message: str) -> RequestError:
+    return RequestError(protocol.ERROR_BAD_REQUEST, message)
+
+
+def refused(message: str) -> RequestError:
+    return RequestError(protocol.ERROR_REFUSED, message)
+
+
+class StepFailed(Exception):
+    """The running step failed; the task ends as failed with this message."""
+
+    def __init__(self, message: str, final_state: str = protocol.STATE_FAILED) -> None:
+        self.message = message
+        self.final_state = final_state
+        super().__init__(message)

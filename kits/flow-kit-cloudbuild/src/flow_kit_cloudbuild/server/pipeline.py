@@ -1,0 +1,268 @@
+"""The per-task state machine: prepare → download → install → build → publish.
+
+Each step announces itself with a message, streams the output of its commands as "log"
+messages, checks every exit status, and raises StepFailed to stop the task at the first
+failure. The work directory is made by the server under its data dir (never from user input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from . import policy
+from .artifacts import ArtifactStore, safe_artifact_name
+from .config import ServerConfig
+from .errors import StepFailed
+from .process import LogBudget, run_command
+from .sources import GitSource, unpack_archive
+
+Emit = Callable[..., Awaitable[Any]]  # emit(action, message, **extra)
+OUTPUT_DIRS = ("dist", "build")
+
+
+class Paths:
+    """Where things live under the data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data = data_dir
+        self.tasks = data_dir / "tasks"
+        self.work = data_dir / "work"
+        self.uploads = data_dir / "uploads"
+        self.artifacts = data_dir / "artifacts"
+        self.cache = data_dir / "cache"
+        self.git_cache = self.cache / "git"
+
+    def attempt_dir(self, task_id: str, attempt: int) -> Path:
+        assert policy.is_id(task_id)
+        return self.work / f"{task_id}-{attempt}"
+
+    def upload(self, upload_id: str) -> Path:
+        assert policy.is_id(upload_id)
+        return self.uploads / f"{upload_id}.tar.gz"
+
+
+def uv_binary() -> str | None:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:  # uv is a dependency of flowcore, but a PATH uv will do as well
+        return shutil.which("uv")
+
+
+class Pipeline:
+    def __init__(self, *, task_id: str, request: dict[str, Any], attempt: int, cfg: ServerConfig,
+                 paths: Paths, git: GitSource, artifacts: ArtifactStore, emit: Emit,
+                 set_step: Callable[[str], Awaitable[None]]) -> None:
+        self.task_id = task_id
+        self.req = request
+        self.cfg = cfg
+        self.paths = paths
+        self.git = git
+        self.artifacts = artifacts
+        self._emit = emit
+        self._set_step = set_step
+        self.budget = LogBudget(cfg.max_log_bytes)
+        self.dir = paths.attempt_dir(task_id, attempt)
+        self.src = self.dir / "src"
+        self.venv = self.dir / "venv"
+        self.step = "queued"
+        self.build_cmd: list[str] = []
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _enter(self, step: str, message: str) -> None:
+        self.step = step
+        await self._set_step(step)
+        await self._emit(step, message)
+
+    async def _log(self, line: str, stream: str) -> None:
+        await self._emit(protocol.ACTION_LOG, line, step=self.step, stream=stream)
+
+    def env(self) -> dict[str, str]:
+        """The whole environment of a build command: nothing of the server's own secrets."""
+        path = os.environ.get("PATH") or os.defpath
+        if self.venv.is_dir():
+            path = f"{self.venv / 'bin'}{os.pathsep}{path}"
+        uv = uv_binary()
+        if uv:
+            path = f"{path}{os.pathsep}{os.path.dirname(uv)}"
+        env = {
+            "PATH": path, "HOME": str(self.dir / "home"), "TMPDIR": str(self.dir / "tmp"),
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "CI": "true",
+            "npm_config_cache": str(self.paths.cache / "npm"),
+            "npm_config_audit": "false", "npm_config_fund": "false",
+            "npm_config_update_notifier": "false", "npm_config_progress": "false",
+            "UV_CACHE_DIR": str(self.paths.cache / "uv"),
+            "PIP_CACHE_DIR": str(self.paths.cache / "pip"),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if self.venv.is_dir():
+            env["VIRTUAL_ENV"] = str(self.venv)
+        if self.cfg.offline:
+            env.update(UV_OFFLINE="1", npm_config_offline="true", PIP_NO_INDEX="1")
+        env.update(self.cfg.build_env)
+        return env
+
+    async def _run(self, argv: list[str], what: str) -> None:
+        await self._log("$ " + " ".join(argv), "stdout")
+        try:
+            code = await run_command(argv, cwd=self.src, env=self.env(), on_line=self._log,
+                                     budget=self.budget, max_line=self.cfg.max_log_line)
+        except FileNotFoundError:
+            raise StepFailed(f"{what}: program {argv[0]!r} is not installed on the build server; "
+                             "ask the operator to install it") from None
+        if code != 0:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            raise StepFailed(f"{what}: `{' '.join(argv)}` {how}")
+
+    # -- the steps ---------------------------------------------------------------------------
+    async def run(self) -> list[dict[str, Any]]:
+        await self.prepare()
+        await self.download()
+        await self.install()
+        await self.build()
+        return await self.publish()
+
+    async def prepare(self) -> None:
+        await self._enter("prepare", "preparing a fresh work directory")
+        if self.dir.exists():
+            await asyncio.to_thread(shutil.rmtree, self.dir)
+        for d in (self.dir, self.dir / "home", self.dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+
+    async def download(self) -> None:
+        if self.req["source"] == "git":
+            await self._enter("download", f"fetching {self.req['repo']} at {self.req['ref']}")
+            commit = await self.git.checkout(self.req["repo"], self.req["ref"], self.src, env=self.env(),
+                                             on_line=self._log, budget=self.budget)
+            await self._log(f"checked out commit {commit}", "stdout")
+        else:
+            await self._enter("download", "unpacking the uploaded source")
+            archive = self.paths.upload(self.req["uploadId"])
+            count = await asyncio.to_thread(unpack_archive, archive, self.src,
+                                            max_bytes=self.cfg.max_unpacked_bytes,
+                                            max_files=self.cfg.max_unpacked_files)
+            await self._log(f"unpacked {count} entries", "stdout")
+        cmd = self.req.get("buildCmd") or policy.default_build_command(self.src)
+        if policy.match_allowlist(cmd, self.cfg.build_commands) is None:
+            raise StepFailed(f"refused: the detected build command {' '.join(cmd)!r} is not allowed on this "
+                             "server; pass an allowed build command")
+        policy.check_scripts_exist(cmd, self.cfg, self.src)
+        self.build_cmd = cmd
+
+    def _plain_file(self, name: str) -> bool:
+        p = self.src / name
+        return not p.is_symlink() and p.is_file()
+
+    async def install(self) -> None:
+        commands: list[tuple[list[str], str]] = []
+        if self._plain_file("package-lock.json") and self._plain_file("package.json"):
+            commands.append((["npm", "ci"], "npm ci"))
+        elif self._plain_file("package.json"):
+            commands.append((["npm", "install"], "npm install"))
+        python = self._plain_file("pyproject.toml") or self._plain_file("requirements.txt")
+        what = ", ".join(w for _, w in commands) + (", a Python venv" if python else "")
+        await self._enter("install", f"installing dependencies: {what.lstrip(', ')}" if what
+                          else "nothing to install (no package.json, pyproject.toml or requirements.txt)")
+        for argv, what in commands:
+            await self._run(argv, "install failed")
+        if python:
+            await self._install_python()
+
+    async def _install_python(self) -> None:
+        uv = uv_binary()
+        requirements = self._python_build_requirements()
+        if self.build_cmd[:3] == ["python", "-m", "build"]:
+            requirements.append("build")
+        if uv:
+            await self._run([uv, "venv", "--quiet", "--python", sys.executable, str(self.venv)],
+                            "install failed")
+            pip = [uv, "pip", "install", "--python", str(self.venv / "bin" / "python")]
+        else:
+            await self._run([sys.executable, "-m", "venv", str(self.venv)], "install failed")
+            pip = [str(self.venv / "bin" / "python"), "-m", "pip", "install"]
+        if self._plain_file("requirements.txt"):
+            await self._run([*pip, "-r", "requirements.txt"], "install failed")
+        if requirements:
+            await self._run([*pip, *requirements], "install failed")
+
+    def _python_build_requirements(self) -> list[str]:
+        if not self._plain_file("pyproject.toml"):
+            return []
+        import tomllib
+
+        try:
+            data = tomllib.loads((self.src / "pyproject.toml").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise StepFailed("install failed: pyproject.toml cannot be parsed; fix it") from None
+        reqs = data.get("build-system", {}).get("requires", [])
+        if not isinstance(reqs, list) or not all(isinstance(r, str) and r and not r.startswith("-") for r in reqs):
+            raise StepFailed("install failed: [build-system] requires must be a list of requirements")
+        return list(reqs)
+
+    async def build(self) -> None:
+        await self._enter("build", f"building: {' '.join(self.build_cmd)}")
+        for check in self.cfg.checks:
+            await self._log(f"pre-build check {check.name!r}", "stdout")
+            await self._run(check.argv, f"pre-build check {check.name!r} failed")
+        await self._run(self.build_cmd, "build failed")
+
+    async def publish(self) -> list[dict[str, Any]]:
+        await self._enter("publish", "collecting and storing the artifacts")
+        if self.req["prod"]:
+            try:
+                policy.check_freeze(self.cfg)
+            except Exception as exc:
+                raise StepFailed(f"refused: {getattr(exc, 'message', exc)}") from None
+        out = next((self.src / d for d in OUTPUT_DIRS
+                    if (self.src / d).is_dir() and not (self.src / d).is_symlink()), None)
+        if out is None:
+            raise StepFailed("the build produced no dist/ or build/ directory; make it write its output there")
+        files = await asyncio.to_thread(collect_files, out)
+        for name in files.skipped:
+            await self._log(f"skipped {name}: not a regular file inside the output directory", "stderr")
+        if not files.found:
+            raise StepFailed(f"the build's {out.name}/ directory holds no files; check the build output")
+        if self.req["prod"] and not self.req["force"]:
+            if await self.artifacts.find_release(self.req["name"], self.req["version"]):
+                raise StepFailed(f"{self.req['name']} {self.req['version']} was released to prod while "
+                                 "this task ran; publish with force to overwrite")
+        stored = await self.artifacts.put(self.task_id, files.found)
+        if self.req["prod"]:
+            await self.artifacts.record_release(self.req["name"], self.req["version"], self.task_id)
+        return stored
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.found: list[tuple[str, Path]] = []
+        self.skipped: list[str] = []
+
+
+def collect_files(out: Path) -> Collected:
+    """Regular files under ``out``, walked without following any symlink."""
+    got = Collected()
+    for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
+        base = Path(dirpath)
+        for d in list(dirnames):
+            if (base / d).is_symlink():
+                dirnames.remove(d)
+                got.skipped.append((base / d).relative_to(out).as_posix())
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = base / f
+            name = p.relative_to(out).as_posix()
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode) or not safe_artifact_name(name):
+                got.skipped.append(name)
+                continue
+            got.found.append((name, p))
+    return got

@@ -1,0 +1,140 @@
+"""Running one command of a task: an argv list (never a shell) in its own process group.
+
+Output is read in chunks and cut into lines; each line is capped in length (truncated with a
+marker) and the task's whole log is capped in volume. On cancellation (task cancelled or timed
+out) or an exceeded log cap, the whole process group is killed, so a build cannot leave
+processes behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .. import protocol
+
+LineSink = Callable[[str, str], Awaitable[None]]  # (line, "stdout"|"stderr")
+KILL_GRACE = 2.0      # seconds between SIGTERM and SIGKILL
+DRAIN_GRACE = 2.0     # seconds to wait for output after the command exited
+
+
+class LogLimitExceeded(Exception):
+    """The task printed more than its log budget."""
+
+
+class LogBudget:
+    """Bytes of output a task may still print (shared by all commands of the task)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise LogLimitExceeded(
+                f"the task printed more than {self.limit // (1024 * 1024) or self.limit} "
+                f"{'MB' if self.limit >= 1024 * 1024 else 'bytes'} of output; print less")
+
+
+async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_line: LineSink,
+                      budget: LogBudget, max_line: int = protocol.MAX_LOG_LINE) -> int:
+    """Run ``argv`` and return its exit status (negative: killed by that signal).
+
+    Raises FileNotFoundError when the program does not exist, LogLimitExceeded when the output
+    budget runs out (the group is killed first), and CancelledError passes through after the
+    group is killed.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True, limit=1 << 20)
+    lock = asyncio.Lock()  # one line at a time reaches the sink
+
+    async def pump(stream: asyncio.StreamReader, name: str) -> None:
+        pending = bytearray()
+        dropped = False  # the current line grew past max_line; drop the rest of it
+        while True:
+            chunk = await stream.read(256 * 1024)
+            if not chunk:
+                break
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                piece = chunk[start:] if nl < 0 else chunk[start:nl]
+                budget.spend(len(piece) + (nl >= 0))
+                if len(pending) + len(piece) > max_line:
+                    pending += piece[: max(0, max_line - len(pending))]
+                    dropped = True
+                else:
+                    pending += piece
+                if nl < 0:
+                    break
+                async with lock:
+                    await on_line(_text(pending, dropped), name)
+                pending.clear()
+                dropped = False
+                start = nl + 1
+        if pending or dropped:
+            async with lock:
+                await on_line(_text(pending, dropped), name)
+
+    readers = [asyncio.create_task(pump(proc.stdout, "stdout")),  # type: ignore[arg-type]
+               asyncio.create_task(pump(proc.stderr, "stderr"))]  # type: ignore[arg-type]
+    exited = asyncio.create_task(proc.wait())
+    try:
+        done, _ = await asyncio.wait([*readers, exited], return_when=asyncio.FIRST_EXCEPTION)
+        for r in readers:
+            if r in done and r.exception() is not None:
+                raise r.exception()  # type: ignore[misc]
+        if not exited.done():  # pragma: no cover - FIRST_EXCEPTION returns only when all are done
+            await exited
+        if not all(r.done() for r in readers):
+            # Something the command started still holds its output open: give it a moment.
+            _, still = await asyncio.wait(readers, timeout=DRAIN_GRACE)
+            if still:
+                _signal_group(proc.pid, signal.SIGKILL)
+                await asyncio.wait(readers, timeout=DRAIN_GRACE)
+            for r in readers:
+                if r.done() and not r.cancelled() and r.exception() is not None:
+                    raise r.exception()  # type: ignore[misc]
+        return proc.returncode  # type: ignore[return-value]
+    except BaseException:
+        await _kill_group(proc)
+        raise
+    finally:
+        for r in readers:
+            r.cancel()
+        exited.cancel()
+        for t in (*readers, exited):
+            with contextlib.suppress(BaseException):
+                await t
+
+
+def _text(data: bytearray, truncated: bool) -> str:
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    text = data.decode("utf-8", "replace")
+    return text + protocol.TRUNCATED_MARKER if truncated else text
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader."""
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)

@@ -1,0 +1,227 @@
+"""Tasks: submit, run, emit, attach, cancel — the server's behaviour without its transport.
+
+Every message of a task goes through ``emit``: stored first (which assigns the next seq), then
+sent to the task's room, both under the task's lock. ``attach`` replays stored messages and
+joins the room under the same lock, so a client sees every message once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+from typing import Any
+
+from .. import protocol
+from . import policy
+from .artifacts import ArtifactStore
+from .config import ServerConfig
+from .errors import RequestError, StepFailed
+from .pipeline import Paths, Pipeline
+from .process import LogLimitExceeded
+from .queue import JobQueue
+from .sources import GitSource
+from .store import TaskStore, public_record
+
+log = logging.getLogger("flow_kit_cloudbuild.server")
+
+
+class TaskService:
+    def __init__(self, cfg: ServerConfig, store: TaskStore, queue: JobQueue,
+                 artifacts: ArtifactStore, sio: Any) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.queue = queue
+        self.artifacts = artifacts
+        self.sio = sio
+        self.paths = Paths(cfg.data_dir)
+        self.git = GitSource(self.paths.git_cache, cfg.allowed_protocols)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancel_requested: set[str] = set()
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        for p in (self.paths.work, self.paths.uploads, self.paths.cache):
+            p.mkdir(parents=True, exist_ok=True)
+        for record in await self.store.unfinished():
+            await self._finish(record["taskId"], protocol.STATE_FAILED,
+                               f"the server restarted while this task was {record.get('state')}; "
+                               "publish again", step=record.get("step") or "queued")
+        await self.queue.start(self.run)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.queue.stop()  # running pipelines are cancelled and end as failed
+        for task_id in list(self._running):
+            with contextlib.suppress(BaseException):
+                await self._running[task_id]
+        await self.store.close()
+
+    # -- messages ------------------------------------------------------------------------------
+    def _lock(self, task_id: str) -> asyncio.Lock:
+        lock = self._locks.get(task_id)
+        if lock is None:
+            lock = self._locks[task_id] = asyncio.Lock()
+        return lock
+
+    async def emit(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
+        async with self._lock(task_id):
+            msg = await self.store.append(task_id, action, message, **extra)
+            await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=task_id)
+        return msg
+
+    # -- requests ------------------------------------------------------------------------------
+    async def owned(self, task_id: Any, token_hash: str) -> dict[str, Any]:
+        """The task's record, if ``token_hash`` created it (else not-found / forbidden)."""
+        if not policy.is_id(task_id):
+            raise RequestError(protocol.ERROR_NOT_FOUND if isinstance(task_id, str)
+                               else protocol.ERROR_BAD_REQUEST, "no such task; check the task id")
+        record = await self.store.get(task_id)
+        if record is None:
+            raise RequestError(protocol.ERROR_NOT_FOUND, f"no task {task_id} on this server; check the task id")
+        if not secrets.compare_digest(record.get("tokenHash", ""), token_hash):
+            raise RequestError(protocol.ERROR_FORBIDDEN,
+                               f"task {task_id} was created with another token; use that token")
+        return record
+
+    async def submit(self, data: Any, token_hash: str) -> str:
+        req = policy.check_publish(data, self.cfg)
+        if req["source"] == "upload":
+            self.check_upload(req["uploadId"], token_hash)
+        if req["prod"] and not req["force"]:
+            existing = await self.artifacts.find_release(req["name"], req["version"])
+            if existing:
+                raise RequestError(protocol.ERROR_EXISTS,
+                                   f"{req['name']} {req['version']} is already released to prod "
+                                   f"(task {existing}); publish with force to overwrite it")
+        task_id = secrets.token_hex(12)
+        await self.store.create({
+            "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
+            "step": "queued", "createdAt": protocol.now_ms(), "finishedAt": None, "prod": req["prod"],
+            "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1,
+        })
+        return task_id
+
+    async def enqueue(self, task_id: str) -> None:
+        """Announce the new task (seq 1) and hand it to the queue."""
+        record = await self.store.get(task_id)
+        req = record["request"] if record else {}
+        src = f"{req.get('repo')} at {req.get('ref')}" if req.get("source") == "git" else "an uploaded archive"
+        await self.emit(task_id, "queued", f"queued {req.get('name')} {req.get('version')} from {src} "
+                                           f"({self.queue.pending()} task(s) ahead)")
+        await self.queue.put(task_id)
+
+    def check_upload(self, upload_id: str, token_hash: str) -> None:
+        meta = self.paths.uploads / f"{upload_id}.json"
+        try:
+            owner = json.loads(meta.read_text(encoding="utf-8")).get("tokenHash", "")
+        except (OSError, ValueError):
+            raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again") from None
+        if not secrets.compare_digest(owner, token_hash):
+            raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
+
+    async def replay(self, sid: str, task_id: str, after_seq: int) -> None:
+        """Send stored messages after ``after_seq`` to one socket, then join it to the live room."""
+        async with self._lock(task_id):
+            async for msg in self.store.messages(task_id, after_seq):
+                await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=sid)
+            await self.sio.enter_room(sid, task_id)
+
+    async def cancel(self, task_id: str, token_hash: str) -> dict[str, Any]:
+        record = await self.owned(task_id, token_hash)
+        if record["state"] in protocol.FINAL:
+            return protocol.ok(state=record["state"])
+        self._cancel_requested.add(task_id)
+        running = self._running.get(task_id)
+        if running is not None:
+            running.cancel()
+        else:  # still queued: the worker will skip it
+            await self._finish(task_id, protocol.STATE_CANCELLED, "cancelled before it started",
+                               step=record.get("step") or "queued")
+        return protocol.ok()
+
+    # -- running -------------------------------------------------------------------------------
+    async def _set_state(self, task_id: str, step: str) -> None:
+        await self.store.update(task_id, state=step, step=step)
+
+    async def run(self, task_id: str) -> None:
+        """Queue handler: run one task's pipeline to a final state."""
+        record = await self.store.get(task_id)
+        if record is None or record["state"] in protocol.FINAL:
+            return
+        pipeline = Pipeline(
+            task_id=task_id, request=record["request"], attempt=record.get("attempt", 1), cfg=self.cfg,
+            paths=self.paths, git=self.git, artifacts=self.artifacts,
+            emit=lambda action, message, **extra: self.emit(task_id, action, message, **extra),
+            set_step=lambda step: self._set_state(task_id, step))
+        timeout = record["request"].get("timeout", self.cfg.default_timeout)
+
+        async def body() -> list[dict[str, Any]]:
+            async with asyncio.timeout(timeout):
+                return await pipeline.run()
+
+        job = asyncio.create_task(body(), name=f"cloudbuild-task-{task_id}")
+        self._running[task_id] = job
+        if task_id in self._cancel_requested:
+            job.cancel()
+        try:
+            stored = await job
+        except StepFailed as exc:
+            await self._finish(task_id, exc.final_state, exc.message, step=pipeline.step)
+        except TimeoutError:
+            await self._finish(task_id, protocol.STATE_TIMED_OUT,
+                               f"the task ran longer than its timeout of {timeout} s and was stopped "
+                               f"during {pipeline.step}; make the build faster or pass a longer timeout",
+                               step=pipeline.step)
+        except LogLimitExceeded as exc:
+            await self._finish(task_id, protocol.STATE_FAILED, str(exc), step=pipeline.step)
+        except asyncio.CancelledError:
+            if task_id in self._cancel_requested and not self._stopping:
+                await self._finish(task_id, protocol.STATE_CANCELLED,
+                                   f"cancelled by request during {pipeline.step}", step=pipeline.step)
+            else:
+                await self._finish(task_id, protocol.STATE_FAILED,
+                                   f"the server stopped while this task was in {pipeline.step}; publish again",
+                                   step=pipeline.step)
+                if self._stopping:
+                    raise
+        except Exception as exc:
+            log.exception("task %s failed unexpectedly", task_id)
+            await self._finish(task_id, protocol.STATE_FAILED,
+                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
+                               "see the server log", step=pipeline.step)
+        else:
+            base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
+            artifacts = [{"name": a["name"], "url": base + a["name"], "size": a["size"]} for a in stored]
+            await self._finish(task_id, protocol.STATE_DONE,
+                               f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
+                               artifactUrl=base, artifacts=artifacts)
+        finally:
+            self._running.pop(task_id, None)
+            self._cancel_requested.discard(task_id)
+            if not self.cfg.keep_workdirs:
+                await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
+
+    async def _finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
+                      **extra: Any) -> None:
+        fields: dict[str, Any] = {"state": state, "finishedAt": protocol.now_ms()}
+        payload = dict(extra)
+        if state == protocol.STATE_DONE:
+            fields["artifacts"] = extra.get("artifacts", [])
+        else:
+            fields["error"] = message
+            payload["step"] = step
+            fields["step"] = step
+        await self.store.update(task_id, **fields)
+        await self.emit(task_id, state, message, **payload)
+        await self.store.close(task_id)
+        self._locks.pop(task_id, None)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return public_record(record)
