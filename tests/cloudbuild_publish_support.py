@@ -223,10 +223,10 @@ class CuttableProxy:
                 except OSError:
                     pass
 
-    def cut(self) -> None:
+    def cut(self, count: bool = True) -> None:
         with self.lock:
             pairs, self.pairs = self.pairs, []
-            self.cuts += 1
+            self.cuts += count
         for pair in pairs:
             for s in pair:
                 try:
@@ -237,7 +237,7 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.listener.close()
-        self.cut()
+        self.cut(count=False)
 
 
 # -- flow with the kit installed, and the fixtures of the publish tests ----------------------

@@ -39,6 +39,34 @@ ACK_TIMEOUT = 30.0
 Notify = Callable[[str], None]
 
 
+def _refusal(data: Any) -> Any:
+    """The server's ``{"code", "message"}`` from a connect_error payload.
+
+    python-socketio sends ``ConnectionRefusedError(arg)`` as ``{"message": str(arg)}``, so a
+    dict argument arrives as its repr; extra arguments arrive under ``"data"``.
+    """
+    if not isinstance(data, dict):
+        return data
+    extra = data.get("data")
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        return {"message": data.get("message"), **extra[0]}
+    message = data.get("message")
+    if isinstance(message, dict):
+        return message
+    if isinstance(message, str) and message.startswith("{"):
+        import ast
+        import json
+
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(message)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(parsed, dict):
+                return parsed
+    return data
+
+
 class Session:
     """One client's connection to one build server, re-established as needed."""
 
@@ -68,25 +96,29 @@ class Session:
         def on_disconnect(*_args: Any) -> None:
             self._events.put((generation, "disconnect", None))
 
+        refusal: list[Any] = []
         client.on(EVENT_MESSAGE, on_message)
         client.on("disconnect", on_disconnect)
+        client.on("connect_error", lambda data=None: refusal.append(data))
         try:
             client.connect(self.server, auth={"token": self.token}, transports=TRANSPORTS,
                            wait_timeout=CONNECT_TIMEOUT)
         except exceptions.ConnectionError as exc:
-            raise self._connect_error(exc) from None
+            raise self._connect_error(exc, refusal[0] if refusal else None) from None
         self._client = client
 
-    def _connect_error(self, exc: Exception) -> ConnectError:
+    def _connect_error(self, exc: Exception, refused: Any) -> ConnectError:
         detail = exc.args[0] if exc.args else ""
-        refused = exc.args[1] if len(exc.args) > 1 else None
-        if isinstance(refused, dict) and refused.get("code") == ERROR_AUTH or \
-                isinstance(detail, str) and "token" in detail.lower():
+        refused = _refusal(refused)
+        if isinstance(refused, dict) and refused.get("code") == ERROR_AUTH:
             return ConnectError(
                 f"the build server at {self.server} refused the token",
                 "Pass a valid token with --token, FLOW_CLOUDBUILD_TOKEN or "
                 "'flow config set cloudbuild.token TOKEN'",
             )
+        if isinstance(refused, dict) and refused.get("message"):
+            return ConnectError(f"the build server at {self.server} refused the connection: "
+                                f"{refused['message']}")
         if isinstance(detail, str) and detail.lower().startswith("connection error"):
             detail = "the Socket.IO handshake failed (is it a flow-cloudbuild-server?)"
         return unreachable(self.server, detail or "connection failed")
