@@ -50,6 +50,10 @@ PATH_ARTIFACTS = "/artifacts/"   # + taskId + "/" [+ filename]
 AUTH_HEADER = "authorization"    # value: "Bearer <token>"
 TOKENS_ENV = "FLOW_CLOUDBUILD_TOKENS"  # comma separated token list for the server
 
+#: The fields of a task record as clients see it (GET /api/tasks/{id}, the attach ack).
+TASK_FIELDS = ("taskId", "name", "version", "state", "step", "createdAt", "finishedAt", "prod",
+               "artifacts", "error", "lastSeq")
+
 # -- defaults and limits -----------------------------------------------------------------------
 DEFAULT_TIMEOUT = 300                    # seconds per task
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024      # default --max-upload-bytes

@@ -248,7 +248,7 @@ class Collected:
 
 
 def collect_files(out: Path) -> Collected:
-    """Regular files under ``out``, walked without following any symlink."""
+    """Regular files under ``out``, walked without following any symlink (hidden files skipped)."""
     got = Collected()
     for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
         base = Path(dirpath)
@@ -261,6 +261,8 @@ def collect_files(out: Path) -> Collected:
             p = base / f
             name = p.relative_to(out).as_posix()
             st = os.lstat(p)
+            if f.startswith("."):  # .gitignore and friends that tools drop into dist/
+                continue
             if not stat.S_ISREG(st.st_mode) or not safe_artifact_name(name):
                 got.skipped.append(name)
                 continue

@@ -21,8 +21,7 @@ from .. import protocol
 from .policy import is_id
 
 #: Record fields that a client may see (GET /api/tasks/{id}, attach ack).
-PUBLIC_FIELDS = ("taskId", "name", "version", "state", "step", "createdAt", "finishedAt", "prod",
-                 "artifacts", "error", "lastSeq")
+PUBLIC_FIELDS = protocol.TASK_FIELDS
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
