@@ -175,7 +175,9 @@ def _resolve_source(source: str, label: str, vcs_ref: str | None) -> ResolvedTem
         tmp = Path(tempfile.mkdtemp(prefix="flow-template-"))
         try:
             local = _clone(source, tmp / "template", vcs_ref)
-            return ResolvedTemplate(label, source, local, _kind_or_fail(local, label), tmp)
+            kind = _kind_or_fail(local, label)
+            src = _copier_git_src(source) if kind == "copier" else source
+            return ResolvedTemplate(label, src, local, kind, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -195,6 +197,15 @@ def _kind_or_fail(directory: Path, label: str) -> str:
             "Pass a directory or git URL holding one of them",
         )
     return kind
+
+
+def _copier_git_src(source: str) -> str:
+    """``source`` in a form copier takes for git (it reads ``file://``, ``ssh://`` as paths)."""
+    if source.startswith(("git+", "git@", "git://", "gh:", "gl:")) or source.endswith(".git"):
+        return source
+    if source.startswith(("https://github.com/", "https://gitlab.com/")):
+        return source
+    return f"git+{source}"
 
 
 def _git_url(source: str) -> str:
