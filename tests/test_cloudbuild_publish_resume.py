@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
+    BuildServer,
     CuttableProxy,
     assert_protocol_shape,
     error_lines,
@@ -196,3 +197,48 @@ def test_plugin_checks_stop_a_publish_and_targets_receive_artifacts(flow, server
         assert "<h1>1.0.0</h1>" in (copies / "index.html").read_text()
     finally:
         flow("plugin", "delete", "flow-plugin-publishguard", cwd=tmp_path)
+
+
+def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):
+    """The server goes away mid-build and comes back on the same port: the client reconnects,
+    re-attaches after the last seq it printed, and ends with the task's real outcome (the
+    restart failed the running build) with no message lost or repeated."""
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    srv = BuildServer(executable, tmp_path / "data").start()
+    project = make_site(tmp_path / "site", name="restart-site", slow_lines=400,
+                        slow_interval_ms=50)
+    try:
+        proc = flow.popen("publish", "--server", srv.url, "--token", srv.token, *SLOW,
+                          "--json", cwd=project)
+        received = []
+        for line in proc.stdout:
+            received.append(json.loads(line))
+            if received[-1]["data"]["payload"]["message"] == "slow line 3":
+                srv.stop()
+                srv.start()
+        code = proc.wait(timeout=120)
+        stderr = proc.stderr.read()
+
+        assert code == 1, stderr
+        assert "lost; reconnecting" in stderr and "reconnected; resuming after message" in stderr
+        assert seqs(received) == list(range(1, len(received) + 1))
+        assert received[-1]["data"]["action"] == "failed"
+        errors = error_lines(stderr)
+        assert len(errors) == 1 and "step 'build'" in errors[0]
+        task_id = received[0]["meta"]["taskId"]
+        assert json_lines(attach_json(flow, srv, task_id, project).stdout) == received
+    finally:
+        srv.stop()
+
+
+def test_task_timeout_ends_non_zero_with_a_fix(flow, server, tmp_path):
+    project = make_site(tmp_path / "site", name="timeout-site", slow_lines=600,
+                        slow_interval_ms=50)
+
+    result = publish(flow, server, project, *SLOW, "--timeout", "3")
+
+    assert result.returncode == 1
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "timed out during step 'build'" in errors[0]
+    assert "--timeout SECONDS" in errors[0]
