@@ -331,3 +331,38 @@ def running(*servers: Any) -> Iterator[None]:
     finally:
         for s in servers:
             s.stop()
+
+
+# -- pytest fixtures (import them into a test module to use them) -------------------------------
+import pytest  # noqa: E402
+
+@pytest.fixture(scope="module")
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
+    d = GitDaemon(tmp_path_factory.mktemp("githost"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("server") / "data", "--concurrency", "4",
+                   config={"checks": [], "freeze-windows": []}).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server: ServerProc) -> Iterator[Client]:
+    with Client(server.url) as c:
+        yield c
+
+
+_repo_counter = [0]
+
+
+def new_repo(git_daemon: GitDaemon, files: dict[str, str | bytes]) -> str:
+    """A new repository on the git daemon holding ``files`` on branch main; returns its URL."""
+    _repo_counter[0] += 1
+    name = f"repo{_repo_counter[0]}"
+    commit_tree(git_daemon.base / name, files)
+    return git_daemon.url(name)
