@@ -53,21 +53,18 @@ def parse_data(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _ask(kind: str, message: str, choices: list[Any] | None = None, default: str = "") -> Any:
-    """Ask one question with questionary; Ctrl-C is an interruption (exit 130), not a choice."""
+def _ask_text(message: str, default: str = "") -> str:
+    """Ask one free-text question; Ctrl-C is an interruption (exit 130), not an answer."""
     import questionary
 
-    if kind == "select":
-        answer = questionary.select(message, choices=choices).unsafe_ask()
-    else:
-        answer = questionary.text(message, default=default).unsafe_ask()
+    answer = questionary.text(message, default=default).unsafe_ask()
     if answer is None:
         raise KeyboardInterrupt
-    return answer
+    return str(answer)
 
 
 def choose_kit(flow: Flow, given: str | None) -> str:
-    from flowcore.prompts import interactive
+    from flowcore.prompts import choose
 
     installed = flow.config.global_config.installed_kits
     if not installed:
@@ -80,14 +77,12 @@ def choose_kit(flow: Flow, given: str | None) -> str:
         return given
     if len(installed) == 1:
         return installed[0]
-    if not interactive():
-        raise UsageError("no build kit given and no terminal to choose from",
-                         f"Pass one with -k NAME ({', '.join(installed)})")
-    return str(_ask("select", "Build kit for the new project:", installed))
+    return str(choose("Build kit for the new project:", installed, what="build kit",
+                      fix=f"Pass one with -k NAME ({', '.join(installed)})"))
 
 
 def choose_template(templates: list[Template], kit: str, given: str | None) -> str:
-    from flowcore.prompts import interactive
+    from flowcore.prompts import choose
 
     if given:
         return given
@@ -95,14 +90,9 @@ def choose_template(templates: list[Template], kit: str, given: str | None) -> s
     if not names:
         raise UsageError(f"build kit {kit} offers no templates",
                          "Pass a template directory or git URL with -t")
-    if not interactive():
-        raise UsageError("no template given and no terminal to choose from",
-                         f"Pass one with -t NAME ({', '.join(names)})")
-    import questionary
-
-    choices = [questionary.Choice(f"{t.name:<20} {t.description}  [{t.origin}]", value=t.name)
-               for t in templates]
-    return str(_ask("select", "Template:", choices))
+    choices = [(t.name, f"{t.name:<20} {t.description}  [{t.origin}]") for t in templates]
+    return str(choose("Template:", choices, what="template",
+                      fix=f"Pass one with -t NAME ({', '.join(names)})"))
 
 
 def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: bool) -> list[str]:
@@ -162,7 +152,7 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
             if not interactive():
                 raise UsageError("no NAME given and no terminal to ask for it",
                                  "Pass it: flow create NAME")
-            name = check_name(str(_ask("text", "Project name:")).strip())
+            name = check_name(_ask_text("Project name:").strip())
             target = _target(flow, name, directory)
             if not force:
                 _refuse_non_empty(target)
