@@ -42,7 +42,7 @@ class Server:
         self.sio = socketio.AsyncServer(
             async_mode="asgi", cors_allowed_origins=[], transports=["websocket"],
             max_http_buffer_size=max(cfg.max_event_bytes * 4, 1_000_000), logger=False,
-            engineio_logger=False)
+            engineio_logger=False, ping_interval=25, ping_timeout=60)
         self.service = TaskService(
             cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency),
             artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"), self.sio)

@@ -27,6 +27,8 @@ from .sources import GitSource
 from .store import TaskStore, public_record
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
+BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
+BACKLOG_LIMIT = 2000      # packets a watcher may have queued before the build waits for it
 
 
 class TaskService:
@@ -73,7 +75,32 @@ class TaskService:
         async with self._lock(task_id):
             msg = await self.store.append(task_id, action, message, **extra)
             await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=task_id)
+            if msg["meta"]["seq"] % BACKPRESSURE_EVERY == 0:
+                await self._wait_for_watchers(task_id)
         return msg
+
+    async def _wait_for_watchers(self, task_id: str) -> None:
+        """Backpressure: let no watcher fall more than BACKLOG_LIMIT packets behind.
+
+        Socket.IO queues outgoing packets without bound; a build printing faster than a client
+        reads would grow that queue (memory) and delay the server's pings behind it until the
+        client gives up. Waiting here blocks the build's pipe instead, as a slow terminal would.
+        A watcher that stops reading entirely is dropped by the ping timeout, which ends the wait.
+        """
+        while self._backlog(task_id) > BACKLOG_LIMIT:
+            await asyncio.sleep(0.005)
+
+    def _backlog(self, task_id: str) -> int:
+        try:  # engineio's per-socket queue: not public API, so never fail because of it
+            sockets = self.sio.eio.sockets
+            worst = 0
+            for _sid, eio_sid in self.sio.manager.get_participants("/", task_id):
+                sock = sockets.get(eio_sid)
+                if sock is not None and not sock.closed:
+                    worst = max(worst, sock.queue.qsize())
+            return worst
+        except Exception:
+            return 0
 
     # -- requests ------------------------------------------------------------------------------
     async def owned(self, task_id: Any, token_hash: str) -> dict[str, Any]:

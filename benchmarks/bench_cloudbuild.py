@@ -1,0 +1,224 @@
+"""flow-cloudbuild-server: what a publish costs, what the caches save, how logs and load scale.
+
+One command (`.venv/bin/python benchmarks/bench_cloudbuild.py`) runs, all against one real
+server on loopback (offline, --concurrency 4) and a real `git daemon`:
+
+1. publish of a small npm project (first publish of a fresh repository) vs the same
+   `git clone` + `npm ci` + `npm run build` run by hand in a shell;
+2. second publish of the unchanged project vs the first (git mirror cache);
+3. a build printing 200,000 lines: every line reaches the client in order; time vs running
+   the same build locally with its output read through a pipe;
+4. 20 concurrent publishes: all complete, none lost; wall time vs 20/4 x one publish.
+
+The repository has a heavy history (40 commits of a 1 MB incompressible file) but a small work
+tree, like a long-lived project: that is where the mirror cache matters. The project has no npm
+dependencies (the benchmark is offline), so the npm cache has nothing to save here.
+The socket side is a small python-socketio client inside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KIT_SRC = REPO / "kits" / "flow-kit-cloudbuild" / "src"
+TOKEN = "bench-token"
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b.invalid",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b.invalid"}
+BUILD_JS = ("const fs = require('fs'); fs.mkdirSync('dist', {recursive: true});\n"
+            "fs.writeFileSync('dist/app.js', 'console.log(1);\\n'); console.log('built');\n")
+LINES_JS = ("const n = 200000; let out = [];\n"
+            "for (let i = 1; i <= n; i++) { out.push('line ' + i); if (out.length === 1000) {"
+            " process.stdout.write(out.join('\\n') + '\\n'); out = []; } }\n"
+            "require('fs').mkdirSync('dist'); require('fs').writeFileSync('dist/a', 'a');\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=GIT_ENV)
+
+
+def make_repo(path: Path, build_js: str, heavy: bool) -> None:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    pkg = {"name": "bench", "version": "1.0.0", "private": True, "scripts": {"build": "node build.js"}}
+    lock = {"name": "bench", "version": "1.0.0", "lockfileVersion": 3, "requires": True,
+            "packages": {"": {"name": "bench", "version": "1.0.0"}}}
+    (path / "package.json").write_text(json.dumps(pkg))
+    (path / "package-lock.json").write_text(json.dumps(lock))
+    (path / "build.js").write_text(build_js)
+    for i in range(40 if heavy else 1):
+        (path / "data.bin").write_bytes(os.urandom(1024 * 1024 if heavy else 10))
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", f"c{i}")
+
+
+class Watcher:
+    """python-socketio client: collects messages per task, in seq order."""
+
+    def __init__(self, url: str) -> None:
+        import socketio
+
+        self.sio = socketio.Client(reconnection=False)
+        self.lock = threading.Lock()
+        self.msgs: dict[str, dict[int, dict]] = {}
+        self.final: dict[str, threading.Event] = {}
+        self.sio.on("message", self.on_message)
+        self.sio.connect(url, auth={"token": TOKEN}, transports=["websocket"], wait_timeout=5)
+
+    def event(self, task_id: str) -> threading.Event:
+        with self.lock:
+            return self.final.setdefault(task_id, threading.Event())
+
+    def on_message(self, msg: dict) -> None:
+        with self.lock:
+            self.msgs.setdefault(msg["meta"]["taskId"], {})[msg["meta"]["seq"]] = msg
+        if msg["data"]["action"] in ("done", "failed", "cancelled", "timed-out"):
+            self.event(msg["meta"]["taskId"]).set()
+
+    def publish(self, url: str) -> str:
+        ack = self.sio.call("publish", {"name": "bench", "version": "1.0.0", "source": "git", "repo": url,
+                                        "ref": "main", "buildCmd": ["npm", "run", "build"], "timeout": 600},
+                            timeout=30)
+        assert ack["ok"], ack
+        return ack["taskId"]
+
+    def wait(self, task_id: str) -> list[dict]:
+        assert self.event(task_id).wait(600), f"task {task_id} did not finish"
+        while True:  # the final message can overtake earlier ones in the client's handler threads
+            with self.lock:
+                box = dict(self.msgs[task_id])
+            if len(box) == max(box):
+                return [box[k] for k in sorted(box)]
+            time.sleep(0.01)
+
+    def run(self, url: str) -> tuple[float, list[dict]]:
+        t0 = time.perf_counter()
+        msgs = self.wait(self.publish(url))
+        return time.perf_counter() - t0, msgs
+
+
+def by_hand(url: str, work: Path) -> float:
+    """The same clone + install + build, typed into a shell."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = {**os.environ, "npm_config_audit": "false", "npm_config_fund": "false",
+           "npm_config_update_notifier": "false", "npm_config_cache": str(work.parent / "hand-npm-cache")}
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", f"git clone -q {url} src && cd src && npm ci && npm run build"],
+                   cwd=work, check=True, capture_output=True, env={**env, **{k: v for k, v in GIT_ENV.items()
+                                                                          if k.startswith("GIT_CONFIG")}})
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cloudbuild-"))
+    base = tmp / "git"
+    base.mkdir()
+    port = free_port()
+    daemon = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
+                               f"--port={port}", "--reuseaddr", str(base)], stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(PYTHONPATH=str(KIT_SRC))
+    server = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
+                               str(tmp / "data"), "--token", TOKEN, "--concurrency", "4", "--offline"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    results: dict[str, float] = {}
+    try:
+        url = server.stdout.readline().rsplit(" ", 1)[1].strip()  # type: ignore[union-attr]
+        threading.Thread(target=server.stdout.read, daemon=True).start()  # type: ignore[union-attr]
+        time.sleep(0.3)
+        w = Watcher(url)
+        # warm-up: node, npm and the server's imports
+        make_repo(base / "warm", BUILD_JS, heavy=False)
+        w.run(f"git://127.0.0.1:{port}/warm")
+
+        # 1 + 2: first publish (cold mirror) vs by hand; second publish vs first
+        firsts, seconds, hands = [], [], []
+        for r in range(args.rounds):
+            make_repo(base / f"p{r}", BUILD_JS, heavy=True)
+            repo_url = f"git://127.0.0.1:{port}/p{r}"
+            hands.append(by_hand(repo_url, tmp / "hand"))
+            t, msgs = w.run(repo_url)
+            assert msgs[-1]["data"]["action"] == "done", msgs[-1]
+            firsts.append(t)
+            t, msgs = w.run(repo_url)
+            assert msgs[-1]["data"]["action"] == "done", msgs[-1]
+            seconds.append(t)
+        hand, first, second = (statistics.median(x) for x in (hands, firsts, seconds))
+        print(f"publish, first (cold mirror)      median {first * 1000:7.0f} ms")
+        print(f"by hand: git clone + npm ci + build  median {hand * 1000:7.0f} ms")
+        print(f"  ratio publish / by hand: {first / hand:.2f}x")
+        print(f"publish, second (unchanged)       median {second * 1000:7.0f} ms")
+        print(f"  ratio second / first: {second / first:.2f}x")
+        results.update(first_ms=first * 1000, by_hand_ms=hand * 1000, second_ms=second * 1000,
+                       ratio_publish_vs_hand=first / hand, ratio_second_vs_first=second / first)
+
+        # 3: 200,000 lines
+        make_repo(base / "lines", LINES_JS, heavy=False)
+        lines_url = f"git://127.0.0.1:{port}/lines"
+        src = tmp / "lines-local"
+        git(tmp, "clone", "-q", lines_url, str(src))
+        t0 = time.perf_counter()
+        local = subprocess.run(["npm", "run", "build"], cwd=src, capture_output=True, text=True, check=True)
+        t_local = time.perf_counter() - t0
+        assert local.stdout.count("\nline ") + local.stdout.startswith("line ") >= 199_999
+        t0 = time.perf_counter()
+        task_id = w.publish(lines_url)
+        msgs = w.wait(task_id)
+        t_remote = time.perf_counter() - t0
+        build_lines = [m["data"]["payload"]["message"] for m in msgs
+                       if m["data"]["action"] == "log" and m["data"]["payload"]["message"].startswith("line ")]
+        assert msgs[-1]["data"]["action"] == "done", msgs[-1]
+        assert build_lines == [f"line {i}" for i in range(1, 200_001)], "lines lost or out of order"
+        print(f"200,000 log lines: all arrived in order; publish {t_remote:.1f} s vs local build {t_local:.2f} s")
+        print(f"  ratio publish / local: {t_remote / t_local:.1f}x  ({len(msgs)} messages, "
+              f"{len(msgs) / t_remote:,.0f} messages/s)")
+        results.update(lines_publish_s=t_remote, lines_local_s=t_local, ratio_lines=t_remote / t_local)
+
+        # 4: 20 concurrent publishes, concurrency 4
+        make_repo(base / "many", BUILD_JS, heavy=False)
+        many_url = f"git://127.0.0.1:{port}/many"
+        t_one, _ = w.run(many_url)
+        t0 = time.perf_counter()
+        ids = [w.publish(many_url) for _ in range(20)]
+        ends = [w.wait(t)[-1]["data"]["action"] for t in ids]
+        t_all = time.perf_counter() - t0
+        assert ends == ["done"] * 20, ends
+        assert len(set(ids)) == 20
+        print(f"20 concurrent publishes (--concurrency 4): all 20 done in {t_all:.1f} s; one alone {t_one:.2f} s")
+        print(f"  ratio wall / (20/4 x one): {t_all / (5 * t_one):.2f}x")
+        results.update(concurrent_20_s=t_all, one_s=t_one, ratio_concurrent=t_all / (5 * t_one))
+        w.sio.disconnect()
+    finally:
+        server.terminate()
+        server.wait(30)
+        daemon.terminate()
+        daemon.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("RESULT " + json.dumps({k: round(v, 3) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
