@@ -45,6 +45,12 @@ class TaskService:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancel_requested: set[str] = set()
         self._stopping = False
+        try:
+            from socketio import packet as sio_packet
+
+            self._packet_class, self._event_type = sio.packet_class, sio_packet.EVENT
+        except Exception:  # pragma: no cover - an unexpected python-socketio: use plain emit
+            self._packet_class, self._event_type = None, None
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,10 +80,29 @@ class TaskService:
     async def emit(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
         async with self._lock(task_id):
             msg = await self.store.append(task_id, action, message, **extra)
-            await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=task_id)
+            await self._send(msg, task_id)
             if msg["meta"]["seq"] % BACKPRESSURE_EVERY == 0:
                 await self._wait_for_watchers(task_id)
         return msg
+
+    async def _send(self, msg: dict[str, Any], room: str) -> None:
+        """sio.emit(EVENT_MESSAGE, msg, to=room), encoded once and sent without a task per socket.
+
+        AsyncServer.emit spawns a task per recipient and waits for them all; for the one or two
+        watchers of a task that overhead is most of the cost of a log line.
+        """
+        participants = list(self.sio.manager.get_participants("/", room))
+        if not participants:
+            return
+        if self._packet_class is None:
+            await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=room)
+            return
+        encoded = self._packet_class(self._event_type, namespace="/", data=[protocol.EVENT_MESSAGE, msg]).encode()
+        for _sid, eio_sid in participants:
+            try:
+                await self.sio.eio.send(eio_sid, encoded)
+            except Exception:  # a socket that went away meanwhile
+                pass
 
     async def _wait_for_watchers(self, task_id: str) -> None:
         """Backpressure: let no watcher fall more than BACKLOG_LIMIT packets behind.
