@@ -115,6 +115,34 @@ class Watcher:
         return time.perf_counter() - t0, msgs
 
 
+def raw_reader(url: str, repo_url: str) -> tuple[float, int]:
+    """Publish and read the task's messages with a bare websocket (engine.io v4 framing), checking
+    the order: the server's own rate, without a Socket.IO client library's per-message cost."""
+    from websockets.sync.client import connect
+
+    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    with connect(ws_url, max_size=None) as ws:
+        ws.recv()
+        ws.send("40" + json.dumps({"token": TOKEN}))
+        ws.recv()
+        t0 = time.perf_counter()
+        ws.send("421" + json.dumps(["publish", {"name": "bench", "version": "1.0.0", "source": "git",
+                                                "repo": repo_url, "ref": "main", "buildCmd": ["npm", "run", "build"]}]))
+        expected, lines = 1, 0
+        while True:
+            frame = ws.recv()
+            if frame == "2":
+                ws.send("3")
+            elif frame.startswith("42["):
+                msg = json.loads(frame[2:])[1]
+                assert msg["meta"]["seq"] == expected, (msg["meta"]["seq"], expected)
+                expected += 1
+                lines += msg["data"]["action"] == "log" and msg["data"]["payload"]["message"].startswith("line ")
+                if msg["data"]["action"] in ("done", "failed", "cancelled", "timed-out"):
+                    assert msg["data"]["action"] == "done" and lines == 200_000, (msg, lines)
+                    return time.perf_counter() - t0, expected - 1
+
+
 def by_hand(url: str, work: Path) -> float:
     """The same clone + install + build, typed into a shell."""
     shutil.rmtree(work, ignore_errors=True)
@@ -195,6 +223,10 @@ def main() -> int:
         print(f"  ratio publish / local: {t_remote / t_local:.1f}x  ({len(msgs)} messages, "
               f"{len(msgs) / t_remote:,.0f} messages/s)")
         results.update(lines_publish_s=t_remote, lines_local_s=t_local, ratio_lines=t_remote / t_local)
+        t_raw, n_raw = raw_reader(url, lines_url)
+        print(f"  the same through a raw engine.io websocket reader: {t_raw:.1f} s, {n_raw / t_raw:,.0f} messages/s,"
+              f" ratio {t_raw / t_local:.1f}x (python-socketio's sync Client starts a thread per message)")
+        results.update(lines_raw_reader_s=t_raw, ratio_lines_raw_reader=t_raw / t_local)
 
         # 4: 20 concurrent publishes, concurrency 4
         make_repo(base / "many", BUILD_JS, heavy=False)
