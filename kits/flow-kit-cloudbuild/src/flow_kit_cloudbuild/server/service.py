@@ -58,7 +58,7 @@ class TaskService:
             p.mkdir(parents=True, exist_ok=True)
         for record in await self.store.unfinished():
             await self._finish(record["taskId"], protocol.STATE_FAILED,
-                               f"the server restarted while this task was {record.get('state')}; "
+                               f"the server restarted while this task was in {record.get('state')}; "
                                "publish again", step=record.get("step") or "queued")
         await self.queue.start(self.run)
 
