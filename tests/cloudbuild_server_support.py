@@ -317,7 +317,9 @@ def final(msgs: list[dict]) -> dict:
 
 
 def logs(msgs: list[dict]) -> list[str]:
-    return [m["data"]["payload"]["message"] for m in msgs if m["data"]["action"] == protocol.ACTION_LOG]
+    """Every output line of the task's log messages, in order (a message may carry several)."""
+    return [line for m in msgs if m["data"]["action"] == protocol.ACTION_LOG
+            for line in protocol.log_lines(m)]
 
 
 def actions(msgs: list[dict]) -> list[str]:

@@ -27,6 +27,11 @@ pytestmark = needs_node
 SLOW = ("--source", "upload", "--build-cmd", "npm run slow")
 
 
+def log_lines(message: dict) -> list[str]:
+    """The output lines of one "log" message (the wire format joins a batch with newlines)."""
+    return message["data"]["payload"]["message"].split("\n")
+
+
 def seqs(messages: list[dict]) -> list[int]:
     return [m["meta"]["seq"] for m in messages]
 
@@ -54,7 +59,7 @@ def test_detach_then_attach_replays_everything_from_seq_1(flow, server, tmp_path
     assert {m["meta"]["taskId"] for m in messages} == {task_id}
     assert messages[0]["data"]["action"] == "queued"
     assert messages[-1]["data"]["action"] == "done"
-    logs = [m["data"]["payload"]["message"] for m in messages if m["data"]["action"] == "log"]
+    logs = [line for m in messages if m["data"]["action"] == "log" for line in log_lines(m)]
     assert [line for line in logs if line.startswith("slow line")] == [
         f"slow line {i}" for i in range(1, 16)]
     assert server.get(f"/api/tasks/{task_id}")["lastSeq"] == len(messages)
@@ -79,7 +84,8 @@ def test_dropped_connection_resumes_without_loss_or_duplication(flow, server, tm
         received = []
         for line in proc.stdout:
             received.append(json.loads(line))
-            slow = [m for m in received if m["data"]["payload"]["message"].startswith("slow")]
+            slow = [line for m in received if m["data"]["action"] == "log"
+                    for line in log_lines(m) if line.startswith("slow")]
             if len(slow) in (5, 20) and proxy.cuts < (1 if len(slow) == 5 else 2):
                 proxy.cut()  # every live connection dies mid-stream
         code = proc.wait(timeout=120)
@@ -106,7 +112,7 @@ def test_ctrl_c_without_a_terminal_detaches_and_the_task_goes_on(flow, server, t
     for line in proc.stdout:
         message = json.loads(line)
         task_id = message["meta"]["taskId"]
-        if message["data"]["payload"]["message"] == "slow line 3":
+        if message["data"]["action"] == "log" and "slow line 3" in log_lines(message):
             proc.send_signal(signal.SIGINT)
             break
     proc.stdout.read()
@@ -213,7 +219,7 @@ def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):
         received = []
         for line in proc.stdout:
             received.append(json.loads(line))
-            if received[-1]["data"]["payload"]["message"] == "slow line 3":
+            if received[-1]["data"]["action"] == "log" and "slow line 3" in log_lines(received[-1]):
                 srv.stop()
                 srv.start()
         code = proc.wait(timeout=120)

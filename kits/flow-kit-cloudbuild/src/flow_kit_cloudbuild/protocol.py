@@ -103,6 +103,16 @@ def make_message(task_id: str, seq: int, action: str, message: str,
             "data": {"action": action, "payload": payload}}
 
 
+def log_lines(msg: dict[str, Any]) -> list[str]:
+    """The output lines a ``"log"`` message carries.
+
+    A log message holds one or more lines joined by ``"\n"`` (payload ``lines`` counts them):
+    the server sends what one read of the build's pipe returned as one message, so a build
+    printing 200,000 lines is not 200,000 Socket.IO messages.
+    """
+    return str(msg["data"]["payload"].get("message", "")).split("\n")
+
+
 def ok(**fields: Any) -> dict[str, Any]:
     """A successful ack."""
     return {"ok": True, **fields}

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from flow_kit_cloudbuild.protocol import ACTION_LOG, STATE_DONE, STEPS
+from flow_kit_cloudbuild.protocol import ACTION_LOG, STATE_DONE, STEPS, log_lines
 
 __all__ = ["Renderer"]
 
@@ -54,7 +54,7 @@ class Renderer:
         text = str(payload.get("message", ""))
         if action == ACTION_LOG:
             step = payload.get("step") or self.step or "log"
-            click.echo(f"{step} | {text}")
+            click.echo("".join(f"{step} | {line}\n" for line in log_lines(msg)), nl=False)
         elif action in STEPS:
             self.step = action
             click.echo(f"==> {action}: {text}" if text else f"==> {action}")

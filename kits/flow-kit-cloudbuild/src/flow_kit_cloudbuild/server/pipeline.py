@@ -83,8 +83,9 @@ class Pipeline:
         await self._set_step(step)
         await self._emit(step, message)
 
-    async def _log(self, line: str, stream: str) -> None:
-        await self._emit(protocol.ACTION_LOG, line, step=self.step, stream=stream)
+    async def _log(self, lines: list[str], stream: str) -> None:
+        await self._emit(protocol.ACTION_LOG, "\n".join(lines), step=self.step, stream=stream,
+                         lines=len(lines))
 
     def env(self) -> dict[str, str]:
         """The whole environment of a build command: nothing of the server's own secrets."""
@@ -112,7 +113,7 @@ class Pipeline:
         return env
 
     async def _run(self, argv: list[str], what: str) -> None:
-        await self._log("$ " + " ".join(argv), "stdout")
+        await self._log(["$ " + " ".join(argv)], "stdout")
         try:
             code = await run_command(argv, cwd=self.src, env=self.env(), on_line=self._log,
                                      budget=self.budget, max_line=self.cfg.max_log_line)
@@ -143,14 +144,14 @@ class Pipeline:
             await self._enter("download", f"fetching {self.req['repo']} at {self.req['ref']}")
             commit = await self.git.checkout(self.req["repo"], self.req["ref"], self.src, env=self.env(),
                                              on_line=self._log, budget=self.budget)
-            await self._log(f"checked out commit {commit}", "stdout")
+            await self._log([f"checked out commit {commit}"], "stdout")
         else:
             await self._enter("download", "unpacking the uploaded source")
             archive = self.paths.upload(self.req["uploadId"])
             count = await asyncio.to_thread(unpack_archive, archive, self.src,
                                             max_bytes=self.cfg.max_unpacked_bytes,
                                             max_files=self.cfg.max_unpacked_files)
-            await self._log(f"unpacked {count} entries", "stdout")
+            await self._log([f"unpacked {count} entries"], "stdout")
         cmd = self.req.get("buildCmd") or policy.default_build_command(self.src)
         if policy.match_allowlist(cmd, self.cfg.build_commands) is None:
             raise StepFailed(f"refused: the detected build command {' '.join(cmd)!r} is not allowed on this "
@@ -211,7 +212,7 @@ class Pipeline:
     async def build(self) -> None:
         await self._enter("build", f"building: {' '.join(self.build_cmd)}")
         for check in self.cfg.checks:
-            await self._log(f"pre-build check {check.name!r}", "stdout")
+            await self._log([f"pre-build check {check.name!r}"], "stdout")
             await self._run(check.argv, f"pre-build check {check.name!r} failed")
         await self._run(self.build_cmd, "build failed")
 
@@ -228,7 +229,7 @@ class Pipeline:
             raise StepFailed("the build produced no dist/ or build/ directory; make it write its output there")
         files = await asyncio.to_thread(collect_files, out)
         for name in files.skipped:
-            await self._log(f"skipped {name}: not a regular file inside the output directory", "stderr")
+            await self._log([f"skipped {name}: not a regular file inside the output directory"], "stderr")
         if not files.found:
             raise StepFailed(f"the build's {out.name}/ directory holds no files; check the build output")
         if self.req["prod"] and not self.req["force"]:

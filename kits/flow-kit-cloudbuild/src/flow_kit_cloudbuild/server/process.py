@@ -1,7 +1,9 @@
 """Running one command of a task: an argv list (never a shell) in its own process group.
 
 Output is read in chunks and cut into lines; each line is capped in length (truncated with a
-marker) and the task's whole log is capped in volume. On cancellation (task cancelled or timed
+marker) and the task's whole log is capped in volume. The complete lines of one read go to the
+sink together, so a build that prints fast is sent in batches (one message per read, not per
+line) while a slow one still shows each line as soon as it is printed. On cancellation (task cancelled or timed
 out) or an exceeded log cap, the whole process group is killed, so a build cannot leave
 processes behind.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from .. import protocol
 
-LineSink = Callable[[str, str], Awaitable[None]]  # (line, "stdout"|"stderr")
+LineSink = Callable[[list[str], str], Awaitable[None]]  # (lines, "stdout"|"stderr")
 KILL_GRACE = 2.0      # seconds between SIGTERM and SIGKILL
 DRAIN_GRACE = 2.0     # seconds to wait for output after the command exited
 
@@ -53,7 +55,7 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
         *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True, limit=1 << 20)
-    lock = asyncio.Lock()  # one line at a time reaches the sink
+    lock = asyncio.Lock()  # one batch at a time reaches the sink
 
     async def pump(stream: asyncio.StreamReader, name: str) -> None:
         pending = bytearray()
@@ -63,6 +65,7 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
             if not chunk:
                 break
             start = 0
+            lines: list[str] = []
             while True:
                 nl = chunk.find(b"\n", start)
                 piece = chunk[start:] if nl < 0 else chunk[start:nl]
@@ -74,14 +77,16 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
                     pending += piece
                 if nl < 0:
                     break
-                async with lock:
-                    await on_line(_text(pending, dropped), name)
+                lines.append(_text(pending, dropped))
                 pending.clear()
                 dropped = False
                 start = nl + 1
+            if lines:
+                async with lock:
+                    await on_line(lines, name)
         if pending or dropped:
             async with lock:
-                await on_line(_text(pending, dropped), name)
+                await on_line([_text(pending, dropped)], name)
 
     readers = [asyncio.create_task(pump(proc.stdout, "stdout")),  # type: ignore[arg-type]
                asyncio.create_task(pump(proc.stderr, "stderr"))]  # type: ignore[arg-type]

@@ -82,12 +82,12 @@ class GitSource:
             if not (mirror / "HEAD").is_file():
                 tmp = mirror.with_name(mirror.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                await on_line(f"cloning {url} into the mirror cache", "stdout")
+                await on_line([f"cloning {url} into the mirror cache"], "stdout")
                 await run(_git("clone", "--mirror", "--quiet", "--", url, str(tmp), protocols=self.protocols),
                           self.cache_dir, "git clone")
                 os.replace(tmp, mirror)
             else:
-                await on_line(f"fetching {url} into the cached mirror", "stdout")
+                await on_line([f"fetching {url} into the cached mirror"], "stdout")
                 await run(_git("--git-dir", str(mirror), "fetch", "--prune", "--quiet", "--no-recurse-submodules",
                                "origin", protocols=self.protocols), self.cache_dir, "git fetch")
             commit = await self._resolve(mirror, ref, env)
