@@ -35,17 +35,27 @@ class Server:
     """What create_app builds: the ASGI app plus the service behind it (handy in tests)."""
 
     def __init__(self, cfg: ServerConfig, *, store: TaskStore | None = None,
-                 queue: JobQueue | None = None, artifacts: ArtifactStore | None = None) -> None:
+                 queue: JobQueue | None = None, artifacts: ArtifactStore | None = None,
+                 redis: Any = None) -> None:
         import socketio
 
         self.cfg = cfg
+        self.redis = redis  # roles.RedisOptions in Redis mode, else None (embedded)
+        manager = None
+        if redis is not None:
+            from . import roles
+
+            manager = roles.client_manager(redis)
         self.sio = socketio.AsyncServer(
             async_mode="asgi", cors_allowed_origins=[], transports=["websocket"],
             max_http_buffer_size=max(cfg.max_event_bytes * 4, 1_000_000), logger=False,
-            engineio_logger=False, ping_interval=25, ping_timeout=60)
-        self.service = TaskService(
-            cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency),
-            artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"), self.sio)
+            engineio_logger=False, ping_interval=25, ping_timeout=60, client_manager=manager)
+        if redis is not None:
+            self.service = roles.make_service(cfg, redis, self.sio)
+        else:
+            self.service = TaskService(
+                cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency),
+                artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"), self.sio)
         self._tokens = [t.encode("utf-8") for t in cfg.tokens]
         self._sessions: dict[str, str] = {}  # sid -> token hash
         self._background: set[asyncio.Future[Any]] = set()
@@ -79,6 +89,9 @@ class Server:
 
         @sio.event
         async def connect(sid: str, environ: dict, auth: Any = None) -> None:
+            if self.redis is not None and not self.redis.serves_clients:
+                raise ConnectionRefusedError({"code": protocol.ERROR_REFUSED,
+                                              "message": "this is a build worker; connect to a gateway"})
             token = auth.get("token") if isinstance(auth, dict) else None
             if not self.token_ok(token):
                 raise ConnectionRefusedError({"code": protocol.ERROR_AUTH, "message": "invalid token"})
@@ -275,7 +288,10 @@ async def _json(send: Callable, status: int, body: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(cfg: ServerConfig) -> Server:
-    """Build the server for ``cfg``; serve ``create_app(cfg).asgi`` with any ASGI server."""
+def create_app(cfg: ServerConfig, redis: Any = None) -> Server:
+    """Build the server for ``cfg``; serve ``create_app(cfg).asgi`` with any ASGI server.
+
+    ``redis`` (a ``roles.RedisOptions``) moves state, queue and fan-out to Redis.
+    """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    return Server(cfg)
+    return Server(cfg, redis=redis)

@@ -52,10 +52,32 @@ def _server_token(data_dir: Path) -> str:
 @click.option("--public-url", default=None, help="Base URL of artifact links (default http://host:port).")
 @click.option("--offline", is_flag=True, default=None, help="Builds get no network index (uv/npm/pip offline).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+@click.option("--redis-url", default=None,
+              help="Keep tasks, the job queue and Socket.IO fan-out in Redis (several gateways and workers).")
+@click.option("--role", type=click.Choice(["all", "gateway", "worker"]), default="all", show_default=True,
+              help="With --redis-url: serve clients (gateway), run builds (worker), or both.")
+@click.option("--shared-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --redis-url: uploads and artifacts, shared by every process (default: the data dir).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(0.5), default=30.0, show_default=True,
+              help="With --redis-url: seconds without a worker heartbeat before its task is retried.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="With --redis-url: attempts of a task whose worker died, before it fails.")
 @click.version_option(__version__, prog_name="flow-cloudbuild-server")
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
-          public_url, offline, log_level) -> None:
+          public_url, offline, log_level, redis_url, role, shared_dir, heartbeat_timeout,
+          max_attempts) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
+    redis_opts = None
+    if redis_url:
+        from .roles import RedisOptions, check_reachable
+
+        why = check_reachable(redis_url)
+        if why is not None:
+            raise ServerConfigError(f"cannot reach Redis at {redis_url}: {why}",
+                                    "Start Redis or fix --redis-url")
+        redis_opts = RedisOptions(redis_url, role, shared_dir, heartbeat_timeout, max_attempts)
+    elif role != "all" or shared_dir is not None:
+        raise ServerConfigError("--role and --shared-dir need --redis-url", "Pass --redis-url redis://HOST:PORT/0")
     cfg = ServerConfig(data_dir=default_data_dir())
     if config_file is not None:
         apply_file(cfg, load_file(config_file), config_file)
@@ -90,11 +112,13 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
     from .app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = create_app(cfg)
+    server = create_app(cfg, redis=redis_opts)
     click.echo(f"flow-cloudbuild-server listening on http://{cfg.host}:{cfg.port}", err=False)
     click.echo(f"data dir: {cfg.data_dir}")
     if generated:
         click.echo(f"token: {generated} (kept in {cfg.data_dir / 'server-token'})")
+    if redis_opts is not None:
+        click.echo(f"redis: {redis_url} (role {role})")
     sys.stdout.flush()
     uv_cfg = uvicorn.Config(server.asgi, log_level=log_level, lifespan="on", ws="auto",
                             timeout_graceful_shutdown=5)

@@ -1,0 +1,179 @@
+"""Gateway side of Redis mode: task messages to this process's sockets, in seq order, once.
+
+Workers publish each task message through python-socketio's Redis manager (a write-only
+``AsyncRedisManager``) to the room named by the task id; every gateway's ``TaskRedisManager``
+receives it. Redis pub/sub delivers at most once and may reorder against a replay, so a
+gateway does not pass task messages on blindly: it keeps, per watching socket, the last seq
+it sent, and
+
+* sends a message whose seq is the next one; drops one it already sent;
+* fills a gap (a message lost while the gateway's subscription was reconnecting, or a replay
+  racing live messages) from the task's stream in Redis, which holds every message;
+* every second, compares each watched task's last seq in Redis with what its sockets got, and
+  fills from the stream (so a lost final message cannot leave a client waiting);
+* closes a task whose record vanished (Redis lost its data) for longer than the grace time
+  with a final "failed" message after the client's last seq.
+
+``attach`` sets the socket's cursor, joins the room and replays, under the task's lock, so a
+reattaching client gets everything after its ``afterSeq`` exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from .. import protocol
+from .policy import is_id
+
+log = logging.getLogger("flow_kit_cloudbuild.server")
+SWEEP_EVERY = 1.0
+
+
+def task_manager_class() -> type:
+    """``AsyncRedisManager`` whose task messages go through a ``TaskFanout`` (imported lazily)."""
+    import socketio
+
+    class TaskRedisManager(socketio.AsyncRedisManager):
+        fanout: TaskFanout | None = None
+
+        async def _handle_emit(self, message: dict) -> None:
+            room, data = message.get("room"), message.get("data")
+            if (self.fanout is not None and message.get("event") == protocol.EVENT_MESSAGE
+                    and is_id(room) and isinstance(data, list) and len(data) == 1):
+                await self.fanout.deliver(room, data[0])
+                return
+            await super()._handle_emit(message)
+
+    return TaskRedisManager
+
+
+class TaskFanout:
+    def __init__(self, sio: Any, store: Any, grace: float) -> None:
+        self.sio = sio
+        self.store = store
+        self.grace = grace
+        self._cursors: dict[str, dict[str, int]] = {}   # task -> sid -> last seq sent
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._missing_since: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        from socketio import packet
+
+        self._packet = lambda msg: sio.packet_class(packet.EVENT, namespace="/",
+                                                    data=[protocol.EVENT_MESSAGE, msg]).encode()
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="cloudbuild-fanout-sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def _lock(self, task_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(task_id, asyncio.Lock())
+
+    def _watchers(self, task_id: str) -> list[tuple[str, str]]:
+        try:
+            return list(self.sio.manager.get_participants("/", task_id))
+        except KeyError:
+            return []
+
+    async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
+        async with self._lock(task_id):
+            self._cursors.setdefault(task_id, {})[sid] = after_seq
+            await self.sio.enter_room(sid, task_id)
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+            if eio_sid is not None:
+                await self._fill(task_id, [(sid, eio_sid)], None)
+
+    async def deliver(self, task_id: str, msg: dict[str, Any]) -> None:
+        watchers = self._watchers(task_id)
+        if not watchers:
+            return
+        async with self._lock(task_id):
+            cursors = self._cursors.setdefault(task_id, {})
+            seq = msg["meta"]["seq"]
+            behind = []
+            encoded = None
+            for sid, eio_sid in watchers:
+                last = cursors.get(sid, 0)
+                if seq <= last:
+                    continue
+                if seq == last + 1:
+                    encoded = encoded or self._packet(msg)
+                    await self._send(eio_sid, encoded)
+                    cursors[sid] = seq
+                else:
+                    behind.append((sid, eio_sid))
+            if behind:
+                await self._fill(task_id, behind, seq)
+
+    async def _fill(self, task_id: str, watchers: list[tuple[str, str]], upto: int | None) -> None:
+        """Send each watcher what it lacks from the stream (through ``upto``, or to the end)."""
+        cursors = self._cursors.setdefault(task_id, {})
+        start = min(cursors.get(sid, 0) for sid, _ in watchers)
+        async for msg in self.store.messages(task_id, start):
+            seq = msg["meta"]["seq"]
+            if upto is not None and seq > upto:
+                break
+            encoded = None
+            for sid, eio_sid in watchers:
+                if cursors.get(sid, 0) == seq - 1:
+                    encoded = encoded or self._packet(msg)
+                    await self._send(eio_sid, encoded)
+                    cursors[sid] = seq
+
+    async def _send(self, eio_sid: str, encoded: Any) -> None:
+        with contextlib.suppress(Exception):  # a socket that went away meanwhile
+            await self.sio.eio.send(eio_sid, encoded)
+
+    # -- the safety net ------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            for task_id in list(self._cursors):
+                try:
+                    await self._check(task_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis unreachable: next round
+                    log.debug("fan-out sweep of %s: %s", task_id, exc)
+
+    async def _check(self, task_id: str) -> None:
+        watchers = self._watchers(task_id)
+        cursors = self._cursors.get(task_id, {})
+        live = {sid for sid, _ in watchers}
+        for sid in [s for s in cursors if s not in live]:
+            cursors.pop(sid, None)
+        if not watchers:
+            self._cursors.pop(task_id, None)
+            self._locks.pop(task_id, None)
+            self._missing_since.pop(task_id, None)
+            return
+        last = await self.store.last_seq(task_id)
+        behind = [(sid, eio) for sid, eio in watchers if cursors.get(sid, 0) < last]
+        if behind:
+            async with self._lock(task_id):
+                await self._fill(task_id, behind, None)
+        if last == 0 and await self.store.get(task_id) is None:
+            first = self._missing_since.setdefault(task_id, time.monotonic())
+            if time.monotonic() - first > self.grace:
+                await self._close_lost(task_id, max(cursors.get(sid, 0) for sid, _ in watchers))
+        else:
+            self._missing_since.pop(task_id, None)
+
+    async def _close_lost(self, task_id: str, floor: int) -> None:
+        """Redis lost this task (restarted without persistence) and no worker brought it back."""
+        self.store._written_seq[task_id] = floor
+        msg = await self.store.append(
+            task_id, protocol.STATE_FAILED,
+            "the build service lost this task's state (Redis restarted without its data) and no "
+            "worker is running it; publish again", step="queued")
+        self._missing_since.pop(task_id, None)
+        await self.deliver(task_id, msg)
+        await self.store.close(task_id)

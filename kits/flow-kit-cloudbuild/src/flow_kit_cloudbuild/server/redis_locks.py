@@ -1,0 +1,61 @@
+"""A lock on Redis that expires if its holder dies: ``SET key token NX PX ttl``, refreshed while
+held, released only by its holder (compare-and-delete). Used to serialise publishes of the same
+name, version and channel across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLocks:
+    def __init__(self, redis: Any, ttl: float = 10.0) -> None:
+        self.redis = redis
+        self.ttl_ms = int(ttl * 1000)
+        self._refresh = redis.register_script(_REFRESH)
+        self._release = redis.register_script(_RELEASE)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str, owner: str,
+                   on_wait: Callable[[str], Awaitable[None]] | None = None) -> AsyncIterator[None]:
+        """Hold lock ``name`` for the block; waits (polling) while another owner holds it.
+
+        ``on_wait(holder)`` is called once when the lock is busy. The caller bounds the wait
+        (the task's timeout); a dead holder's lock expires after the TTL.
+        """
+        key = f"flowcb:lock:{name}"
+        token = f"{owner}:{secrets.token_hex(4)}"
+        told = False
+        while not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
+            if not told and on_wait is not None:
+                holder = await self.redis.get(key)
+                await on_wait((holder.decode() if isinstance(holder, bytes) else str(holder or "?")).rsplit(":", 1)[0])
+                told = True
+            await asyncio.sleep(0.1)
+        keeper = asyncio.create_task(self._keep(key, token))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+            with contextlib.suppress(Exception):
+                await self._release(keys=[key], args=[token])
+
+    async def _keep(self, key: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            with contextlib.suppress(Exception):
+                await self._refresh(keys=[key], args=[token, self.ttl_ms])

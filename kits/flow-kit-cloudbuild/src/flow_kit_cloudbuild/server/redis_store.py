@@ -1,0 +1,195 @@
+"""Task store on Redis: records, per-task message streams, and the claim/cancel transitions.
+
+The Redis implementation of ``store.TaskStore``, so that every gateway can serve any task and
+any worker can run it. Keys (all under ``flowcb:``):
+
+``task:<id>``          hash, one JSON-encoded value per record field
+``task:<id>:seq``      the task's last seq (INCR)
+``task:<id>:log``      stream of the task's messages; entry id ``<seq>-0``, field ``m`` = JSON
+``task:<id>:cancel``   set when a client asked to cancel (the worker polls it)
+
+A message is appended by one Lua script that INCRs the seq and XADDs the message under that
+seq, so seqs are gapless and the stream is in seq order whoever appends (a gateway announcing
+"queued", a worker running the build). The script takes a floor: a worker passes the last seq
+it wrote, so that after Redis lost its data (a restart without persistence) the task's seqs go
+on where the client left off instead of starting again at 1. When a task ends, ``close`` makes
+its keys expire after ``retention`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import protocol
+from .policy import is_id
+
+PREFIX = "flowcb:"
+LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
+RETENTION = 7 * 24 * 3600   # seconds a finished task's record and log are kept
+
+_APPEND = """
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], tostring(seq) .. '-0', 'm', ARGV[2])
+return seq
+"""
+
+# claim for a worker: 'missing' | 'final' | 'ok'
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local state = redis.call('HGET', KEYS[1], 'state')
+for i = 2, #ARGV do
+  if state == ARGV[i] then return 'final' end
+end
+redis.call('HSET', KEYS[1], 'runner', ARGV[1])
+return 'ok'
+"""
+
+# a gateway cancels a task nobody runs yet: 1 if it did
+_CANCEL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'runner') == 1 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+def key(task_id: str, part: str = "") -> str:
+    if not is_id(task_id):
+        raise KeyError(task_id)
+    return f"{PREFIX}task:{task_id}{':' + part if part else ''}"
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v, separators=(",", ":")) for k, v in fields.items()}
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in raw.items():
+        k = k.decode() if isinstance(k, bytes) else k
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _message(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
+    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    msg = json.loads(fields.get(b"m") or fields.get("m"))
+    msg["meta"]["seq"] = int(entry_id.split("-", 1)[0])
+    return msg
+
+
+class RedisTaskStore:
+    """``TaskStore`` on Redis (see the module docstring for the keys)."""
+
+    def __init__(self, redis: Any, retention: int = RETENTION) -> None:
+        self.redis = redis
+        self.retention = retention
+        self._append = redis.register_script(_APPEND)
+        self._claim = redis.register_script(_CLAIM)
+        self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
+        # what this process wrote last, so a Redis that lost its data is refilled (see docstring)
+        self._written_seq: dict[str, int] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+
+    async def create(self, record: dict[str, Any]) -> None:
+        task_id = record["taskId"]
+        body = {k: v for k, v in record.items() if k != "lastSeq"}
+        await self.redis.hset(key(task_id), mapping=_encode(body))
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            k = key(task_id)
+        except KeyError:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k)
+            pipe.get(key(task_id, "seq"))
+            raw, seq = await pipe.execute()
+        if not raw:
+            return None
+        record = _decode(raw)
+        if "taskId" not in record:  # only a stray field survived: not a record
+            return None
+        record["lastSeq"] = int(seq or 0)
+        return record
+
+    def remember(self, record: dict[str, Any]) -> None:
+        """Keep the whole record of a task this process runs, to rewrite it if Redis loses it."""
+        self._records[record["taskId"]] = {k: v for k, v in record.items() if k != "lastSeq"}
+
+    async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
+        cached = self._records.get(task_id)
+        if cached is not None:
+            cached.update(fields)
+            if not await self.redis.exists(key(task_id)):
+                await self.redis.hset(key(task_id), mapping=_encode(cached))
+        if fields:
+            await self.redis.hset(key(task_id), mapping=_encode(fields))
+        record = await self.get(task_id)
+        if record is None:
+            raise KeyError(task_id)
+        return record
+
+    async def append(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
+        msg = protocol.make_message(task_id, 0, action, message, **extra)
+        body = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+        seq = int(await self._append(keys=[key(task_id, "seq"), key(task_id, "log")],
+                                     args=[self._written_seq.get(task_id, 0), body, LOG_MAXLEN]))
+        self._written_seq[task_id] = seq
+        msg["meta"]["seq"] = seq
+        return msg
+
+    async def messages(self, task_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        start = f"{after_seq + 1}-0"
+        while True:
+            entries = await self.redis.xrange(key(task_id, "log"), min=start, max="+", count=500)
+            for entry_id, fields in entries:
+                yield _message(entry_id, fields)
+            if len(entries) < 500:
+                return
+            last = entries[-1][0]
+            last = last.decode() if isinstance(last, bytes) else last
+            start = f"{int(last.split('-', 1)[0]) + 1}-0"
+
+    async def last_seq(self, task_id: str) -> int:
+        return int(await self.redis.get(key(task_id, "seq")) or 0)
+
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """Nothing to close at start-up: other workers may be running them (the queue retries)."""
+        return []
+
+    async def claim(self, task_id: str, runner: str) -> str:
+        got = await self._claim(keys=[key(task_id)], args=[json.dumps(runner), *map(json.dumps, protocol.FINAL)])
+        return got.decode() if isinstance(got, bytes) else str(got)
+
+    async def cancel_if_queued(self, task_id: str, **fields: Any) -> bool:
+        args: list[str] = [json.dumps("queued")]
+        for k, v in _encode(fields).items():
+            args += [k, v]
+        return bool(await self._cancel_queued(keys=[key(task_id)], args=args))
+
+    async def request_cancel(self, task_id: str) -> None:
+        await self.redis.set(key(task_id, "cancel"), "1", ex=self.retention)
+
+    async def cancel_requested(self, task_id: str) -> bool:
+        return bool(await self.redis.exists(key(task_id, "cancel")))
+
+    async def close(self, task_id: str | None = None) -> None:
+        if task_id is None:
+            return
+        self._records.pop(task_id, None)
+        self._written_seq.pop(task_id, None)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in ("", "seq", "log", "cancel"):
+                pipe.expire(key(task_id, part), self.retention)
+            await pipe.execute()

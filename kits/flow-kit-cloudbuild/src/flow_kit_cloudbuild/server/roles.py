@@ -1,0 +1,90 @@
+"""Redis mode: what a server process is made of, by role.
+
+``--role all`` (the default) serves clients and runs builds; ``gateway`` serves clients only
+(Socket.IO, HTTP, uploads, artifact downloads) and puts jobs on the queue; ``worker`` runs
+builds only (it refuses Socket.IO clients and answers /healthz and the read-only HTTP routes).
+Every process of one deployment points at the same Redis and the same shared directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROLES = ("all", "gateway", "worker")
+
+
+@dataclass
+class RedisOptions:
+    url: str
+    role: str = "all"
+    shared_dir: Path | None = None     # uploads/ and artifacts/; default: the data dir
+    heartbeat_timeout: float = 30.0    # seconds without a heartbeat before a job is retried
+    max_attempts: int = 3              # deliveries of one job before the task fails
+
+    @property
+    def serves_clients(self) -> bool:
+        return self.role in ("all", "gateway")
+
+    @property
+    def runs_builds(self) -> bool:
+        return self.role in ("all", "worker")
+
+
+def check_reachable(url: str) -> str | None:
+    """None when Redis answers PING at ``url``, else why not (said before the server starts)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure is reported the same way, with its text
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+def client_manager(opts: RedisOptions) -> Any:
+    """The AsyncServer's client manager: pub/sub across gateways; a worker only writes."""
+    from .redis_fanout import task_manager_class
+
+    return task_manager_class()(opts.url, channel="flowcb-socketio", write_only=not opts.serves_clients)
+
+
+def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
+    """The ``RedisTaskService`` of one process, wired to Redis for ``opts.role``."""
+    import redis.asyncio as aioredis
+
+    from .redis_artifacts import SharedArtifactStore
+    from .redis_fanout import TaskFanout
+    from .redis_locks import RedisLocks
+    from .redis_queue import RedisStreamQueue
+    from .redis_service import RedisTaskService
+    from .redis_store import RedisTaskStore
+
+    shared = (opts.shared_dir or cfg.data_dir).expanduser().resolve()
+    r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
+                                retry_on_timeout=True)
+    me = worker_id()
+    store = RedisTaskStore(r)
+    queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
+                             consume=opts.runs_builds)
+    artifacts = SharedArtifactStore(shared / "artifacts", r)
+    manager = sio.manager
+    fanout = None
+    if opts.serves_clients:
+        fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
+        manager.fanout = fanout
+    return RedisTaskService(cfg, store, queue, artifacts, sio, emitter=manager, fanout=fanout,
+                            locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts,
+                            shared_dir=shared)
