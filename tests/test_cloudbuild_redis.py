@@ -107,3 +107,133 @@ def test_worker_refuses_socketio_clients(cluster):
     worker = cluster.add("worker")
     with pytest.raises(Exception):
         Client(worker.url)
+
+
+def _wait_line(client: Client, task_id: str, text: str, timeout: float = 60) -> list[dict]:
+    return wait_for(lambda: (msgs := client.ordered(task_id)) and any(text == line for line in logs(msgs)) and msgs,
+                    timeout, f"{text!r} in the log of {task_id}")
+
+
+def test_worker_killed_mid_build_the_task_completes_on_the_other_worker(cluster):
+    gateway = cluster.add("gateway")
+    workers = {p.proc.pid: p for p in (cluster.add("worker"), cluster.add("worker"))}
+    with Client(gateway.url) as client:
+        task_id = publish(client, gateway, "victim", slow_project("victim", 30, 100), "slow")
+        msgs = _wait_line(client, task_id, "slow line 3")
+        [first] = worker_pid(msgs)
+        kill(workers[first])
+        started = time.monotonic()
+        msgs = client.wait(task_id, timeout=cluster.heartbeat + 30)
+        assert_complete(msgs)
+        assert final(msgs)["action"] == "done", final(msgs)
+        retried = [m for m in msgs if "stopped responding" in m["data"]["payload"]["message"]]
+        assert retried and "attempt 2 of 3" in retried[0]["data"]["payload"]["message"]
+        assert worker_pid(msgs) == [first, next(pid for pid in workers if pid != first)]
+        # the retry began within the heartbeat timeout (plus one poll of the queue)
+        retry_at = retried[0]["meta"]["timestamp"] / 1000
+        assert retry_at - (time.time() - (time.monotonic() - started)) < cluster.heartbeat + 3
+        # the second attempt started from scratch: the whole build's output is there again
+        tail = logs(msgs)[logs(msgs).index(retried[0]["data"]["payload"]["message"]):]
+        assert [line for line in tail if line.startswith("slow line")] == [f"slow line {i}" for i in range(1, 31)]
+
+
+def test_worker_killed_past_the_retry_limit_fails_with_the_reason(tmp_path, redis_server):
+    cluster = Cluster(tmp_path / "c1", redis_server, max_attempts=1)
+    try:
+        gateway = cluster.add("gateway")
+        workers = {p.proc.pid: p for p in (cluster.add("worker"), cluster.add("worker"))}
+        with Client(gateway.url) as client:
+            task_id = publish(client, gateway, "doomed", slow_project("doomed", 200, 100), "slow")
+            [first] = worker_pid(_wait_line(client, task_id, "slow line 2"))
+            kill(workers[first])
+            msgs = client.wait(task_id, timeout=cluster.heartbeat + 30)
+            assert_complete(msgs)
+            assert final(msgs)["action"] == "failed"
+            assert "gave up after 1 attempt(s): the worker running this task stopped responding" in \
+                final(msgs)["payload"]["message"]
+            assert final(msgs)["payload"]["step"] == "build"
+    finally:
+        cluster.stop()
+
+
+def test_gateway_killed_the_client_resumes_on_the_other_after_its_last_seq(cluster):
+    gw_a, gw_b = cluster.add("gateway"), cluster.add("gateway")
+    cluster.add("worker")
+    first = Client(gw_a.url)
+    task_id = publish(first, gw_a, "hop", slow_project("hop", 40, 50), "slow")
+    _wait_line(first, task_id, "slow line 5")
+    kill(gw_a)
+    time.sleep(0.5)
+    seen = first.ordered(task_id)
+    first.close()
+    last = 0
+    for m in seen:  # the contiguous prefix the client printed
+        if m["meta"]["seq"] != last + 1:
+            break
+        last = m["meta"]["seq"]
+    with Client(gw_b.url) as second:
+        second.messages[task_id] = {m["meta"]["seq"]: m for m in seen[:last]}
+        ack = second.call("attach", {"taskId": task_id, "afterSeq": last})
+        assert ack["ok"], ack
+        msgs = second.wait(task_id, timeout=60)
+        assert not second.duplicates  # nothing at or before afterSeq was sent again
+        assert_complete(msgs)
+        assert final(msgs)["action"] == "done"
+        assert [line for line in logs(msgs) if line.startswith("slow line")] == [f"slow line {i}" for i in range(1, 41)]
+
+
+def test_redis_restarted_mid_run_servers_reconnect_and_nothing_hangs(cluster, redis_server):
+    gateway = cluster.add("gateway")
+    cluster.add("worker")
+    with Client(gateway.url) as client:
+        task_id = publish(client, gateway, "storm", slow_project("storm", 40, 100), "slow")
+        _wait_line(client, task_id, "slow line 3")
+        redis_server.stop()
+        time.sleep(1)
+        redis_server.start()
+        msgs = client.wait(task_id, timeout=60)  # resumed (done) or failed with a reason: never hangs
+        assert_complete(msgs)
+        assert final(msgs)["action"] in ("done", "failed"), final(msgs)
+        assert final(msgs)["payload"]["message"]
+        # the servers reconnected: a new publish goes through the restarted Redis
+        again = publish(client, gateway, "after", slow_project("after", 2, 10), "slow")
+        after = client.wait(again, timeout=60)
+        assert final(after)["action"] == "done", final(after)
+
+
+def test_cancel_reaches_the_worker_running_the_task_and_queued_ones(cluster):
+    gw_a, gw_b = cluster.add("gateway"), cluster.add("gateway")
+    cluster.add("worker")
+    with Client(gw_a.url) as ca, Client(gw_b.url) as cb:
+        running = publish(ca, gw_a, "long", slow_project("long", 600, 50), "slow")
+        _wait_line(ca, running, "slow line 2")
+        queued = publish(ca, gw_a, "waiting", slow_project("waiting", 2, 10), "slow")
+        assert cb.call("cancel", {"taskId": queued})["ok"]
+        assert final(ca.wait(queued, timeout=20))["action"] == "cancelled"
+        assert cb.call("cancel", {"taskId": running})["ok"]  # through the other gateway
+        msgs = ca.wait(running, timeout=20)
+        assert final(msgs)["action"] == "cancelled" and final(msgs)["payload"]["step"] == "build"
+        # the worker is free again and never ran the cancelled queued task
+        nxt = publish(ca, gw_a, "next", slow_project("next", 2, 10), "slow")
+        assert final(ca.wait(nxt, timeout=60))["action"] == "done"
+        assert not [m for m in ca.ordered(queued) if m["data"]["action"] == "prepare"]
+
+
+def test_prod_publishes_of_one_version_are_serialised_by_an_expiring_lock(cluster, redis_server):
+    gateway = cluster.add("gateway")
+    cluster.add("worker")
+    cluster.add("worker")
+    r = redis_server.client()
+    # a holder that died while publishing: its lock expires, and then the publish goes on
+    r.set("flowcb:lock:publish:locked\n1.0.0\nprod", "task dead on gone:1:x:abcd", px=3000)
+    with Client(gateway.url) as client:
+        held = publish(client, gateway, "locked", npm_project(name="locked"), prod=True)
+        msgs = client.wait(held, timeout=60)
+        assert final(msgs)["action"] == "done"
+        assert any("waiting for another publish of locked 1.0.0 (prod)" in line for line in logs(msgs))
+        # two prod publishes of one new version at once: exactly one is released
+        both = [publish(client, gateway, "twin", npm_project(name="twin"), prod=True) for _ in range(2)]
+        finals = sorted(final(client.wait(t, timeout=60))["action"] for t in both)
+        assert finals == ["done", "failed"]
+        failed = next(final(client.wait(t)) for t in both if final(client.wait(t))["action"] == "failed")
+        assert "released to prod while this task ran" in failed["payload"]["message"]

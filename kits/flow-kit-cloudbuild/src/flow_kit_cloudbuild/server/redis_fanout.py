@@ -123,10 +123,14 @@ class TaskFanout:
                 break
             encoded = None
             for sid, eio_sid in watchers:
-                if cursors.get(sid, 0) == seq - 1:
-                    encoded = encoded or self._packet(msg)
-                    await self._send(eio_sid, encoded)
-                    cursors[sid] = seq
+                last = cursors.get(sid, 0)
+                if last >= seq:
+                    continue
+                for lost in range(last + 1, seq):  # a hole in the stream never fills: say so
+                    await self._send(eio_sid, self._packet(_lost_message(task_id, lost, msg)))
+                encoded = encoded or self._packet(msg)
+                await self._send(eio_sid, encoded)
+                cursors[sid] = seq
 
     async def _send(self, eio_sid: str, encoded: Any) -> None:
         with contextlib.suppress(Exception):  # a socket that went away meanwhile
@@ -177,3 +181,14 @@ class TaskFanout:
         self._missing_since.pop(task_id, None)
         await self.deliver(task_id, msg)
         await self.store.close(task_id)
+
+
+def _lost_message(task_id: str, seq: int, after: dict[str, Any]) -> dict[str, Any]:
+    """Stands in for a message Redis lost (restarted without persistence), keeping seqs gapless.
+
+    The stream is appended in seq order, so a seq missing below one that exists is gone for good.
+    """
+    step = after["data"]["payload"].get("step") or "queued"
+    return protocol.make_message(task_id, seq, protocol.ACTION_LOG,
+                                 f"(message {seq} was lost: Redis restarted without its data)",
+                                 step=step, stream="stderr", lines=1)
