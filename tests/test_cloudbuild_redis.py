@@ -237,3 +237,17 @@ def test_prod_publishes_of_one_version_are_serialised_by_an_expiring_lock(cluste
         assert finals == ["done", "failed"]
         failed = next(final(client.wait(t)) for t in both if final(client.wait(t))["action"] == "failed")
         assert "released to prod while this task ran" in failed["payload"]["message"]
+
+
+def test_worker_stopped_with_sigterm_leaves_its_task_to_another_worker(cluster):
+    gateway = cluster.add("gateway")
+    workers = {p.proc.pid: p for p in (cluster.add("worker"), cluster.add("worker"))}
+    with Client(gateway.url) as client:
+        task_id = publish(client, gateway, "handover", slow_project("handover", 20, 100), "slow")
+        [first] = worker_pid(_wait_line(client, task_id, "slow line 2"))
+        workers[first].stop()  # SIGTERM: a clean stop
+        msgs = client.wait(task_id, timeout=cluster.heartbeat + 30)
+        assert_complete(msgs)
+        assert final(msgs)["action"] == "done"
+        assert any("is stopping during build; another worker will retry this task" in line for line in logs(msgs))
+        assert worker_pid(msgs)[-1] != first
