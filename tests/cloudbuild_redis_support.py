@@ -114,3 +114,60 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
             return got
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class FailoverProxy:
+    """A loopback TCP forwarder to the first of several ports that accepts: a load balancer in
+    front of gateways, so a client that reconnects after its gateway died reaches another."""
+
+    def __init__(self, ports: list[int]) -> None:
+        import socket
+        import threading
+
+        self.ports = ports
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = None
+            for port in self.ports:
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
+                    upstream.settimeout(None)
+                    break
+                except OSError:
+                    continue
+            if upstream is None:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
