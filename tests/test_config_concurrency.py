@@ -57,3 +57,5 @@ def test_writer_killed_mid_write_leaves_old_or_new_file(flow_home: Path, tmp_pat
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(path.read_text())["after"] == 1
+    # and it swept the temp files the killed writers left behind
+    assert list(flow_home.glob(".config.json.*.tmp")) == []

@@ -43,6 +43,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files that writers of ``path`` killed mid-write left behind.
+
+    Only safe while holding ``file_lock(path)``: every writer of ``path`` writes under it, so no
+    temp file can belong to a write in progress.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock tied to ``path`` (on ``<path>.lock``) for the block's duration."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flowcore import paths
-from flowcore._fileio import atomic_write_bytes, file_lock
+from flowcore._fileio import atomic_write_bytes, file_lock, remove_stale_temp_files
 from flowcore.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -193,6 +193,7 @@ def update_global(
         data = validate_global(data, path)
         if data != current.data or not current.exists:
             text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+            remove_stale_temp_files(path)
             atomic_write_bytes(path, text.encode("utf-8"))
         return GlobalConfig(path, data, exists=True)
 
