@@ -73,7 +73,27 @@ def start_server(data: Path, *args: str) -> tuple[subprocess.Popen, str]:
     if "listening on" not in line:
         raise RuntimeError(f"server did not start: {line!r}")
     threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, line.rsplit(" ", 1)[1].strip()
+    url = line.rsplit(" ", 1)[1].strip()
+    deadline = time.monotonic() + 20
+    while True:  # the port is bound before uvicorn listens: wait until it answers
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return proc, url
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server never became healthy") from None
+            time.sleep(0.05)
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def upload(url: str, body: bytes) -> str:
@@ -143,7 +163,7 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
                 redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly",
                                           "no", "--bind", "127.0.0.1", "--dir", str(base / "redis")],
                                          stdout=subprocess.DEVNULL)
-                time.sleep(0.3)
+                wait_port(port)
                 common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared")]
                 proc, url = start_server(base / "gateway", *common, "--role", "gateway")
                 procs.append(proc)
