@@ -158,14 +158,18 @@ def flow_publish_checks(context: Any, task: dict[str, Any]) -> list[dict[str, An
 def flow_publish_artifact_targets(
     context: Any, task: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
-    """Extra places a successful cloud build's artifacts are published to.
+    """Extra places a successful cloud build's artifacts are delivered to.
 
-    When: once per ``flow publish``, while the build request is assembled.
+    When: once per ``flow publish`` that ends with the task **done** (not on ``--attach``), after
+    the server has stored the artifacts and before the artifact URL is printed. Not called for
+    a failed, cancelled or timed-out task.
 
     :param context: this plugin's context.
-    :param task: the publish task (see ``flow_publish_checks``).
+    :param task: the publish task (see ``flow_publish_checks``) plus ``taskId``,
+        ``artifactUrl`` and ``artifacts`` (a list of ``{"name", "url", "size"}``).
 
-    Return: a list of target dicts, each with ``name`` (unique), ``kind`` (e.g. ``"directory"``,
-    ``"s3"``, ``"http"``) and ``url``; extra keys are passed to the server unchanged. Lists of
-    all plugins are concatenated; ``None`` or ``[]`` adds nothing.
+    Return: a list of target dicts, each with ``name`` (unique), ``kind`` and ``url``. The
+    client downloads every artifact into targets of kind ``"directory"`` (``url`` a local path
+    or ``file://`` URL) and reports other kinds as skipped. Lists of all plugins are
+    concatenated; ``None`` or ``[]`` adds nothing.
     """
