@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -212,3 +214,30 @@ def test_help_never_imports_socketio(flow, tmp_path):
                     if line.startswith("import time:")}
         assert "socketio" not in imported, args
         assert "publish" in result.stdout
+
+
+def test_flow_starts_the_server_of_the_installed_kit(flow, tmp_path):
+    """`flow cloudbuild-server` runs the server from flow's managed environment (not on PATH)."""
+    help_result = flow("cloudbuild-server", "--help", cwd=tmp_path)
+    assert help_result.returncode == 0, help_result.stderr
+    assert "--concurrency" in help_result.stdout and "--redis-url" in help_result.stdout
+    proc = flow.popen("cloudbuild-server", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                      "--token", "t0ken", cwd=tmp_path)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("flow-cloudbuild-server listening on http://127.0.0.1:"), first
+        url = first.split(" on ", 1)[1].strip()
+        deadline = time.monotonic() + 20
+        while True:  # the port is bound before uvicorn accepts on it
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+                    assert json.loads(response.read())["ok"] is True
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "the server never answered /healthz"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = flow("cloudbuild-server", "--concurrency", "0", cwd=tmp_path)
+    assert bad.returncode == 2

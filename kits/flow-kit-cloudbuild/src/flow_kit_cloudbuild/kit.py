@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
+
 from flowcore import hookimpl
 
 FLOW_API = ">=1"
@@ -45,11 +47,29 @@ def flow_kit_info(context: Any) -> dict[str, Any]:
     }
 
 
+@click.command(
+    "cloudbuild-server",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def cloudbuild_server(ctx: click.Context) -> None:
+    """Run the cloud build server (same options as flow-cloudbuild-server; --help lists them).
+
+    The kit is installed into flow's own environment, whose bin/ is not on PATH; this command
+    starts the server from there without the user having to find it.
+    """
+    from flow_kit_cloudbuild.server.cli import serve
+
+    serve.main(args=ctx.args, prog_name="flow cloudbuild-server", standalone_mode=False)
+
+
 @hookimpl
 def flow_register_commands(registry: Any) -> None:
     from flow_kit_cloudbuild.client.command import publish
 
     registry.add(publish)
+    registry.add(cloudbuild_server)
 
 
 @hookimpl
