@@ -362,13 +362,13 @@ def test_a_restart_keeps_history_and_fails_the_running_task(tmp_path, git_daemon
             pids = _pids(pid_dir)
             seen = len(c.ordered(running))
         s.stop(how)
-        if how == signal.SIGKILL:  # a crash leaves the build's group behind; clean up for the test
-            for p in pids:
-                with __import__("contextlib").suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
+        if how == signal.SIGKILL:  # a crash cannot take the build's group down with it...
+            assert not any(_dead(p) for p in pids)
+            s.start()
+            assert _all_dead(pids)  # ...the next start does
         else:
             assert _all_dead(pids)
-        s.start()
+            s.start()
         with Client(s.url) as c:
             assert c.call("attach", {"taskId": finished, "afterSeq": 0})["ok"]
             assert c.wait(finished) == before

@@ -127,6 +127,35 @@ def _text(data: bytearray, truncated: bool) -> str:
     return text + protocol.TRUNCATED_MARKER if truncated else text
 
 
+def kill_orphaned_groups(work_root: Path, task_ids: list[str]) -> list[int]:
+    """Kill the process groups of builds that a crashed server left running; their pgids.
+
+    A server killed with SIGKILL cannot take its builds down with it (they run in their own
+    process groups). On the next start, processes whose environment has ``HOME`` inside the
+    work directory of one of ``task_ids`` are found through ``/proc/<pid>/environ`` (every
+    build command gets ``HOME=<work>/<task>-<attempt>/home``) and their groups are killed.
+    Where there is no ``/proc`` this does nothing.
+    """
+    proc = Path("/proc")
+    if not task_ids or not proc.is_dir():
+        return []
+    prefixes = tuple(f"HOME={work_root / tid}-".encode() for tid in task_ids)
+    groups: set[int] = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if any(var.startswith(prefixes) for var in environ.split(b"\0")):
+                groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile, or not ours to read
+    for pgid in groups:
+        if pgid != os.getpgrp():
+            _signal_group(pgid, signal.SIGKILL)
+    return sorted(groups)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

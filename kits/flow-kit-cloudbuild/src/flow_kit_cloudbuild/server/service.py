@@ -21,7 +21,7 @@ from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
 from .pipeline import Paths, Pipeline
-from .process import LogLimitExceeded
+from .process import LogLimitExceeded, kill_orphaned_groups
 from .queue import JobQueue
 from .sources import GitSource
 from .store import TaskStore, public_record
@@ -56,7 +56,12 @@ class TaskService:
     async def start(self) -> None:
         for p in (self.paths.work, self.paths.uploads, self.paths.cache):
             p.mkdir(parents=True, exist_ok=True)
-        for record in await self.store.unfinished():
+        unfinished = await self.store.unfinished()
+        orphans = kill_orphaned_groups(self.paths.work, [r["taskId"] for r in unfinished])
+        if orphans:
+            log.warning("killed %d build process group(s) left running by a crashed server",
+                        len(orphans))
+        for record in unfinished:
             await self._finish(record["taskId"], protocol.STATE_FAILED,
                                f"the server restarted while this task was in {record.get('state')}; "
                                "publish again", step=record.get("step") or "queued")
