@@ -191,3 +191,13 @@ def test_a_broken_config_still_lists_built_ins(run_flow, flow_home):
     assert r.returncode == 0
     assert commands_in_help(r.stdout)["config"] == "built-in"
     assert "Configuration problem:" in r.stdout and "is not valid JSON" in r.stdout
+
+
+def test_unknown_command_without_an_active_kit_says_where_commands_come_from(run_flow):
+    result = run_flow("publish")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "flow: error: no such command 'publish', and no build kit is active (kits add commands "
+        "such as build, test and publish). See 'flow --help' for the commands there are, or "
+        "install a kit: flow buildkit add NAME"]

@@ -229,7 +229,16 @@ class CommandRegistry:
             manifest = self._rebuild()  # never let a stale cache hide a command
             record = manifest.command(name)
         if record is None:
-            self.flow.config.require_kit()  # names `flow buildkit add KIT` when the kit is missing
+            # names `flow buildkit add KIT` when the active kit is missing
+            if self.flow.config.require_kit() is None:
+                from flowcore.errors import UsageError
+
+                raise UsageError(
+                    f"no such command '{name}', and no build kit is active (kits add commands "
+                    "such as build, test and publish)",
+                    "See 'flow --help' for the commands there are, or install a kit: "
+                    "flow buildkit add NAME",
+                )
             return None
         self._report_failures()
         if name in self._live:
