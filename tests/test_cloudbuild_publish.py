@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     assert_protocol_shape,

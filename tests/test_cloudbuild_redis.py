@@ -8,9 +8,7 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 import time
-from pathlib import Path
 
 import pytest
 

@@ -4,9 +4,7 @@ gateway it talks to is killed mid-build, and it resumes on the other one after i
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
 
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
 from cloudbuild_redis_support import Cluster, FailoverProxy, RedisServer, kill, needs_redis

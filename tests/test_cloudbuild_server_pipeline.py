@@ -7,7 +7,6 @@ import io
 import json
 import tarfile
 import time
-from pathlib import Path
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     OTHER_TOKEN, TOKEN, Client, ServerProc, actions, client, final, git_daemon, http_get, http_request,

@@ -35,7 +35,7 @@ def build_wheel(
     dest.mkdir(parents=True, exist_ok=True)
     norm = dist_name.replace("-", "_")
     info = f"{norm}-{version}.dist-info"
-    metadata = [f"Metadata-Version: 2.1", f"Name: {dist_name}", f"Version: {version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {dist_name}", f"Version: {version}"]
     metadata += [f"Requires-Dist: {r}" for r in requires]
     contents: dict[str, bytes] = {k: v.encode() for k, v in files.items()}
     contents[f"{info}/METADATA"] = ("\n".join(metadata) + "\n").encode()

@@ -24,9 +24,7 @@ import shutil
 from typing import Any
 
 from .. import protocol
-from .errors import StepFailed
 from .pipeline import Pipeline
-from .process import LogLimitExceeded
 from .redis_locks import RedisLocks
 from .redis_queue import current_job
 from .service import TaskService
@@ -187,46 +185,28 @@ class RedisTaskService(TaskService):
             job.on_lost = lost
         watcher = asyncio.create_task(self._watch_cancel(task_id, work))
         try:
-            stored = await work
-        except StepFailed as exc:
-            await self._finish(task_id, exc.final_state, exc.message, step=pipeline.step)
-        except TimeoutError:
-            await self._finish(task_id, protocol.STATE_TIMED_OUT,
-                               f"the task ran longer than its timeout of {timeout} s and was stopped "
-                               f"during {pipeline.step}; make the build faster or pass a longer timeout",
-                               step=pipeline.step)
-        except LogLimitExceeded as exc:
-            await self._finish(task_id, protocol.STATE_FAILED, str(exc), step=pipeline.step)
-        except asyncio.CancelledError:
-            why = self._why.get(task_id)
-            if why == "cancel":
-                await self._finish(task_id, protocol.STATE_CANCELLED,
-                                   f"cancelled by request during {pipeline.step}", step=pipeline.step)
-            elif why == "taken":
-                log.warning("task %s was taken over by another worker; this attempt stops", task_id)
-            else:  # this worker is stopping: another worker retries the task
-                with contextlib.suppress(Exception):
-                    await self._notice(task_id, pipeline.step,
-                                       f"worker {self.worker_id} is stopping during {pipeline.step}; "
-                                       "another worker will retry this task")
-                raise
-        except Exception as exc:
-            log.exception("task %s failed unexpectedly", task_id)
-            await self._finish(task_id, protocol.STATE_FAILED,
-                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
-                               "see the server log", step=pipeline.step)
-        else:
-            base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
-            artifacts = [{"name": a["name"], "url": base + a["name"], "size": a["size"]} for a in stored]
-            await self._finish(task_id, protocol.STATE_DONE,
-                               f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
-                               artifactUrl=base, artifacts=artifacts)
+            await self._conclude(task_id, record, pipeline, timeout, work)
         finally:
             watcher.cancel()
             self._running.pop(task_id, None)
             self._why.pop(task_id, None)
             if not self.cfg.keep_workdirs:
                 await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
+
+    async def _cancelled(self, task_id: str, step: str) -> bool:
+        why = self._why.get(task_id)
+        if why == "cancel":
+            await self._finish(task_id, protocol.STATE_CANCELLED,
+                               f"cancelled by request during {step}", step=step)
+            return False
+        if why == "taken":
+            log.warning("task %s was taken over by another worker; this attempt stops", task_id)
+            return False
+        # this worker is stopping: another worker retries the task
+        with contextlib.suppress(Exception):
+            await self._notice(task_id, step, f"worker {self.worker_id} is stopping during {step}; "
+                                              "another worker will retry this task")
+        return True
 
     async def _watch_cancel(self, task_id: str, work: asyncio.Task[Any]) -> None:
         while not work.done():

@@ -227,7 +227,22 @@ class TaskService:
         if task_id in self._cancel_requested:
             job.cancel()
         try:
-            stored = await job
+            await self._conclude(task_id, record, pipeline, timeout, job)
+        finally:
+            self._running.pop(task_id, None)
+            self._cancel_requested.discard(task_id)
+            if not self.cfg.keep_workdirs:
+                await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
+
+    async def _conclude(self, task_id: str, record: dict[str, Any], pipeline: Pipeline,
+                        timeout: float, work: asyncio.Task[list[dict[str, Any]]]) -> None:
+        """Wait for the pipeline ``work`` and finish the task with its outcome.
+
+        Every service (embedded, Redis worker) ends tasks the same way; only what a
+        cancellation means depends on who cancelled, which ``_cancelled`` decides.
+        """
+        try:
+            stored = await work
         except StepFailed as exc:
             await self._finish(task_id, exc.final_state, exc.message, step=pipeline.step)
         except TimeoutError:
@@ -238,15 +253,8 @@ class TaskService:
         except LogLimitExceeded as exc:
             await self._finish(task_id, protocol.STATE_FAILED, str(exc), step=pipeline.step)
         except asyncio.CancelledError:
-            if task_id in self._cancel_requested and not self._stopping:
-                await self._finish(task_id, protocol.STATE_CANCELLED,
-                                   f"cancelled by request during {pipeline.step}", step=pipeline.step)
-            else:
-                await self._finish(task_id, protocol.STATE_FAILED,
-                                   f"the server stopped while this task was in {pipeline.step}; publish again",
-                                   step=pipeline.step)
-                if self._stopping:
-                    raise
+            if await self._cancelled(task_id, pipeline.step):
+                raise
         except Exception as exc:
             log.exception("task %s failed unexpectedly", task_id)
             await self._finish(task_id, protocol.STATE_FAILED,
@@ -258,11 +266,17 @@ class TaskService:
             await self._finish(task_id, protocol.STATE_DONE,
                                f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
                                artifactUrl=base, artifacts=artifacts)
-        finally:
-            self._running.pop(task_id, None)
-            self._cancel_requested.discard(task_id)
-            if not self.cfg.keep_workdirs:
-                await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
+
+    async def _cancelled(self, task_id: str, step: str) -> bool:
+        """Finish a task whose pipeline was cancelled; True when the cancellation must go on."""
+        if task_id in self._cancel_requested and not self._stopping:
+            await self._finish(task_id, protocol.STATE_CANCELLED,
+                               f"cancelled by request during {step}", step=step)
+            return False
+        await self._finish(task_id, protocol.STATE_FAILED,
+                           f"the server stopped while this task was in {step}; publish again",
+                           step=step)
+        return self._stopping
 
     async def _finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
                       **extra: Any) -> None:
