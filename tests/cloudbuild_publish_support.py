@@ -1,11 +1,9 @@
-"""Real parts for the ``flow publish`` tests: a build server, a git host, projects, a proxy.
+"""Real parts for the ``flow publish`` tests: a build server, a git host, projects.
 
 * :class:`BuildServer` runs the real ``flow-cloudbuild-server`` (from the flow-managed
   environment the kit was installed into) on a free loopback port with its own data dir.
 * :class:`GitHost` serves bare repositories with ``git daemon`` on a free loopback port, so
   ``--source git`` builds from a real ``git://`` remote.
-* :class:`CuttableProxy` forwards TCP to the server and can cut every live connection: a
-  dropped network without touching the server or the client.
 * :func:`make_site` writes a small npm project with no dependencies (a committed
   package-lock.json, ``node`` scripts that print, fail or take their time).
 """
@@ -17,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +23,7 @@ import pytest
 
 from conftest import FLOW, REPO, offline_env
 
-__all__ = ["BuildServer", "CuttableProxy", "Flow", "GitHost", "free_port", "make_site", "git",
+__all__ = ["BuildServer", "Flow", "GitHost", "free_port", "make_site", "git",
            "TOKEN", "flow", "server", "git_host", "needs_node", "publish", "json_lines",
            "assert_protocol_shape", "error_lines", "git_project"]
 
@@ -178,68 +175,6 @@ def make_site(root: Path, name: str = "demo-site", version: str = "1.0.0",
                                     '[tool.flow]\nbuildkit = "flow-kit-cloudbuild"\n')
     (root / ".gitignore").write_text("node_modules/\ndist/\n.flow/\n")
     return root
-class CuttableProxy:
-    """A loopback TCP forwarder whose live connections can be cut (to drop clients mid-stream)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.lock = threading.Lock()
-        self.cuts = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.pairs.append((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self, count: bool = True) -> None:
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-            self.cuts += count
-        for pair in pairs:
-            for s in pair:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut(count=False)
-
-
 # -- flow with the kit installed, and the fixtures of the publish tests ----------------------
 
 KIT_DIR = REPO / "kits" / "flow-kit-cloudbuild"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     BuildServer,
-    CuttableProxy,
     assert_protocol_shape,
     error_lines,
     flow,
@@ -20,6 +19,7 @@ from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     publish,
     server,
 )
+from tcp_proxy import TcpProxy
 from wheelfactory import build_wheel
 
 pytestmark = needs_node
@@ -77,7 +77,7 @@ def test_detach_then_attach_replays_everything_from_seq_1(flow, server, tmp_path
 def test_dropped_connection_resumes_without_loss_or_duplication(flow, server, tmp_path):
     project = make_site(tmp_path / "site", name="drop-site", slow_lines=40,
                         slow_interval_ms=50)
-    proxy = CuttableProxy(server.port)
+    proxy = TcpProxy(server.port)
     try:
         proc = flow.popen("publish", "--server", f"http://127.0.0.1:{proxy.port}",
                           "--token", server.token, *SLOW, "--json", cwd=project)

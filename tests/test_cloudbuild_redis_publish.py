@@ -7,7 +7,8 @@ import json
 
 
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
-from cloudbuild_redis_support import Cluster, FailoverProxy, RedisServer, kill, needs_redis
+from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis
+from tcp_proxy import TcpProxy
 from cloudbuild_server_support import TOKEN
 
 pytestmark = [needs_redis, needs_node]
@@ -19,7 +20,7 @@ def test_flow_publish_resumes_on_another_gateway_after_its_gateway_died(flow, tm
     try:
         gw_a, gw_b = cluster.add("gateway"), cluster.add("gateway")
         cluster.add("worker")
-        proxy = FailoverProxy([gw_a.port, gw_b.port])
+        proxy = TcpProxy(gw_a.port, gw_b.port)
         project = make_site(tmp_path / "site", name="failover-site", slow_lines=40, slow_interval_ms=50)
         proc = flow.popen("publish", "--server", f"http://127.0.0.1:{proxy.port}", "--token", TOKEN,
                           "--source", "upload", "--build-cmd", "npm run slow", "--json", cwd=project)
