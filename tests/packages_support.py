@@ -8,13 +8,14 @@ from pathlib import Path
 
 from wheelfactory import plugin_wheel
 
-PY = "python3.11"
 _HELLO = ("@click.command()\ndef hello():\n    click.echo('hello')\n"
           "@hookimpl\ndef flow_register_commands(registry):\n    registry.add(hello)\n")
 
 
 def site_packages(env_dir: Path) -> Path:
-    return env_dir / "lib" / PY / "site-packages"
+    from flowcore.environment import site_packages_dir
+
+    return site_packages_dir(env_dir)
 
 
 def env_dists(env_dir: Path) -> set[str]:

@@ -40,8 +40,7 @@ def test_offline_install_uses_flowcores_own_packages(run_flow, flow_home, wheels
     env_dir = flow_home / "env"
     # Installed into the managed env under FLOW_HOME, nothing of flowcore's installed twice.
     assert env_dists(env_dir) == {"flow_plugin_hello"}
-    assert not (Path(sys.prefix) / "lib" / "python3.11" / "site-packages"
-                / "flow_plugin_hello").exists()
+    assert not (site_packages(Path(sys.prefix)) / "flow_plugin_hello").exists()
     # The env sees flowcore and click from flowcore's own environment.
     import click
     import flowcore
