@@ -355,6 +355,7 @@ def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
         mutate(table)
         text = tomlkit.dumps(doc)
         new_data = validate_project(table.unwrap(), project.file)
+        remove_stale_temp_files(project.file)
         atomic_write_bytes(project.file, text.encode("utf-8"))
     project.data = new_data
 
