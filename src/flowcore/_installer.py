@@ -26,17 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from flowcore import environment
+from flowcore.environment import canonical_name
 from flowcore.errors import InstallError
 
 BASE_PTH = "_flowcore_base.pth"
 KIT_GROUP = "flow.kits"
 PLUGIN_GROUP = "flow.plugins"
-
-
-def canonical(name: str) -> str:
-    from packaging.utils import canonicalize_name
-
-    return str(canonicalize_name(name))
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ def _read_dists(paths: Sequence[Path]) -> dict[str, Dist]:
         raw_name = dist.metadata["Name"]
         if not raw_name:
             continue
-        name = canonical(raw_name)
+        name = canonical_name(raw_name)
         if name in out:  # first on the path wins, as for imports
             continue
         eps = tuple(
@@ -112,7 +107,7 @@ def unsatisfied_base_requirements(
                 continue
             if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue
-            have = base.get(canonical(req.name))
+            have = base.get(canonical_name(req.name))
             if have is None:
                 continue
             if req.specifier and not req.specifier.contains(have.version, prereleases=True):
@@ -310,7 +305,7 @@ class Installer:
             except InstallError:
                 requested = {}
             problems = unsatisfied_base_requirements(
-                [Dist(canonical(i["metadata"]["name"]), i["metadata"]["version"], (),
+                [Dist(canonical_name(i["metadata"]["name"]), i["metadata"]["version"], (),
                       tuple(i["metadata"].get("requires_dist") or ()))
                  for i in requested.get("install", [])], base)
             if problems:
@@ -319,7 +314,7 @@ class Installer:
         clashes = []
         for item in report.get("install", []):
             meta = item.get("metadata", {})
-            name = canonical(meta.get("name", ""))
+            name = canonical_name(meta.get("name", ""))
             if name in base:
                 clashes.append(f"{name} {base[name].version} with {meta.get('version')}")
         if clashes:
@@ -340,7 +335,7 @@ class Installer:
 
     def uninstall(self, env: ManagedEnv, names: Sequence[str]) -> None:
         present = env.distributions()
-        names = [n for n in names if canonical(n) in present]
+        names = [n for n in names if canonical_name(n) in present]
         if not names:
             return
         what = f"cannot uninstall {', '.join(names)}"

@@ -8,9 +8,14 @@ user's project environment.
 
 from __future__ import annotations
 
+import re
 import site
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowcore.config import EffectiveConfig
 
 
 def site_packages_dir(env_dir: Path) -> Path:
@@ -31,3 +36,24 @@ def add_to_sys_path(env_dir: Path) -> bool:
     if str(sp) not in sys.path:
         site.addsitedir(str(sp))
     return True
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as PEP 503 normalises it (``Flow_Plugin.X`` -> ``flow-plugin-x``).
+
+    The config, the installers and the PluginSystem compare names only in this form. Written
+    out (it is one regular expression) rather than imported from ``packaging``, so the dispatch
+    path of a plugin command does not import ``packaging``.
+    """
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def env_dirs_for(config: EffectiveConfig) -> list[Path]:
+    """The managed environments a run can import from: the project's first, then the global one."""
+    from flowcore import paths
+
+    dirs = []
+    if config.scope == "project" and config.project is not None:
+        dirs.append(paths.project_env_dir(config.project.root))
+    dirs.append(paths.global_env_dir())
+    return dirs

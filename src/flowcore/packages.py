@@ -30,13 +30,13 @@ from flowcore._installer import (
     Installer,
     ManagedEnv,
     base_distributions,
-    canonical,
     forget_record,
     read_record,
     unsatisfied_base_requirements,
     write_record,
 )
 from flowcore.config import EffectiveConfig, edit_project, update_global
+from flowcore.environment import canonical_name
 from flowcore.errors import InstallError, UsageError
 
 KIT = "kit"
@@ -86,14 +86,14 @@ def parse_spec(spec: str) -> _Spec:
             from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
             try:
-                return _Spec(spec, str(path), canonical(parse_wheel_filename(path.name)[0]))
+                return _Spec(spec, str(path), canonical_name(parse_wheel_filename(path.name)[0]))
             except InvalidWheelFilename as exc:
                 raise InstallError(f"cannot install {spec}: {exc}", _UNCHANGED) from exc
         return _Spec(spec, str(path), _project_name(path), is_dir=True)
     if "://" in spec and "@" not in spec.split("://")[0]:
         return _Spec(spec, spec, None)
     try:
-        return _Spec(spec, spec, canonical(Requirement(spec).name))
+        return _Spec(spec, spec, canonical_name(Requirement(spec).name))
     except InvalidRequirement as exc:
         raise UsageError(f"'{spec}' is neither a requirement nor an existing path",
                          "Pass a name (flow-plugin-x, flow-plugin-x>=1.0), a directory or a "
@@ -106,7 +106,7 @@ def _project_name(directory: Path) -> str | None:
     try:
         data = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8"))
         name = data.get("project", {}).get("name")
-        return canonical(name) if isinstance(name, str) else None
+        return canonical_name(name) if isinstance(name, str) else None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return None
 
@@ -305,7 +305,7 @@ class PackageManager:
                 if problem:
                     raise InstallError(problem, f"Install a version of {dist.name} made for "
                                        f"plugin API {_api()}. {_UNCHANGED}")
-                kits += [canonical(k) for k in decl.build_kits or () if canonical(k) not in kits]
+                kits += [canonical_name(k) for k in decl.build_kits or () if canonical_name(k) not in kits]
             results.append(InstalledPackage(dist.name, dist.version, kind,
                                             tuple(kits) if kind == PLUGIN else (),
                                             p.arg if p.arg != p.given or p.name is None
@@ -347,13 +347,13 @@ class PackageManager:
             def mutate(data: dict[str, Any]) -> None:
                 kept = []
                 for k in data.get("buildKits", []):
-                    if canonical(k["name"]) in wanted:
+                    if canonical_name(k["name"]) in wanted:
                         if not k.get("plugins"):
                             continue
                         k["installed"] = False
                     kept.append(k)
                 data["buildKits"] = kept
-                if canonical(data.get("activeBuildKit") or "") in wanted:
+                if canonical_name(data.get("activeBuildKit") or "") in wanted:
                     data["activeBuildKit"] = next(
                         (k["name"] for k in kept if k.get("installed")), None)
 
@@ -375,10 +375,10 @@ class PackageManager:
             else:
                 def mutate(data: dict[str, Any]) -> None:
                     data["plugins"] = [p for p in data.get("plugins", [])
-                                       if canonical(p) not in wanted]
+                                       if canonical_name(p) not in wanted]
                     for k in data.get("buildKits", []):
                         k["plugins"] = [p for p in k.get("plugins", [])
-                                        if canonical(p) not in wanted]
+                                        if canonical_name(p) not in wanted]
 
                 update_global(mutate, self.config.global_config.path)
             forget_record(env, wanted)
@@ -397,9 +397,9 @@ class PackageManager:
 
     def _check_known(self, names: Sequence[str], known: list[str], kind: str) -> list[str]:
         wanted: list[str] = []
-        known = [canonical(k) for k in known]
+        known = [canonical_name(k) for k in known]
         for name in names:
-            n = canonical(name)
+            n = canonical_name(name)
             if n not in known:
                 listing = ", ".join(known) if known else "none"
                 raise InstallError(
@@ -415,13 +415,13 @@ class PackageManager:
     def expected(self) -> dict[str, dict[str, str]]:
         """``{scope: {name: kind}}``: what the config says each environment must hold."""
         g = self.config.global_config
-        glob: dict[str, str] = {canonical(k): KIT for k in g.installed_kits}
+        glob: dict[str, str] = {canonical_name(k): KIT for k in g.installed_kits}
         for name in [p for k in g.kits for p in k.plugins] + g.general_plugins:
-            glob.setdefault(canonical(name), PLUGIN)
+            glob.setdefault(canonical_name(name), PLUGIN)
         out = {"global": glob}
         if self.scope == "project":
             assert self.config.project is not None
-            out["project"] = {canonical(p): PLUGIN for p in self.config.project.plugins}
+            out["project"] = {canonical_name(p): PLUGIN for p in self.config.project.plugins}
         return out
     def diagnose(self) -> list[Problem]:
         """Compare each environment with the config: what is missing, broken or extra."""
@@ -474,7 +474,7 @@ def _remove_from_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
     if items is None:
         return
     for i in reversed(range(len(items))):
-        if canonical(str(items[i])) in names:
+        if canonical_name(str(items[i])) in names:
             del items[i]
 
 

@@ -19,14 +19,13 @@ and ``importlib.metadata`` are imported inside the functions that need them.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowcore import paths
+from flowcore.environment import canonical_name
 from flowcore.context import CoreContext, KitContext, short_name_of
 from flowcore.errors import PluginLoadError
 from flowcore.manifest import Failure, PluginRecord, file_stamp
@@ -41,17 +40,12 @@ ENTRY_POINT_GROUPS = ("flow.kits", "flow.plugins")
 COMMAND_HOOKS = ("flow_before_command", "flow_after_command")
 
 
-def normalise(name: str) -> str:
-    """PEP 503 name normalisation, so ``Flow_Plugin.X`` and ``flow-plugin-x`` are one plugin."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def load_plugins_filter() -> set[str] | None:
     """The ``FLOW_LOAD_PLUGINS`` selection: ``None`` when unset, else the normalised names."""
     value = os.environ.get("FLOW_LOAD_PLUGINS")
     if value is None:
         return None
-    return {normalise(n) for n in value.split(",") if n.strip()}
+    return {canonical_name(n) for n in value.split(",") if n.strip()}
 
 
 def failure_line(failure: Failure, where: str = "to load") -> tuple[str, str]:
@@ -130,21 +124,18 @@ class PluginSystem:
             out.append((kit, "kit"))
         selected = load_plugins_filter()
         for ref in config.plugins_to_load:
-            if selected is not None and normalise(ref.name) not in selected:
+            if selected is not None and canonical_name(ref.name) not in selected:
                 continue
             kind = "kit-plugin" if ref.kind == "kit" else ref.kind
-            if all(normalise(ref.name) != normalise(n) for n, _ in out):
+            if all(canonical_name(ref.name) != canonical_name(n) for n, _ in out):
                 out.append((ref.name, kind))
         return out
 
     def env_dirs(self) -> list[Path]:
         """Managed environments whose packages this run can import: project's first, global."""
-        config = self.flow.config
-        dirs = []
-        if config.scope == "project" and config.project is not None:
-            dirs.append(paths.project_env_dir(config.project.root))
-        dirs.append(paths.global_env_dir())
-        return dirs
+        from flowcore.environment import env_dirs_for
+
+        return env_dirs_for(self.flow.config)
 
     def _activate_envs(self, env_dirs: list[Path] | None = None) -> None:
         from flowcore.environment import add_to_sys_path

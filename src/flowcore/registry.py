@@ -108,12 +108,12 @@ class CommandRegistry:
     # -- the manifest ----------------------------------------------------------------------
 
     def _key_and_fingerprint(self) -> tuple[str, list[Any]]:
-        from flowcore import manifest, paths
-        from flowcore.environment import site_packages_dir
+        from flowcore import manifest
+        from flowcore.environment import env_dirs_for, site_packages_dir
 
         config = self.flow.config  # raises ConfigError when a config file is broken
         project = config.project if config.scope == "project" else None
-        envs = ([paths.project_env_dir(project.root)] if project else []) + [paths.global_env_dir()]
+        envs = env_dirs_for(config)
         load_plugins = os.environ.get("FLOW_LOAD_PLUGINS")
         key = "|".join([
             f"project:{project.root}" if project else "global",

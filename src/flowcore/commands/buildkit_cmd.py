@@ -93,7 +93,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 @click.pass_obj
 def switch(flow: Flow, name: str | None) -> None:
     """Make NAME the active build kit (choose from a list when no NAME is given)."""
-    from flowcore._installer import canonical
+    from flowcore.environment import canonical_name
     from flowcore.config import edit_project, update_global
 
     config = flow.config
@@ -105,7 +105,7 @@ def switch(flow: Flow, name: str | None) -> None:
 
         name = str(choose("Switch to which build kit?", installed, argument="NAME",
                           command="flow buildkit switch"))
-    name = canonical(name)
+    name = canonical_name(name)
     if name not in installed:
         raise UsageError(f"build kit '{name}' is not installed",
                          f"Install it with: flow buildkit add {name}")
