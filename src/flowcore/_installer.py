@@ -205,12 +205,7 @@ def find_uv() -> str | None:
     """The uv binary, unless ``FLOW_INSTALLER=pip`` asks for pip."""
     if os.environ.get("FLOW_INSTALLER", "").lower() == "pip":
         return None
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
+    return environment.uv_binary()
 
 
 def summarise(output: str) -> str:

@@ -9,6 +9,7 @@ user's project environment.
 from __future__ import annotations
 
 import re
+import shutil
 import site
 import sys
 from pathlib import Path
@@ -57,3 +58,17 @@ def env_dirs_for(config: EffectiveConfig) -> list[Path]:
         dirs.append(paths.project_env_dir(config.project.root))
     dirs.append(paths.global_env_dir())
     return dirs
+
+
+def uv_binary() -> str | None:
+    """The uv binary: the one flowcore depends on (the ``uv`` package), else one on ``PATH``.
+
+    Kits that run uv (builds, test environments) call this instead of looking for it
+    themselves; ``None`` means there is no uv and callers fall back to pip/venv.
+    """
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")

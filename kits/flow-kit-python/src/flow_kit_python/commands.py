@@ -7,7 +7,6 @@ Settings come from the kit's section: ``[tool.flow.python]`` in the project, ove
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import click
 
+from flowcore.environment import uv_binary
 from flowcore.errors import FlowError, UsageError
 
 OFFLINE_VARS = ("FLOW_OFFLINE", "UV_OFFLINE", "PIP_NO_INDEX")
@@ -65,15 +65,6 @@ def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
     return value
 
 
-def find_uv() -> str | None:
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
-
-
 def kit_python() -> str:
     """The interpreter of the environment this kit is installed in.
 
@@ -101,7 +92,7 @@ def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> int:
 
 
 def build_command(root: Path, out_dir: Path, isolated: bool, tool: str) -> list[str]:
-    uv = find_uv() if tool in ("auto", "uv") else None
+    uv = uv_binary() if tool in ("auto", "uv") else None
     if tool == "uv" and uv is None:
         raise FlowError("build-tool is uv, but uv is not installed", "Install uv")
     if uv is not None:

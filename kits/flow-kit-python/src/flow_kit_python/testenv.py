@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from flowcore.environment import site_packages_dir, uv_binary
 from flowcore.errors import FlowError
 
 ENV_DIR = Path(".flow") / "test-env"
@@ -56,10 +57,6 @@ def _spec(root: Path) -> str:
     return f"{root}[test]" if "test" in extras else str(root)
 
 
-def _site_packages(env: Path) -> Path:
-    return env / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-
-
 def _check(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -72,8 +69,6 @@ def _check(cmd: list[str], what: str) -> None:
 
 def ensure_test_env(root: Path, offline: bool) -> str:
     """Create or refresh ``<root>/.flow/test-env``; returns its interpreter."""
-    from flow_kit_python.commands import find_uv
-
     env = root / ENV_DIR
     python = env / "bin" / "python"
     dirs = visible_site_dirs()
@@ -91,14 +86,14 @@ def ensure_test_env(root: Path, offline: bool) -> str:
     click.echo(f"preparing the test environment {ENV_DIR}", err=True)
     shutil.rmtree(env, ignore_errors=True)
     try:
-        uv = find_uv()
+        uv = uv_binary()
         if uv:
             _check([uv, "venv", "--quiet", "--python", sys.executable, str(env)],
                    "cannot create the test environment")
         else:
             _check([sys.executable, "-m", "venv", str(env)], "cannot create the test environment")
         lines = [f"import site; site.addsitedir({d!r})" for d in dirs]
-        (_site_packages(env) / PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (site_packages_dir(env) / PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
         spec = _spec(root)
         options = ["--no-index", "--no-build-isolation"] if offline else []
         if uv:

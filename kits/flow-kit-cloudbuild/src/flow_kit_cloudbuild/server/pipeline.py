@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from flowcore.environment import uv_binary
+
 from .. import protocol
 from . import policy
 from .artifacts import ArtifactStore, safe_artifact_name
@@ -47,15 +49,6 @@ class Paths:
     def upload(self, upload_id: str) -> Path:
         assert policy.is_id(upload_id)
         return self.uploads / f"{upload_id}.tar.gz"
-
-
-def uv_binary() -> str | None:
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except Exception:  # uv is a dependency of flowcore, but a PATH uv will do as well
-        return shutil.which("uv")
 
 
 class Pipeline:
