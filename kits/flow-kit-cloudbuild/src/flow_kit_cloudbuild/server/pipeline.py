@@ -8,8 +8,11 @@ failure. The work directory is made by the server under its data dir (never from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import shutil
+import signal
 import stat
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,10 +27,15 @@ from .artifacts import ArtifactStore, safe_artifact_name
 from .config import ServerConfig
 from .errors import StepFailed
 from .process import LogBudget, run_command
+from .sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from .sources import GitSource, unpack_archive
 
 Emit = Callable[..., Awaitable[Any]]  # emit(action, message, **extra)
 OUTPUT_DIRS = ("dist", "build")
+CACHE_KINDS = ("npm", "uv", "pip")
+DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's size
+_OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|out of memory|ENOMEM", re.I)
+_OUT_OF_PROCESSES = re.compile(r"Resource temporarily unavailable|EAGAIN|fork: retry", re.I)
 
 
 class Paths:
@@ -54,8 +62,14 @@ class Paths:
 class Pipeline:
     def __init__(self, *, task_id: str, request: dict[str, Any], attempt: int, cfg: ServerConfig,
                  paths: Paths, git: GitSource, artifacts: ArtifactStore, emit: Emit,
-                 set_step: Callable[[str], Awaitable[None]]) -> None:
+                 set_step: Callable[[str], Awaitable[None]], tenant: str = "",
+                 sandbox: Sandbox | None = None) -> None:
         self.task_id = task_id
+        self.tenant = tenant        # the token hash that owns the task: its caches, its build uid
+        self.sandbox = sandbox      # None: --no-sandbox (trusted single-user setups only)
+        self.identity = sandbox.identity(tenant) if sandbox is not None else None
+        self.caches = owner_dirs(paths.cache, tenant, CACHE_KINDS)
+        self._seen_limit_hint = ""
         self.req = request
         self.cfg = cfg
         self.paths = paths
@@ -77,6 +91,12 @@ class Pipeline:
         await self._emit(step, message)
 
     async def _log(self, lines: list[str], stream: str) -> None:
+        if self.sandbox is not None and not self._seen_limit_hint:
+            for line in lines:
+                if _OUT_OF_MEMORY.search(line):
+                    self._seen_limit_hint = "memory"
+                elif _OUT_OF_PROCESSES.search(line):
+                    self._seen_limit_hint = "processes"
         await self._emit(protocol.ACTION_LOG, "\n".join(lines), step=self.step, stream=stream,
                          lines=len(lines))
 
@@ -91,11 +111,11 @@ class Pipeline:
         env = {
             "PATH": path, "HOME": str(self.dir / "home"), "TMPDIR": str(self.dir / "tmp"),
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "CI": "true",
-            "npm_config_cache": str(self.paths.cache / "npm"),
+            "npm_config_cache": str(self.caches["npm"]),
             "npm_config_audit": "false", "npm_config_fund": "false",
             "npm_config_update_notifier": "false", "npm_config_progress": "false",
-            "UV_CACHE_DIR": str(self.paths.cache / "uv"),
-            "PIP_CACHE_DIR": str(self.paths.cache / "pip"),
+            "UV_CACHE_DIR": str(self.caches["uv"]),
+            "PIP_CACHE_DIR": str(self.caches["pip"]),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1",
         }
         if self.venv.is_dir():
@@ -105,17 +125,80 @@ class Pipeline:
         env.update(self.cfg.build_env)
         return env
 
-    async def _run(self, argv: list[str], what: str) -> None:
+    async def _run(self, argv: list[str], what: str, *, network: bool = False) -> None:
+        """Run one command of the project's, confined by the sandbox unless it is switched off."""
         await self._log(["$ " + " ".join(argv)], "stdout")
+        env = self.env()
+        confine = None
+        if self.sandbox is not None:
+            if shutil.which(argv[0], path=env["PATH"]) is None:  # bwrap would only say "execvp"
+                raise StepFailed(
+                    f"{what}: program {argv[0]!r} is not installed on the build server; "
+                    "ask the operator to install it")
+            uid, gid = self.identity or (None, None)
+            confine = (self.sandbox, SandboxSpec(work=self.dir, caches=tuple(self.caches.values()),
+                                                 network=network, uid=uid, gid=gid))
+        self._seen_limit_hint = ""
+        command = asyncio.ensure_future(run_command(
+            argv, cwd=self.src, env=env, on_line=self._log, budget=self.budget,
+            max_line=self.cfg.max_log_line, confine=confine))
+        watch = asyncio.ensure_future(self._watch_disk()) if self.sandbox is not None else None
         try:
-            code = await run_command(argv, cwd=self.src, env=self.env(), on_line=self._log,
-                                     budget=self.budget, max_line=self.cfg.max_log_line)
+            waiting = {command} if watch is None else {command, watch}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if watch is not None and watch in done and not command.done():
+                command.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await command
+                watch.result()  # raises the disk limit's StepFailed
+            code = await command
         except FileNotFoundError:
             raise StepFailed(f"{what}: program {argv[0]!r} is not installed on the build server; "
                              "ask the operator to install it") from None
+        finally:
+            for t in (command, watch):
+                if t is not None and not t.done():
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+        if self.sandbox is not None:
+            await self._check_disk()
         if code != 0:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            raise StepFailed(f"{what}: `{' '.join(argv)}` {how}")
+            raise StepFailed(f"{what}: `{' '.join(argv)}` {self._how(code)}")
+
+    def _how(self, code: int) -> str:
+        """How a command ended, naming the sandbox limit it most likely hit."""
+        limits = self.sandbox.limits if self.sandbox is not None else None
+        if code < 0 or code > 128:  # killed by a signal (bubblewrap reports 128 + signal)
+            sig = -code if code < 0 else code - 128
+            if limits is not None and sig == signal.SIGXFSZ:
+                return (f"was stopped: it wrote a file larger than the build limit of {_size(limits.file_size)}"
+                        " (--build-file-size); write smaller files or ask the operator to raise it")
+            if code < 0:
+                return f"was killed by signal {sig}"
+        how = f"exited with status {code}"
+        if limits is not None and self._seen_limit_hint == "memory" and limits.memory:
+            how += (f"; it ran out of memory: builds may use {_size(limits.memory)} per process "
+                    "(--build-memory)")
+        elif limits is not None and self._seen_limit_hint == "processes" and limits.processes:
+            how += (f"; it could not start more processes: builds may run {limits.processes} "
+                    "(--build-processes)")
+        return how
+
+    async def _watch_disk(self) -> None:
+        while True:
+            await asyncio.sleep(DISK_CHECK_EVERY)
+            await self._check_disk()
+
+    async def _check_disk(self) -> None:
+        assert self.sandbox is not None
+        limit = self.sandbox.limits.disk
+        if not limit:
+            return
+        used = await asyncio.to_thread(disk_usage, self.dir, limit)
+        if used > limit:
+            raise StepFailed(f"the build's work directory passed the disk limit of {_size(limit)} "
+                             "(--build-disk); make the build write less or ask the operator to raise it")
 
     # -- the steps ---------------------------------------------------------------------------
     async def run(self) -> list[dict[str, Any]]:
@@ -129,8 +212,11 @@ class Pipeline:
         await self._enter("prepare", "preparing a fresh work directory")
         if self.dir.exists():
             await asyncio.to_thread(shutil.rmtree, self.dir)
-        for d in (self.dir, self.dir / "home", self.dir / "tmp"):
+        for d in (self.dir, self.dir / "home", self.dir / "tmp", *self.caches.values()):
             d.mkdir(parents=True, exist_ok=True)
+        if self.identity is not None:  # root server: the caches belong to this tenant's build uid
+            for cache in self.caches.values():
+                await asyncio.to_thread(self.sandbox.prepare_dir, cache, self.identity)  # type: ignore[union-attr]
 
     async def download(self) -> None:
         if self.req["source"] == "git":
@@ -151,6 +237,8 @@ class Pipeline:
                              "server; pass an allowed build command")
         policy.check_scripts_exist(cmd, self.cfg, self.src)
         self.build_cmd = cmd
+        if self.identity is not None:  # root server: the build's user owns its work directory
+            await asyncio.to_thread(self.sandbox.prepare_dir, self.dir, self.identity)  # type: ignore[union-attr]
 
     def _plain_file(self, name: str) -> bool:
         p = self.src / name
@@ -167,7 +255,7 @@ class Pipeline:
         await self._enter("install", f"installing dependencies: {what.lstrip(', ')}" if what
                           else "nothing to install (no package.json, pyproject.toml or requirements.txt)")
         for argv, what in commands:
-            await self._run(argv, "install failed")
+            await self._run(argv, "install failed", network=True)
         if python:
             await self._install_python()
 
@@ -178,15 +266,15 @@ class Pipeline:
             requirements.append("build")
         if uv:
             await self._run([uv, "venv", "--quiet", "--python", sys.executable, str(self.venv)],
-                            "install failed")
+                            "install failed", network=True)
             pip = [uv, "pip", "install", "--python", str(self.venv / "bin" / "python")]
         else:
-            await self._run([sys.executable, "-m", "venv", str(self.venv)], "install failed")
+            await self._run([sys.executable, "-m", "venv", str(self.venv)], "install failed", network=True)
             pip = [str(self.venv / "bin" / "python"), "-m", "pip", "install"]
         if self._plain_file("requirements.txt"):
-            await self._run([*pip, "-r", "requirements.txt"], "install failed")
+            await self._run([*pip, "-r", "requirements.txt"], "install failed", network=True)
         if requirements:
-            await self._run([*pip, *requirements], "install failed")
+            await self._run([*pip, *requirements], "install failed", network=True)
 
     def _python_build_requirements(self) -> list[str]:
         if not self._plain_file("pyproject.toml"):
@@ -206,8 +294,9 @@ class Pipeline:
         await self._enter("build", f"building: {' '.join(self.build_cmd)}")
         for check in self.cfg.checks:
             await self._log([f"pre-build check {check.name!r}"], "stdout")
-            await self._run(check.argv, f"pre-build check {check.name!r} failed")
-        await self._run(self.build_cmd, "build failed")
+            await self._run(check.argv, f"pre-build check {check.name!r} failed",
+                            network=self.cfg.build_network)
+        await self._run(self.build_cmd, "build failed", network=self.cfg.build_network)
 
     async def publish(self) -> list[dict[str, Any]]:
         await self._enter("publish", "collecting and storing the artifacts")
@@ -262,3 +351,10 @@ def collect_files(out: Path) -> Collected:
                 continue
             got.found.append((name, p))
     return got
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"

@@ -4,8 +4,10 @@ Output is read in chunks and cut into lines; each line is capped in length (trun
 marker) and the task's whole log is capped in volume. The complete lines of one read go to the
 sink together, so a build that prints fast is sent in batches (one message per read, not per
 line) while a slow one still shows each line as soon as it is printed. On cancellation (task cancelled or timed
-out) or an exceeded log cap, the whole process group is killed, so a build cannot leave
-processes behind.
+out) or an exceeded log cap, the whole process group is killed. Inside the sandbox that is
+structural (the build's PID namespace dies with bubblewrap); without it (``--no-sandbox``) a
+build that leaves its process group (setsid) can outlive it, which is why the sandbox is the
+default.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .. import protocol
+from .sandbox import Sandbox, SandboxSpec
 
 LineSink = Callable[[list[str], str], Awaitable[None]]  # (lines, "stdout"|"stderr")
 KILL_GRACE = 2.0      # seconds between SIGTERM and SIGKILL
@@ -44,17 +47,26 @@ class LogBudget:
 
 
 async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_line: LineSink,
-                      budget: LogBudget, max_line: int = protocol.MAX_LOG_LINE) -> int:
+                      budget: LogBudget, max_line: int = protocol.MAX_LOG_LINE,
+                      confine: tuple[Sandbox, SandboxSpec] | None = None) -> int:
     """Run ``argv`` and return its exit status (negative: killed by that signal).
+
+    With ``confine`` the command runs inside that sandbox (see sandbox.py): killing the group
+    then kills bubblewrap, and with it every process in the build's PID namespace.
 
     Raises FileNotFoundError when the program does not exist, LogLimitExceeded when the output
     budget runs out (the group is killed first), and CancelledError passes through after the
     group is killed.
     """
+    preexec = None
+    if confine is not None:
+        sandbox, spec = confine
+        argv = sandbox.wrap(argv, spec, cwd)
+        preexec = sandbox.preexec()
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, limit=1 << 20)
+        start_new_session=True, limit=1 << 20, preexec_fn=preexec)
     lock = asyncio.Lock()  # one batch at a time reaches the sink
 
     async def pump(stream: asyncio.StreamReader, name: str) -> None:

@@ -1,0 +1,292 @@
+"""The build sandbox: every command that runs a project's code runs inside bubblewrap.
+
+Why bubblewrap: it is what Flatpak uses, it is one small Debian package, and it works both
+unprivileged (through a user namespace) and as root. Each command gets:
+
+- new PID, IPC, UTS and mount namespaces, and its own ``/proc``: the server process, its
+  command line and its environment do not exist from inside. The namespace's first process is
+  bubblewrap's init; when it ends (the command exited, was killed, or the server died, through
+  ``--die-with-parent``) the kernel kills every process left in the namespace, whatever they did
+  (``setsid``, double fork, ``env -i``). Nothing outlives a build by construction.
+- the system read-only (``/usr``, ``/etc``, the interpreter that runs the server, uv, node),
+  a private ``/tmp``, and exactly two writable places: the task attempt's work directory and
+  the owner's own package caches. The data dir, other tasks, uploads, artifacts, git mirrors
+  and the server's token and config files are not mounted at all.
+- no network unless the step needs it (install: yes; build: only with ``--build-network``).
+- resource limits: address space per process, number of processes, file size (setrlimit),
+  and the work directory's disk use (watched by the pipeline).
+
+When the server runs as root, the command runs as an unprivileged user: by default one uid per
+token (``BUILD_UID_BASE`` + a hash of the token), so process limits and package caches are per
+tenant; ``--build-user`` names a fixed user instead. Without root, the command keeps the
+server's uid inside a user namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
+
+BUILD_UID_BASE = 1_000_000        # per-token uids: BUILD_UID_BASE .. + BUILD_UID_SPAN
+BUILD_UID_SPAN = 1 << 20
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+GIB = 1024 ** 3
+
+
+class SandboxUnavailable(Exception):
+    """No sandbox can be made on this machine; the message says why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-build resource limits (bytes and counts); 0 means no limit."""
+
+    memory: int = 4 * GIB          # address space of each process (RLIMIT_AS)
+    processes: int = 512           # processes of the build's user (RLIMIT_NPROC)
+    file_size: int = 2 * GIB       # largest file a build may write (RLIMIT_FSIZE)
+    disk: int = 10 * GIB           # the work directory's total size, checked while it runs
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandboxed command may see and do."""
+
+    work: Path                      # the attempt's work dir: bound read-write at the same path
+    caches: tuple[Path, ...] = ()   # the owner's package caches: read-write
+    network: bool = False
+    uid: int | None = None          # run as this uid/gid (root servers only)
+    gid: int | None = None
+
+
+@dataclass
+class Sandbox:
+    """Turns an argv into the bubblewrap argv that runs it confined; one per server."""
+
+    limits: Limits = field(default_factory=Limits)
+    build_user: str = "auto"              # "auto": a uid per token; or a user name / uid
+    hidden: tuple[Path, ...] = ()         # server files never to be visible (data dir, tokens)
+    ro_paths: tuple[Path, ...] = ()       # extra read-only paths (e.g. a toolchain in /srv)
+    bwrap: str = "bwrap"
+
+    def __post_init__(self) -> None:
+        self.is_root = os.geteuid() == 0
+
+    # -- identity -----------------------------------------------------------------------------
+    def identity(self, owner: str) -> tuple[int, int] | None:
+        """The uid/gid a build of ``owner`` (a token hash) runs as; None: the server's own."""
+        if not self.is_root:
+            return None
+        if self.build_user == "auto":
+            uid = BUILD_UID_BASE + int(hashlib.sha256(owner.encode()).hexdigest()[:8], 16) % BUILD_UID_SPAN
+            return uid, uid
+        return resolve_user(self.build_user)
+
+    # -- argv ---------------------------------------------------------------------------------
+    def readonly_paths(self) -> list[Path]:
+        """System paths plus wherever the interpreter, uv and node live."""
+        paths: list[Path] = [Path(p) for p in SYSTEM_PATHS]
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+            paths.append(Path(p))
+            paths.append(Path(p).resolve())
+        from flowcore.environment import uv_binary
+
+        for prog in (uv_binary(), shutil.which("node"), shutil.which("npm"), shutil.which("git")):
+            if prog:
+                real = Path(prog).resolve()
+                paths.append(real.parent.parent if real.parent.name == "bin" else real.parent)
+        paths.extend(self.ro_paths)
+        seen: list[Path] = []
+        for p in paths:
+            if p not in seen and (p.exists() or p.is_symlink()):
+                seen.append(p)
+        # A path inside another one is mounted by its parent already.
+        return [p for p in seen if not any(q != p and _inside(p, q) and not q.is_symlink() for q in seen)]
+
+    def wrap(self, argv: list[str], spec: SandboxSpec, cwd: Path) -> list[str]:
+        """The bubblewrap command line that runs ``argv`` in ``cwd`` confined by ``spec``."""
+        args = [self.bwrap, "--die-with-parent", "--new-session",
+                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--hostname", "flow-build"]
+        if not spec.network:
+            args.append("--unshare-net")
+        if not self.is_root:
+            args.append("--unshare-user")
+        mounted: list[Path] = []     # bound from the host: everything below them exists
+        made: set[Path] = {Path("/")}  # directories made inside the sandbox
+
+        def parents(p: Path) -> list[str]:
+            # bubblewrap makes missing parents with mode 0700, which the build user could not
+            # cross (/root for an interpreter in /root/.pyenv); make them 0755 first.
+            out: list[str] = []
+            for parent in reversed(p.parents):
+                if parent not in made and not any(parent == m or _inside(parent, m) for m in mounted):
+                    out += ["--perms", "0755", "--dir", str(parent)]
+                    made.add(parent)
+            return out
+
+        for p in self.readonly_paths():
+            if p.is_symlink() and str(p) in SYSTEM_PATHS:
+                args += ["--symlink", os.readlink(p), str(p)]  # merged /usr: /bin -> usr/bin
+            else:
+                args += [*parents(p), "--ro-bind", str(p), str(p)]
+            mounted.append(p)
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+                 "--tmpfs", "/run", "--perms", "1777", "--dir", "/var/tmp"]
+        made.update(Path(p) for p in ("/proc", "/dev", "/tmp", "/run", "/var", "/var/tmp"))
+        for secret in self.hidden:
+            if not any(_inside(secret, m) or secret == m for m in (*mounted, *made)):
+                continue
+            if secret.is_dir():
+                args += ["--tmpfs", str(secret)]       # e.g. a data dir under a system path
+            elif secret.exists():
+                args += ["--ro-bind", "/dev/null", str(secret)]
+        for rw in (spec.work, *spec.caches):
+            args += [*parents(rw), "--bind", str(rw), str(rw)]
+        args += ["--chdir", str(cwd), "--"]
+        if self.is_root and spec.uid is not None:
+            args += ["setpriv", f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups",
+                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        return args + argv
+
+    def preexec(self) -> Callable[[], None]:
+        """Sets the resource limits in the child before bubblewrap starts (inherited by all)."""
+        limits = self.limits
+        nproc = limits.processes
+        if nproc and not self.is_root:
+            # Unprivileged, RLIMIT_NPROC counts every process of the server's user; leave room
+            # for those that exist already so the limit bounds what the build adds.
+            nproc += _processes_of(os.getuid())
+
+        def apply() -> None:
+            for which, value in ((resource.RLIMIT_AS, limits.memory), (resource.RLIMIT_NPROC, nproc),
+                                 (resource.RLIMIT_FSIZE, limits.file_size), (resource.RLIMIT_CORE, 0)):
+                if value or which == resource.RLIMIT_CORE:
+                    _set_limit(which, value)
+        return apply
+
+    # -- setup --------------------------------------------------------------------------------
+    def prepare_dir(self, path: Path, ident: tuple[int, int] | None) -> None:
+        """Give a tree the build writes into to the build's user (root servers only)."""
+        if ident is None:
+            return
+        uid, gid = ident
+        for dirpath, dirnames, filenames in os.walk(path):
+            os.lchown(dirpath, uid, gid)
+            for name in (*dirnames, *filenames):
+                os.lchown(os.path.join(dirpath, name), uid, gid)
+
+    def probe(self) -> None:
+        """Run a trivial command in a sandbox as builds will; raise SandboxUnavailable if not."""
+        if shutil.which(self.bwrap) is None:
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
+        if self.is_root and shutil.which("setpriv") is None:
+            raise SandboxUnavailable("setpriv (util-linux) is not installed")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="flow-sandbox-probe-") as tmp:
+            work = Path(tmp)
+            ident = self.identity("probe")
+            self.prepare_dir(work, ident)
+            spec = SandboxSpec(work=work, uid=ident[0] if ident else None, gid=ident[1] if ident else None)
+            argv = self.wrap([sys.executable, "-c", "import os; open('ok', 'w').write(str(os.getpid()))"],
+                             spec, work)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                      preexec_fn=self.preexec(), env={"PATH": os.environ.get("PATH", os.defpath)})
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise SandboxUnavailable(f"bwrap did not run ({exc})") from None
+            if done.returncode != 0 or not (work / "ok").is_file():
+                why = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                raise SandboxUnavailable(f"bwrap failed: {why}")
+
+
+def resolve_user(spec: str) -> tuple[int, int]:
+    """A user name or numeric uid to (uid, gid); root is refused."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not spec.isdigit():
+            raise SandboxUnavailable(f"there is no user {spec!r} on this machine") from None
+        uid = gid = int(spec)
+    if uid == 0:
+        raise SandboxUnavailable("builds cannot run as root")
+    return uid, gid
+
+
+def _set_limit(which: int, value: int) -> None:
+    soft, hard = resource.getrlimit(which)
+    new = value if value else 0
+    if hard != resource.RLIM_INFINITY and new > hard:
+        new = hard
+    resource.setrlimit(which, (new, new))
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += 1
+            except OSError:
+                continue
+    return count
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+    except ValueError:
+        return False
+    return path != parent
+
+
+def disk_usage(root: Path, stop_after: int) -> int:
+    """Bytes allocated under ``root`` (no symlinks followed); stops counting past ``stop_after``."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+        if total > stop_after:
+            break
+    return total
+
+
+def owner_dirs(cache_root: Path, owner: str, kinds: Iterable[str]) -> dict[str, Path]:
+    """Package cache directories of one owner (token hash): a tenant cannot poison another's."""
+    key = hashlib.sha256(owner.encode()).hexdigest()[:24]
+    return {k: cache_root / k / key for k in kinds}
+
+
+def make_sandbox(cfg: ServerConfig) -> Sandbox:
+    """The sandbox a server with ``cfg`` runs its builds in."""
+    return Sandbox(limits=Limits(memory=cfg.build_memory, processes=cfg.build_processes,
+                                 file_size=cfg.build_file_size, disk=cfg.build_disk),
+                   build_user=cfg.build_user, hidden=tuple(cfg.secret_paths),
+                   ro_paths=tuple(cfg.sandbox_ro_paths))
