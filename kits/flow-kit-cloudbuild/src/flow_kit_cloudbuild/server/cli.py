@@ -21,8 +21,9 @@ import click
 from flowcore.errors import FlowError
 
 from .. import __version__, protocol
-from .config import ServerConfig, apply_file, default_data_dir, load_file, read_tokens
+from .config import ServerConfig, apply_file, default_data_dir, load_file, parse_size, read_tokens
 from .errors import ServerConfigError
+from .sandbox import make_sandbox
 
 
 def _server_token(data_dir: Path) -> str:
@@ -35,6 +36,63 @@ def _server_token(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise click.BadParameter(f"{value[:40]!r} is not a size; write it like 4G, 512M or 65536") from None
+
+
+def sandbox_options(f):  # type: ignore[no-untyped-def]
+    """The build sandbox's options (docs/cloud-build.md, "Threat model")."""
+    options = [
+        click.option("--no-sandbox", "no_sandbox", is_flag=True, default=False,
+                     help="Run builds without the bubblewrap sandbox: only for a trusted, single-user server."),
+        click.option("--build-user", default=None,
+                     help="As root: the user builds run as (default: one unprivileged uid per token)."),
+        click.option("--build-network/--no-build-network", default=None,
+                     help="Give the build step network access (install always has it; default off)."),
+        click.option("--build-memory", callback=_size, default=None,
+                     help="Address space per build process, e.g. 4G (default 4G; 0: no limit)."),
+        click.option("--build-processes", type=click.IntRange(0), default=None,
+                     help="Processes a build may run at once (default 512; 0: no limit)."),
+        click.option("--build-file-size", callback=_size, default=None,
+                     help="Largest file a build may write (default 2G)."),
+        click.option("--build-disk", callback=_size, default=None,
+                     help="Disk a build's work directory may use (default 10G)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | None, ...]) -> None:
+    """Merge the sandbox options into ``cfg`` and check a sandbox can be made (else refuse)."""
+    for key in ("build_user", "build_network", "build_memory", "build_processes", "build_file_size",
+                "build_disk"):
+        if opts.get(key) is not None:
+            setattr(cfg, key, opts[key])
+    if opts.get("no_sandbox"):
+        cfg.sandbox = False
+    cfg.secret_paths = tuple(Path(p).expanduser().resolve() for p in secrets if p is not None)
+    if not cfg.sandbox:
+        click.echo("flow-cloudbuild-server: warning: --no-sandbox: builds run as this server's user with "
+                   "access to its files, tokens and other tenants' artifacts; use it only on a trusted "
+                   "single-user machine", err=True)
+        return
+    from .sandbox import SandboxUnavailable
+
+    try:
+        make_sandbox(cfg).probe()
+    except SandboxUnavailable as exc:
+        raise ServerConfigError(
+            f"cannot make a build sandbox: {exc}",
+            "Install bubblewrap (apt-get install bubblewrap), or pass --no-sandbox on a trusted "
+            "single-user machine") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,10 +120,11 @@ def _server_token(data_dir: Path) -> str:
               help="With --redis-url: seconds without a worker heartbeat before its task is retried.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True,
               help="With --redis-url: attempts of a task whose worker died, before it fails.")
+@sandbox_options
 @click.version_option(__version__, prog_name="flow-cloudbuild-server")
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
           public_url, offline, log_level, redis_url, role, shared_dir, heartbeat_timeout,
-          max_attempts) -> None:
+          max_attempts, **sandbox_opts) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
     if redis_url:
@@ -95,6 +154,7 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
         generated = _server_token(cfg.data_dir)
         found = {generated}
     cfg.tokens = frozenset(found)
+    apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file))
 
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)

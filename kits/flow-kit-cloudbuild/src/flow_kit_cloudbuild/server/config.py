@@ -73,10 +73,36 @@ class ServerConfig:
     max_log_bytes: int = 20 * 1024 * 1024
     max_event_bytes: int = 64 * 1024
     keep_workdirs: bool = False
+    # The build sandbox (sandbox.py, docs/cloud-build.md "Threat model").
+    sandbox: bool = True                   # False only with --no-sandbox: trusted setups
+    build_user: str = "auto"               # root servers: "auto" = one uid per token
+    build_network: bool = False            # the build step's network (install always has it)
+    build_memory: int = 4 * 1024 ** 3      # address space per build process
+    build_processes: int = 512             # processes per build user
+    build_file_size: int = 2 * 1024 ** 3   # largest file a build writes
+    build_disk: int = 10 * 1024 ** 3       # the work directory's total size
+    sandbox_ro_paths: tuple[Path, ...] = ()      # more read-only paths for builds (toolchains)
+    secret_paths: tuple[Path, ...] = ()          # server files builds must never see
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def parse_size(value: object) -> int:
+    """``4G``, ``512M``, ``64k`` or a plain number of bytes (0: no limit)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(value)
+        return value
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}.get(text[-1:], 1)
+    number = float(text[:-1] if scale > 1 else text)
+    if number < 0:
+        raise ValueError(value)
+    return int(number * scale)
 
 
 def default_data_dir() -> Path:
@@ -147,7 +173,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     known = {"host", "port", "public-url", "concurrency", "data-dir", "build-commands", "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
-             "max-log-line", "max-log-bytes", "keep-workdirs"}
+             "max-log-line", "max-log-bytes", "keep-workdirs", "sandbox", "build-user", "build-network",
+             "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ServerConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}",
@@ -175,7 +202,25 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
             setattr(cfg, attr, data[key])
     if "data-dir" in data:
         cfg.data_dir = Path(str(data["data-dir"])).expanduser()
-    for key, attr in (("offline", "offline"), ("keep-workdirs", "keep_workdirs")):
+    for key, attr in (("build-memory", "build_memory"), ("build-processes", "build_processes"),
+                      ("build-file-size", "build_file_size"), ("build-disk", "build_disk")):
+        if key in data:
+            try:
+                setattr(cfg, attr, parse_size(data[key]) if key != "build-processes" else int(data[key]))
+            except (TypeError, ValueError):
+                raise ServerConfigError(f"{source}: {key} must be a size like 4G, 512M or a number",
+                                        "Fix the value") from None
+    if "build-user" in data:
+        if not isinstance(data["build-user"], (str, int)) or isinstance(data["build-user"], bool):
+            raise ServerConfigError(f"{source}: build-user must be a user name, a uid or \"auto\"", "Fix the value")
+        cfg.build_user = str(data["build-user"])
+    if "sandbox-ro-paths" in data:
+        v = data["sandbox-ro-paths"]
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.startswith("/") for x in v):
+            raise ServerConfigError(f"{source}: sandbox-ro-paths must be a list of absolute paths", "Fix the value")
+        cfg.sandbox_ro_paths = tuple(Path(x) for x in v)
+    for key, attr in (("offline", "offline"), ("keep-workdirs", "keep_workdirs"), ("sandbox", "sandbox"),
+                      ("build-network", "build_network")):
         if key in data:
             if not isinstance(data[key], bool):
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")

@@ -164,7 +164,8 @@ class RedisTaskService(TaskService):
             task_id=task_id, request=record["request"], attempt=attempt, cfg=self.cfg,
             paths=self.paths, git=self.git, artifacts=self.artifacts,
             emit=lambda action, message, **extra: self.emit(task_id, action, message, **extra),
-            set_step=lambda step: self._set_state(task_id, step))
+            set_step=lambda step: self._set_state(task_id, step),
+            tenant=record.get("tokenHash", ""), sandbox=self.sandbox)
         pipeline.locks, pipeline.owner = self.locks, f"task {task_id} on {self.worker_id}"
         timeout = record["request"].get("timeout", self.cfg.default_timeout)
 

@@ -23,6 +23,7 @@ from .errors import RequestError, StepFailed
 from .pipeline import Paths, Pipeline
 from .process import LogLimitExceeded, kill_orphaned_groups
 from .queue import JobQueue
+from .sandbox import make_sandbox
 from .sources import GitSource
 from .store import TaskStore, public_record
 
@@ -41,6 +42,7 @@ class TaskService:
         self.sio = sio
         self.paths = Paths(cfg.data_dir)
         self.git = GitSource(self.paths.git_cache, cfg.allowed_protocols)
+        self.sandbox = make_sandbox(cfg) if cfg.sandbox else None
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancel_requested: set[str] = set()
@@ -215,7 +217,8 @@ class TaskService:
             task_id=task_id, request=record["request"], attempt=record.get("attempt", 1), cfg=self.cfg,
             paths=self.paths, git=self.git, artifacts=self.artifacts,
             emit=lambda action, message, **extra: self.emit(task_id, action, message, **extra),
-            set_step=lambda step: self._set_state(task_id, step))
+            set_step=lambda step: self._set_state(task_id, step),
+            tenant=record.get("tokenHash", ""), sandbox=self.sandbox)
         timeout = record["request"].get("timeout", self.cfg.default_timeout)
 
         async def body() -> list[dict[str, Any]]:
