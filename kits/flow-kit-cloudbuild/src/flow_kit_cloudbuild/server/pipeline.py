@@ -36,6 +36,7 @@ CACHE_KINDS = ("npm", "uv", "pip")
 DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's size
 _OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|out of memory|ENOMEM", re.I)
 _OUT_OF_PROCESSES = re.compile(r"Resource temporarily unavailable|EAGAIN|fork: retry", re.I)
+_FILE_TOO_LARGE = re.compile(r"File too large|EFBIG", re.I)
 
 
 class Paths:
@@ -97,6 +98,8 @@ class Pipeline:
                     self._seen_limit_hint = "memory"
                 elif _OUT_OF_PROCESSES.search(line):
                     self._seen_limit_hint = "processes"
+                elif _FILE_TOO_LARGE.search(line):
+                    self._seen_limit_hint = "file size"
         await self._emit(protocol.ACTION_LOG, "\n".join(lines), step=self.step, stream=stream,
                          lines=len(lines))
 
@@ -172,11 +175,12 @@ class Pipeline:
         if code < 0 or code > 128:  # killed by a signal (bubblewrap reports 128 + signal)
             sig = -code if code < 0 else code - 128
             if limits is not None and sig == signal.SIGXFSZ:
-                return (f"was stopped: it wrote a file larger than the build limit of {_size(limits.file_size)}"
-                        " (--build-file-size); write smaller files or ask the operator to raise it")
+                return f"was stopped: it {_file_too_large(limits.file_size)}"
             if code < 0:
                 return f"was killed by signal {sig}"
         how = f"exited with status {code}"
+        if limits is not None and self._seen_limit_hint == "file size" and limits.file_size:
+            how += f"; it {_file_too_large(limits.file_size)}"
         if limits is not None and self._seen_limit_hint == "memory" and limits.memory:
             how += (f"; it ran out of memory: builds may use {_size(limits.memory)} per process "
                     "(--build-memory)")
@@ -358,3 +362,8 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:g} {unit}"
     return f"{n} bytes"
+
+
+def _file_too_large(limit: int) -> str:
+    return (f"wrote a file larger than the build limit of {_size(limit)} (--build-file-size); "
+            "write smaller files or ask the operator to raise it")
