@@ -199,7 +199,19 @@ def _all_dead(pids: list[int], timeout: float = 10) -> bool:
     return False
 
 
-def test_timeout_kills_the_whole_process_group(client, git_daemon, tmp_path):
+# The process-group tests below run with --no-sandbox: they pin what the fallback for trusted
+# setups still does. With the sandbox (the default) nothing outlives a build at all:
+# test_cloudbuild_sandbox.py holds those tests (setsid, double fork, env -i, server crash).
+@pytest.fixture(scope="module")
+def unsandboxed(tmp_path_factory):
+    s = ServerProc(tmp_path_factory.mktemp("unsandboxed") / "data", "--no-sandbox").start()
+    with Client(s.url) as c:
+        yield c
+    s.stop()
+
+
+def test_timeout_kills_the_whole_process_group(unsandboxed, git_daemon, tmp_path):
+    client = unsandboxed
     url = new_repo(git_daemon, _sleeper(tmp_path))
     ack = client.publish(**payload(url, timeout=4))
     pids = _pids(tmp_path)
@@ -210,7 +222,8 @@ def test_timeout_kills_the_whole_process_group(client, git_daemon, tmp_path):
     assert _all_dead(pids), [p for p in pids if not _dead(p)]
 
 
-def test_cancel_kills_the_whole_process_group(client, git_daemon, tmp_path):
+def test_cancel_kills_the_whole_process_group(unsandboxed, git_daemon, tmp_path):
+    client = unsandboxed
     url = new_repo(git_daemon, _sleeper(tmp_path))
     ack = client.publish(**payload(url))
     pids = _pids(tmp_path)
@@ -353,7 +366,7 @@ def test_a_restart_keeps_history_and_fails_the_running_task(tmp_path, git_daemon
     pid_dir.mkdir()
     url = new_repo(git_daemon, _sleeper(pid_dir))
     done_url = new_repo(git_daemon, npm_project())
-    s = ServerProc(tmp_path / "d").start()
+    s = ServerProc(tmp_path / "d", "--no-sandbox").start()  # the unsandboxed fallback's reaping
     try:
         with Client(s.url) as c:
             finished = c.publish(**payload(done_url))["taskId"]
