@@ -135,15 +135,16 @@ class Sandbox:
                     made.add(parent)
             return out
 
+        # Fresh /proc, /dev, /tmp first: a toolchain bound below may live under /tmp.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+                 "--tmpfs", "/run", "--perms", "1777", "--dir", "/var/tmp"]
+        made.update(Path(p) for p in ("/proc", "/dev", "/tmp", "/run", "/var", "/var/tmp"))
         for p in self.readonly_paths():
             if p.is_symlink() and str(p) in SYSTEM_PATHS:
                 args += ["--symlink", os.readlink(p), str(p)]  # merged /usr: /bin -> usr/bin
             else:
                 args += [*parents(p), "--ro-bind", str(p), str(p)]
             mounted.append(p)
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-                 "--tmpfs", "/run", "--perms", "1777", "--dir", "/var/tmp"]
-        made.update(Path(p) for p in ("/proc", "/dev", "/tmp", "/run", "/var", "/var/tmp"))
         for secret in self.hidden:
             if not any(_inside(secret, m) or secret == m for m in (*mounted, *made)):
                 continue
