@@ -7,7 +7,9 @@ later tasks only fetch into it and then clone locally from it, which is what mak
 publish of the same repository fast.
 
 Uploaded archives are unpacked member by member after checking each one: no absolute paths, no
-``..``, no links that leave the tree, no devices, and bounded size and file count.
+``..``, no links that leave the tree, no devices, and bounded size and file count. Headers are
+bounded before tarfile reads them: a GNU long name/link or a pax header declares its size in the
+header block in front of it, and one over the bound is refused before its data is read.
 """
 
 from __future__ import annotations
@@ -117,13 +119,74 @@ class GitSource:
                          "branch, tag or commit")
 
 
+MAX_NAME_BYTES = 4096             # an archive path or link target
+MAX_PAX_BYTES = 64 * 1024         # one pax extended header
+MAX_HEADER_CHAIN = 8              # extended headers in front of one member
+MAX_EXTENDED_TOTAL = 32 * 1024 * 1024  # all long-name and pax headers of one archive
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """``text`` quoted for a message: at most ``limit`` characters of it."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose extended headers are bounded before tarfile reads them.
+
+    tarfile reads a GNU long name or a pax header whole (``fileobj.read(size)``, size taken from
+    the header) before anyone sees the member; this refuses an oversized one from its header.
+    """
+
+    def _proc_member(self, tar):  # type: ignore[no-untyped-def]
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            long_name = self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+            bound = MAX_NAME_BYTES + 1 if long_name else MAX_PAX_BYTES  # + 1: the NUL after a name
+            chain = getattr(tar, "_flow_chain", 0) + 1
+            spent = getattr(tar, "_flow_extended", 0) + max(self.size, 0)
+            if self.size > bound:
+                if long_name:
+                    head = tar.fileobj.read(min(self.size, tarfile.BLOCKSIZE))
+                    text = head.split(b"\0", 1)[0].decode("utf-8", "replace")
+                    raise StepFailed(f"archive entry {_short(text, 60)} has a "
+                                     f"{'path' if self.type == tarfile.GNUTYPE_LONGNAME else 'link target'} "
+                                     f"of {self.size - 1} bytes, over the limit of {MAX_NAME_BYTES}; "
+                                     "use shorter paths")
+                raise StepFailed(f"the archive has a pax header of {self.size} bytes, over the limit of "
+                                 f"{MAX_PAX_BYTES}; create the archive without large extended headers")
+            if chain > MAX_HEADER_CHAIN:
+                raise StepFailed(f"the archive has more than {MAX_HEADER_CHAIN} extended headers in front "
+                                 "of one entry; create the archive with a standard tar")
+            if spent > MAX_EXTENDED_TOTAL:
+                raise StepFailed(f"the archive's long-name and pax headers add up to more than "
+                                 f"{MAX_EXTENDED_TOTAL} bytes; upload fewer files or use shorter paths")
+            tar._flow_chain, tar._flow_extended = chain, spent
+        elif self.type == tarfile.GNUTYPE_SPARSE:
+            raise StepFailed(f"archive entry {_short(self.name)} is a sparse file; archive it as a plain file")
+        else:
+            tar._flow_chain = 0
+        member = super()._proc_member(tar)
+        for what, value in (("path", member.name), ("link target", member.linkname)):
+            if len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise StepFailed(f"archive entry {_short(member.name, 60)} has a {what} of more than "
+                                 f"{MAX_NAME_BYTES} bytes; use shorter paths")
+        member.pax_headers = {}  # applied already; 100,000 members must not each keep 64 KiB
+        return member
+
+    def _sparse_refused(self, member, *args):  # type: ignore[no-untyped-def]
+        raise StepFailed(f"archive entry {_short(member.name)} is a sparse file; archive it as a plain file")
+
+    # pax GNU sparse formats 0.0, 0.1 and 1.0 (1.0 reads its map from the member's data, unbounded)
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse_refused
+
+
 def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> int:
     """Safely unpack a .tar.gz into ``dest``; return the number of files. Raises StepFailed."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     total = count = 0
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo) as tar:
             members = []
             names: set[str] = set()
             for m in tar:
@@ -140,10 +203,11 @@ def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int)
                 elif m.islnk():
                     target = _member_name(m.linkname)
                     if target not in names:
-                        raise StepFailed(f"archive entry {name!r} is a hard link to {m.linkname!r}, "
-                                         "which is not an earlier file of the archive; remove it")
+                        raise StepFailed(f"archive entry {_short(name)} is a hard link to "
+                                         f"{_short(m.linkname)}, which is not an earlier file of the "
+                                         "archive; remove it")
                 elif not m.isreg():
-                    raise StepFailed(f"archive entry {name!r} is not a file, directory or link; remove it")
+                    raise StepFailed(f"archive entry {_short(name)} is not a file, directory or link; remove it")
                 total += max(m.size, 0)
                 if total > max_bytes:
                     raise StepFailed(f"the archive unpacks to more than {max_bytes} bytes; upload less")
@@ -152,7 +216,8 @@ def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int)
             for m in members:
                 _extract(tar, m, root)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise StepFailed(f"the uploaded archive cannot be unpacked ({type(exc).__name__}: {exc}); "
+        raise StepFailed(f"the uploaded archive cannot be unpacked ({type(exc).__name__}: "
+                         f"{str(exc)[:100]}); "
                          "upload a .tar.gz of the project") from None
     return count
 
@@ -160,18 +225,19 @@ def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int)
 def _member_name(raw: str) -> str:
     p = PurePosixPath(raw)
     if raw.startswith("/") or p.is_absolute():
-        raise StepFailed(f"archive entry {raw!r} has an absolute path; archive relative paths only")
+        raise StepFailed(f"archive entry {_short(raw)} has an absolute path; archive relative paths only")
     parts = [x for x in p.parts if x != "."]
     if not parts:
         return "."
     if ".." in parts:
-        raise StepFailed(f"archive entry {raw!r} contains '..'; archive paths inside the project only")
+        raise StepFailed(f"archive entry {_short(raw)} contains '..'; archive paths inside the project only")
     return "/".join(parts)
 
 
 def _check_link(name: str, target: str) -> None:
     if not target or target.startswith("/") or ".." in PurePosixPath(target).parts:
-        raise StepFailed(f"archive entry {name!r} is a link to {target!r}, outside the project; remove it")
+        raise StepFailed(f"archive entry {_short(name)} is a link to {_short(target)}, outside the "
+                         "project; remove it")
 
 
 def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> None:
@@ -181,7 +247,8 @@ def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> None:
     dest = root.joinpath(*name.split("/"))
     parent = dest.parent.resolve()
     if parent != root and root not in parent.parents:
-        raise StepFailed(f"archive entry {m.name!r} would be written outside the project (through a link)")
+        raise StepFailed(f"archive entry {_short(m.name)} would be written outside the project "
+                         "(through a link); remove the link")
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         dest.unlink()
     if m.isdir():
@@ -193,12 +260,13 @@ def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> None:
     elif m.islnk():
         src = root.joinpath(*_member_name(m.linkname).split("/"))
         if src.is_symlink() or not src.is_file():
-            raise StepFailed(f"archive entry {m.name!r} links to something that is not a file")
+            raise StepFailed(f"archive entry {_short(m.name)} links to something that is not a file; "
+                             "remove it")
         shutil.copyfile(src, dest)
     else:
         f = tar.extractfile(m)
         if f is None:
-            raise StepFailed(f"archive entry {m.name!r} cannot be read")
+            raise StepFailed(f"archive entry {_short(m.name)} cannot be read")
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with f, os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(f, out, 1024 * 1024)
