@@ -7,6 +7,7 @@ which runs right after download, before install.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from datetime import datetime, timezone
@@ -24,7 +25,8 @@ _NAME_RE = re.compile(r"^(@[A-Za-z0-9][A-Za-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,199}$")
 _ID_RE = re.compile(r"^[0-9a-f]{24}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
+_IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+$")  # urlsplit gives a [bracketed] host without brackets
 _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):(?!/)")
 
 _PUBLISH_FIELDS = {"name": str, "version": str, "source": str, "repo": str, "ref": str,
@@ -105,6 +107,9 @@ def check_repo_url(url: Any, cfg: ServerConfig) -> str:
             _ = parts.port
         except ValueError:
             raise refused("repository URL cannot be parsed; use an https:// or git:// URL") from None
+        if "[" in parts.netloc and not _ipv6(host):  # brackets hold an IPv6 address, nothing else
+            raise refused("repository URL has a [bracketed] host that is not an IPv6 address; "
+                          "write it like git://[::1]:9418/repo")
         scheme = parts.scheme.lower()
         if not scheme or "://" not in url:
             raise refused("local paths are not allowed as repositories; use an https:// or git:// URL")
@@ -114,7 +119,7 @@ def check_repo_url(url: Any, cfg: ServerConfig) -> str:
     if scheme not in allowed:
         raise refused(f"repository protocol {scheme!r} is not allowed on this server; "
                       f"use one of: {', '.join(allowed)}")
-    if not host or not _HOST_RE.match(host) or host.startswith("-"):
+    if not host or not (_HOST_RE.match(host) or _ipv6(host)) or host.startswith("-"):
         raise refused("repository URL has no valid host; use an https:// or git:// URL")
     if cfg.allowed_hosts is not None and not host_allowed(host.lower(), cfg.allowed_hosts):
         raise refused(f"repository host {host!r} is not allowed on this server; "
@@ -122,10 +127,28 @@ def check_repo_url(url: Any, cfg: ServerConfig) -> str:
     return url
 
 
+def _ipv6(host: str) -> ipaddress.IPv6Address | None:
+    """The address of an IPv6 host (as urlsplit gives it: no brackets, no zone), else None."""
+    if ":" not in host or not _IPV6_RE.match(host):
+        return None
+    try:
+        return ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+
+
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """Exact names, or ``*.example.com`` for any subdomain of example.com."""
+    """Exact names, or ``*.example.com`` for any subdomain of example.com.
+
+    An IPv6 host matches the same address written with or without brackets, in any spelling
+    (``[::1]``, ``::1``, ``0:0:0:0:0:0:0:1``).
+    """
+    address = _ipv6(host)
     for pattern in allowed:
-        if pattern.startswith("*."):
+        if address is not None:
+            if address == _ipv6(pattern.strip().removeprefix("[").removesuffix("]")):
+                return True
+        elif pattern.startswith("*."):
             if host.endswith(pattern[1:]):
                 return True
         elif host == pattern:
