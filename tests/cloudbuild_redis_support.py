@@ -60,13 +60,14 @@ class Cluster:
     """Gateways and workers of one deployment (same Redis, same shared dir)."""
 
     def __init__(self, base: Path, redis: RedisServer, *, heartbeat: float = 3.0,
-                 max_attempts: int = 3, config: dict | None = None) -> None:
+                 max_attempts: int = 3, config: dict | None = None, extra: tuple[str, ...] = ()) -> None:
         self.base = base
         self.redis = redis
         self.shared = base / "shared"
         self.heartbeat = heartbeat
         self.max_attempts = max_attempts
         self.config = config or {"checks": [], "freeze-windows": []}
+        self.extra = extra  # more server options for every process
         self.procs: list[ServerProc] = []
 
     def add(self, role: str, concurrency: int = 1) -> ServerProc:
@@ -74,7 +75,7 @@ class Cluster:
         proc = ServerProc(self.base / f"{role}{n}" / "data", "--redis-url", self.redis.url, "--role", role,
                           "--shared-dir", str(self.shared), "--heartbeat-timeout", str(self.heartbeat),
                           "--max-attempts", str(self.max_attempts), "--concurrency", str(concurrency),
-                          config=dict(self.config))
+                          *self.extra, config=dict(self.config))
         # artifact URLs must point at a gateway: every process uses the first gateway's base
         proc.start()
         self.procs.append(proc)

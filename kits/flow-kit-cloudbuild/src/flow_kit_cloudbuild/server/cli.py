@@ -120,11 +120,14 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
               help="With --redis-url: seconds without a worker heartbeat before its task is retried.")
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True,
               help="With --redis-url: attempts of a task whose worker died, before it fails.")
+@click.option("--queue-timeout", type=click.FloatRange(0.5), default=None,
+              help="With --redis-url: seconds a task waits while no worker is running, before it fails "
+                   "(default 600).")
 @sandbox_options
 @click.version_option(__version__, prog_name="flow-cloudbuild-server")
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
           public_url, offline, log_level, redis_url, role, shared_dir, heartbeat_timeout,
-          max_attempts, **sandbox_opts) -> None:
+          max_attempts, queue_timeout, **sandbox_opts) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
     if redis_url:
@@ -142,7 +145,7 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
         apply_file(cfg, load_file(config_file), config_file)
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
-                        ("offline", offline)):
+                        ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)
     if data_dir is not None:
@@ -164,6 +167,10 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
         raise ServerConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}",
                                 "Pick another --port or stop what uses it") from None
     cfg.port = sock.getsockname()[1]
+    if redis_opts is not None:  # the shared-dir probe: refuse before listening
+        from .roles import join
+
+        join(cfg, redis_opts)
 
     import logging
 

@@ -73,6 +73,7 @@ class ServerConfig:
     max_log_bytes: int = 20 * 1024 * 1024
     max_event_bytes: int = 64 * 1024
     keep_workdirs: bool = False
+    queue_timeout: float = 600.0           # Redis mode: how long a task waits while no worker is up
     # The build sandbox (sandbox.py, docs/cloud-build.md "Threat model").
     sandbox: bool = True                   # False only with --no-sandbox: trusted setups
     build_user: str = "auto"               # root servers: "auto" = one uid per token
@@ -173,7 +174,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     known = {"host", "port", "public-url", "concurrency", "data-dir", "build-commands", "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
-             "max-log-line", "max-log-bytes", "keep-workdirs", "sandbox", "build-user", "build-network",
+             "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user", "build-network",
              "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -191,7 +192,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     for key, attr in (("port", "port"), ("concurrency", "concurrency"), ("default-timeout", "default_timeout"),
                       ("max-timeout", "max_timeout"), ("max-upload-bytes", "max_upload_bytes"),
                       ("max-unpacked-bytes", "max_unpacked_bytes"), ("max-unpacked-files", "max_unpacked_files"),
-                      ("max-log-line", "max_log_line"), ("max-log-bytes", "max_log_bytes")):
+                      ("max-log-line", "max_log_line"), ("max-log-bytes", "max_log_bytes"),
+                      ("queue-timeout", "queue_timeout")):
         v = num(key, 0 if key == "port" else 1)
         if v is not None:
             setattr(cfg, attr, v)

@@ -12,7 +12,9 @@ What differs from the embedded service:
 * cancel sets a key that the worker running the task polls (wherever it runs); a task no
   worker has claimed yet is cancelled at once by an atomic check-and-set;
 * publishes of one name, version and channel are serialised by a Redis lock;
-* a worker that stops (SIGTERM) leaves its tasks for another worker instead of failing them.
+* a worker that stops (SIGTERM) leaves its tasks for another worker instead of failing them;
+* while no worker is up, gateways tell waiting tasks and fail them after the queue timeout
+  (``redis_members``); a worker that resumes a task failed that way stops it quietly.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from .. import protocol
 from .pipeline import Pipeline
 from .redis_locks import RedisLocks
+from .redis_members import CLOSED
 from .redis_queue import current_job
 from .service import TaskService
 
@@ -64,6 +67,7 @@ class RedisTaskService(TaskService):
         self.paths.uploads = shared_dir / "uploads"   # gateways store them, workers read them
         self.paths.artifacts = shared_dir / "artifacts"
         self._why: dict[str, str] = {}
+        self.helpers: list[Any] = []    # redis_members.Presence, NoWorkerWatch: start()/stop()
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -71,10 +75,15 @@ class RedisTaskService(TaskService):
             p.mkdir(parents=True, exist_ok=True)
         if self.fanout is not None:
             self.fanout.start()
+        for helper in self.helpers:
+            await helper.start()
         await self.queue.start(self.run)
 
     async def stop(self) -> None:
         self._stopping = True
+        for helper in reversed(self.helpers):  # a stopping worker is no longer counted at once
+            with contextlib.suppress(Exception):
+                await helper.stop()
         await self.queue.stop()
         if self.fanout is not None:
             await self.fanout.stop()
@@ -203,6 +212,9 @@ class RedisTaskService(TaskService):
         if why == "taken":
             log.warning("task %s was taken over by another worker; this attempt stops", task_id)
             return False
+        if why == CLOSED:
+            log.warning("task %s was failed by a gateway while no worker was seen; this attempt stops", task_id)
+            return False
         # this worker is stopping: another worker retries the task
         with contextlib.suppress(Exception):
             await self._notice(task_id, step, f"worker {self.worker_id} is stopping during {step}; "
@@ -213,7 +225,8 @@ class RedisTaskService(TaskService):
         while not work.done():
             await asyncio.sleep(CANCEL_POLL)
             with contextlib.suppress(Exception):
-                if await self.store.cancel_requested(task_id):
-                    self._why[task_id] = "cancel"
+                flag = await self.store.cancel_flag(task_id)
+                if flag is not None:  # asked by a client, or CLOSED: the task already failed
+                    self._why[task_id] = CLOSED if flag == CLOSED else "cancel"
                     work.cancel()
                     return

@@ -184,6 +184,11 @@ class RedisTaskStore:
     async def cancel_requested(self, task_id: str) -> bool:
         return bool(await self.redis.exists(key(task_id, "cancel")))
 
+    async def cancel_flag(self, task_id: str) -> str | None:
+        """The cancel key's value: "1" (a client asked), "closed" (a gateway failed the task), or None."""
+        got = await self.redis.get(key(task_id, "cancel"))
+        return None if got is None else (got.decode() if isinstance(got, bytes) else str(got))
+
     async def close(self, task_id: str | None = None) -> None:
         if task_id is None:
             return

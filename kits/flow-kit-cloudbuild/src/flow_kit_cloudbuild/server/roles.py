@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ class RedisOptions:
     shared_dir: Path | None = None     # uploads/ and artifacts/; default: the data dir
     heartbeat_timeout: float = 30.0    # seconds without a heartbeat before a job is retried
     max_attempts: int = 3              # deliveries of one job before the task fails
+    process_id: str = field(default_factory=lambda: worker_id())
+    member: Any = None                 # redis_members.Member, made by ``membership``
 
     @property
     def serves_clients(self) -> bool:
@@ -54,6 +56,27 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
+def shared_path(cfg: Any, opts: RedisOptions) -> Path:
+    return (opts.shared_dir or cfg.data_dir).expanduser().resolve()
+
+
+def membership(cfg: Any, opts: RedisOptions) -> Any:
+    """This process's ``redis_members.Member`` (made once)."""
+    from .redis_members import Member
+
+    if opts.member is None:
+        opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts))
+    return opts.member
+
+
+def join(cfg: Any, opts: RedisOptions) -> None:
+    """Before listening: register, and refuse (ServerConfigError) when another live process of
+    the deployment does not see this process's shared dir (redis_members, "Shared-dir probe")."""
+    from .redis_members import join as join_members
+
+    join_members(opts.url, membership(cfg, opts))
+
+
 def client_manager(opts: RedisOptions) -> Any:
     """The AsyncServer's client manager: pub/sub across gateways; a worker only writes."""
     from .redis_fanout import task_manager_class
@@ -68,14 +91,15 @@ def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     from .redis_artifacts import SharedArtifactStore
     from .redis_fanout import TaskFanout
     from .redis_locks import RedisLocks
+    from .redis_members import NoWorkerWatch, Presence
     from .redis_queue import RedisStreamQueue
     from .redis_service import RedisTaskService
     from .redis_store import RedisTaskStore
 
-    shared = (opts.shared_dir or cfg.data_dir).expanduser().resolve()
+    shared = shared_path(cfg, opts)
     r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
                                 retry_on_timeout=True)
-    me = worker_id()
+    me = opts.process_id
     store = RedisTaskStore(r)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
                              consume=opts.runs_builds)
@@ -85,6 +109,11 @@ def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     if opts.serves_clients:
         fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
         manager.fanout = fanout
-    return RedisTaskService(cfg, store, queue, artifacts, sio, emitter=manager, fanout=fanout,
-                            locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts,
-                            shared_dir=shared)
+    service = RedisTaskService(cfg, store, queue, artifacts, sio, emitter=manager, fanout=fanout,
+                               locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts,
+                               shared_dir=shared)
+    service.helpers.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
+    if opts.serves_clients:
+        service.helpers.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
+                                             queue_timeout=cfg.queue_timeout))
+    return service
