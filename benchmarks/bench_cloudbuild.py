@@ -8,7 +8,9 @@ server on loopback (offline, --concurrency 4) and a real `git daemon`:
 2. second publish of the unchanged project vs the first (git mirror cache);
 3. a build printing 200,000 lines: every line reaches the client in order; time vs running
    the same build locally with its output read through a pipe;
-4. 20 concurrent publishes: all complete, none lost; wall time vs 20/4 x one publish.
+4. 20 concurrent publishes: all complete, none lost; wall time vs 20/4 x one publish;
+5. the sandbox's cost: first publish, second publish and the 200,000-line build on a server
+   with the bubblewrap sandbox (the default) vs one with --no-sandbox, alternating, same run.
 
 The repository has a heavy history (40 commits of a 1 MB incompressible file) but a small work
 tree, like a long-lived project: that is where the mirror cache matters. The project has no npm
@@ -33,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KIT_SRC = REPO / "kits" / "flow-kit-cloudbuild" / "src"
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b.invalid",
            "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b.invalid"}
@@ -157,6 +159,62 @@ def by_hand(url: str, work: Path) -> float:
     return time.perf_counter() - t0
 
 
+def start_server(data: Path, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
+                               str(data), "--concurrency", "4", "--offline", *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = server.stdout.readline()  # type: ignore[union-attr]
+    if "listening on" not in line:
+        raise SystemExit(f"the server did not start: {line!r}")
+    threading.Thread(target=server.stdout.read, daemon=True).start()  # type: ignore[union-attr]
+    url = line.rsplit(" ", 1)[1].strip()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, url
+
+
+def sandbox_cost(tmp: Path, base: Path, port: int, env: dict[str, str], rounds: int) -> dict[str, float]:
+    """First publish, second publish and 200,000 lines: sandbox vs --no-sandbox, alternating."""
+    servers = {name: start_server(tmp / f"data-{name}", env, *extra)
+               for name, extra in (("sandbox", ()), ("none", ("--no-sandbox",)))}
+    watchers = {name: Watcher(url) for name, (_, url) in servers.items()}
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for name, w in watchers.items():  # warm-up
+            w.run(f"git://127.0.0.1:{port}/warm")
+        for r in range(rounds):
+            for name, w in watchers.items():
+                make_repo(base / f"sb-{name}-{r}", BUILD_JS, heavy=True)
+                repo_url = f"git://127.0.0.1:{port}/sb-{name}-{r}"
+                for kind in ("first", "second"):
+                    t, msgs = w.run(repo_url)
+                    assert msgs[-1]["data"]["action"] == "done", msgs[-1]
+                    times.setdefault((name, kind), []).append(t)
+                t, msgs = w.run(f"git://127.0.0.1:{port}/lines")
+                assert msgs[-1]["data"]["action"] == "done", msgs[-1]
+                times.setdefault((name, "lines"), []).append(t)
+    finally:
+        for w in watchers.values():
+            w.sio.disconnect()
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
+    out: dict[str, float] = {}
+    print("the sandbox's cost (bubblewrap vs --no-sandbox, medians of alternating runs):")
+    for kind in ("first", "second", "lines"):
+        with_sb, without = (statistics.median(times[(n, kind)]) for n in ("sandbox", "none"))
+        print(f"  {kind:6} publish: sandbox {with_sb * 1000:6.0f} ms, no sandbox {without * 1000:6.0f} ms,"
+              f" ratio {with_sb / without:.2f}x")
+        out.update({f"sandbox_{kind}_ms": with_sb * 1000, f"nosandbox_{kind}_ms": without * 1000,
+                    f"ratio_sandbox_{kind}": with_sb / without})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -169,14 +227,10 @@ def main() -> int:
                                f"--port={port}", "--reuseaddr", str(base)], stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
     env.update(PYTHONPATH=str(KIT_SRC))
-    server = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
-                               str(tmp / "data"), "--token", TOKEN, "--concurrency", "4", "--offline"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    env.update(FLOW_CLOUDBUILD_TOKENS=TOKEN)
+    server, url = start_server(tmp / "data", env)
     results: dict[str, float] = {}
     try:
-        url = server.stdout.readline().rsplit(" ", 1)[1].strip()  # type: ignore[union-attr]
-        threading.Thread(target=server.stdout.read, daemon=True).start()  # type: ignore[union-attr]
-        time.sleep(0.3)
         w = Watcher(url)
         # warm-up: node, npm and the server's imports
         make_repo(base / "warm", BUILD_JS, heavy=False)
@@ -243,6 +297,9 @@ def main() -> int:
         print(f"  ratio wall / (20/4 x one): {t_all / (5 * t_one):.2f}x")
         results.update(concurrent_20_s=t_all, one_s=t_one, ratio_concurrent=t_all / (5 * t_one))
         w.sio.disconnect()
+
+        # 5: the sandbox's cost
+        results.update(sandbox_cost(tmp, base, port, env, args.rounds))
     finally:
         server.terminate()
         server.wait(30)
