@@ -3,6 +3,11 @@
 Every message of a task goes through ``emit``: stored first (which assigns the next seq), then
 sent to the task's room, both under the task's lock. ``attach`` replays stored messages and
 joins the room under the same lock, so a client sees every message once, in order.
+
+A replay goes at the pace the socket reads: most of it before taking the lock (a long log must
+not hold up the build), the rest under the lock, never more than ``BACKLOG_LIMIT`` packets or
+``REPLAY_QUEUE_BYTES`` queued for the socket. A new attach of the same task on the same socket
+stops the replay it supersedes, so repeated attaches do not multiply what is queued.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .store import TaskStore, public_record
 log = logging.getLogger("flow_kit_cloudbuild.server")
 BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
 BACKLOG_LIMIT = 2000      # packets a watcher may have queued before the build waits for it
+REPLAY_QUEUE_BYTES = 4 * 1024 * 1024  # bytes queued for a socket before its replay waits for it
 
 
 class TaskService:
@@ -46,6 +52,7 @@ class TaskService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancel_requested: set[str] = set()
+        self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
         self._stopping = False
         try:
             from socketio import packet as sio_packet
@@ -185,11 +192,83 @@ class TaskService:
             raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
 
     async def replay(self, sid: str, task_id: str, after_seq: int) -> None:
-        """Send stored messages after ``after_seq`` to one socket, then join it to the live room."""
-        async with self._lock(task_id):
-            async for msg in self.store.messages(task_id, after_seq):
+        """Send stored messages after ``after_seq`` to one socket, then join it to the live room.
+
+        Supersedes a replay of the same task to the same socket that is still going.
+        """
+        key = (sid, task_id)
+        me = asyncio.current_task()
+        previous = self._replays.get(key)
+        if me is not None:
+            self._replays[key] = me
+        try:
+            if previous is not None and previous is not me and not previous.done():
+                previous.cancel()
+                await asyncio.wait([previous])  # its packets are queued; it sends no more
+            await self.sio.leave_room(sid, task_id)
+            seq = after_seq
+            while True:  # catch up without the lock, while the build goes on
+                sent = await self._replay_stored(sid, task_id, seq)
+                if sent is None:
+                    return  # the socket went away
+                if sent == seq:
+                    break
+                seq = sent
+            async with self._lock(task_id):  # what came meanwhile; then live, with nothing between
+                if await self._replay_stored(sid, task_id, seq) is None:
+                    return
+                await self.sio.enter_room(sid, task_id)
+        finally:
+            if self._replays.get(key) is me:
+                del self._replays[key]
+
+    async def _replay_stored(self, sid: str, task_id: str, after_seq: int) -> int | None:
+        """Send the stored messages after ``after_seq`` to ``sid`` as fast as it reads them.
+
+        Returns the seq of the last one sent (``after_seq`` if none), None if the socket is gone.
+        """
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return None
+        seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
+        async for msg in self.store.messages(task_id, after_seq):
+            if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
+                if not await self._wait_for_socket(eio_sid):
+                    return None
+                queued = pending = 0
+            if self._packet_class is None:
                 await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=sid)
-            await self.sio.enter_room(sid, task_id)
+            else:
+                encoded = self._packet_class(self._event_type, namespace="/",
+                                             data=[protocol.EVENT_MESSAGE, msg]).encode()
+                try:
+                    await self.sio.eio.send(eio_sid, encoded)
+                except Exception:  # the socket went away meanwhile
+                    return None
+                queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
+            pending += 1
+            seq = msg["meta"]["seq"]
+        return seq
+
+    async def _wait_for_socket(self, eio_sid: str) -> bool:
+        """Wait until the socket's queue is under both replay bounds; False once it is gone."""
+        seen = -1
+        while True:
+            try:  # engineio's per-socket queue: not public API, so never fail because of it
+                sock = self.sio.eio.sockets.get(eio_sid)
+                if sock is None or sock.closed:
+                    return False
+                queue = sock.queue
+                size = queue.qsize()
+                if size != seen:  # a socket that reads nothing costs no more looks at its queue
+                    seen = size
+                    if size <= BACKLOG_LIMIT and sum(
+                            len(p.data) for p in list(queue._queue)
+                            if isinstance(getattr(p, "data", None), (str, bytes))) <= REPLAY_QUEUE_BYTES:
+                        return True
+            except Exception:
+                return True
+            await asyncio.sleep(0.005)
 
     async def cancel(self, task_id: str, token_hash: str) -> dict[str, Any]:
         record = await self.owned(task_id, token_hash)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -22,6 +23,8 @@ from .policy import is_id
 
 #: Record fields that a client may see (GET /api/tasks/{id}, attach ack).
 PUBLIC_FIELDS = protocol.TASK_FIELDS
+#: The seq of a stored line without parsing it (lines are written compact, "meta" first).
+_SEQ_RE = re.compile(r'\{"meta":\{"timestamp":-?\d+,"taskId":"[0-9a-f]+","seq":(\d+)\}')
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +99,21 @@ class FileTaskStore:
     def _last_seq(self, task_id: str) -> int:
         if task_id not in self._seq:
             last = 0
-            for msg in self._read(task_id, 0):
-                last = msg["meta"]["seq"]
+            try:
+                f = open(self._dir(task_id) / "messages.jsonl", encoding="utf-8")
+            except (KeyError, OSError):
+                f = None
+            if f is not None:
+                with f:  # a finished task's 20 MB log is looked at on every attach: parse no line
+                    for line in f:  # a line that ends in a newline was written whole
+                        head = _SEQ_RE.match(line) if line.endswith("\n") else None
+                        if head is not None:
+                            last = int(head.group(1))
+                            continue
+                        try:
+                            last = json.loads(line)["meta"]["seq"]
+                        except (ValueError, KeyError, TypeError):
+                            break  # a line cut off by a crash: the last one
             self._seq[task_id] = last
         return self._seq[task_id]
 
@@ -138,6 +154,10 @@ class FileTaskStore:
             return
         with f:
             for line in f:
+                if after_seq:  # a replay from a seq: skip earlier lines without parsing them
+                    head = _SEQ_RE.match(line)
+                    if head is not None and int(head.group(1)) <= after_seq:
+                        continue
                 try:
                     msg = json.loads(line)
                 except ValueError:  # a line cut off by a crash: the last one, never mid-file
