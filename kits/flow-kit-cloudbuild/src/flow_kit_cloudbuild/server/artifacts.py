@@ -20,7 +20,7 @@ from flowcore._fileio import atomic_write_bytes
 
 from .policy import is_id
 
-_PART_RE = re.compile(r"^[A-Za-z0-9_.+@=~-][A-Za-z0-9_.+@=~ -]{0,199}$")
+_PART_RE = re.compile(r"^[A-Za-z0-9_.+@=~-][A-Za-z0-9_.+@=~# -]{0,199}$")  # URLs quote " " and "#"
 
 
 def safe_artifact_name(name: str) -> bool:

@@ -19,6 +19,7 @@ import logging
 import secrets
 import shutil
 from typing import Any
+from urllib.parse import quote
 
 from .. import protocol
 from . import policy
@@ -344,7 +345,8 @@ class TaskService:
                                "see the server log", step=pipeline.step)
         else:
             base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
-            artifacts = [{"name": a["name"], "url": base + a["name"], "size": a["size"]} for a in stored]
+            artifacts = [{"name": a["name"], "url": base + quote(a["name"]), "size": a["size"]}
+                         for a in stored]
             await self._finish(task_id, protocol.STATE_DONE,
                                f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
                                artifactUrl=base, artifacts=artifacts)
