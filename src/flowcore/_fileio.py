@@ -10,8 +10,68 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+
+class NotARegularFile(OSError):
+    """``read_limited``: the path is a directory, FIFO, device or socket (``kind`` says which)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"{path} is {kind}, not a regular file")
+
+
+class FileTooLarge(OSError):
+    """``read_limited``: the file holds more than ``limit`` bytes (``size``, as far as known)."""
+
+    def __init__(self, path: Path, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(f"{path} is larger than {limit} bytes")
+
+
+def file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a regular file" if stat.S_ISREG(mode) else "not a file"
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (a symlink is followed), never more than ``limit``.
+
+    Never blocks and never reads without end: a FIFO, device or directory is refused from its
+    mode before and after opening (opened non-blocking, so a FIFO does not wait for a writer), a
+    file over ``limit`` from its size, and at most ``limit`` + 1 bytes are read, which catches a
+    file that grows meanwhile. Raises FileNotFoundError, NotARegularFile, FileTooLarge, OSError.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(path, file_kind(mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between the stat and the open
+            raise NotARegularFile(path, file_kind(st.st_mode))
+        if st.st_size > limit:
+            raise FileTooLarge(path, st.st_size, limit)
+        os.set_blocking(fd, True)
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise FileTooLarge(path, len(data), limit)
+        return data
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

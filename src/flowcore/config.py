@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 from functools import cached_property
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowcore import paths
-from flowcore._fileio import atomic_write_bytes, file_lock, remove_stale_temp_files
+from flowcore._fileio import (FileTooLarge, NotARegularFile, atomic_write_bytes, file_lock, read_limited,
+                              remove_stale_temp_files)
 from flowcore.errors import ConfigError
 
 SCHEMA_VERSION = 1
+#: The largest config file flow reads (config.json, pyproject.toml, flow.toml); a bigger one, or
+#: one that is not a regular file (a FIFO, /dev/zero), is an error instead of a read without end.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 #: Keys flow itself gives meaning to; every other key is preserved untouched.
 _DEFAULTS: dict[str, Any] = {
@@ -102,6 +108,25 @@ class GlobalConfig:
         return node
 
 
+def _read_config(path: Path, aside: str) -> bytes | None:
+    """The bytes of a config file, None when there is none; ConfigError when it cannot be one.
+
+    ``aside`` ends each fix: how to do without the file ("move it aside to ...").
+    """
+    try:
+        return read_limited(path, MAX_CONFIG_BYTES)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except NotARegularFile as exc:
+        raise ConfigError(f"{path} is {exc.kind}, not a regular file",
+                          f"Replace it with a regular file, or {aside}") from exc
+    except FileTooLarge as exc:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB, too large "
+                          "for a config file", f"Shrink it, or {aside}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
+
+
 def _json_error(path: Path, exc: json.JSONDecodeError) -> ConfigError:
     return ConfigError(
         f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
@@ -162,12 +187,9 @@ def validate_global(data: Any, path: Path) -> dict[str, Any]:
 def load_global(path: Path | None = None) -> GlobalConfig:
     """Read and validate ``config.json``. A missing file is an empty config; nothing is created."""
     path = path or paths.global_config_path()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = _read_config(path, "move it aside to start from an empty config")
+    if raw is None:
         return GlobalConfig(path, copy.deepcopy(_DEFAULTS), exists=False)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
     try:
         data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
     except json.JSONDecodeError as exc:
@@ -247,31 +269,48 @@ class ProjectConfig:
         return value if isinstance(value, dict) else {}
 
 
-def _parse_toml(path: Path) -> dict[str, Any]:
+_PROJECT_FIX = "move it out of the project's folders"
+
+
+def _read_project_text(path: Path) -> str | None:
+    raw = _read_config(path, _PROJECT_FIX)
+    try:
+        return None if raw is None else raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "Fix the file's syntax") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
 
 
 def _flow_table(path: Path) -> dict[str, Any] | None:
-    """The flow table of ``path``, or ``None`` when the file declares none."""
+    """The flow table of ``path``, or ``None`` when the file declares none (or does not exist)."""
     if path.name == PYPROJECT:
         # Cheap pre-check: most pyproject.toml files up the tree have no flow table.
         try:
-            if b"flow" not in path.read_bytes():
-                return None
-        except OSError:
+            raw = _read_config(path, _PROJECT_FIX)
+        except ConfigError as exc:
+            if isinstance(exc.__cause__, (NotARegularFile, FileTooLarge)):
+                raise
+            return None  # unreadable: not this project's config
+        if raw is None or b"flow" not in raw:
             return None
-        table = _parse_toml(path).get("tool", {}).get("flow")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
+        table = _parse_toml(path, text).get("tool", {}).get("flow")
         return table if isinstance(table, dict) else None
-    doc = _parse_toml(path)
+    text = _read_project_text(path)
+    if text is None:
+        return None
+    doc = _parse_toml(path, text)
     table = doc.get("tool", {}).get("flow") if isinstance(doc.get("tool"), dict) else None
     return table if isinstance(table, dict) else doc
 
@@ -291,7 +330,11 @@ def validate_project(table: dict[str, Any], path: Path) -> dict[str, Any]:
 def _project_in(directory: Path) -> ProjectConfig | None:
     for name in (PYPROJECT, FLOW_TOML):
         candidate = directory / name
-        if candidate.is_file():
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISDIR(mode):  # a FIFO or device is an error (_read_config), a folder is no config
             table = _flow_table(candidate)
             if table is not None:
                 return ProjectConfig(directory, candidate, validate_project(table, candidate))
@@ -309,8 +352,10 @@ def find_project(
     """
     if config is not None:
         config = config.expanduser().absolute()
-        if not config.is_file():
+        if not config.exists():
             raise ConfigError(f"config file {config} does not exist", "Check the --config path")
+        if config.is_dir():
+            raise ConfigError(f"config file {config} is a directory", "Pass a file to --config")
         table = _flow_table(config)
         if table is None:
             raise ConfigError(
@@ -346,7 +391,10 @@ def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
     import tomlkit
 
     with file_lock(project.file):
-        doc = tomlkit.parse(project.file.read_text(encoding="utf-8"))
+        text = _read_project_text(project.file)
+        if text is None:
+            raise ConfigError(f"{project.file} no longer exists", "Run the command again")
+        doc = tomlkit.parse(text)
         if project.file.name == FLOW_TOML and "tool" not in doc:
             table = doc
         else:
