@@ -57,13 +57,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _wait_until_idle(pid: int, timeout: float = 120) -> None:
-    """Wait until the process used under 50 ms of CPU in half a second (it has done its work)."""
+    """Wait until the process used under 50 ms of CPU in each of two half seconds in a row (it has
+    done its work; two, so that a moment without the CPU on a busy machine is not taken for it)."""
     deadline = time.monotonic() + timeout
-    last = _cpu_seconds(pid)
+    last, quiet = _cpu_seconds(pid), 0
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = _cpu_seconds(pid)
-        if now - last < 0.05:
+        quiet = quiet + 1 if now - last < 0.05 else 0
+        if quiet == 2:
             return
         last = now
     raise AssertionError(f"process {pid} was still busy after {timeout}s")
