@@ -27,7 +27,7 @@ if str(KIT_SRC) not in sys.path:
 from flow_kit_cloudbuild import protocol  # noqa: E402
 
 TOKEN = "test-token-alpha"
-OTHER_TOKEN = "test-token-beta"
+OTHER_TOKEN = "test-token-bravo"  # tokens have at least 16 characters
 GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
@@ -81,11 +81,12 @@ class ServerProc:
         cfg_file.write_text(json.dumps(self.config))
         argv = [sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
                 str(self.data_dir), "--config", str(cfg_file), *self.args]
-        for t in self.tokens:
-            argv += ["--token", t]
+        env = dict(self.env)
+        if self.tokens:  # the environment, not --token: argv is visible in ps (the server warns)
+            env[protocol.TOKENS_ENV] = ",".join(self.tokens)
         self.stderr_path = self.data_dir.parent / f"{self.data_dir.name}-stderr.log"
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "wb"),
-                                     text=True, env=server_env(**self.env), cwd=str(self.data_dir.parent))
+                                     text=True, env=server_env(**env), cwd=str(self.data_dir.parent))
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if "listening on" not in line:
             self.proc.wait(5)

@@ -14,11 +14,12 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from .. import __version__, protocol
-from . import policy
+from . import access, housekeeping, policy
 from .artifacts import ArtifactStore, LocalArtifactStore
 from .config import ServerConfig
 from .errors import RequestError, bad_request
@@ -53,16 +54,32 @@ class Server:
             self.service = roles.make_service(cfg, redis, self.sio)
         else:
             self.service = TaskService(
-                cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency),
+                cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency, cfg.builds_per_token),
                 artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"), self.sio)
         self._tokens = [t.encode("utf-8") for t in cfg.tokens]
         self._sessions: dict[str, str] = {}  # sid -> token hash
+        self.failures = access.FailureLimiter(cfg.auth_failures, cfg.auth_window)
+        self.handshakes = access.Handshakes(cfg.auth_timeout, lambda eio_sid: access.close_engineio(self.sio, eio_sid))
+        self._receiving: dict[str, dict[str, int]] = {}  # token hash -> {upload id: bytes so far}
+        access.hook_engineio(self.sio, lambda eio_sid, environ: self.handshakes.opened(
+            eio_sid, access.environ_address(environ)), self.handshakes.closed)
         self._background: set[asyncio.Future[Any]] = set()
         self._register_events()
         self.asgi = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.service.start,
                                      on_shutdown=self.service.stop)
 
     # -- auth ----------------------------------------------------------------------------------
+    def check_token(self, token: Any, address: str) -> tuple[str | None, int]:
+        """(token hash, 0) for a valid token; (None, 0) for a refused one, counted against
+        ``address``; (None, seconds) while ``address`` has used up its failed attempts."""
+        wait = self.failures.retry_after(address)
+        if wait:
+            return None, wait
+        if self.token_ok(token):
+            return protocol.token_hash(token), 0
+        self.failures.failed(address)
+        return None, 0
+
     def token_ok(self, token: Any) -> bool:
         if not isinstance(token, str) or not token or len(token) > 1024:
             return False
@@ -88,13 +105,26 @@ class Server:
 
         @sio.event
         async def connect(sid: str, environ: dict, auth: Any = None) -> None:
+            eio_sid = access.engineio_sid(sio, sid)
+
+            def refuse(reply: dict[str, Any]) -> ConnectionRefusedError:
+                # close the whole connection once the refusal (queued before it) went out, so a
+                # client cannot try token after token on one socket
+                self._later(lambda: access.close_engineio(sio, eio_sid))
+                return ConnectionRefusedError(reply)
+
             if self.redis is not None and not self.redis.serves_clients:
-                raise ConnectionRefusedError({"code": protocol.ERROR_REFUSED,
-                                              "message": "this is a build worker; connect to a gateway"})
+                raise refuse({"code": protocol.ERROR_REFUSED, "message": "this is a build worker; connect to a gateway"})
             token = auth.get("token") if isinstance(auth, dict) else None
-            if not self.token_ok(token):
-                raise ConnectionRefusedError({"code": protocol.ERROR_AUTH, "message": "invalid token"})
-            self._sessions[sid] = protocol.token_hash(token)
+            address = access.environ_address(environ)
+            token_hash, wait = self.check_token(token, address)
+            if wait:
+                raise refuse({"code": protocol.ERROR_REFUSED, "message": self.failures.refusal(address, wait),
+                              "retryAfter": wait})
+            if token_hash is None:
+                raise refuse({"code": protocol.ERROR_AUTH, "message": "invalid token"})
+            self.handshakes.authenticated(eio_sid)
+            self._sessions[sid] = token_hash
 
         @sio.event
         async def disconnect(sid: str, *args: Any) -> None:
@@ -171,19 +201,28 @@ class Server:
                       protocol.ERROR_BAD_REQUEST: 400}.get(exc.code, 400)
             await _json(send, status, exc.ack())
         except _HTTPError as exc:
-            await _json(send, exc.status, protocol.error(exc.code, exc.message))
+            await _json(send, exc.status, {**protocol.error(exc.code, exc.message), **exc.extra},
+                        headers=exc.headers)
         except Exception as exc:
             log.exception("HTTP %s %s failed", scope.get("method"), scope.get("path"))
             await _json(send, 500, protocol.error(protocol.ERROR_INTERNAL, f"internal error ({type(exc).__name__})"))
 
     def _bearer(self, scope: Scope) -> str:
+        token = None
         for key, value in scope.get("headers", []):
             if key == b"authorization":
                 text = value.decode("latin-1")
-                if text[:7].lower() == "bearer " and self.token_ok(text[7:].strip()):
-                    return protocol.token_hash(text[7:].strip())
+                if text[:7].lower() == "bearer ":
+                    token = text[7:].strip()
                 break
-        raise RequestError(protocol.ERROR_AUTH, "missing or invalid token; send Authorization: Bearer <token>")
+        address = access.scope_address(scope)
+        token_hash, wait = self.check_token(token, address)
+        if wait:
+            raise _HTTPError(429, protocol.ERROR_REFUSED, self.failures.refusal(address, wait),
+                             headers=[(b"retry-after", str(wait).encode())], retryAfter=wait)
+        if token_hash is None:
+            raise RequestError(protocol.ERROR_AUTH, "missing or invalid token; send Authorization: Bearer <token>")
+        return token_hash
 
     async def _route(self, scope: Scope, receive: Callable, send: Callable) -> None:
         method, path = scope["method"], scope["path"]
@@ -228,6 +267,7 @@ class Server:
 
     async def _upload(self, scope: Scope, receive: Callable, send: Callable, token_hash: str) -> None:
         limit = self.cfg.max_upload_bytes
+        declared = 0
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
@@ -237,41 +277,71 @@ class Server:
                 if declared > limit:
                     raise _HTTPError(413, protocol.ERROR_BAD_REQUEST,
                                      f"upload is larger than {limit} bytes; upload fewer files")
-        upload_id = secrets.token_hex(12)
         uploads = self.service.paths.uploads
-        uploads.mkdir(parents=True, exist_ok=True)
-        target = uploads / f"{upload_id}.tar.gz"
-        tmp = uploads / f".{upload_id}.part"
-        size = 0
+        receiving = self._receiving.setdefault(token_hash, {})
+        upload_id = secrets.token_hex(12)
+        receiving[upload_id] = 0
         try:
-            with open(tmp, "wb") as fh:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload interrupted")
-                    body = message.get("body", b"")
-                    size += len(body)
-                    if size > limit:
-                        raise _HTTPError(413, protocol.ERROR_BAD_REQUEST,
-                                         f"upload is larger than {limit} bytes; upload fewer files")
-                    fh.write(body)
-                    if not message.get("more_body"):
-                        break
-            with open(tmp, "rb") as fh:
-                if fh.read(2) != b"\x1f\x8b":
-                    raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload must be a .tar.gz archive")
-            os.replace(tmp, target)
+            quota = self._upload_quota(uploads, token_hash, receiving)
+            quota(max(declared, 0))
+            uploads.mkdir(parents=True, exist_ok=True)
+            target = uploads / f"{upload_id}.tar.gz"
+            tmp = uploads / f".{upload_id}.part"
+            size = 0
+            try:
+                with open(tmp, "wb") as fh:
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload interrupted")
+                        body = message.get("body", b"")
+                        size += len(body)
+                        if size > limit:
+                            raise _HTTPError(413, protocol.ERROR_BAD_REQUEST,
+                                             f"upload is larger than {limit} bytes; upload fewer files")
+                        receiving[upload_id] = size
+                        quota(0)
+                        fh.write(body)
+                        if not message.get("more_body"):
+                            break
+                with open(tmp, "rb") as fh:
+                    if fh.read(2) != b"\x1f\x8b":
+                        raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload must be a .tar.gz archive")
+                (uploads / f"{upload_id}.json").write_text(json.dumps(
+                    {"tokenHash": token_hash, "size": size, "createdAt": protocol.now_ms()}), encoding="utf-8")
+                os.replace(tmp, target)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
         finally:
-            if tmp.exists():
-                tmp.unlink()
-        (uploads / f"{upload_id}.json").write_text(json.dumps(
-            {"tokenHash": token_hash, "size": size, "createdAt": protocol.now_ms()}), encoding="utf-8")
+            receiving.pop(upload_id, None)
+            if not receiving:
+                self._receiving.pop(token_hash, None)
         await _json(send, 201, {"uploadId": upload_id})
+
+    def _upload_quota(self, uploads: Path, token_hash: str, receiving: dict[str, int]) -> Callable[[int], None]:
+        """A check that the token's pending uploads (stored and being received) fit its quota."""
+        count, stored = housekeeping.pending_uploads(uploads, token_hash)
+        max_count, max_bytes = self.cfg.max_pending_uploads, self.cfg.max_pending_upload_bytes
+        later = (f"publish them, or wait until they expire ({self.cfg.upload_retention_hours:g} h "
+                 "after upload)")
+        if count + len(receiving) > max_count:
+            raise _HTTPError(429, protocol.ERROR_REFUSED,
+                             f"this token already holds {max_count} uploads no task used yet; {later}")
+
+        def check(more: int) -> None:
+            if max_bytes and stored + sum(receiving.values()) + more > max_bytes:
+                raise _HTTPError(429, protocol.ERROR_REFUSED,
+                                 f"this token's uploads that no task used yet would exceed {max_bytes} bytes; "
+                                 f"{later}")
+        return check
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> None:
         self.status, self.code, self.message = status, code, message
+        self.headers, self.extra = headers or [], extra
         super().__init__(message)
 
 
@@ -280,10 +350,11 @@ def _allow(method: str, allowed: str) -> None:
         raise _HTTPError(405, protocol.ERROR_BAD_REQUEST, f"method {method[:10]} not allowed here; use {allowed}")
 
 
-async def _json(send: Callable, status: int, body: Any) -> None:
+async def _json(send: Callable, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     data = json.dumps(body).encode("utf-8")
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
 
 

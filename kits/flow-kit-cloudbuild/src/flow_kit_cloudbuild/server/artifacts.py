@@ -109,6 +109,14 @@ class LocalArtifactStore:
     async def find_release(self, name: str, version: str) -> str | None:
         return self._releases().get(f"{name}\n{version}")
 
+    def release_task_ids(self) -> set[str]:
+        """Task ids of the current prod releases (retention keeps them)."""
+        return set(self._releases().values())
+
+    async def delete(self, task_id: str) -> None:
+        """Delete a task's artifacts (retention)."""
+        shutil.rmtree(self._dir(task_id), ignore_errors=True)
+
     async def record_release(self, name: str, version: str, task_id: str) -> None:
         releases = self._releases()
         releases[f"{name}\n{version}"] = task_id

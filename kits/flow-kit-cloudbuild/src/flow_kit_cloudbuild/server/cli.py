@@ -21,7 +21,8 @@ import click
 from flowcore.errors import FlowError
 
 from .. import __version__, protocol
-from .config import ServerConfig, apply_file, default_data_dir, load_file, parse_size, read_tokens
+from .config import (MIN_TOKEN_LENGTH, ServerConfig, apply_file, default_data_dir, load_file, parse_size,
+                     read_tokens)
 from .errors import ServerConfigError
 from .sandbox import make_sandbox
 
@@ -95,13 +96,59 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
             "single-user machine") from None
 
 
+GENERATE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe())"'
+
+
+def check_tokens(tokens: set[str], *, from_argv: bool) -> None:
+    """Refuse guessable tokens; warn that --token shows the token to every user (ps)."""
+    short = sum(1 for t in tokens if len(t) < MIN_TOKEN_LENGTH)
+    if short:
+        raise ServerConfigError(
+            f"{short} token(s) are shorter than {MIN_TOKEN_LENGTH} characters and could be guessed",
+            f"Generate one with: {GENERATE_TOKEN}")
+    if from_argv:
+        click.echo("flow-cloudbuild-server: warning: a token given with --token is visible to every user "
+                   "in ps; put tokens in FLOW_CLOUDBUILD_TOKENS or a --tokens-file instead", err=True)
+
+
+def access_options(f):  # type: ignore[no-untyped-def]
+    """The handshake deadline, per-token quotas and retention (docs/cloud-build.md)."""
+    options = [
+        click.option("--auth-timeout", type=click.FloatRange(0.1, 3600), default=None,
+                     help="Seconds a connection may stay open without a valid token (default 10)."),
+        click.option("--max-builds-per-token", type=click.IntRange(1), default=None,
+                     help="Builds one token may run at once (default: concurrency - 1, at least 1)."),
+        click.option("--max-pending-upload-bytes", callback=_size, default=None,
+                     help="Bytes of uploads one token may hold that no task used yet (default 200M; 0: no limit)."),
+        click.option("--max-pending-uploads", type=click.IntRange(1), default=None,
+                     help="Uploads one token may hold that no task used yet (default 16)."),
+        click.option("--upload-retention-hours", type=click.FloatRange(0, min_open=True), default=None,
+                     help="Delete an upload no task used after this many hours (default 1)."),
+        click.option("--retention-days", type=click.FloatRange(0), default=None,
+                     help="Delete finished tasks and their artifacts after this many days; prod releases "
+                          "stay (default 30; 0: keep everything)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
+    for key in ("auth_timeout", "max_builds_per_token", "max_pending_upload_bytes", "max_pending_uploads",
+                "upload_retention_hours", "retention_days"):
+        value = opts.pop(key, None)
+        if value is not None:
+            setattr(cfg, key, value)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default=None, help=f"Address to bind (default {protocol.DEFAULT_HOST}).")
 @click.option("--port", type=int, default=None, help=f"Port (default {protocol.DEFAULT_PORT}; 0 picks a free one).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where tasks, logs, caches and artifacts live (default: the user data dir).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, help="Tasks built at once (default 2).")
-@click.option("--token", "tokens", multiple=True, help="A client token (repeatable).")
+@click.option("--token", "tokens", multiple=True,
+              help="A client token (repeatable; visible in ps: prefer --tokens-file or FLOW_CLOUDBUILD_TOKENS).")
 @click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A file of client tokens, one per line.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -123,6 +170,7 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
 @click.option("--queue-timeout", type=click.FloatRange(0.5), default=None,
               help="With --redis-url: seconds a task waits while no worker is running, before it fails "
                    "(default 600).")
+@access_options
 @sandbox_options
 @click.version_option(__version__, prog_name="flow-cloudbuild-server")
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
@@ -152,6 +200,8 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
         cfg.data_dir = data_dir
     cfg.data_dir = cfg.data_dir.expanduser().resolve()
     found = read_tokens(tokens, tokens_file)
+    check_tokens(found, from_argv=bool(tokens))
+    apply_access_options(cfg, sandbox_opts)
     generated = None
     if not found:
         generated = _server_token(cfg.data_dir)

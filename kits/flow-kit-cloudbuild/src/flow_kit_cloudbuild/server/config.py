@@ -27,6 +27,7 @@ DEFAULT_BUILD_COMMANDS: list[list[str]] = [
     ["uv", "build"],
 ]
 DEFAULT_PROTOCOLS = ("https", "git")
+MIN_TOKEN_LENGTH = 16  # client tokens shorter than this are refused at start
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,22 @@ class ServerConfig:
     build_disk: int = 10 * 1024 ** 3       # the work directory's total size
     sandbox_ro_paths: tuple[Path, ...] = ()      # more read-only paths for builds (toolchains)
     secret_paths: tuple[Path, ...] = ()          # server files builds must never see
+    # Access and quotas (docs/cloud-build.md "Tokens" and "Quotas and retention").
+    auth_timeout: float = 10.0             # seconds a connection may stay without a valid token
+    auth_failures: int = 10                # failed token attempts an address gets per auth_window
+    auth_window: float = 60.0              # seconds
+    max_builds_per_token: int | None = None        # running builds per token; None: concurrency - 1
+    max_pending_upload_bytes: int = 4 * protocol.MAX_UPLOAD_BYTES  # per token, not yet published
+    max_pending_uploads: int = 16          # per token, not yet published
+    upload_retention_hours: float = 1.0    # an upload no task used is deleted after this
+    retention_days: float = 30.0           # finished tasks and their artifacts; 0: keep forever
+
+    @property
+    def builds_per_token(self) -> int:
+        """Running builds one token may have: by default all slots but one, so others get a turn."""
+        if self.max_builds_per_token is not None:
+            return self.max_builds_per_token
+        return max(1, self.concurrency - 1)
 
     @property
     def base_url(self) -> str:
@@ -176,6 +193,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user", "build-network",
              "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
+    known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ServerConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}",
@@ -277,6 +295,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
             else:
                 raise ServerConfigError(f"{where} must be an argv list or a table with name and argv",
                                         "Fix the value")
+    _apply_access(cfg, data, source)
     if "build-env" in data:
         env = data["build-env"]
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
@@ -284,3 +303,33 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
         cfg.build_env = dict(env)
 
 
+#: Config file keys of the access and quota settings -> (attribute, kind).
+ACCESS_SETTINGS = {
+    "auth-timeout": ("auth_timeout", "seconds"), "auth-failures": ("auth_failures", "count"),
+    "auth-window": ("auth_window", "seconds"), "max-builds-per-token": ("max_builds_per_token", "count"),
+    "max-pending-upload-bytes": ("max_pending_upload_bytes", "size"),
+    "max-pending-uploads": ("max_pending_uploads", "count"),
+    "upload-retention-hours": ("upload_retention_hours", "hours"), "retention-days": ("retention_days", "days"),
+}
+
+
+def _apply_access(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
+    for key, (attr, kind) in ACCESS_SETTINGS.items():
+        if key not in data:
+            continue
+        v = data[key]
+        if kind == "size":
+            try:
+                v = parse_size(v)
+            except (TypeError, ValueError):
+                v = -1
+            ok = v >= 1
+        elif kind == "count":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        else:  # seconds and hours must be > 0; days may be 0 (keep forever)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if kind == "days" else v > 0)
+        if not ok:
+            want = {"size": "a size like 200M (>= 1 byte)", "count": "an integer >= 1",
+                    "days": "a number of days >= 0 (0: keep forever)"}.get(kind, f"a number of {kind} > 0")
+            raise ServerConfigError(f"{source}: {key} must be {want}", "Fix the value")
+        setattr(cfg, attr, v)

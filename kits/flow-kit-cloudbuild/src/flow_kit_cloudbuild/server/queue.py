@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -23,7 +24,7 @@ class JobQueue(Protocol):
         """Begin handing queued task ids to ``handler`` (at most ``concurrency`` at once)."""
 
     async def put(self, task_id: str) -> None:
-        """Queue a task id (FIFO)."""
+        """Queue a task id (FIFO). ``InProcessQueue.put`` also takes the task's group (its token)."""
 
     async def stop(self) -> None:
         """Stop the workers; a handler still running is cancelled."""
@@ -33,18 +34,39 @@ class JobQueue(Protocol):
 
 
 class InProcessQueue:
-    def __init__(self, concurrency: int) -> None:
+    """``concurrency`` workers taking task ids in order, with at most ``per_group`` running per
+    group (the token that submitted them): a queued task whose group is at its limit waits, and
+    the tasks of other groups behind it go first."""
+
+    def __init__(self, concurrency: int, per_group: int | None = None) -> None:
         self.concurrency = max(1, concurrency)
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self.per_group = per_group if per_group and per_group > 0 else None
+        self._waiting: deque[tuple[str, str]] = deque()  # (task id, group), oldest first
+        self._running: dict[str, int] = {}                # group -> its tasks running now
+        self._changed = asyncio.Event()                   # set when a task is queued or ends
         self._workers: list[asyncio.Task[None]] = []
 
     async def start(self, handler: Handler) -> None:
         self._workers = [asyncio.create_task(self._work(handler), name=f"cloudbuild-worker-{i}")
                          for i in range(self.concurrency)]
 
+    def _take(self) -> tuple[str, str] | None:
+        """The oldest waiting task whose group is under its limit (taken), or None."""
+        for i, (task_id, group) in enumerate(self._waiting):
+            if self.per_group is None or self._running.get(group, 0) < self.per_group:
+                del self._waiting[i]
+                self._running[group] = self._running.get(group, 0) + 1
+                return task_id, group
+        return None
+
     async def _work(self, handler: Handler) -> None:
         while True:
-            task_id = await self._queue.get()
+            taken = self._take()
+            while taken is None:  # no await between a failed take and clear: no wake-up is lost
+                self._changed.clear()
+                await self._changed.wait()
+                taken = self._take()
+            task_id, group = taken
             try:
                 await handler(task_id)
             except asyncio.CancelledError:
@@ -52,10 +74,16 @@ class InProcessQueue:
             except Exception:  # a handler bug must not kill the worker
                 log.exception("worker failed on task %s", task_id)
             finally:
-                self._queue.task_done()
+                left = self._running.get(group, 1) - 1
+                if left > 0:
+                    self._running[group] = left
+                else:
+                    self._running.pop(group, None)
+                self._changed.set()
 
-    async def put(self, task_id: str) -> None:
-        self._queue.put_nowait(task_id)
+    async def put(self, task_id: str, group: str = "") -> None:
+        self._waiting.append((task_id, group))
+        self._changed.set()
 
     async def stop(self) -> None:
         for w in self._workers:
@@ -66,4 +94,4 @@ class InProcessQueue:
         self._workers = []
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._waiting)

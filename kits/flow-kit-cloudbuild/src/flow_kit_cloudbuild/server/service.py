@@ -22,13 +22,13 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import protocol
-from . import policy
+from . import housekeeping, policy
 from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
 from .pipeline import Paths, Pipeline
 from .process import LogLimitExceeded, kill_orphaned_groups
-from .queue import JobQueue
+from .queue import InProcessQueue, JobQueue
 from .sandbox import make_sandbox
 from .sources import GitSource
 from .store import TaskStore, public_record
@@ -55,6 +55,7 @@ class TaskService:
         self._cancel_requested: set[str] = set()
         self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
         self._stopping = False
+        self._housekeeping: asyncio.Task[None] | None = None
         try:
             from socketio import packet as sio_packet
 
@@ -76,9 +77,16 @@ class TaskService:
                                f"the server restarted while this task was in {record.get('state')}; "
                                "publish again", step=record.get("step") or "queued")
         await self.queue.start(self.run)
+        self.start_housekeeping()
+
+    def start_housekeeping(self) -> None:
+        """Retention: expired uploads, old tasks and artifacts (housekeeping.py), now and periodically."""
+        self._housekeeping = asyncio.create_task(housekeeping.run_periodically(self), name="cloudbuild-retention")
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         await self.queue.stop()  # running pipelines are cancelled and end as failed
         for task_id in list(self._running):
             with contextlib.suppress(BaseException):
@@ -167,11 +175,18 @@ class TaskService:
                                    f"{req['name']} {req['version']} is already released to prod "
                                    f"(task {existing}); publish with force to overwrite it")
         task_id = secrets.token_hex(12)
-        await self.store.create({
-            "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
-            "step": "queued", "createdAt": protocol.now_ms(), "finishedAt": None, "prod": req["prod"],
-            "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1,
-        })
+        if req["source"] == "upload":  # one upload feeds one task; it is deleted when the task ends
+            housekeeping.claim_upload(self.paths.uploads, req["uploadId"], task_id)
+        try:
+            await self.store.create({
+                "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
+                "step": "queued", "createdAt": protocol.now_ms(), "finishedAt": None, "prod": req["prod"],
+                "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1,
+            })
+        except BaseException:
+            if req["source"] == "upload":
+                (self.paths.uploads / f"{req['uploadId']}.task").unlink(missing_ok=True)
+            raise
         return task_id
 
     async def enqueue(self, task_id: str) -> None:
@@ -181,7 +196,10 @@ class TaskService:
         src = f"{req.get('repo')} at {req.get('ref')}" if req.get("source") == "git" else "an uploaded archive"
         await self.emit(task_id, "queued", f"queued {req.get('name')} {req.get('version')} from {src} "
                                            f"({self.queue.pending()} task(s) ahead)")
-        await self.queue.put(task_id)
+        if isinstance(self.queue, InProcessQueue):  # it limits running builds per token
+            await self.queue.put(task_id, group=(record or {}).get("tokenHash", ""))
+        else:
+            await self.queue.put(task_id)
 
     def check_upload(self, upload_id: str, token_hash: str) -> None:
         meta = self.paths.uploads / f"{upload_id}.json"
@@ -372,7 +390,10 @@ class TaskService:
             fields["error"] = message
             payload["step"] = step
             fields["step"] = step
-        await self.store.update(task_id, **fields)
+        record = await self.store.update(task_id, **fields)
+        upload_id = housekeeping.upload_of(record)
+        if upload_id is not None:  # its build is over: the sources go
+            housekeeping.delete_upload(self.paths.uploads, upload_id)
         await self.emit(task_id, state, message, **payload)
         await self.store.close(task_id)
         self._locks.pop(task_id, None)

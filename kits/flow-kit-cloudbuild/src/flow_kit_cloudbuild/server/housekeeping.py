@@ -1,0 +1,210 @@
+"""Uploads' life cycle and the retention of finished tasks.
+
+An upload is ``uploads/<id>.tar.gz`` plus ``<id>.json`` (its token hash, size, time). A publish
+that uses it *claims* it: ``<id>.task`` (made with O_EXCL, so one upload feeds one task) names
+the task. Until then it is *pending* and counts against its token's quota (count and bytes).
+It is deleted when its task ends (any final state), or by the sweep once its task is final or,
+unclaimed, after ``upload-retention-hours``.
+
+The sweep (at start, then every ``sweep_interval(cfg)`` seconds) also deletes finished tasks
+(``tasks/<id>``) and their artifacts once they are older than ``retention-days``; the task of a
+current prod release is kept, with its artifacts, for as long as it is the release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from .config import ServerConfig
+from .errors import RequestError
+from .policy import is_id
+
+log = logging.getLogger("flow_kit_cloudbuild.server")
+DAY = 86400.0
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- uploads ------------------------------------------------------------------------------------
+def pending_uploads(uploads: Path, token_hash: str) -> tuple[int, int]:
+    """(count, bytes) of the token's uploads that no task claimed yet."""
+    count = size = 0
+    try:
+        metas = list(uploads.glob("*.json"))
+    except OSError:
+        return 0, 0
+    for meta in metas:
+        if (uploads / f"{meta.stem}.task").exists():
+            continue
+        data = _read_json(meta)
+        if data is None or data.get("tokenHash") != token_hash:
+            continue
+        count += 1
+        size += int(data.get("size") or 0)
+    return count, size
+
+
+def claim_upload(uploads: Path, upload_id: str, task_id: str) -> None:
+    """Make ``task_id`` the one task that uses the upload (refused if another task has it)."""
+    assert is_id(upload_id) and is_id(task_id)
+    try:
+        fd = os.open(uploads / f"{upload_id}.task", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise RequestError(protocol.ERROR_REFUSED,
+                           f"upload {upload_id} is already used by another task; upload the source again") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(task_id)
+
+
+def delete_upload(uploads: Path, upload_id: str) -> None:
+    if not is_id(upload_id):
+        return
+    for suffix in (".tar.gz", ".json", ".task"):
+        try:
+            (uploads / f"{upload_id}{suffix}").unlink()
+        except FileNotFoundError:
+            pass
+
+
+def upload_of(record: dict[str, Any] | None) -> str | None:
+    request = (record or {}).get("request") or {}
+    upload_id = request.get("uploadId") if request.get("source") == "upload" else None
+    return upload_id if is_id(upload_id) else None
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+def sweep_interval(cfg: ServerConfig) -> float:
+    """Seconds between sweeps: half the shortest retention, between 1 s and 10 minutes."""
+    periods = [cfg.upload_retention_hours * 3600]
+    if cfg.retention_days > 0:
+        periods.append(cfg.retention_days * DAY)
+    return max(1.0, min(600.0, min(periods) / 2))
+
+
+async def sweep(service: Any, now: float | None = None) -> dict[str, int]:
+    """Delete expired uploads, and finished tasks and artifacts past retention. Returns counts."""
+    now = time.time() if now is None else now
+    counts = {"uploads": await _sweep_uploads(service, now), "tasks": 0}
+    if service.cfg.retention_days > 0:
+        counts["tasks"] = await _sweep_tasks(service, now - service.cfg.retention_days * DAY)
+    if counts["uploads"] or counts["tasks"]:
+        log.info("retention: deleted %(uploads)d upload(s) and %(tasks)d task(s)", counts)
+    return counts
+
+
+async def _sweep_uploads(service: Any, now: float) -> int:
+    uploads: Path = service.paths.uploads
+    cutoff = now - service.cfg.upload_retention_hours * 3600
+    deleted = 0
+    try:
+        entries = list(uploads.iterdir())
+    except OSError:
+        return 0
+    ids: set[str] = set()
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") and name.endswith(".part"):  # an upload cut off by a crash
+            if _mtime(entry) < cutoff:
+                _unlink(entry)
+            continue
+        stem = name.split(".", 1)[0]
+        if is_id(stem):
+            ids.add(stem)
+    for upload_id in ids:
+        claim = uploads / f"{upload_id}.task"
+        if claim.exists():
+            try:
+                task_id = claim.read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            record = await service.store.get(task_id) if is_id(task_id) else None
+            if record is not None and record.get("state") not in protocol.FINAL:
+                continue  # its task still needs it
+            if record is None and _mtime(claim) >= cutoff:
+                continue  # claimed a moment ago: the task record is being made
+        else:
+            newest = max(_mtime(uploads / f"{upload_id}{s}") for s in (".json", ".tar.gz"))
+            if newest >= cutoff:
+                continue
+        delete_upload(uploads, upload_id)
+        deleted += 1
+    return deleted
+
+
+async def _sweep_tasks(service: Any, cutoff: float) -> int:
+    """Finished tasks older than ``cutoff`` (seconds since the epoch), except prod releases."""
+    from .artifacts import LocalArtifactStore
+    from .store import FileTaskStore
+
+    store, artifacts = service.store, service.artifacts
+    if not isinstance(store, FileTaskStore) or not isinstance(artifacts, LocalArtifactStore):
+        return 0  # Redis mode keeps its records in Redis: not swept here
+    keep = artifacts.release_task_ids()
+    deleted = 0
+    try:
+        task_dirs = [d for d in store.root.iterdir() if is_id(d.name)]
+    except OSError:
+        task_dirs = []
+    for d in task_dirs:
+        task_id = d.name
+        if task_id in keep:
+            continue
+        record = _read_json(d / "task.json")
+        if record is None or record.get("state") not in protocol.FINAL:
+            continue
+        finished = record.get("finishedAt")
+        if not isinstance(finished, (int, float)) or finished / 1000 >= cutoff:
+            continue
+        await asyncio.to_thread(shutil.rmtree, d, True)
+        await artifacts.delete(task_id)
+        await store.close(task_id)
+        deleted += 1
+    try:  # artifacts whose task is gone (e.g. a replaced prod release)
+        artifact_dirs = [d for d in artifacts.root.iterdir() if is_id(d.name)]
+    except OSError:
+        artifact_dirs = []
+    for d in artifact_dirs:
+        if d.name not in keep and not (store.root / d.name).exists() and _mtime(d) < cutoff:
+            await artifacts.delete(d.name)
+    return deleted
+
+
+async def run_periodically(service: Any) -> None:
+    """The sweep at start and then every ``sweep_interval`` seconds, until cancelled."""
+    interval = sweep_interval(service.cfg)
+    while True:
+        try:
+            await sweep(service)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let housekeeping stop the server
+            log.exception("retention sweep failed; trying again in %.0f s", interval)
+        await asyncio.sleep(interval)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
