@@ -220,8 +220,8 @@ def test_flow_starts_the_server_of_the_installed_kit(flow, tmp_path):
     help_result = flow("cloudbuild-server", "--help", cwd=tmp_path)
     assert help_result.returncode == 0, help_result.stderr
     assert "--concurrency" in help_result.stdout and "--redis-url" in help_result.stdout
-    proc = flow.popen("cloudbuild-server", "--port", "0", "--data-dir", str(tmp_path / "data"),
-                      "--token", "t0ken", cwd=tmp_path)
+    proc = flow.popen("cloudbuild-server", "--port", "0", "--data-dir", str(tmp_path / "data"), cwd=tmp_path,
+                      FLOW_CLOUDBUILD_TOKENS="a-token-of-16-chars-or-more")
     try:
         first = proc.stdout.readline()
         assert first.startswith("flow-cloudbuild-server listening on http://127.0.0.1:"), first

@@ -104,23 +104,23 @@ def test_a_refused_token_closes_the_whole_connection(tmp_path):
 
 
 def test_the_11th_failed_attempt_within_the_window_is_refused_with_retry_after(tmp_path):
-    with ServerProc(tmp_path / "d", config={"auth-failures": 10, "auth-window": 4}) as s:
+    with ServerProc(tmp_path / "d", config={"auth-failures": 10, "auth-window": 8}) as s:
         for _ in range(5):  # sockets and bearer routes share one count per address
             assert connect_with(s, BAD)["code"] == "auth"
             assert bearer(s, BAD)[0] == 401
         limited = connect_with(s, BAD)
-        assert limited["code"] == "refused" and 1 <= limited["retryAfter"] <= 4, limited
+        assert limited["code"] == "refused" and 1 <= limited["retryAfter"] <= 8, limited
         assert "too many failed token attempts from 127.0.0.1" in limited["message"]
         assert "retry in" in limited["message"] and "valid token" in limited["message"]
         # while limited, the token is not even looked at: a right guess would not get through
         assert connect_with(s, TOKEN)["code"] == "refused"
         status, headers, body = bearer(s, TOKEN)
-        assert status == 429 and 1 <= int(headers["retry-after"]) <= 4
+        assert status == 429 and 1 <= int(headers["retry-after"]) <= 8
         assert body["error"]["code"] == "refused" and body["retryAfter"] == int(headers["retry-after"])
         # another address is not limited
         assert bearer(s, TOKEN, source="127.0.0.2")[0] == 404
         # the window passes: the address may try again
-        wait_for(lambda: bearer(s, TOKEN)[0] == 404, 15, "the failure window to pass")
+        wait_for(lambda: bearer(s, TOKEN)[0] == 404, 30, "the failure window to pass")
         with Client(s.url, TOKEN) as c:
             assert c.sio.connected
 
