@@ -161,7 +161,7 @@ def by_hand(url: str, work: Path) -> float:
 
 def start_server(data: Path, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
-                               str(data), "--concurrency", "4", "--offline", *extra],
+                               str(data), "--concurrency", "4", "--max-builds-per-token", "4", "--offline", *extra],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = server.stdout.readline()  # type: ignore[union-attr]
     if "listening on" not in line:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KIT_SRC = REPO / "kits" / "flow-kit-cloudbuild" / "src"
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 N = 40
 BUILD_JS = ("const fs = require('fs'); fs.mkdirSync('dist', {recursive: true});\n"
             "fs.writeFileSync('dist/app.js', 'console.log(1);\\n'); console.log('built');\n")
@@ -65,8 +65,9 @@ def start_server(data: Path, *args: str) -> tuple[subprocess.Popen, str]:
     cfg.write_text(json.dumps({"offline": True, "checks": []}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "FLOW_CLOUDBUILD"))}
     env["PYTHONPATH"] = str(KIT_SRC)
+    env["FLOW_CLOUDBUILD_TOKENS"] = TOKEN  # one token: it may use every build slot, as before
     proc = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0",
-                             "--data-dir", str(data), "--config", str(cfg), "--token", TOKEN, *args],
+                             "--data-dir", str(data), "--config", str(cfg), *args],
                             stdout=subprocess.PIPE, stderr=open(data.parent / f"{data.name}.log", "wb"),
                             text=True, env=env)
     line = proc.stdout.readline()
@@ -155,7 +156,8 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
         redis = None
         try:
             if mode == "embedded":
-                proc, url = start_server(base / "server", "--concurrency", str(workers))
+                proc, url = start_server(base / "server", "--concurrency", str(workers),
+                                         "--max-builds-per-token", str(workers))
                 procs.append(proc)
             else:
                 port = free_port()
