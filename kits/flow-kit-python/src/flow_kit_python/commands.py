@@ -116,11 +116,23 @@ def build_command(root: Path, out_dir: Path, isolated: bool, tool: str) -> list[
               help="Build with the flow environment's build backend instead of an isolated one.")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Where to write the sdist and wheel (default: dist/, or dist-dir).")
+@click.option("-w", "--watch", is_flag=True,
+              help="Rebuild whenever a file that goes into the distribution changes (Ctrl-C stops).")
 @click.pass_context
-def build(ctx: click.Context, no_isolation: bool, out_dir: Path | None) -> None:
+def build(ctx: click.Context, no_isolation: bool, out_dir: Path | None, watch: bool) -> None:
     """Build the project's sdist and wheel into dist/ (uv build, else python -m build)."""
     root = project_root(ctx)
     conf = settings(ctx)
+    if not watch:
+        build_once(root, conf, no_isolation, out_dir)
+        return
+    from flow_kit_python.watch import watch_build
+
+    watch_build(ctx, root, conf, lambda: build_once(root, conf, no_isolation, out_dir))
+
+
+def build_once(root: Path, conf: dict[str, Any], no_isolation: bool, out_dir: Path | None) -> list[Path]:
+    """One build; the paths of the sdist and wheel it wrote."""
     mode = _choice(conf.get("build-isolation", "auto"), ("auto", "true", "false"),
                    "build-isolation")
     tool = _choice(conf.get("build-tool", "auto"), ("auto", "uv", "build"), "build-tool")
@@ -141,6 +153,11 @@ def build(ctx: click.Context, no_isolation: bool, out_dir: Path | None) -> None:
                    and p.stat().st_mtime >= start)
     for path in built:
         click.echo(f"built {path.relative_to(root) if path.is_relative_to(root) else path}")
+    return built
+
+
+def dist_dir(root: Path, conf: dict[str, Any], out_dir: Path | None) -> Path:
+    return (root / (out_dir or Path(str(conf.get("dist-dir", "dist"))))).resolve()
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,9 +179,12 @@ def test_env_python(root: Path, mode: str) -> str:
 
 
 @click.command(name="test", context_settings={"ignore_unknown_options": True})
+@click.option("-w", "--watch", is_flag=True,
+              help="Rerun the tests whenever a file changes, failed ones first (Ctrl-C stops).")
+@click.option("--no-clear", is_flag=True, help="With --watch: do not clear the terminal between runs.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def test(ctx: click.Context, pytest_args: tuple[str, ...]) -> None:
+def test(ctx: click.Context, watch: bool, no_clear: bool, pytest_args: tuple[str, ...]) -> None:
     """Run the project's tests with pytest (extra arguments go to pytest)."""
     root = project_root(ctx)
     conf = settings(ctx)
@@ -178,5 +198,10 @@ def test(ctx: click.Context, pytest_args: tuple[str, ...]) -> None:
     if probe.returncode != 0:
         raise FlowError(f"pytest is not installed for {python}",
                         "Add pytest to the project's test dependencies and install them")
+    if watch:
+        from flow_kit_python.watch import watch_tests
+
+        watch_tests(ctx, root, conf, [python, "-m", "pytest", *extra, *pytest_args], clear=not no_clear)
+        return
     code = _run([python, "-m", "pytest", *extra, *pytest_args], root, "tests failed", "")
     ctx.exit(code)
