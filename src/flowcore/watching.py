@@ -57,7 +57,8 @@ class IgnoreRules:
         except ValueError:
             return True
         text = rel.as_posix()
-        if self._spec.match_file(text):
+        # The path may be a directory (or one just deleted): "dist/" must match "dist" itself.
+        if self._spec.match_file(text) or self._spec.match_file(text + "/"):
             return True
         # A pattern like "dist/" matches the directory, so it matches everything below it.
         return any(self._spec.match_file(parent.as_posix() + "/") for parent in rel.parents

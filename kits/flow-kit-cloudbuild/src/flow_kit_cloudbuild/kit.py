@@ -67,8 +67,10 @@ def cloudbuild_server(ctx: click.Context) -> None:
 @hookimpl
 def flow_register_commands(registry: Any) -> None:
     from flow_kit_cloudbuild.client.command import publish
+    from flow_kit_cloudbuild.client.dev import dev
 
     registry.add(publish)
+    registry.add(dev)
     registry.add(cloudbuild_server)
 
 
