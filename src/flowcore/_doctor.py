@@ -21,12 +21,13 @@ from flowcore._installer import (
     unsatisfied_base_requirements,
     write_record,
 )
+from flowcore.environment import KIT_GROUP, PLUGIN_GROUP
 from flowcore.errors import InstallError
 
 if TYPE_CHECKING:
     from flowcore.packages import PackageManager
 
-_GROUP = {"kit": "flow.kits", "plugin": "flow.plugins"}
+_GROUP = {"kit": KIT_GROUP, "plugin": PLUGIN_GROUP}
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def _reinstall(pm: PackageManager, env: ManagedEnv, name: str, kind: str,
         source = f"{name}=={rec['version']}"
     options = InstallOptions(links, bool(rec.get("noIndex")))
     try:
-        results, _ = pm._install(env, [source], options, kind)
+        results, _ = pm.install_checked(env, [source], options, kind)
     except InstallError as exc:
         return f"could not reinstall {name}: {exc.cause}"
     record = read_record(env)

@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from flowcore import environment
-from flowcore.environment import canonical_name
+from flowcore.environment import ENTRY_POINT_GROUPS, canonical_name
 from flowcore.errors import InstallError
 
 BASE_PTH = "_flowcore_base.pth"
-KIT_GROUP = "flow.kits"
-PLUGIN_GROUP = "flow.plugins"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def _read_dists(paths: Sequence[Path]) -> dict[str, Dist]:
         eps = tuple(
             (ep.group, ep.name, ep.value)
             for ep in dist.entry_points
-            if ep.group in (KIT_GROUP, PLUGIN_GROUP)
+            if ep.group in ENTRY_POINT_GROUPS
         )
         out[name] = Dist(name, dist.version, eps, tuple(dist.requires or ()))
     return out

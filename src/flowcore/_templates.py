@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowcore.errors import FlowError, UsageError
+from flowcore.errors import FlowError, UsageError, warn
 
 if TYPE_CHECKING:
     from flowcore.app import Flow
@@ -63,12 +63,6 @@ def looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or os.sep in spec or Path(spec).is_dir()
 
 
-def _warn(message: str) -> None:
-    import click
-
-    click.echo(f"flow: warning: {message}", err=True)
-
-
 def collect_templates(kit_flow: Flow, kit: str) -> list[Template]:
     """Templates of ``kit``: the kit's own, then its kit-bound and general plugins', in load order.
 
@@ -84,7 +78,7 @@ def collect_templates(kit_flow: Flow, kit: str) -> list[Template]:
     out: dict[str, Template] = {}
     for plugin, result in plugins.call_loaded("flow_create_templates", kit=kit):
         if not isinstance(result, (list, tuple)):
-            _warn(f"{plugin.name}: flow_create_templates returned {type(result).__name__}, "
+            warn(f"{plugin.name}: flow_create_templates returned {type(result).__name__}, "
                   "not a list; ignored")
             continue
         for entry in result:
@@ -92,7 +86,7 @@ def collect_templates(kit_flow: Flow, kit: str) -> list[Template]:
             if template is None or template.kit != kit:
                 continue
             if template.name in out:
-                _warn(f"template '{template.name}' from {plugin.name} is dropped: the name is "
+                warn(f"template '{template.name}' from {plugin.name} is dropped: the name is "
                       f"already taken by {out[template.name].origin}")
                 continue
             out[template.name] = template
@@ -103,7 +97,7 @@ def _template_of(entry: Any, origin: str, kit: str) -> Template | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(
         entry.get("source"), str
     ) or not entry["name"] or not entry["source"]:
-        _warn(f"{origin}: a template needs a 'name' and a 'source' (got {entry!r}); ignored")
+        warn(f"{origin}: a template needs a 'name' and a 'source' (got {entry!r}); ignored")
         return None
     return Template(entry["name"], str(entry.get("description") or ""), entry["source"],
                     str(entry.get("kit") or kit), origin)

@@ -95,8 +95,33 @@ class GlobalConfig:
     def general_plugins(self) -> list[str]:
         return list(self.data.get("plugins", []))
 
+    @property
+    def all_plugins(self) -> list[str]:
+        """Every plugin the file lists: general ones, then each kit's bound ones (no repeats)."""
+        out = self.general_plugins
+        for k in self.kits:
+            out += [p for p in k.plugins if p not in out]
+        return out
+
+    @property
+    def last_update_check(self) -> float:
+        """When flow last looked for a newer flowcore (ms since the epoch; 0 = never)."""
+        return self.data.get("lastUpdateDate") or 0
+
+    @property
+    def latest_version(self) -> str | None:
+        """The newest flowcore version the last update check found, if any."""
+        value = self.data.get("latestVersion")
+        return value if isinstance(value, str) else None
+
     def kit(self, name: str) -> KitEntry | None:
         return next((k for k in self.kits if k.name == name), None)
+
+    def section(self, table: str, short_name: str) -> dict[str, Any]:
+        """A kit's (``kitConfig``) or plugin's (``pluginConfig``) own section; ``{}`` if absent."""
+        value = self.data.get(table, {})
+        value = value.get(short_name, {}) if isinstance(value, dict) else {}
+        return value if isinstance(value, dict) else {}
 
     def get(self, key: str) -> Any:
         """Value at a dotted ``key`` (``a.b``); ``KeyError`` when absent."""
@@ -218,6 +243,19 @@ def update_global(
             remove_stale_temp_files(path)
             atomic_write_bytes(path, text.encode("utf-8"))
         return GlobalConfig(path, data, exists=True)
+
+
+def record_update_check(when_ms: int, latest: str | None = None) -> None:
+    """Record when flow last looked for a newer flowcore and, if it found one, its version.
+
+    Called by the background update check, which runs without an effective view.
+    """
+    def mutate(data: dict[str, Any]) -> None:
+        data["lastUpdateDate"] = when_ms
+        if latest:
+            data["latestVersion"] = latest
+
+    update_global(mutate)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -494,6 +532,156 @@ class EffectiveConfig:
         refs += [PluginRef(p, "general") for p in self.global_config.general_plugins]
         seen: set[str] = set()
         return [r for r in refs if not (r.name in seen or seen.add(r.name))]
+
+    @property
+    def configured_plugins(self) -> list[str]:
+        """Plugins this scope's config lists: the project's, or every plugin of the global file.
+
+        What ``flow plugin delete`` can remove; ``plugins_to_load`` is what this run loads.
+        """
+        if self.scope == "project" and self.project is not None:
+            return self.project.plugins
+        return self.global_config.all_plugins
+
+    # -- edits -----------------------------------------------------------------------------
+    # The one place that knows the JSON shape of config.json and the keys of [tool.flow].
+    # Each edit is locked and atomic, and refreshes this view, so that nothing after it in the
+    # same run re-reads a file or sees the state from before.
+
+    def _edit_global(self, mutate: Callable[[dict[str, Any]], Any]) -> GlobalConfig:
+        self.global_config = update_global(mutate, self.global_config.path)
+        self._refresh()
+        return self.global_config
+
+    def _edit_project(self, mutate: Callable[[Any], Any]) -> None:
+        if self.project is None:
+            raise ConfigError("no project config to change", "Run the command inside a project")
+        edit_project(self.project, mutate)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        for name in ("scope", "active_kit", "plugins_to_load"):
+            self.__dict__.pop(name, None)
+
+    def mark_kits_installed(self, names: list[str]) -> None:
+        """Record kits as installed (flipping ``installed`` of a kit a plugin declared, keeping
+        its plugins); the first of ``names`` becomes active when no installed kit is active."""
+        def mutate(data: dict[str, Any]) -> None:
+            kits = data.setdefault("buildKits", [])
+            for name in names:
+                entry = next((k for k in kits if k.get("name") == name), None)
+                if entry is None:
+                    kits.append({"name": name, "installed": True, "plugins": []})
+                else:
+                    entry["installed"] = True
+            installed = {k["name"] for k in kits if k.get("installed")}
+            if names and data.get("activeBuildKit") not in installed:
+                data["activeBuildKit"] = names[0]
+
+        self._edit_global(mutate)
+
+    def remove_kits(self, names: list[str]) -> None:
+        """Forget kits (canonical names); one with bound plugins stays declared, not installed,
+        so they stay bound. The active kit passes to the first installed one left."""
+        from flowcore.environment import canonical_name
+
+        def mutate(data: dict[str, Any]) -> None:
+            kept = []
+            for k in data.get("buildKits", []):
+                if canonical_name(k["name"]) in names:
+                    if not k.get("plugins"):
+                        continue
+                    k["installed"] = False
+                kept.append(k)
+            data["buildKits"] = kept
+            if canonical_name(data.get("activeBuildKit") or "") in names:
+                data["activeBuildKit"] = next(
+                    (k["name"] for k in kept if k.get("installed")), None)
+
+        self._edit_global(mutate)
+
+    def set_active_kit(self, name: str) -> str:
+        """Make ``name`` the kit of this scope: the project's ``buildkit`` in project scope,
+        else the global ``activeBuildKit``. Returns where it was written."""
+        if self.scope == "project" and self.project is not None:
+            self._edit_project(lambda table: table.__setitem__("buildkit", name))
+            return str(self.project.file)
+        self._edit_global(lambda data: data.__setitem__("activeBuildKit", name))
+        return str(self.global_config.path)
+
+    def bind_plugins(self, plugins: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Add ``(plugin, build kits)`` pairs to this scope's config.
+
+        Project scope: to ``[tool.flow] plugins``. Global scope: a plugin with kits joins each
+        kit's list (declaring a kit not in the file yet as not installed), any other is general;
+        a plugin added again moves to where its kits now say.
+        """
+        if self.scope == "project" and self.project is not None:
+            def add(table: Any) -> None:
+                import tomlkit
+
+                if "plugins" not in table:
+                    table["plugins"] = tomlkit.array()
+                for name, _ in plugins:
+                    if name not in table["plugins"]:
+                        table["plugins"].append(name)
+
+            self._edit_project(add)
+            return
+
+        def mutate(data: dict[str, Any]) -> None:
+            kits = data.setdefault("buildKits", [])
+            general = data.setdefault("plugins", [])
+            for name, build_kits in plugins:
+                general[:] = [p for p in general if p != name]
+                for k in kits:
+                    k["plugins"] = [p for p in k.get("plugins", []) if p != name]
+                if not build_kits:
+                    general.append(name)
+                    continue
+                for kit in build_kits:
+                    entry = next((k for k in kits if k["name"] == kit), None)
+                    if entry is None:
+                        entry = {"name": kit, "installed": False, "plugins": []}
+                        kits.append(entry)
+                    entry.setdefault("plugins", []).append(name)
+
+        self._edit_global(mutate)
+
+    def unbind_plugins(self, names: list[str]) -> None:
+        """Remove plugins (canonical names) from this scope's config: the project's list, or the
+        general list and every kit's list."""
+        from flowcore.environment import canonical_name
+
+        if self.scope == "project" and self.project is not None:
+            def remove(table: Any) -> None:
+                items = table.get("plugins")
+                for i in reversed(range(len(items) if items is not None else 0)):
+                    if canonical_name(str(items[i])) in names:
+                        del items[i]
+
+            self._edit_project(remove)
+            return
+
+        def mutate(data: dict[str, Any]) -> None:
+            data["plugins"] = [p for p in data.get("plugins", [])
+                               if canonical_name(p) not in names]
+            for k in data.get("buildKits", []):
+                k["plugins"] = [p for p in k.get("plugins", []) if canonical_name(p) not in names]
+
+        self._edit_global(mutate)
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a dotted ``key`` of the global config (``flow config set``)."""
+        self._edit_global(lambda data: set_dotted(data, key, value))
+
+    def update_section(self, table: str, short_name: str,
+                       mutate: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """Change one kit's or plugin's own section of the global config; returns a copy of it."""
+        def apply(data: dict[str, Any]) -> None:
+            mutate(data.setdefault(table, {}).setdefault(short_name, {}))
+
+        return copy.deepcopy(self._edit_global(apply).data[table][short_name])
 
     def require_kit(self) -> str | None:
         """The active kit, checked to be installed; ``None`` when no kit is active at all."""

@@ -18,6 +18,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flowcore.config import EffectiveConfig
 
+#: The entry point groups flow loads from: a build kit declares ``flow.kits``, a plugin
+#: ``flow.plugins``. Defined here only; the installer, the doctor and the PluginSystem import them.
+KIT_GROUP = "flow.kits"
+PLUGIN_GROUP = "flow.plugins"
+ENTRY_POINT_GROUPS = (KIT_GROUP, PLUGIN_GROUP)
+
 
 def site_packages_dir(env_dir: Path) -> Path:
     """The ``site-packages`` directory of the managed environment at ``env_dir``."""

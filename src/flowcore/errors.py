@@ -3,6 +3,10 @@
 Each error carries a *cause* and a *fix*; the CLI entry (``flowcore.cli.main``) is the one place
 that catches them and turns them into ``flow: error: <cause>. <fix>`` plus an exit code. Code
 anywhere else raises and never prints or exits on its own.
+
+Problems that do not stop the command (a plugin skipped, a setting ignored) go through
+:func:`warn`, the one place that prints ``flow: warning:``, so every warning looks the same and
+reads as one line with its cause and fix.
 """
 
 from __future__ import annotations
@@ -41,3 +45,15 @@ class InstallError(FlowError):
 
 class PluginLoadError(FlowError):
     """A kit or plugin failed to import or raised inside a hook."""
+
+
+def warn(cause: str, fix: str = "") -> None:
+    """Print ``flow: warning: <cause>. <fix>`` on stderr: a problem that does not stop the command.
+
+    The same ``cause``/``fix`` shape as :class:`FlowError`, so that a warning and the error it
+    becomes under ``--strict-plugins`` read alike. Without a fix the cause is printed as given.
+    """
+    import click
+
+    click.echo(f"flow: warning: {cause.rstrip('.')}. {fix}" if fix else f"flow: warning: {cause}",
+               err=True)

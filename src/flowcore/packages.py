@@ -15,7 +15,7 @@ scope) are this module's business. Every change is a transaction:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,6 @@ from typing import Any
 from flowcore import _progress, paths
 from flowcore._doctor import Problem
 from flowcore._installer import (
-    KIT_GROUP,
-    PLUGIN_GROUP,
     Dist,
     InstallOptions,
     Installer,
@@ -35,8 +33,8 @@ from flowcore._installer import (
     unsatisfied_base_requirements,
     write_record,
 )
-from flowcore.config import EffectiveConfig, edit_project, update_global
-from flowcore.environment import canonical_name
+from flowcore.config import EffectiveConfig
+from flowcore.environment import KIT_GROUP, PLUGIN_GROUP, canonical_name
 from flowcore.errors import InstallError, UsageError
 
 KIT = "kit"
@@ -154,22 +152,9 @@ class PackageManager:
         options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
                                  no_index)
         with env.lock():
-            results, before = self._install(env, specs, options, KIT)
-
-            def mutate(data: dict[str, Any]) -> None:
-                kits = data.setdefault("buildKits", [])
-                for r in results:
-                    entry = next((k for k in kits if k.get("name") == r.name), None)
-                    if entry is None:
-                        kits.append({"name": r.name, "installed": True, "plugins": []})
-                    else:
-                        entry["installed"] = True
-                installed = {k["name"] for k in kits if k.get("installed")}
-                if data.get("activeBuildKit") not in installed:
-                    data["activeBuildKit"] = results[0].name
-
-            self._commit(env, results, before, options, lambda: update_global(
-                mutate, self.config.global_config.path))
+            results, before = self.install_checked(env, specs, options, KIT)
+            self._commit(env, results, before, options, lambda: self.config.mark_kits_installed(
+                [r.name for r in results]))
         return results
 
     def add_plugins(self, specs: Sequence[str], find_links: Sequence[str] = (),
@@ -184,19 +169,9 @@ class PackageManager:
         options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
                                  no_index)
         with env.lock():
-            results, before = self._install(env, specs, options, PLUGIN)
-            if self.scope == "project":
-                assert self.config.project is not None
-                project = self.config.project
-
-                def write() -> Any:
-                    return edit_project(project, lambda t: _add_to_toml_list(
-                        t, "plugins", [r.name for r in results]))
-            else:
-                def write() -> Any:
-                    return update_global(lambda d: _bind_plugins(d, results),
-                                         self.config.global_config.path)
-            self._commit(env, results, before, options, write)
+            results, before = self.install_checked(env, specs, options, PLUGIN)
+            self._commit(env, results, before, options, lambda: self.config.bind_plugins(
+                [(r.name, r.build_kits) for r in results]))
         return results
 
     def _commit(self, env: ManagedEnv, results: list[InstalledPackage], before: dict[str, Dist],
@@ -213,9 +188,12 @@ class PackageManager:
                               "findLinks": options.find_links, "noIndex": options.no_index}
         write_record(env, record)
 
-    def _install(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
-                 kind: str) -> tuple[list[InstalledPackage], dict[str, Dist]]:
+    def install_checked(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
+                        kind: str) -> tuple[list[InstalledPackage], dict[str, Dist]]:
         """Install ``specs`` as ``kind`` into ``env`` and check them; all or nothing.
+
+        Without touching the config: ``add_kits``/``add_plugins`` record the result, and
+        ``flow doctor --fix`` reinstalls what the config already lists.
 
         Returns the installed packages and the snapshot taken before, for a later rollback.
         """
@@ -343,21 +321,7 @@ class PackageManager:
             wanted = self._check_known(names, installed, KIT)
             with _progress.step(f"removing {', '.join(wanted)}"):
                 self.installer.uninstall(env, wanted)
-
-            def mutate(data: dict[str, Any]) -> None:
-                kept = []
-                for k in data.get("buildKits", []):
-                    if canonical_name(k["name"]) in wanted:
-                        if not k.get("plugins"):
-                            continue
-                        k["installed"] = False
-                    kept.append(k)
-                data["buildKits"] = kept
-                if canonical_name(data.get("activeBuildKit") or "") in wanted:
-                    data["activeBuildKit"] = next(
-                        (k["name"] for k in kept if k.get("installed")), None)
-
-            update_global(mutate, self.config.global_config.path)
+            self.config.remove_kits(wanted)
             forget_record(env, wanted)
         return wanted
 
@@ -365,35 +329,12 @@ class PackageManager:
         """Uninstall plugins and remove them from every kit and plugin list of this scope."""
         env = self.env()
         with env.lock():
-            wanted = self._check_known(names, self.configured_plugins(), PLUGIN)
+            wanted = self._check_known(names, self.config.configured_plugins, PLUGIN)
             with _progress.step(f"removing {', '.join(wanted)}"):
                 self.installer.uninstall(env, wanted)
-            if self.scope == "project":
-                assert self.config.project is not None
-                edit_project(self.config.project,
-                             lambda t: _remove_from_toml_list(t, "plugins", wanted))
-            else:
-                def mutate(data: dict[str, Any]) -> None:
-                    data["plugins"] = [p for p in data.get("plugins", [])
-                                       if canonical_name(p) not in wanted]
-                    for k in data.get("buildKits", []):
-                        k["plugins"] = [p for p in k.get("plugins", [])
-                                        if canonical_name(p) not in wanted]
-
-                update_global(mutate, self.config.global_config.path)
+            self.config.unbind_plugins(wanted)
             forget_record(env, wanted)
         return wanted
-
-    def configured_plugins(self) -> list[str]:
-        """Plugins this scope's config lists (project plugins, or every global plugin)."""
-        if self.scope == "project":
-            assert self.config.project is not None
-            return self.config.project.plugins
-        g = self.config.global_config
-        out = list(g.general_plugins)
-        for k in g.kits:
-            out += [p for p in k.plugins if p not in out]
-        return out
 
     def _check_known(self, names: Sequence[str], known: list[str], kind: str) -> list[str]:
         wanted: list[str] = []
@@ -416,12 +357,11 @@ class PackageManager:
         """``{scope: {name: kind}}``: what the config says each environment must hold."""
         g = self.config.global_config
         glob: dict[str, str] = {canonical_name(k): KIT for k in g.installed_kits}
-        for name in [p for k in g.kits for p in k.plugins] + g.general_plugins:
+        for name in g.all_plugins:
             glob.setdefault(canonical_name(name), PLUGIN)
         out = {"global": glob}
         if self.scope == "project":
-            assert self.config.project is not None
-            out["project"] = {canonical_name(p): PLUGIN for p in self.config.project.plugins}
+            out["project"] = {canonical_name(p): PLUGIN for p in self.config.configured_plugins}
         return out
     def diagnose(self) -> list[Problem]:
         """Compare each environment with the config: what is missing, broken or extra."""
@@ -434,48 +374,6 @@ class PackageManager:
         from flowcore._doctor import fix
 
         return fix(self)
-
-
-# ---------------------------------------------------------------------- config edits
-
-
-def _bind_plugins(data: dict[str, Any], results: Iterable[InstalledPackage]) -> None:
-    """Place each plugin: in its kits' lists (declaring missing kits), else in ``plugins``."""
-    kits = data.setdefault("buildKits", [])
-    general = data.setdefault("plugins", [])
-    for r in results:
-        general[:] = [p for p in general if p != r.name]
-        for k in kits:
-            k["plugins"] = [p for p in k.get("plugins", []) if p != r.name]
-        if not r.build_kits:
-            general.append(r.name)
-            continue
-        for kit in r.build_kits:
-            entry = next((k for k in kits if k["name"] == kit), None)
-            if entry is None:
-                entry = {"name": kit, "installed": False, "plugins": []}
-                kits.append(entry)
-            entry.setdefault("plugins", []).append(r.name)
-
-
-def _add_to_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
-    import tomlkit
-
-    if key not in table:
-        table[key] = tomlkit.array()
-    items = table[key]
-    for name in names:
-        if name not in items:
-            items.append(name)
-
-
-def _remove_from_toml_list(table: Any, key: str, names: Sequence[str]) -> None:
-    items = table.get(key)
-    if items is None:
-        return
-    for i in reversed(range(len(items))):
-        if canonical_name(str(items[i])) in names:
-            del items[i]
 
 
 # ---------------------------------------------------------------------- install record

@@ -179,14 +179,14 @@ class CommandRegistry:
         """
         if self._manifest is None or not (self._manifest.failures or self._manifest.warnings):
             return
-        import click
+        from flowcore.errors import warn
 
         strict = self.flow.options.strict_plugins if strict is None else strict
         for failure in self._manifest.failures:
             self._report_once(failure, strict)
         for warning in self._manifest.warnings:
             if warning not in self._reported:
-                click.echo(f"flow: warning: {warning}", err=True)
+                warn(warning)
                 self._reported.add(warning)
 
     def _report_once(self, failure: Failure, strict: bool, where: str = "to load") -> None:

@@ -36,7 +36,7 @@ def _watched(flow: Flow) -> bool:
 
 
 def _due(flow: Flow) -> bool:
-    last = flow.config.global_config.data.get("lastUpdateDate") or 0
+    last = flow.config.global_config.last_update_check
     return _now_ms() - last >= DAY_MS
 
 
@@ -45,7 +45,7 @@ def maybe_start(flow: Flow) -> None:
     try:
         if not _watched(flow):
             return
-        _notice(flow.config.global_config.data.get("latestVersion"))
+        _notice(flow.config.global_config.latest_version)
         if _due(flow):
             import subprocess
 
@@ -97,12 +97,12 @@ def latest_version() -> str | None:
 
 def run_check() -> None:
     """The background process: record the attempt, ask the index, store the answer."""
-    from flowcore.config import update_global
+    from flowcore.config import record_update_check
 
-    update_global(lambda data: data.__setitem__("lastUpdateDate", _now_ms()))
+    record_update_check(_now_ms())
     latest = latest_version()
     if latest:
-        update_global(lambda data: data.__setitem__("latestVersion", latest))
+        record_update_check(_now_ms(), latest)
 
 
 if __name__ == "__main__":

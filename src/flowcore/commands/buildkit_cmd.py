@@ -56,13 +56,10 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
 @click.pass_obj
 def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_index: bool) -> None:
     """Install build kits: a name, name with version, directory or wheel file."""
-    from flowcore.config import load_global
-
     before = flow.config.global_config.active_kit
     for r in flow.packages.add_kits(specs, find_links, no_index):
         click.echo(f"installed build kit {r.name} {r.version}")
-
-    now = load_global(flow.config.global_config.path).active_kit
+    now = flow.config.global_config.active_kit  # the config's edits refresh its view
     if now != before:
         click.echo(f"active build kit: {now}")
 
@@ -94,7 +91,6 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 def switch(flow: Flow, name: str | None) -> None:
     """Make NAME the active build kit (choose from a list when no NAME is given)."""
     from flowcore.environment import canonical_name
-    from flowcore.config import edit_project, update_global
 
     config = flow.config
     installed = _installed(flow)
@@ -109,9 +105,8 @@ def switch(flow: Flow, name: str | None) -> None:
     if name not in installed:
         raise UsageError(f"build kit '{name}' is not installed",
                          f"Install it with: flow buildkit add {name}")
+    config.set_active_kit(name)
     if config.scope == "project" and config.project is not None:
-        edit_project(config.project, lambda t: t.__setitem__("buildkit", name))
         click.echo(f"build kit of project {config.project.root}: {name}")
         return
-    update_global(lambda d: d.__setitem__("activeBuildKit", name), config.global_config.path)
     click.echo(f"active build kit: {name}")

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from flowcore.app import Flow
-from flowcore.config import set_dotted, update_global
 from flowcore.errors import UsageError
 
 #: Keys whose shape flow manages through its own commands; ``config set`` points there instead.
@@ -78,4 +77,4 @@ def set_(flow: Flow, key: str, value: str) -> None:
         parsed: Any = json.loads(value)
     except json.JSONDecodeError:
         parsed = value
-    update_global(lambda data: set_dotted(data, key, parsed), flow.config.global_config.path)
+    flow.config.set_value(key, parsed)

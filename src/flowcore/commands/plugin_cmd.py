@@ -28,18 +28,12 @@ def list_(flow: Flow, as_json: bool) -> None:
     """List the plugins of this scope, each with its version."""
     config = flow.config
     glob = flow.packages.installed_versions("global")
-    rows: list[dict[str, str | None]] = []
-    if config.scope == "project" and config.project is not None:
-        local = flow.packages.installed_versions("project")
-        rows += [{"name": p, "kind": "project", "version": local.get(p)}
-                 for p in config.project.plugins]
-    else:
-        kit = config.global_config.kit(config.active_kit) if config.active_kit else None
-        if kit is not None:
-            rows += [{"name": p, "kind": f"kit {kit.name}", "version": glob.get(p)}
-                     for p in kit.plugins]
-    rows += [{"name": p, "kind": "general", "version": glob.get(p)}
-             for p in config.global_config.general_plugins]
+    local = flow.packages.installed_versions("project") if config.scope == "project" else {}
+    kinds = {"kit": f"kit {config.active_kit}", "project": "project", "general": "general"}
+    rows: list[dict[str, str | None]] = [
+        {"name": ref.name, "kind": kinds[ref.kind],
+         "version": (local if ref.kind == "project" else glob).get(ref.name)}
+        for ref in config.plugins_to_load]
     if as_json:
         click.echo(json.dumps({"scope": config.scope, "plugins": rows}, indent=2))
         return
@@ -76,7 +70,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
 def delete(flow: Flow, names: tuple[str, ...]) -> None:
     """Uninstall plugins and remove them from every kit (choose from a list without NAME)."""
     if not names:
-        known = flow.packages.configured_plugins()
+        known = flow.config.configured_plugins
         if not known:
             raise InstallError("no plugins are installed", "Nothing to delete")
         from flowcore.prompts import choose
