@@ -22,6 +22,7 @@ from .. import __version__, protocol
 from . import access, housekeeping, policy
 from .artifacts import ArtifactStore, LocalArtifactStore
 from .config import ServerConfig
+from .dashboard import ARTIFACT_SECURITY_HEADERS, Dashboard, artifact_headers
 from .errors import RequestError, bad_request
 from .queue import InProcessQueue, JobQueue
 from .service import TaskService, public
@@ -65,6 +66,7 @@ class Server:
             eio_sid, access.environ_address(environ)), self.handshakes.closed)
         self._background: set[asyncio.Future[Any]] = set()
         self._register_events()
+        self.dashboard = Dashboard(self)  # the web dashboard under / (dashboard.py)
         self.asgi = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.service.start,
                                      on_shutdown=self.service.stop)
 
@@ -226,6 +228,8 @@ class Server:
 
     async def _route(self, scope: Scope, receive: Callable, send: Callable) -> None:
         method, path = scope["method"], scope["path"]
+        if await self.dashboard.route(scope, receive, send):
+            return None
         if path == protocol.PATH_HEALTH:
             _allow(method, "GET")
             return await _json(send, 200, {"ok": True, "version": __version__})
@@ -250,15 +254,13 @@ class Server:
             if not name:
                 base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
                 return await _json(send, 200, [{"name": a["name"], "url": base + quote(a["name"]),
-                                                "size": a["size"]} for a in listed])
+                                                "size": a["size"]} for a in listed], ARTIFACT_SECURITY_HEADERS)
             opened = await self.service.artifacts.open(task_id, name)
             if opened is None:
                 raise _HTTPError(404, protocol.ERROR_NOT_FOUND, f"no artifact {name[:100]!r} in this task")
             size, chunks = opened
-            filename = name.rsplit("/", 1)[-1].replace('"', "")
             await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode()),
-                (b"content-disposition", f'attachment; filename="{filename}"'.encode("utf-8", "replace"))]})
+                (b"content-length", str(size).encode()), *artifact_headers(name)]})
             async for block in chunks:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
