@@ -544,3 +544,37 @@ def test_redis_mode_any_gateway_serves_the_dashboard_and_survives_a_killed_gatew
     finally:
         cluster.stop()
         redis.stop()
+
+
+# -- the installed kit: assets packaged, `flow publish` names the page -------------------------------
+def test_the_installed_kit_serves_the_dashboard_and_flow_publish_prints_its_url(browser, tmp_path_factory, tmp_path):
+    """The kit installed from its wheel (as users get it): the assets are in the package, and
+    `flow publish` prints the task's dashboard URL when the build starts."""
+    import re
+
+    from cloudbuild_publish_support import BuildServer, flow as _flow_fixture, git, make_site  # noqa: F401
+    from cloudbuild_publish_support import publish as flow_publish
+
+    flow = _flow_fixture.__wrapped__(tmp_path_factory)
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    srv = BuildServer(executable, tmp_path / "data").start()
+    try:
+        project = make_site(tmp_path / "site", name="dash-site")
+        git(project, "init", "-q", "-b", "main")
+        git(project, "add", ".")
+        git(project, "commit", "-q", "-m", "first")
+        result = flow_publish(flow, srv, project, "--build-cmd", "npm run build")
+        assert result.returncode == 0, result.stderr
+        found = re.search(r"dashboard: (\S+/tasks/([0-9a-f]+))", result.stderr)
+        assert found and found.group(1) == f"{srv.url}/tasks/{found.group(2)}", result.stderr
+        t = Tab(browser, srv.url).sign_in(srv.token)
+        try:
+            t.page.goto(found.group(1))
+            lines = t.wait_final()
+            assert "wrote dist/index.html" in lines
+            assert t.page.locator("#artifacts ul.artifacts li a").first.text_content().endswith("index.html")
+            shot(t.page, "dashboard-task-done.png")
+        finally:
+            t.close()
+    finally:
+        srv.stop()

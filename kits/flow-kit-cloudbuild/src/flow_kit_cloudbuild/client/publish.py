@@ -95,6 +95,7 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
             _cancel(session, renderer, cancel_id)
         elif attach_id:
             session.connect()
+            renderer.notice(f"dashboard: {settings.server}/tasks/{attach_id}")
             session.attach(attach_id, 0)
             _follow_and_finish(session, renderer, attach_id, flow, None)
         else:
@@ -154,6 +155,7 @@ def _publish(session: Session, renderer: Renderer, settings: Settings, flow: Any
         return
     renderer.notice(f"task {task_id} submitted to {settings.server} "
                     f"(follow it elsewhere with: flow publish --attach {task_id})")
+    renderer.notice(f"dashboard: {settings.server}/tasks/{task_id}")
     _follow_and_finish(session, renderer, task_id, flow, task)
 
 
