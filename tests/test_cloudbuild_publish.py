@@ -40,7 +40,7 @@ def test_upload_without_git_host_succeeds_and_prints_artifact_url_last(flow, ser
     git(project, "init", "-q", "-b", "main")  # a repository without any remote
     git(project, "add", ".")
     git(project, "commit", "-q", "-m", "first")
-    (project / "untracked-secret.txt").write_text("not tracked, never uploaded\n")
+    (project / "untracked-notes.txt").write_text("not tracked, uploaded all the same\n")
 
     result = publish(flow, server, project, "--build-cmd", "npm run build")
 
@@ -55,6 +55,54 @@ def test_upload_without_git_host_succeeds_and_prints_artifact_url_last(flow, ser
     names = [a["name"] for a in (listing["artifacts"] if isinstance(listing, dict) else listing)]
     assert any(n.endswith("index.html") for n in names), listing
     assert error_lines(result.stderr) == []
+
+
+LIST_JS = """
+const fs = require("fs"), path = require("path");
+const out = [];
+(function walk(dir) {
+  for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) { if (e.name !== "node_modules") walk(p); } else out.push(path.relative(".", p));
+  }
+})(".");
+fs.mkdirSync("dist", {recursive: true});
+fs.writeFileSync("dist/files.json", JSON.stringify(out.sort()));
+"""
+
+
+def test_upload_sends_what_the_user_sees_even_untracked_inside_a_parent_repo(flow, server, tmp_path):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    git(parent, "init", "-q", "-b", "main")
+    (parent / ".gitignore").write_text("/site/\n")  # the parent keeps the project out of its tree
+    git(parent, "add", ".gitignore")
+    git(parent, "commit", "-q", "-m", "parent")
+    project = make_site(parent / "site", name="seen-site")
+    package = json.loads((project / "package.json").read_text())
+    package["scripts"]["list"] = "node list.js"
+    (project / "package.json").write_text(json.dumps(package))
+    (project / "list.js").write_text(LIST_JS)
+    (project / "notes.log").write_text("kept by git, not needed by the server\n")
+    (project / ".flowignore").write_text("*.log\n")
+    (project / "src").mkdir()
+    (project / "src" / "page.html").write_text("<p>untracked, sent</p>\n")
+    (project / "src" / ".gitignore").write_text("local.html\n")
+    (project / "src" / "local.html").write_text("<p>ignored below src/</p>\n")
+    (project / "node_modules").mkdir()
+    (project / "node_modules" / "big.js").write_text("never sent\n")
+
+    result = publish(flow, server, project, "--source", "upload", "--build-cmd", "npm run list")
+
+    assert result.returncode == 0, result.stderr
+    [files_url] = [w for w in result.stdout.split() if w.startswith(server.url + "/artifacts/")
+                   and w.endswith("/files.json")]
+    with urllib.request.urlopen(files_url, timeout=10) as r:
+        sent = set(json.loads(r.read()))
+    assert {"package.json", "list.js", "src/page.html", ".flowignore", ".gitignore"} <= sent, sent
+    assert not sent & {"notes.log", "src/local.html", "node_modules/big.js"}, sent
+    count = len([f for f in sent if not f.startswith("dist/")])
+    assert f"uploading {count} files (" in result.stdout + result.stderr
 
 
 def test_git_source_builds_the_pushed_branch(flow, server, git_host, tmp_path):

@@ -2,9 +2,11 @@
 
 ``--source git`` (the default when the repository has a remote) only publishes what the remote
 holds, so the working tree must be committed and the branch pushed; every refusal names the git
-command that fixes it. ``--source upload`` packs the files git tracks (their working-tree
-content, like ``git archive`` of the tree you see) into a .tar.gz; outside a git repository it
-packs the folder minus the usual build and dependency folders.
+command that fixes it. ``--source upload`` packs what the user sees: the project folder's files,
+tracked or not, minus what the project's ``.gitignore`` files and a ``.flowignore`` exclude and
+minus dependency, build and VCS folders. Whether the folder is a git repository, sits untracked
+inside another one, or is in none does not matter: a parent repository's ignore rules are not
+the project's.
 """
 
 from __future__ import annotations
@@ -151,24 +153,59 @@ def _divergence(root: Path, branch: str, remote: str, local: str, remote_sha: st
             f"git pull --rebase {remote} {branch} && git push {remote} {branch}")
 
 
-def _tracked_files(root: Path) -> list[str]:
-    out = _git(root, "ls-files", "-z", "--cached", "--", ".").stdout
-    return [p for p in out.split("\0") if p]
+IGNORE_FILES = (".gitignore", ".flowignore")
 
 
-def _walk_files(root: Path) -> list[str]:
-    files = []
+def upload_files(root: Path) -> list[str]:
+    """The files ``--source upload`` sends: the folder minus ignored files (paths relative to root).
+
+    Each directory's ``.gitignore`` and ``.flowignore`` apply below it, as git applies them;
+    ``SKIP_DIRS`` are never sent (the server installs dependencies and builds itself).
+    """
+    import pathspec
+
+    def rules(folder: Path) -> pathspec.GitIgnoreSpec | None:
+        lines: list[str] = []
+        for name in IGNORE_FILES:
+            f = folder / name
+            if f.is_file():
+                lines += f.read_text(encoding="utf-8", errors="replace").splitlines()
+        return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []  # (dir relative to root, its rules)
+
+    def ignored(rel: str, is_dir: bool) -> bool:
+        for base, spec in specs:
+            if base and not (rel + "/").startswith(base + "/"):
+                continue
+            sub = rel[len(base) + 1:] if base else rel
+            if spec.match_file(sub + "/" if is_dir else sub):
+                return True
+        return False
+
+    files: list[str] = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        here = Path(folder)
+        rel_dir = "" if here == root else here.relative_to(root).as_posix()
+        spec = rules(here)
+        if spec is not None:
+            specs.append((rel_dir, spec))
+        keep = []
+        for d in sorted(dirs):
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if d not in SKIP_DIRS and not ignored(rel, True) and not (here / d).is_symlink():
+                keep.append(d)
+        dirs[:] = keep
         for name in sorted(names):
-            if not name.endswith((".pyc", ".pyo")):
-                files.append(os.path.relpath(os.path.join(folder, name), root))
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if not name.endswith((".pyc", ".pyo")) and not ignored(rel, False):
+                files.append(rel)
     return files
 
 
 def pack_upload(root: Path, max_bytes: int) -> tuple[bytes, int]:
-    """A .tar.gz of the project's tracked files (paths relative to ``root``) and their count."""
-    files = _tracked_files(root) if in_git_repo(root) else _walk_files(root)
+    """A .tar.gz of the project's files (see :func:`upload_files`) and their count."""
+    files = upload_files(root)
     buffer = io.BytesIO()
     count = 0
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -187,12 +224,12 @@ def pack_upload(root: Path, max_bytes: int) -> tuple[bytes, int]:
             count += 1
     data = buffer.getvalue()
     if count == 0:
-        raise PublishUsageError(f"no files to upload in {root}",
-                                "Add the project's files to git (git add .)")
+        raise PublishUsageError(f"no files to upload in {root}: every file is ignored or the folder is empty",
+                                "Check the project's .gitignore and .flowignore")
     if len(data) > max_bytes:
         raise PublishUsageError(
             f"the upload is {len(data) // 1024} KiB, more than the server's limit of "
             f"{max_bytes // 1024} KiB",
-            "Publish from git (--source git), or stop tracking large files",
+            "Publish from git (--source git), or add large files to .flowignore",
         )
     return data, count
