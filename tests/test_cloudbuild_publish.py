@@ -50,10 +50,9 @@ def test_upload_without_git_host_succeeds_and_prints_artifact_url_last(flow, ser
     assert url.startswith(server.url + "/artifacts/"), lines[-5:]
     assert any(line.startswith("==> build") for line in lines)
     assert "build | wrote dist/index.html" in lines
+    assert url.endswith("/index.html")  # the site's page, printed last
     with urllib.request.urlopen(url, timeout=10) as response:
-        listing = json.loads(response.read())
-    names = [a["name"] for a in (listing["artifacts"] if isinstance(listing, dict) else listing)]
-    assert any(n.endswith("index.html") for n in names), listing
+        assert response.read() == b"<h1>1.0.0</h1>\n"
     assert error_lines(result.stderr) == []
 
 
@@ -135,7 +134,16 @@ def test_created_static_site_publishes_right_away(flow, server, tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "build | my-site 0.1.0: 2 files in dist/" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith(server.url + "/artifacts/")
+    site_url = result.stdout.strip().splitlines()[-1]
+    assert site_url.startswith(server.url + "/artifacts/") and site_url.endswith("/index.html")
+    with urllib.request.urlopen(site_url, timeout=10) as response:  # the URL printed last opens the site
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert b"<title>my-site</title>" in response.read()
+        assert response.headers["Content-Security-Policy"].startswith("sandbox")
+    files_url = site_url.rsplit("/", 1)[0] + "/"
+    assert f"files: {files_url}" in result.stdout + result.stderr
+    with urllib.request.urlopen(files_url, timeout=10) as response:
+        assert {a["name"] for a in json.loads(response.read())} == {"index.html", "style.css"}
 
 
 def test_create_lists_both_templates(flow, tmp_path):

@@ -30,6 +30,20 @@ def unreachable(server: str, reason: object) -> ConnectError:
     )
 
 
+LOOPBACK_START_GRACE = 10.0  # seconds a refused loopback server gets to finish starting
+
+
+def _loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host in ("localhost", None):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def probe(server: str) -> None:
     """Open (and close) a TCP connection to the server within CONNECT_TIMEOUT seconds.
 
@@ -38,10 +52,22 @@ def probe(server: str) -> None:
     """
     from urllib.parse import urlsplit
 
+    import time
+
     parts = urlsplit(server)
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    # A server on this machine may be starting right now (the README starts one in the
+    # background, then publishes): give a refused loopback connection a few seconds.
+    deadline = time.monotonic() + (LOOPBACK_START_GRACE if _loopback(parts.hostname) else 0)
     try:
-        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT).close()
+        while True:
+            try:
+                socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT).close()
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
     except socket.gaierror as exc:
         raise unreachable(server, f"unknown host ({exc.strerror})") from None
     except (socket.timeout, TimeoutError) as exc:

@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from flowcore.api import CoreContext, current, interactive
+
 from flow_kit_cloudbuild.client import http
 from flow_kit_cloudbuild.client.errors import (
     Interrupted,
@@ -38,38 +40,29 @@ from flow_kit_cloudbuild.protocol import (
 KIT = "flow-kit-cloudbuild"
 
 
-def _plugin_context() -> Any:
-    from flowcore.context import current
-
+def _plugin_context() -> CoreContext | None:
+    """The kit's context in this run; ``None`` when publish runs without flow (tests)."""
     try:
         return current()
     except LookupError:
         return None
 
 
-def _flow() -> Any:
-    from flowcore.app import Flow
-
-    ctx = click.get_current_context(silent=True)
-    return ctx.find_object(Flow) if ctx is not None else None
+def _project_root(context: CoreContext | None) -> Path:
+    root = context.project_root if context is not None else None
+    return root if root is not None else Path.cwd()
 
 
-def _project_root(flow: Any) -> Path:
-    config = getattr(flow, "config", None) if flow is not None else None
-    if config is not None and config.scope == "project" and config.project is not None:
-        return Path(config.project.root)
-    return Path.cwd()
-
-
-def _call_hook(flow: Any, hook: str, task: dict[str, Any]) -> list[dict[str, Any]]:
+def _call_hook(context: CoreContext | None, hook: str,
+               task: dict[str, Any]) -> list[dict[str, Any]]:
     """Call a publish hook on every loaded kit and plugin; the answers' items, in load order."""
-    if flow is None:
+    if context is None:
         return []
     items: list[dict[str, Any]] = []
-    for answer in flow.plugins.call(hook, task=dict(task)):
+    for answer in context.call_hook(hook, task=dict(task)):
         if isinstance(answer, dict):
             answer = [answer]
-        for item in answer or []:
+        for item in answer if isinstance(answer, list) else []:
             if isinstance(item, dict):
                 items.append(item)
     return items
@@ -84,7 +77,6 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
     if detach and (attach_id or cancel_id):
         raise PublishUsageError("--detach only applies to a new publish",
                                 "Leave out --detach")
-    flow = _flow()
     context = _plugin_context()
     settings = resolve(context, server=server, token=token, build_cmd=build_cmd,
                        timeout=timeout, source=source, branch=branch)
@@ -97,20 +89,20 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
             session.connect()
             renderer.notice(f"dashboard: {settings.server}/tasks/{attach_id}")
             session.attach(attach_id, 0)
-            _follow_and_finish(session, renderer, attach_id, flow, None)
+            _follow_and_finish(session, renderer, attach_id, context, None)
         else:
-            _publish(session, renderer, settings, flow, context, prod=prod, force=force,
+            _publish(session, renderer, settings, context, prod=prod, force=force,
                      detach=detach)
     finally:
         session.close()
 
 
-def _publish(session: Session, renderer: Renderer, settings: Settings, flow: Any,
-             context: Any, *, prod: bool, force: bool, detach: bool) -> None:
+def _publish(session: Session, renderer: Renderer, settings: Settings,
+             context: CoreContext | None, *, prod: bool, force: bool, detach: bool) -> None:
     from flow_kit_cloudbuild.client.project import read_project
     from flow_kit_cloudbuild.client.source import default_source, git_source, pack_upload
 
-    root = _project_root(flow)
+    root = _project_root(context)
     meta = read_project(root)
     source = settings.source or default_source(root)
     task: dict[str, Any] = {
@@ -126,7 +118,7 @@ def _publish(session: Session, renderer: Renderer, settings: Settings, flow: Any
         "build_cmd": settings.build_cmd,
         "timeout": settings.timeout,
     }
-    failed = [c for c in _call_hook(flow, "flow_publish_checks", task) if not c.get("ok")]
+    failed = [c for c in _call_hook(context, "flow_publish_checks", task) if not c.get("ok")]
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
@@ -156,7 +148,7 @@ def _publish(session: Session, renderer: Renderer, settings: Settings, flow: Any
     renderer.notice(f"task {task_id} submitted to {settings.server} "
                     f"(follow it elsewhere with: flow publish --attach {task_id})")
     renderer.notice(f"dashboard: {settings.server}/tasks/{task_id}")
-    _follow_and_finish(session, renderer, task_id, flow, task)
+    _follow_and_finish(session, renderer, task_id, context, task)
 
 
 def _submit(session: Session, payload: dict[str, Any], name: str, version: str) -> str:
@@ -165,8 +157,6 @@ def _submit(session: Session, payload: dict[str, Any], name: str, version: str) 
     except RefusedError as exc:
         if exc.code != ERROR_EXISTS or payload.get("force"):
             raise
-    from flowcore.prompts import interactive
-
     if not interactive():
         raise PublishUsageError(f"{name} {version} is already released on prod",
                                 "Pass --force to overwrite it, or raise the version")
@@ -179,7 +169,8 @@ def _submit(session: Session, payload: dict[str, Any], name: str, version: str) 
     return session.publish({**payload, "force": True})
 
 
-def _follow_and_finish(session: Session, renderer: Renderer, task_id: str, flow: Any,
+def _follow_and_finish(session: Session, renderer: Renderer, task_id: str,
+                       context: CoreContext | None,
                        task: dict[str, Any] | None) -> None:
     final = _follow(session, renderer, task_id)
     data = final.get("data") or {}
@@ -201,9 +192,14 @@ def _follow_and_finish(session: Session, renderer: Renderer, task_id: str, flow:
     if task is not None:
         done_task = {**task, "taskId": task_id, "artifactUrl": url,
                      "artifacts": list(payload.get("artifacts") or [])}
-        targets = _call_hook(flow, "flow_publish_artifact_targets", done_task)
+        targets = _call_hook(context, "flow_publish_artifact_targets", done_task)
         _deliver(renderer, targets, done_task)
-    renderer.result_url(url)
+    # The site's index page opens in a browser; the file list (JSON) has its own URL.
+    site = next((str(a.get("url")) for a in payload.get("artifacts") or []
+                 if isinstance(a, dict) and a.get("name") == "index.html" and a.get("url")), None)
+    if site and url:
+        renderer.notice(f"files: {url}")
+    renderer.result_url(site or url)
 
 
 def _follow(session: Session, renderer: Renderer, task_id: str) -> dict[str, Any]:
@@ -222,8 +218,6 @@ def _follow(session: Session, renderer: Renderer, task_id: str) -> dict[str, Any
 
 def _ask_cancel() -> bool:
     """On a terminal ask "cancel or detach?"; without one, detach."""
-    from flowcore.prompts import interactive
-
     if not interactive():
         return False
     import questionary
