@@ -145,7 +145,7 @@
     const table = el('table', {class: 'tasks'}, el('thead', {}, el('tr', {}, head.map((h) => el('th', {text: h})))), tbody);
     app.replaceChildren(el('section', {class: 'card'},
       el('div', {class: 'bar'}, el('h1', {text: 'Builds'}), el('span', {class: 'grow'}), projectSel, stateSel),
-      table, el('div', {class: 'bar'}, prev, next, el('span', {class: 'grow'}), info)));
+      el('div', {class: 'table-wrap'}, table), el('div', {class: 'bar'}, prev, next, el('span', {class: 'grow'}), info)));
 
     function filtersChanged() {
       state.project = projectSel.value;
@@ -438,7 +438,7 @@
         ['Duration', fmtDur(task.startedAt ? end - task.startedAt : null)]];
       if (session.redis && task.attempt) items.push(['Attempt', String(task.attempt)]);
       if (task.error) items.push(['Error', task.error]);
-      meta.replaceChildren(...items.flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+      meta.replaceChildren(...items.map(([k, v]) => el('div', {class: k === 'Error' ? 'wide' : null}, el('dt', {text: k}), el('dd', {text: v}))));
       stateEl.className = stateClass(task.state);
       stateEl.textContent = FINAL.includes(task.state) || task.state === 'queued' ? task.state : 'running: ' + task.step;
       renderCancel();
