@@ -6,7 +6,6 @@ artifacts pruned while prod releases stay."""
 
 from __future__ import annotations
 
-import ast
 import http.client
 import io
 import json
@@ -61,9 +60,12 @@ def until_closed(ws: websocket.WebSocket) -> list[str]:
 
 
 def refusal(frames: list[str]) -> dict:
-    """The {"code", "message", ...} of the CONNECT_ERROR among ``frames``."""
+    """The {"code", "message", ...} of the CONNECT_ERROR among ``frames`` (its ``data``; its
+    ``message`` is the same sentence)."""
     [error] = [f for f in frames if f.startswith("44")]
-    return ast.literal_eval(json.loads(error[2:])["message"])
+    packet = json.loads(error[2:])
+    assert set(packet) == {"message", "data"} and packet["message"] == packet["data"]["message"], packet
+    return packet["data"]
 
 
 def connect_with(server: ServerProc, token: str) -> dict:
@@ -92,7 +94,8 @@ def test_a_refused_token_closes_the_whole_connection(tmp_path):
         ws = raw_socket(s)
         ws.send("40" + json.dumps({"token": BAD}))
         frames = until_closed(ws)  # the websocket itself ends: no second guess on it
-        assert refusal(frames) == {"code": "auth", "message": "invalid token"}
+        assert refusal(frames) == {"code": "auth",
+                                   "message": 'missing or invalid token; connect with auth {"token": "<token>"}'}
         assert "1" in frames  # engine.io CLOSE came after the refusal
         with pytest.raises((websocket.WebSocketConnectionClosedException, BrokenPipeError,
                             ConnectionResetError)):

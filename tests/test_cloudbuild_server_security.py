@@ -43,10 +43,10 @@ def test_connect_with_a_bad_token_is_refused(server, auth):
     sio.on("connect_error", lambda data: errors.append(data))
     with pytest.raises(socketio.exceptions.ConnectionError):
         sio.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=5)
-    # python-socketio sends ConnectionRefusedError(dict) as {"message": repr(dict)}
-    import ast
+    # the CONNECT_ERROR packet's data: a sentence, and the structured refusal as plain JSON
     [error] = errors
-    assert ast.literal_eval(error["message"]) == {"code": "auth", "message": "invalid token"}
+    sentence = 'missing or invalid token; connect with auth {"token": "<token>"}'
+    assert error == {"message": sentence, "data": {"code": "auth", "message": sentence}}
 
 
 def test_only_the_creating_token_may_watch_cancel_or_read_a_task(server, git_daemon):
@@ -393,3 +393,18 @@ def test_a_restart_keeps_history_and_fails_the_running_task(tmp_path, git_daemon
         assert [m["meta"]["seq"] for m in msgs] == list(range(1, len(msgs) + 1))
     finally:
         s.stop()
+
+
+def test_flow_reads_refusals_as_data_and_never_evaluates_them():
+    from flow_kit_cloudbuild.client.session import _refusal
+
+    sentence = "too many failed token attempts; retry in 5 s"
+    assert _refusal({"message": sentence, "data": {"code": "refused", "message": sentence, "retryAfter": 5}}) \
+        == {"code": "refused", "message": sentence, "retryAfter": 5}
+    # a server before the structured form sent the dict's repr; its code and message still count
+    assert _refusal({"message": "{'code': 'auth', 'message': 'invalid token'}"}) == \
+        {"code": "auth", "message": "invalid token"}
+    evil = "{'code': 'auth', 'message': __import__('os').system('false')}"
+    assert _refusal({"message": evil}) == {"code": "auth", "message": evil}
+    assert _refusal({"message": "Connection rejected by server"}) == {"message": "Connection rejected by server"}
+    assert _refusal(None) is None and _refusal("x") is None

@@ -31,7 +31,8 @@ FINAL = ["done", "failed", "cancelled", "timed-out"]
 ACTION_LOG = "log"
 STATE_DONE, STATE_FAILED, STATE_CANCELLED, STATE_TIMED_OUT = FINAL
 
-# -- error codes (ack {"ok": false, "error": {"code", "message"}}) ---------------------------
+# -- error codes (ack {"ok": false, "error": {"code", "message"}}; a refused connect's
+#    connect_error data {"code", "message", "retryAfter"?}; HTTP error bodies) -----------------
 ERROR_AUTH = "auth"
 ERROR_BAD_REQUEST = "bad-request"
 ERROR_NOT_FOUND = "not-found"
@@ -121,6 +122,18 @@ def ok(**fields: Any) -> dict[str, Any]:
 def error(code: str, message: str) -> dict[str, Any]:
     """A failed ack; ``message`` is one line with the cause and the fix."""
     return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def refusal(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The ``data`` of a refused Socket.IO connect (CONNECT_ERROR).
+
+    The server raises ``ConnectionRefusedError(message, refusal(...))``, which python-socketio
+    sends as ``{"message": message, "data": {"code", "message", ...}}``: the JavaScript client
+    gets ``err.message`` (the sentence) and ``err.data`` (this object), python-socketio's client
+    gets the whole object in its ``connect_error`` handler. ``extra`` holds fields such as
+    ``retryAfter`` (seconds) next to ``code`` and ``message``.
+    """
+    return {"code": code, "message": message, **extra}
 
 
 def token_hash(token: str) -> str:

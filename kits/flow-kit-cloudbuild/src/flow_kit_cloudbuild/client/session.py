@@ -13,6 +13,7 @@ socketio is imported inside :meth:`Session.connect` only: this module is importe
 from __future__ import annotations
 
 import queue
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,32 +40,29 @@ ACK_TIMEOUT = 30.0
 Notify = Callable[[str], None]
 
 
-def _refusal(data: Any) -> Any:
-    """The server's ``{"code", "message"}`` from a connect_error payload.
+#: A refusal from a server before the structured form: the repr of {"code", "message", ...}.
+_OLD_REFUSAL = re.compile(r"""^\{'code': '([a-z-]+)'(?:, 'message': '([^'\\]*)')?""")
 
-    python-socketio sends ``ConnectionRefusedError(arg)`` as ``{"message": str(arg)}``, so a
-    dict argument arrives as its repr; extra arguments arrive under ``"data"``.
+
+def _refusal(data: Any) -> dict[str, Any] | None:
+    """The server's ``{"code", "message", ...}`` from a connect_error payload, or None.
+
+    The server sends ``{"message": sentence, "data": {"code", "message", "retryAfter"?}}``
+    (see docs/protocol.md). Servers before that sent the dict's Python repr as ``message``;
+    its code is still read (a pattern match, never an evaluation of what the server sent).
     """
     if not isinstance(data, dict):
-        return data
-    extra = data.get("data")
-    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
-        return {"message": data.get("message"), **extra[0]}
+        return None
+    detail = data.get("data")
+    if isinstance(detail, dict) and isinstance(detail.get("code"), str):
+        return {"message": data.get("message"), **detail}
     message = data.get("message")
-    if isinstance(message, dict):
-        return message
-    if isinstance(message, str) and message.startswith("{"):
-        import ast
-        import json
-
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                parsed = parse(message)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-    return data
+    if isinstance(message, str):
+        old = _OLD_REFUSAL.match(message)
+        if old:
+            return {"code": old.group(1), "message": old.group(2) or message}
+        return {"message": message}
+    return None
 
 
 class Session:

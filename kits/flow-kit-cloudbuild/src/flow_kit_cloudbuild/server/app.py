@@ -30,6 +30,8 @@ from .store import FileTaskStore, TaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 Scope = dict[str, Any]
+#: What a connect with a missing or wrong token is told (connect_error, code "auth").
+AUTH_REFUSAL = 'missing or invalid token; connect with auth {"token": "<token>"}'
 
 
 class Server:
@@ -109,22 +111,23 @@ class Server:
         async def connect(sid: str, environ: dict, auth: Any = None) -> None:
             eio_sid = access.engineio_sid(sio, sid)
 
-            def refuse(reply: dict[str, Any]) -> ConnectionRefusedError:
+            def refuse(code: str, message: str, **extra: Any) -> ConnectionRefusedError:
                 # close the whole connection once the refusal (queued before it) went out, so a
                 # client cannot try token after token on one socket
                 self._later(lambda: access.close_engineio(sio, eio_sid))
-                return ConnectionRefusedError(reply)
+                # CONNECT_ERROR {"message": sentence, "data": {"code", "message", ...}}: plain
+                # JSON that any Socket.IO client reads (err.message, err.data in JavaScript)
+                return ConnectionRefusedError(message, protocol.refusal(code, message, **extra))
 
             if self.redis is not None and not self.redis.serves_clients:
-                raise refuse({"code": protocol.ERROR_REFUSED, "message": "this is a build worker; connect to a gateway"})
+                raise refuse(protocol.ERROR_REFUSED, "this is a build worker; connect to a gateway")
             token = auth.get("token") if isinstance(auth, dict) else None
             address = access.environ_address(environ)
             token_hash, wait = self.check_token(token, address)
             if wait:
-                raise refuse({"code": protocol.ERROR_REFUSED, "message": self.failures.refusal(address, wait),
-                              "retryAfter": wait})
+                raise refuse(protocol.ERROR_REFUSED, self.failures.refusal(address, wait), retryAfter=wait)
             if token_hash is None:
-                raise refuse({"code": protocol.ERROR_AUTH, "message": "invalid token"})
+                raise refuse(protocol.ERROR_AUTH, AUTH_REFUSAL)
             self.handshakes.authenticated(eio_sid)
             self._sessions[sid] = token_hash
 
