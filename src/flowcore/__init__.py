@@ -1,27 +1,53 @@
 """flowcore: the core of flow, a plugin-driven project-workflow CLI.
 
-The public surface for plugin authors is small: ``hookimpl`` (mark hook implementations),
-``hookspec`` (used by the core's hookspecs module), ``FLOW_API_VERSION`` and ``__version__``.
-``hookimpl`` and ``hookspec`` are created on first use, so that importing ``flowcore`` (which the
-CLI does on every start) does not import pluggy and, through it, ``importlib.metadata``.
+The public API for kit and plugin authors is :mod:`flowcore.api`; this package re-exports the
+same names (``from flowcore import hookimpl, current, FlowError``). Every other module is private.
+The re-exports are resolved on first use, so that importing ``flowcore`` (which the CLI does on
+every start) imports neither the API module nor pluggy and, through it, ``importlib.metadata``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
 
-#: Version of the plugin API (hooks, contexts, registry). Plugins declare a specifier against
-#: it in ``FLOW_API`` (e.g. ``">=1"``); ``flow plugin add`` refuses plugins that do not match.
+#: Version of the plugin API (:mod:`flowcore.api`: hooks, contexts, registry, helpers). Plugins
+#: declare a specifier against it in ``FLOW_API`` (e.g. ``">=1"``); ``flow plugin add`` refuses
+#: plugins that do not match, and flow skips them when loading.
 FLOW_API_VERSION = "1"
 
-__all__ = ["FLOW_API_VERSION", "__version__", "hookimpl", "hookspec"]
+# The same list as flowcore.api.__all__ (a test holds them equal), written out so that
+# ``import flowcore`` does not have to import the API module to know it.
+__all__ = [
+    "FLOW_API_VERSION",
+    "__version__",
+    "hookimpl",
+    "Registry",
+    "CoreContext",
+    "KitContext",
+    "PluginConfig",
+    "Packages",
+    "InstalledPackage",
+    "current",
+    "FlowError",
+    "UsageError",
+    "ConfigError",
+    "InstallError",
+    "PluginLoadError",
+    "warn",
+    "choose",
+    "interactive",
+    "atomic_write_bytes",
+    "flow_home",
+    "site_packages_dir",
+    "uv_binary",
+    "watch",
+    "Change",
+]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("hookimpl", "hookspec"):
-        from flowcore import _markers
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        from flowcore import api
 
-        return getattr(_markers, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'flowcore' has no attribute {name!r}")

@@ -48,20 +48,27 @@ class FlowGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def _registry(self, ctx: click.Context) -> CommandRegistry:
-        flow = ctx.find_object(Flow)
-        if flow is None:  # --help parsed before the callback ran
-            flow = _flow_from_params({**ctx.meta.get("flow.early_params", {}), **ctx.params})
-            ctx.obj = flow
         registry = ctx.meta.get("flow.registry")
         if registry is None:
-            registry = ctx.meta["flow.registry"] = CommandRegistry(flow)
+            registry = ctx.meta["flow.registry"] = CommandRegistry(_flow_of(ctx))
         return registry
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [info.name for info in self._registry(ctx).list()]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self._registry(ctx).get(cmd_name)
+        command = self._registry(ctx).get(cmd_name)
+        return None if command is None else _with_command_hooks(command, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Validate both config files before any command is looked up, so that a broken config
+        # is reported as such rather than as whatever loading a plugin with it runs into.
+        _flow_of(ctx).config
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["flow.args"] = list(rest)  # for flow_before_command; click consumes ``rest``
+        return name, command, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         infos = self._registry(ctx).list()
@@ -70,48 +77,6 @@ class FlowGroup(click.Group):
         rows = [(i.name, f"{i.help}  [{i.source}]" if i.help else f"[{i.source}]") for i in infos]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        # click.Group.invoke, non-chained, with the root callback run before the sub-command is
-        # resolved (so dispatch sees the validated config) and the command wrapped in hooks.
-        protected = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
-        args = [*getattr(ctx, protected), *ctx.args]
-        if not args:
-            return super().invoke(ctx)  # "Missing command."
-        ctx.args = []
-        setattr(ctx, protected, [])
-        with ctx:
-            click.Command.invoke(self, ctx)
-            cmd_name, cmd, args = self.resolve_command(ctx, args)
-            assert cmd is not None and cmd_name is not None
-            ctx.invoked_subcommand = cmd_name
-            given = list(args)  # make_context consumes its list
-            sub_ctx = cmd.make_context(cmd_name, args, parent=ctx)
-            with sub_ctx:
-                return self._invoke_with_hooks(ctx, cmd_name, given, sub_ctx)
-
-    def _invoke_with_hooks(
-        self, ctx: click.Context, name: str, args: list[str], sub_ctx: click.Context
-    ) -> Any:
-        import time
-
-        from flowcore import context as plugin_context
-
-        _start_update_check(ctx.find_object(Flow))  # after the command's --help was handled
-        registry = self._registry(ctx)
-        token = plugin_context.activate(registry.context_of(name))
-        start = time.monotonic()
-        code = 0
-        registry.call_command_hook("flow_before_command", command_name=name, args=list(args))
-        try:
-            return sub_ctx.command.invoke(sub_ctx)
-        except BaseException as exc:
-            code = _exit_code_of(exc)
-            raise
-        finally:
-            registry.call_command_hook("flow_after_command", command_name=name, exit_code=code,
-                                       duration=time.monotonic() - start)
-            plugin_context.deactivate(token)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_epilog(ctx, formatter)
@@ -122,6 +87,65 @@ class FlowGroup(click.Group):
         except FlowError as exc:
             formatter.write_paragraph()
             formatter.write_text(f"Configuration problem: {exc.message}")
+
+
+def _flow_of(ctx: click.Context) -> Flow:
+    """This run's core instance, made once from the global options.
+
+    Help is eager and click resolves the sub-command before the root callback runs, so the
+    first of them to need it makes it, from the options parsed so far.
+    """
+    flow = ctx.find_object(Flow)
+    if flow is None:
+        flow = _flow_from_params({**ctx.meta.get("flow.early_params", {}), **ctx.params})
+        ctx.find_root().obj = flow
+        if flow.options.debug:
+            import logging
+
+            logging.basicConfig(level=logging.DEBUG, format="flow: debug: %(message)s")
+    return flow
+
+
+def _with_command_hooks(command: click.Command, name: str) -> click.Command:
+    """A copy of ``command`` whose ``invoke`` runs inside the before/after command hooks.
+
+    click calls ``invoke`` after the command's own arguments were parsed (so ``--help`` has
+    been handled and never triggers a hook); the copy leaves the registered object untouched.
+    """
+    import copy
+
+    hooked = copy.copy(command)
+    invoke = hooked.invoke
+
+    def invoke_with_hooks(ctx: click.Context) -> Any:
+        return _invoke_with_hooks(ctx, name, invoke)
+
+    hooked.invoke = invoke_with_hooks  # type: ignore[method-assign]
+    return hooked
+
+
+def _invoke_with_hooks(ctx: click.Context, name: str, invoke: Any) -> Any:
+    import time
+
+    from flowcore import context as plugin_context
+
+    root = ctx.find_root()
+    _start_update_check(root.find_object(Flow))
+    registry: CommandRegistry = root.meta["flow.registry"]
+    token = plugin_context.activate(registry.context_of(name))
+    start = time.monotonic()
+    code = 0
+    registry.call_command_hook("flow_before_command", command_name=name,
+                               args=list(ctx.meta.get("flow.args", ())))
+    try:
+        return invoke(ctx)
+    except BaseException as exc:
+        code = _exit_code_of(exc)
+        raise
+    finally:
+        registry.call_command_hook("flow_after_command", command_name=name, exit_code=code,
+                                   duration=time.monotonic() - start)
+        plugin_context.deactivate(token)
 
 
 def _exit_code_of(exc: BaseException) -> int:
@@ -180,13 +204,7 @@ def cli(ctx: click.Context, **params: Any) -> None:
     Commands marked with a kit or plugin name come from that package; the active kit is chosen
     by the project's [tool.flow] buildkit, else by 'flow buildkit switch'.
     """
-    flow = _flow_from_params(params)
-    ctx.obj = flow
-    if flow.options.debug:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="flow: debug: %(message)s")
-    flow.config  # validate both config files before any command runs
+    _flow_of(ctx).config  # validate both config files before any command runs
 
 
 def _write_debug_log(exc: BaseException) -> Path | None:

@@ -7,18 +7,20 @@ How flow calls hooks
 --------------------
 
 * Implement a hook with a module-level function of the same name, marked ``@hookimpl``
-  (``from flowcore import hookimpl``). An implementation may accept any subset of the hook's
+  (``from flowcore.api import hookimpl``). An implementation may accept any subset of the hook's
   arguments, in any order; flow passes them by name.
-* Every hook receives ``context``: the :class:`flowcore.context.KitContext` of the kit for the kit
-  itself and its kit-bound (or project) plugins, else a :class:`flowcore.context.CoreContext`.
-  Each implementation gets the context of the plugin it belongs to.
-* flow calls each implementation separately, in load order (the kit, then kit-bound or project
-  plugins, then general plugins; ``tryfirst``/``trylast`` move an implementation to the front or
-  back). Hook wrappers (``wrapper=True`` / ``hookwrapper=True``) are not supported: each hook
-  states what combining the results means.
+* Every hook receives ``context``: a ``flowcore.api.KitContext`` for the kit itself and its
+  kit-bound (or project) plugins, else a ``flowcore.api.CoreContext``. Each implementation gets
+  the context of the plugin it belongs to.
+* flow calls hooks through pluggy, in load order (the kit, then kit-bound or project plugins,
+  then general plugins); ``tryfirst``/``trylast`` move an implementation to the front or back,
+  and hook wrappers (``@hookimpl(wrapper=True)``, a generator that yields once and receives the
+  other implementations' result) work as pluggy documents them. Each hook states what
+  combining the results means.
 * Isolation: an implementation that raises is reported in one line naming its plugin, and its
-  result is left out; the other plugins and every built-in command keep working
-  (``--strict-plugins`` turns the report into an error).
+  result is left out (a wrapper that raises is left out and the call goes on without it); the
+  other plugins and every built-in command keep working (``--strict-plugins`` turns the report
+  into an error).
 * ``flow --help`` and ``flow <command> --help`` call no hook at all: command names and help come
   from a cached manifest, rebuilt (by calling ``flow_register_commands`` and ``flow_kit_info``)
   when the config or an installed distribution changes. Hooks must therefore be cheap and free of
@@ -27,9 +29,15 @@ How flow calls hooks
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flowcore._markers import hookspec
+
+if TYPE_CHECKING:
+    from flowcore.api import CoreContext, Registry
+
+#: What hooks exchange with flow: JSON-like mappings (strings, numbers, lists, dicts).
+JSONObject = dict[str, object]
 
 # ---------------------------------------------------------------------------------------------
 # Registration: called when flow (re)builds its command manifest, and when a command is run
@@ -37,7 +45,7 @@ from flowcore._markers import hookspec
 
 
 @hookspec
-def flow_register_commands(registry: Any, context: Any) -> None:
+def flow_register_commands(registry: Registry, context: CoreContext) -> None:
     """Add this plugin's click commands to ``flow``'s top level.
 
     When: when flow builds its command manifest (after an install, removal, upgrade or config
@@ -56,7 +64,7 @@ def flow_register_commands(registry: Any, context: Any) -> None:
 
 
 @hookspec
-def flow_kit_info(context: Any) -> dict[str, Any] | None:
+def flow_kit_info(context: CoreContext) -> JSONObject | None:
     """Describe the build kit (implemented by kits only; plugins leave it out).
 
     When: when flow builds its command manifest, before ``flow_register_commands``.
@@ -77,7 +85,7 @@ def flow_kit_info(context: Any) -> dict[str, Any] | None:
 
 
 @hookspec
-def flow_create_templates(kit: str, context: Any) -> list[dict[str, Any]] | None:
+def flow_create_templates(kit: str, context: CoreContext) -> list[JSONObject] | None:
     """Contribute project templates to ``flow create``.
 
     When: when ``flow create`` lists the templates of the kit the user chose (the kit runs in
@@ -100,7 +108,7 @@ def flow_create_templates(kit: str, context: Any) -> list[dict[str, Any]] | None
 
 
 @hookspec
-def flow_before_command(context: Any, command_name: str, args: list[str]) -> None:
+def flow_before_command(context: CoreContext, command_name: str, args: list[str]) -> None:
     """Called just before any top-level command runs (built-in, kit or plugin command).
 
     When: after the command line has been parsed, after ``--help`` has been handled (help never
@@ -116,7 +124,9 @@ def flow_before_command(context: Any, command_name: str, args: list[str]) -> Non
 
 
 @hookspec
-def flow_after_command(context: Any, command_name: str, exit_code: int, duration: float) -> None:
+def flow_after_command(
+    context: CoreContext, command_name: str, exit_code: int, duration: float
+) -> None:
     """Called after any top-level command finished, whether it succeeded or failed.
 
     When: after the command's code returned or raised, before flow prints an error and exits.
@@ -138,7 +148,7 @@ def flow_after_command(context: Any, command_name: str, exit_code: int, duration
 
 
 @hookspec
-def flow_publish_checks(context: Any, task: dict[str, Any]) -> list[dict[str, Any]] | None:
+def flow_publish_checks(context: CoreContext, task: JSONObject) -> list[JSONObject] | None:
     """Pre-build checks run by ``flow publish`` before anything is sent to the build server.
 
     When: once per ``flow publish``, after the task has been described and before upload.
@@ -155,9 +165,7 @@ def flow_publish_checks(context: Any, task: dict[str, Any]) -> list[dict[str, An
 
 
 @hookspec
-def flow_publish_artifact_targets(
-    context: Any, task: dict[str, Any]
-) -> list[dict[str, Any]] | None:
+def flow_publish_artifact_targets(context: CoreContext, task: JSONObject) -> list[JSONObject] | None:
     """Extra places a successful cloud build's artifacts are delivered to.
 
     When: once per ``flow publish`` that ends with the task **done** (not on ``--attach``), after

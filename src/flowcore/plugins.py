@@ -7,10 +7,19 @@ What loads (architecture notes, section 4): the active kit first (``-k`` wins, t
 drops the kit. Only distributions named in the config are loaded, through their ``flow.kits`` and
 ``flow.plugins`` entry points.
 
-Isolation: a kit or plugin that fails to import, fails validation or raises inside a hook is
-recorded as a :class:`~flowcore.manifest.Failure`, reported in one line naming it and the fix,
-and skipped; ``--strict-plugins`` / ``FLOW_STRICT_PLUGINS=1`` turn the report into a
-``PluginLoadError``.
+Hooks are called through pluggy itself, so ``firstresult``, ``tryfirst``/``trylast`` and hook
+wrappers (``wrapper=True``, ``hookwrapper=True``) behave as pluggy documents. Plugins are
+registered in reverse load order, because pluggy calls the last registered first: the kit is
+then called first, general plugins last. Two things pluggy does not do are added by registering,
+instead of the plugin's own module, a namespace of *guards*, one per hook implementation, each
+carrying the implementation's own marker options:
+
+* each implementation gets its own plugin's ``context`` (and, in ``flow_register_commands``, its
+  own ``registry``), although pluggy passes every implementation the same arguments;
+* isolation: a kit or plugin that fails to import, fails validation or raises inside a hook is
+  recorded as a :class:`~flowcore.manifest.Failure`, reported in one line naming it and the fix,
+  unregistered and skipped (a wrapper that raises lets the call through unchanged);
+  ``--strict-plugins`` / ``FLOW_STRICT_PLUGINS=1`` turn the report into a ``PluginLoadError``.
 
 This module is only imported when a plugin has to be loaded (never by ``flow --help``); pluggy
 and ``importlib.metadata`` are imported inside the functions that need them.
@@ -18,26 +27,29 @@ and ``importlib.metadata`` are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import click
-
-from flowcore.environment import canonical_name
 from flowcore.context import CoreContext, KitContext, short_name_of
-from flowcore.errors import PluginLoadError
+from flowcore.environment import ENTRY_POINT_GROUPS, canonical_name
+from flowcore.errors import PluginLoadError, warn
 from flowcore.manifest import Failure, PluginRecord, file_stamp
 
 if TYPE_CHECKING:
     import pluggy
 
     from flowcore.app import Flow
+    from flowcore.registry import RegistryView
 
-ENTRY_POINT_GROUPS = ("flow.kits", "flow.plugins")
 #: Hooks that wrap every command; plugins implementing them are loaded on every dispatch.
 COMMAND_HOOKS = ("flow_before_command", "flow_after_command")
+#: Arguments flow fills in per plugin: pluggy passes the placeholder, the guard the real one.
+PER_PLUGIN_ARGS = ("context", "registry")
 
 
 def load_plugins_filter() -> set[str] | None:
@@ -63,27 +75,52 @@ def report(failure: Failure, strict: bool, where: str = "to load") -> None:
     cause, fix = failure_line(failure, where)
     if strict:
         raise PluginLoadError(cause, f"{fix} (or run without --strict-plugins)")
-    click.echo(f"flow: warning: {cause}. {fix}", err=True)
+    warn(cause, fix)
 
 
 class LoadedPlugin:
     """A kit or plugin registered with the PluginManager in this process.
 
-    ``kind`` is "kit", "kit-plugin", "project" or "general"; ``files`` are the stamps of its
-    module files (see ``manifest.file_stamp``).
+    ``kind`` is "kit", "kit-plugin", "project" or "general"; ``objects`` are what its entry points
+    name, ``registered`` the guard namespaces registered with pluggy in their place; ``files``
+    are the stamps of its module files (see ``manifest.file_stamp``).
     """
 
     def __init__(self, name: str, kind: str, entry_points: list[str]) -> None:
         self.name = name
         self.kind = kind
         self.entry_points = entry_points
-        self.objects: list[Any] = []
+        self.objects: list[object] = []
+        self.registered: list[_Guards] = []
         self.pm_names: list[str] = []
         self.files: list[str] = []
         self.context: CoreContext | None = None
 
     def record(self, hooks: list[str]) -> PluginRecord:
         return PluginRecord(self.name, self.kind, self.entry_points, sorted(hooks), list(self.files))
+
+
+class _Guards:
+    """What flow registers with pluggy for one entry point of a plugin: its guards, as
+    attributes named like the implementations (hashable by identity, as pluggy needs)."""
+
+    def __init__(self, plugin: str) -> None:
+        self.flow_plugin_name = plugin
+
+    def __repr__(self) -> str:
+        return f"<hooks of {self.flow_plugin_name}>"
+
+
+class _Call:
+    """What one hook call collects besides pluggy's result: who produced which answer."""
+
+    __slots__ = ("hook", "report_now", "produced", "wrappers")
+
+    def __init__(self, hook: str, report_now: bool) -> None:
+        self.hook = hook
+        self.report_now = report_now
+        self.produced: list[tuple[LoadedPlugin, object]] = []
+        self.wrappers: list[LoadedPlugin] = []
 
 
 class PluginSystem:
@@ -98,9 +135,11 @@ class PluginSystem:
         self._pm: pluggy.PluginManager | None = None
         self.loaded: dict[str, LoadedPlugin] = {}
         self.failures: list[Failure] = []
-        self._owner: dict[str, LoadedPlugin] = {}
         self.kit_info: dict[str, Any] | None = None
         self._all_loaded = False
+        self._registration: list[str] = []  # pm names, in the order they were registered
+        self._calls: list[_Call] = []  # hook calls in progress (a hook may call hooks)
+        self._views: dict[str, RegistryView] = {}  # per plugin, while flow_register_commands runs
 
     # -- what to load ----------------------------------------------------------------------
 
@@ -117,18 +156,16 @@ class PluginSystem:
 
     def plan(self) -> list[tuple[str, str]]:
         """``(distribution name, kind)`` of every kit and plugin to load, in load order."""
-        config = self.flow.config
         out: list[tuple[str, str]] = []
         kit = self.active_kit()
         if kit:
             out.append((kit, "kit"))
         selected = load_plugins_filter()
-        for ref in config.plugins_to_load:
+        for ref in self.flow.config.plugins_to_load:
             if selected is not None and canonical_name(ref.name) not in selected:
                 continue
-            kind = "kit-plugin" if ref.kind == "kit" else ref.kind
             if all(canonical_name(ref.name) != canonical_name(n) for n, _ in out):
-                out.append((ref.name, kind))
+                out.append((ref.name, _plugin_kind(ref.kind)))
         return out
 
     def env_dirs(self) -> list[Path]:
@@ -151,8 +188,9 @@ class PluginSystem:
             import pluggy
 
             from flowcore import hookspecs
+            from flowcore._markers import PROJECT_NAME
 
-            self._pm = pluggy.PluginManager("flow")
+            self._pm = pluggy.PluginManager(PROJECT_NAME)
             self._pm.add_hookspecs(hookspecs)
         return self._pm
 
@@ -176,6 +214,7 @@ class PluginSystem:
                 self._fail(name, kind, "it declares no 'flow.kits' or 'flow.plugins' entry point")
                 continue
             self._load(name, kind, values, check_api=True)
+        self._order()
         return list(self.loaded.values())
 
     def load_records(self, records: list[PluginRecord], env_dirs: list[str]) -> None:
@@ -189,6 +228,7 @@ class PluginSystem:
         for record in records:
             if record.name not in self.loaded and record.name not in failed:
                 self._load(record.name, record.kind, record.entry_points)
+        self._order()
 
     def _load(
         self, name: str, kind: str, values: list[str], *, check_api: bool = False
@@ -219,7 +259,7 @@ class PluginSystem:
         return plugin
 
     @staticmethod
-    def _check_api(obj: Any) -> None:
+    def _check_api(obj: object) -> None:
         spec = getattr(obj, "FLOW_API", None)
         if spec is None:
             return
@@ -233,45 +273,186 @@ class PluginSystem:
             )
 
     def _register(self, plugin: LoadedPlugin) -> bool:
+        """Register ``plugin``'s guards with pluggy, which validates them against the specs."""
         import pluggy
 
         pm = self.pm
         try:
             for i, obj in enumerate(plugin.objects):
                 pm_name = plugin.name if i == 0 else f"{plugin.name}#{i}"
-                pm.register(obj, name=pm_name)
+                namespace = self._guards(plugin, obj)
+                pm.register(namespace, name=pm_name)
+                plugin.registered.append(namespace)
                 plugin.pm_names.append(pm_name)
-                for caller in pm.get_hookcallers(obj) or []:
-                    if not caller.has_spec() and not any(
-                        i.optionalhook for i in caller.get_hookimpls() if i.plugin is obj
-                    ):
+                self._registration.append(pm_name)
+                for caller in pm.get_hookcallers(namespace) or []:
+                    impls = [i for i in caller.get_hookimpls() if i.plugin is namespace]
+                    if not caller.has_spec() and not any(i.optionalhook for i in impls):
                         raise pluggy.PluginValidationError(
-                            obj, f"it implements an unknown hook '{caller.name}'"
+                            namespace, f"it implements an unknown hook '{caller.name}'"
                         )
+                    for impl in impls:
+                        impl.function.flow_argnames = impl.argnames  # type: ignore[attr-defined]
         except (pluggy.PluginValidationError, ValueError) as exc:
-            for pm_name in plugin.pm_names:
-                pm.unregister(name=pm_name)
+            self._unregister(plugin)
             self._fail(plugin.name, plugin.kind, str(exc).splitlines()[0])
             return False
-        for pm_name in plugin.pm_names:
-            self._owner[pm_name] = plugin
         return True
+
+    def _unregister(self, plugin: LoadedPlugin) -> None:
+        for pm_name in plugin.pm_names:
+            if self.pm.get_plugin(pm_name) is not None:
+                self.pm.unregister(name=pm_name)
+            if pm_name in self._registration:
+                self._registration.remove(pm_name)
+
+    def _order(self) -> None:
+        """Re-register so that pluggy calls the plugins in load order (it calls the last
+        registered first); a no-op when they were registered in that order already."""
+        wanted = [n for p in reversed(self.loaded.values()) for n in reversed(p.pm_names)]
+        if wanted == self._registration:
+            return
+        pm = self.pm
+        owners = {n: ns for p in self.loaded.values() for n, ns in zip(p.pm_names, p.registered)}
+        for name in wanted:
+            pm.unregister(name=name)
+        for name in wanted:
+            pm.register(owners[name], name=name)
+        self._registration = wanted
 
     def _fail(self, name: str, kind: str, cause: str) -> Failure:
         failure = Failure(name, kind, cause.rstrip("."))
         self.failures.append(failure)
         plugin = self.loaded.pop(name, None)
         if plugin is not None:
-            for pm_name in plugin.pm_names:
-                self.pm.unregister(name=pm_name)
+            self._unregister(plugin)
         return failure
 
     def hooks_of(self, plugin: LoadedPlugin) -> list[str]:
         """Names of the hooks ``plugin`` implements."""
         names = set()
-        for obj in plugin.objects:
-            names.update(c.name for c in self.pm.get_hookcallers(obj) or [])
+        for namespace in plugin.registered:
+            names.update(c.name for c in self.pm.get_hookcallers(namespace) or [])
         return sorted(names)
+
+    # -- guards: per-plugin arguments and isolation ----------------------------------------
+
+    def _guards(self, plugin: LoadedPlugin, obj: object) -> _Guards:
+        """A namespace holding one guard per hook implementation of ``obj``.
+
+        Each guard has the implementation's signature (``functools.wraps``, which pluggy reads
+        through) and its marker options (copied with ``__dict__``), so pluggy treats it exactly
+        as the implementation: same hook, same ``tryfirst``/``trylast``/``wrapper`` options.
+        """
+        namespace = _Guards(plugin.name)
+        for attr in dir(obj):
+            opts = self.pm.parse_hookimpl_opts(obj, attr)
+            if opts is None:
+                continue
+            function = getattr(obj, attr)
+            hook = opts.get("specname") or attr
+            if (opts.get("wrapper") or opts.get("hookwrapper")) and inspect.isgeneratorfunction(
+                    function):
+                guard = self._wrapper_guard(plugin, hook, function)
+            else:
+                guard = self._call_guard(plugin, hook, function)
+            setattr(namespace, attr, guard)
+        return namespace
+
+    def _arguments(self, plugin: LoadedPlugin, guard: Callable[..., object],
+                   args: tuple[object, ...], kwargs: dict[str, object]
+                   ) -> tuple[list[object], dict[str, object]]:
+        """``args``/``kwargs`` as pluggy passed them, with this plugin's own context (and
+        registry) in place of the placeholders."""
+        own: dict[str, object] = {"context": self.context(plugin)}
+        if plugin.name in self._views:
+            own["registry"] = self._views[plugin.name]
+        names = getattr(guard, "flow_argnames", ())
+        out = [own[n] if n in own else a for n, a in zip(names, args)]
+        return out, {k: own.get(k, v) for k, v in kwargs.items()}
+
+    def _call_guard(self, plugin: LoadedPlugin, hook: str,
+                    function: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(function)
+        def guard(*args: object, **kwargs: object) -> object:
+            if plugin.name not in self.loaded:
+                return None  # failed earlier in this call
+            call_args, call_kwargs = self._arguments(plugin, guard, args, kwargs)
+            try:
+                result = function(*call_args, **call_kwargs)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
+                self._hook_failed(plugin, hook, exc)
+                return None
+            if result is not None and self._calls:
+                self._calls[-1].produced.append((plugin, result))
+            return result
+
+        return guard
+
+    def _wrapper_guard(self, plugin: LoadedPlugin, hook: str,
+                       function: Callable[..., Generator[object, object, object]]
+                       ) -> Callable[..., Generator[object, object, object]]:
+        """Guard of a hook wrapper (new-style ``wrapper=True`` or old-style ``hookwrapper``).
+
+        It drives the plugin's generator in step with pluggy: setup, the inner call's outcome
+        sent (or its exception thrown) in, teardown. A wrapper that raises, does not yield or
+        yields twice is reported and skipped, and the call goes on as if it were not there.
+        """
+        @functools.wraps(function)
+        def guard(*args: object, **kwargs: object) -> Generator[object, object, object]:
+            if plugin.name not in self.loaded:
+                return (yield)
+            call_args, call_kwargs = self._arguments(plugin, guard, args, kwargs)
+            try:
+                gen = function(*call_args, **call_kwargs)
+                next(gen)
+            except StopIteration:
+                self._hook_failed(plugin, hook, RuntimeError("the hook wrapper did not yield"))
+                return (yield)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
+                self._hook_failed(plugin, hook, exc)
+                return (yield)
+            if self._calls:
+                self._calls[-1].wrappers.append(plugin)
+            try:
+                inner = yield
+            except BaseException as inner_exc:
+                try:
+                    gen.throw(inner_exc)
+                except StopIteration as stop:
+                    return stop.value
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
+                    if exc is inner_exc:
+                        raise
+                    self._hook_failed(plugin, hook, exc)
+                    raise inner_exc from None
+                gen.close()
+                self._hook_failed(plugin, hook, RuntimeError("the hook wrapper yielded twice"))
+                raise
+            try:
+                gen.send(inner)
+            except StopIteration as stop:
+                return stop.value
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
+                self._hook_failed(plugin, hook, exc)
+                return inner
+            gen.close()
+            self._hook_failed(plugin, hook, RuntimeError("the hook wrapper yielded twice"))
+            return inner
+
+        return guard
+
+    def _hook_failed(self, plugin: LoadedPlugin, hook: str, exc: BaseException) -> None:
+        """Record (and, when the caller asks, report) ``plugin`` as failed in ``hook``."""
+        if plugin.name not in self.loaded:
+            return
+        if hook == "flow_register_commands":  # reported with the manifest's load failures
+            self._fail(plugin.name, plugin.kind,
+                       f"flow_register_commands raised {type(exc).__name__}: {exc}")
+            return
+        failure = self._fail(plugin.name, plugin.kind, f"{type(exc).__name__}: {exc}")
+        if self._calls and self._calls[-1].report_now:
+            report(failure, self.strict, where=f"in {hook}")
 
     # -- contexts --------------------------------------------------------------------------
 
@@ -285,66 +466,81 @@ class PluginSystem:
     def context(self, plugin: LoadedPlugin) -> CoreContext:
         """The context handed to ``plugin``'s hooks: the kit's, or the looser core one."""
         if plugin.context is None:
-            flow = self.flow
-            kit = self.active_kit()
-
-            def packages() -> Any:
-                return flow.packages
-
-            if kit is not None and plugin.kind in ("kit", "kit-plugin", "project"):
-                plugin.context = KitContext(
-                    plugin.name, flow.config, packages,
-                    kit=kit, kit_short_name=self.kit_short_name() or short_name_of(kit),
-                )
-            else:
-                plugin.context = CoreContext(plugin.name, flow.config, packages)
+            plugin.context = self._make_context(plugin.name, plugin.kind)
         return plugin.context
+
+    def context_for(self, name: str) -> CoreContext:
+        """The context of distribution ``name`` in this run, loaded or not (for a command run
+        outside flow's dispatch, e.g. under click's CliRunner)."""
+        wanted = canonical_name(name)
+        for plugin in self.loaded.values():
+            if canonical_name(plugin.name) == wanted:
+                return self.context(plugin)
+        kind = next((k for n, k in self.plan() if canonical_name(n) == wanted), "general")
+        return self._make_context(name, kind)
+
+    def _make_context(self, name: str, kind: str) -> CoreContext:
+        flow = self.flow
+        kit = self.active_kit()
+
+        def packages() -> Any:
+            return flow.packages
+
+        if kit is not None and kind in ("kit", "kit-plugin", "project"):
+            return KitContext(name, flow.config, packages, call_hook=self.call,
+                              kit=kit, kit_short_name=self.kit_short_name() or short_name_of(kit))
+        return CoreContext(name, flow.config, packages, call_hook=self.call)
 
     # -- calling hooks ---------------------------------------------------------------------
 
-    def call(self, hook: str, **kwargs: Any) -> list[Any]:
+    def call(self, hook: str, **kwargs: object) -> list[object]:
         """Call ``hook`` on every kit and plugin of this run; the non-``None`` results in order.
 
         This is how the core and kits call hooks (``flow create`` calls
-        ``flow_create_templates``, ``flow publish`` calls ``flow_publish_checks``). Each
-        implementation gets its own plugin's ``context``; one that raises is reported and left out.
+        ``flow_create_templates``, ``flow publish`` calls ``flow_publish_checks``, through
+        ``context.call_hook``). Each implementation gets its own plugin's ``context``; one that
+        raises is reported and left out. A ``firstresult`` hook gives a list of at most one.
         """
         self.load_all()
-        return [result for _, result in self.call_loaded(hook, **kwargs)]
+        result, _ = self._call(hook, None, True, kwargs)
+        if isinstance(result, list):
+            return result
+        return [] if result is None else [result]
 
     def call_loaded(
-        self, hook: str, *, only: set[str] | None = None, report_now: bool = True, **kwargs: Any
-    ) -> list[tuple[LoadedPlugin, Any]]:
-        """Call ``hook`` on the plugins loaded so far (``only``: just these), in load order."""
+        self, hook: str, *, only: set[str] | None = None, report_now: bool = True,
+        **kwargs: object,
+    ) -> list[tuple[LoadedPlugin, object]]:
+        """Call ``hook`` on the plugins loaded so far (``only``: just these), in load order;
+        each non-``None`` answer with the plugin that gave it (a wrapper's own additions are
+        the wrapper's)."""
+        result, call = self._call(hook, only, report_now, kwargs)
+        items = result if isinstance(result, list) else [] if result is None else [result]
+        produced = list(call.produced)
+        out: list[tuple[LoadedPlugin, object]] = []
+        for item in items:
+            match = next((i for i, (_, r) in enumerate(produced) if r is item), None)
+            if match is not None:
+                out.append(produced.pop(match))
+            elif call.wrappers:
+                out.append((call.wrappers[0], item))
+        return out
+
+    def _call(self, hook: str, only: set[str] | None, report_now: bool,
+              kwargs: dict[str, object]) -> tuple[object, _Call]:
+        call = _Call(hook, report_now)
         caller = getattr(self.pm.hook, hook, None)
         if caller is None:
-            return []
-        order = {name: i for i, name in enumerate(self._owner)}
-
-        def position(impl: Any) -> tuple[int, int]:
-            rank = 0 if impl.tryfirst else 2 if impl.trylast else 1
-            return rank, order.get(impl.plugin_name, len(order))
-
-        results: list[tuple[LoadedPlugin, Any]] = []
-        for impl in sorted(caller.get_hookimpls(), key=position):
-            plugin = self._owner.get(impl.plugin_name)
-            if plugin is None or plugin.name not in self.loaded:
-                continue  # unregistered after an earlier failure
-            if only is not None and plugin.name not in only:
-                continue
-            if impl.wrapper or impl.hookwrapper:
-                continue
-            args = {**kwargs, "context": self.context(plugin)}
-            try:
-                result = impl.function(*[args[a] for a in impl.argnames])
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
-                failure = self._fail(plugin.name, plugin.kind, f"{type(exc).__name__}: {exc}")
-                if report_now:
-                    report(failure, self.strict, where=f"in {hook}")
-                continue
-            if result is not None:
-                results.append((plugin, result))
-        return results
+            return [], call
+        if only is not None:
+            others = [ns for p in self.loaded.values() if p.name not in only for ns in p.registered]
+            caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        placeholders = {name: None for name in PER_PLUGIN_ARGS}
+        self._calls.append(call)
+        try:
+            return caller(**{**placeholders, **kwargs}), call
+        finally:
+            self._calls.pop()
 
     # -- what the CommandRegistry asks for -------------------------------------------------
 
@@ -362,32 +558,32 @@ class PluginSystem:
         self.kit_info = info
         return info
 
-    def collect_commands(self, only: set[str] | None = None) -> list[tuple[LoadedPlugin, str, Any]]:
+    def collect_commands(
+        self, only: set[str] | None = None
+    ) -> list[tuple[LoadedPlugin, str, object]]:
         """Run ``flow_register_commands``: ``(plugin, name, click command)`` in load order.
 
-        A plugin that raises or adds something that is not a click command contributes nothing
-        (all or nothing: it is recorded as failed).
+        Each plugin gets its own registry view. A plugin that raises or adds something that is
+        not a click command contributes nothing (all or nothing: it is recorded as failed).
         """
         from flowcore.registry import RegistryView
 
-        out: list[tuple[LoadedPlugin, str, Any]] = []
-        caller = getattr(self.pm.hook, "flow_register_commands")
-        for plugin in list(self.loaded.values()):
-            if only is not None and plugin.name not in only:
-                continue
-            view = RegistryView(plugin.name)
-            context = self.context(plugin)
-            context._register = view.add
-            impls = [i for i in caller.get_hookimpls() if i.plugin in plugin.objects]
-            try:
-                for impl in impls:
-                    args = {"registry": view, "context": context}
-                    impl.function(*[args[a] for a in impl.argnames])
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
-                self._fail(plugin.name, plugin.kind,
-                           f"flow_register_commands raised {type(exc).__name__}: {exc}")
-                continue
-            finally:
-                context._register = None
-            out += [(plugin, name, command) for name, command in view.commands]
-        return out
+        plugins = [p for p in self.loaded.values() if only is None or p.name in only]
+        views = {p.name: RegistryView(p.name) for p in plugins}
+        self._views = views
+        for plugin in plugins:
+            self.context(plugin).bind_registry(views[plugin.name].add)
+        try:
+            self._call("flow_register_commands", {p.name for p in plugins}, False, {})
+        finally:
+            self._views = {}
+            for plugin in plugins:
+                self.context(plugin).bind_registry(None)
+        return [(p, name, command) for p in plugins if p.name in self.loaded
+                for name, command in views[p.name].commands]
+
+
+def _plugin_kind(config_kind: str) -> str:
+    """The PluginSystem's kind for a config's ``PluginRef.kind`` (a kit-bound one is
+    ``kit-plugin``, so that it is never mistaken for the kit itself)."""
+    return "kit-plugin" if config_kind == "kit" else config_kind

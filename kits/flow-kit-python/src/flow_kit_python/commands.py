@@ -15,8 +15,7 @@ from typing import Any
 
 import click
 
-from flowcore.environment import uv_binary
-from flowcore.errors import FlowError, UsageError
+from flowcore.api import CoreContext, FlowError, UsageError, current, uv_binary
 
 OFFLINE_VARS = ("FLOW_OFFLINE", "UV_OFFLINE", "PIP_NO_INDEX")
 
@@ -30,14 +29,20 @@ def offline() -> bool:
     return any(_truthy(os.environ.get(name)) for name in OFFLINE_VARS)
 
 
+def _context() -> CoreContext | None:
+    try:
+        return current()
+    except LookupError:  # the command runs without flow (a plain click call)
+        return None
+
+
 def project_root(ctx: click.Context) -> Path:
     """The root of the flow project flow is running in; a Python one."""
-    config = getattr(ctx.obj, "config", None)
-    project = getattr(config, "project", None) if config is not None else None
-    if project is None or getattr(config, "scope", "project") != "project":
+    context = _context()
+    root = context.project_root if context is not None else None
+    if root is None:
         raise UsageError(f"{Path.cwd()} is not inside a flow project",
                          "Run it inside a project made with: flow create NAME -k flow-kit-python")
-    root = Path(project.root)
     if not (root / "pyproject.toml").is_file():
         raise UsageError(f"{root} has no pyproject.toml, so it is not a Python project",
                          "Add one, or use another build kit for this project")
@@ -46,13 +51,8 @@ def project_root(ctx: click.Context) -> Path:
 
 def settings(ctx: click.Context) -> dict[str, Any]:
     """The kit's merged config section (the project's table over the global one)."""
-    from flowcore import context
-
-    try:
-        return context.current().config.section
-    except LookupError:  # run outside flow's dispatch (e.g. a CliRunner test)
-        project = ctx.obj.config.project
-        return dict(project.section("python")) if project is not None else {}
+    context = _context()
+    return dict(context.config.section) if context is not None else {}
 
 
 def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:

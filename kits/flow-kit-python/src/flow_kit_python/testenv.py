@@ -23,8 +23,7 @@ from pathlib import Path
 
 import click
 
-from flowcore.environment import site_packages_dir, uv_binary
-from flowcore.errors import FlowError
+from flowcore.api import FlowError, site_packages_dir, uv_binary
 
 ENV_DIR = Path(".flow") / "test-env"
 STAMP = "flow-test-env.json"

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from flowcore.watching import Change, watch
+from flowcore.api import Change, watch
 
 METADATA_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in")
 METADATA_PREFIXES = ("README", "LICENSE", "LICENCE", "COPYING")

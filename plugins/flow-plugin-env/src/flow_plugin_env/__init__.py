@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from flowcore import hookimpl
+from flowcore.api import CoreContext, Registry, current, hookimpl
 
 FLOW_API = ">=1"
 
@@ -28,34 +28,31 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def collect(flow: Any) -> dict[str, Any]:
-    """The report as a mapping. ``flow`` is the run's core instance (``ctx.obj``), or None."""
-    import flowcore
-    from flowcore import paths
+def collect(context: CoreContext | None) -> dict[str, Any]:
+    """The report as a mapping. ``context`` is this plugin's context in the run, or None."""
+    from flowcore.api import FLOW_API_VERSION, __version__, flow_home
 
     report: dict[str, Any] = {
-        "flow": flowcore.__version__,
-        "pluginApi": flowcore.FLOW_API_VERSION,
+        "flow": __version__,
+        "pluginApi": FLOW_API_VERSION,
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
-        "FLOW_HOME": str(paths.flow_home())
-        + ("" if os.environ.get("FLOW_HOME") else " (default)"),
+        "FLOW_HOME": str(flow_home()) + ("" if os.environ.get("FLOW_HOME") else " (default)"),
         "scope": None,
         "projectRoot": None,
         "activeKit": None,
         "plugins": [],
     }
-    config = getattr(flow, "config", None)
-    if config is None:
+    if context is None:
         return report
-    report["scope"] = config.scope
-    report["projectRoot"] = str(config.project.root) if config.project else None
-    report["activeKit"] = config.active_kit
-    if config.active_kit:
-        report["activeKitVersion"] = _version(config.active_kit)
+    report["scope"] = context.scope
+    report["projectRoot"] = str(context.project_root) if context.project_root else None
+    report["activeKit"] = context.active_kit
+    if context.active_kit:
+        report["activeKitVersion"] = _version(context.active_kit)
     report["plugins"] = [
-        {"name": ref.name, "kind": ref.kind, "version": _version(ref.name)}
-        for ref in config.plugins_to_load
+        {"name": name, "kind": kind, "version": _version(name)}
+        for name, kind in context.plugins_to_load
     ]
     return report
 
@@ -85,10 +82,14 @@ def render(report: dict[str, Any]) -> str:
 @click.pass_context
 def env(ctx: click.Context, as_json: bool) -> None:
     """Show flow's version, paths, scope, kit and plugins (paste it into bug reports)."""
-    report = collect(ctx.obj)
+    try:
+        context: CoreContext | None = current()
+    except LookupError:  # run without flow (a plain click call)
+        context = None
+    report = collect(context)
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
 @hookimpl
-def flow_register_commands(registry: Any) -> None:
+def flow_register_commands(registry: Registry) -> None:
     registry.add(env)

@@ -62,13 +62,14 @@ def _project_root(ctx: click.Context) -> Path:
 
     Anywhere else (a home directory, /tmp) walking the whole tree would be slow and surprising.
     """
-    from flowcore.errors import UsageError
+    from flowcore.api import UsageError, current
 
-    flow = ctx.obj
-    config = getattr(flow, "config", None)
-    project = getattr(config, "project", None)
-    if project is not None:
-        return Path(project.root)
+    try:
+        root = current().project_root
+    except LookupError:  # run without flow: only the working directory can say
+        root = None
+    if root is not None:
+        return root
     cwd = Path.cwd()
     if any((cwd / marker).exists() for marker in PROJECT_MARKERS):
         return cwd

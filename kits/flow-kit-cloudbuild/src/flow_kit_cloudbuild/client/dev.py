@@ -251,7 +251,7 @@ class Builder:
 
 
 def run(root: Path, configured: list[str] | None, *, host: str, port: int | None, live: bool) -> None:
-    from flowcore.watching import watch
+    from flowcore.api import watch
 
     argv = build_command(root, configured)
     state = DevState()
@@ -294,7 +294,7 @@ def dev(port: int | None, host: str, live: bool, build_cmd: str | None) -> None:
 
 
 def _context() -> Any:
-    from flowcore.context import current
+    from flowcore.api import current
 
     try:
         return current()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowcore.errors import FlowError, UsageError
+from flowcore.api import FlowError, UsageError
 
 __all__ = ["ConnectError", "PublishError", "PublishUsageError", "RefusedError", "TaskFailed",
            "Interrupted"]

@@ -15,7 +15,7 @@ import os
 import shlex
 from typing import Any
 
-import click
+from flowcore.api import warn
 
 from flow_kit_cloudbuild.client.errors import PublishUsageError
 from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT, DEFAULT_URL
@@ -80,12 +80,8 @@ def resolve(context: Any, *, server: str | None, token: str | None, build_cmd: s
     """Merge flags, environment and config into :class:`Settings`."""
     project, kit_section, loose = _config_layers(context)
     if "token" in project:
-        click.echo(
-            "flow: warning: ignoring 'token' in [tool.flow.cloudbuild]: a token must not be "
-            f"committed. Remove it and use --token, {TOKEN_ENV} or "
-            "'flow config set cloudbuild.token TOKEN'",
-            err=True,
-        )
+        warn("ignoring 'token' in [tool.flow.cloudbuild]: a token must not be committed",
+             f"Remove it and use --token, {TOKEN_ENV} or 'flow config set cloudbuild.token TOKEN'")
     merged: dict[str, Any] = {**loose, **kit_section, **project}
     merged.pop("token", None)
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowcore._fileio import atomic_write_bytes
+from flowcore.api import atomic_write_bytes
 
 from .policy import is_id
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from flowcore.errors import FlowError
+from flowcore.api import FlowError
 
 from .. import __version__, protocol
 from .config import (MIN_TOKEN_LENGTH, ServerConfig, apply_file, default_data_dir, load_file, parse_size,

@@ -7,7 +7,7 @@ with the cause and the fix.
 
 from __future__ import annotations
 
-from flowcore.errors import ConfigError
+from flowcore.api import ConfigError
 
 from .. import protocol
 

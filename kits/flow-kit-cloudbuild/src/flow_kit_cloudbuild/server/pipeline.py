@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from flowcore.environment import uv_binary
+from flowcore.api import uv_binary
 
 from .. import protocol
 from . import policy

@@ -99,7 +99,7 @@ class Sandbox:
         for p in (sys.prefix, sys.base_prefix, sys.exec_prefix):
             paths.append(Path(p))
             paths.append(Path(p).resolve())
-        from flowcore.environment import uv_binary
+        from flowcore.api import uv_binary
 
         for prog in (uv_binary(), shutil.which("node"), shutil.which("npm"), shutil.which("git")):
             if prog:

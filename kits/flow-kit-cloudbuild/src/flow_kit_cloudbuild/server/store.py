@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from flowcore._fileio import atomic_write_bytes
+from flowcore.api import atomic_write_bytes
 
 from .. import protocol
 from .policy import is_id
