@@ -75,6 +75,28 @@ def test_every_hook_and_argument_is_in_the_docs():
         assert name in guide, f"{name} is not mentioned in docs/writing-plugins.md"
 
 
+def test_every_public_name_is_in_the_guide():
+    """docs/writing-plugins.md documents exactly flowcore.api: each name has a row in its
+    "The public API" table, and the table names nothing else."""
+    from flowcore import api
+
+    section = GUIDE_MD.read_text(encoding="utf-8").split("## The public API", 1)[1]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = set()
+    for cell in rows:
+        documented.update(name.split("(")[0] for name in re.findall(r"`([^`]+)`", cell))
+    assert documented == set(api.__all__)
+
+
+def test_the_plugin_docs_name_no_private_module():
+    """What the guide and the hook reference tell plugin authors to use is public."""
+    from flowcore import api
+
+    for page in (GUIDE_MD, HOOKS_MD, REPO / "docs" / "plugins.md"):
+        for name in re.findall(r"\bflowcore\.(\w+)", page.read_text(encoding="utf-8")):
+            assert name == "api" or name in api.__all__, f"{page.name} names flowcore.{name}"
+
+
 def test_the_hook_page_matches_the_specs():
     assert HOOKS_MD.read_text(encoding="utf-8") == render(), (
         "docs/hooks.md is out of date: run .venv/bin/python tests/test_hook_docs.py")

@@ -21,7 +21,7 @@ def command_plugin(command: str, extra: str = "") -> str:
 @click.command("{command}")
 def {func}():
     """Run {command}."""
-    from flowcore.context import current
+    from flowcore.api import current
     ctx = current()
     click.echo(f"{command}: {{type(ctx).__name__}} plugin={{ctx.plugin}} "
                f"kit={{getattr(ctx, 'kit', None)}} short={{getattr(ctx, 'kit_short_name', None)}}")
@@ -157,7 +157,7 @@ def test_a_plugin_reads_and_writes_its_own_config_section(run_flow, menv, flow_h
 @click.argument("value")
 def remember(value):
     """Store a value in this plugin's section."""
-    from flowcore.context import current
+    from flowcore.api import current
     ctx = current()
     before = ctx.config.section.get("value")
     ctx.config.set("value", value)
