@@ -211,7 +211,8 @@ class PluginSystem:
                 continue
             values = [ep.value for ep in dist.entry_points if ep.group in ENTRY_POINT_GROUPS]
             if not values:
-                self._fail(name, kind, "it declares no 'flow.kits' or 'flow.plugins' entry point")
+                self._fail(name, kind, "it declares no '{}' or '{}' entry point".format(
+                    *ENTRY_POINT_GROUPS))
                 continue
             self._load(name, kind, values, check_api=True)
         self._order()
