@@ -59,7 +59,7 @@ def node() -> str:
     """node, with socket.io-client installed by `npm ci` (again only when the lock file changed)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are needed for the JavaScript client tests (.ci/run installs them)")
+        pytest.skip("the JavaScript client tests need node and npm: install the Debian packages nodejs npm")
     digest = _lock_digest()
     lock = Path(tempfile.gettempdir()) / "flow-tests-js-npm-ci.lock"  # npm ci replaces node_modules
     with open(lock, "w") as held:
