@@ -166,7 +166,8 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
                                           "no", "--bind", "127.0.0.1", "--dir", str(base / "redis")],
                                          stdout=subprocess.DEVNULL)
                 wait_port(port)
-                common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared")]
+                common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared"),
+                          "--max-builds-per-token", str(workers)]  # the one bench token may use every slot
                 proc, url = start_server(base / "gateway", *common, "--role", "gateway")
                 procs.append(proc)
                 for i in range(workers):

@@ -23,8 +23,8 @@ class JobQueue(Protocol):
     async def start(self, handler: Handler) -> None:
         """Begin handing queued task ids to ``handler`` (at most ``concurrency`` at once)."""
 
-    async def put(self, task_id: str) -> None:
-        """Queue a task id (FIFO). ``InProcessQueue.put`` also takes the task's group (its token)."""
+    async def put(self, task_id: str, group: str = "") -> None:
+        """Queue a task id (FIFO) of a group (its token's hash), whose running builds are limited."""
 
     async def stop(self) -> None:
         """Stop the workers; a handler still running is cancelled."""

@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import protocol
 from .errors import ServerConfigError
-from .redis_queue import GROUP, STREAM
+from .redis_queue import GROUP, PARKED, STREAM
 from .redis_store import RETENTION, key
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -130,6 +130,7 @@ class Member:
     role: str
     runs_builds: bool
     shared_dir: Path
+    slots: int = 0           # builds this process runs at once (the default per-token limit counts them)
     probe: str = field(default_factory=lambda: secrets.token_hex(8) + ".probe")
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     written: bool = False
@@ -140,7 +141,8 @@ class Member:
 
     def info(self) -> str:
         return json.dumps({"role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
-                           "sharedDir": str(self.shared_dir), "probe": self.probe, "nonce": self.nonce})
+                           "sharedDir": str(self.shared_dir), "probe": self.probe, "nonce": self.nonce,
+                           "slots": self.slots})
 
     def write_probe(self) -> None:
         if self.written:
@@ -341,6 +343,8 @@ class NoWorkerWatch:
             task_id = _s(fields.get(b"task") or fields.get("task") or "")
             if task_id:
                 seen[task_id] = None
+        for parked in await self.redis.zrange(PARKED, 0, SCAN_LIMIT - 1):  # waiting for their token's slot
+            seen[_s(parked).split(" ", 1)[0]] = None
         return list(seen)
 
     async def _look_at(self, task_id: str) -> None:

@@ -16,6 +16,19 @@ Nothing here is a protocol of our own; the whole state can be read with ``XPENDI
 * ``XACK`` when the handler returned. A worker stopped with SIGTERM leaves its jobs unacked:
   another worker picks them up after the timeout.
 
+**Builds per token.** A job carries its group (the hash of the token that submitted it). A token
+runs at most ``max-builds-per-token`` builds at once across every worker: its running builds are
+the members of ``flowcb:slots:<group>`` (a sorted set, task id -> when the slot expires, Redis's
+clock). Taking a job adds its task atomically (Lua) if the set holds fewer than the limit, and
+the heartbeat that keeps the job pushes the slot's expiry on; the slot is removed when the
+handler returns, and a dead worker's slot expires with its heartbeat (its job's retry takes the
+slot again under the same task id). A job whose token is at its limit is *parked*: acked and
+deleted from the stream, and put in ``flowcb:parked`` (oldest first, with its attempts so far),
+so the jobs behind it go first. Every consumer loop, before reading the stream, moves parked
+jobs whose token has room back to the stream's end (reserving their slot), oldest first per
+token. Without a configured limit it is every live worker's slots but one (at least 1), like
+the embedded queue's ``concurrency - 1``.
+
 The handler sees the job as ``current_job()`` (delivery count = attempt number; ``lost`` says
 whether the job was taken over by another worker or vanished with Redis's data).
 """
@@ -34,15 +47,85 @@ log = logging.getLogger("flow_kit_cloudbuild.server")
 
 STREAM = "flowcb:jobs"
 GROUP = "workers"
+SLOTS = "flowcb:slots:"          # + group: sorted set, task id -> when its slot expires (ms)
+PARKED = "flowcb:parked"         # sorted set, "<task> <group> <attempts so far>" -> order
+PARK_SEQ = "flowcb:parked:seq"   # the order of the next parked job
+WORKERS, MEMBERS = "flowcb:workers", "flowcb:members"  # redis_members: the live workers' slots
+RESERVE_FOR = 10                 # heartbeat timeouts a slot stays reserved for an unparked job
+UNPARK_SCAN = 200                # parked jobs looked at per look
 Handler = Callable[[str], Awaitable[None]]
 
-# owner check + heartbeat: 1 = still ours (idle reset), 0 = another consumer holds it, -1 = gone
-_HEARTBEAT = """
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# the limit: ARGV[LIMIT] when > 0, else every live worker's build slots but one (at least 1)
+_LIMIT = """
+local function limit_of(configured, workers, members)
+  if configured > 0 then return configured end
+  local total = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', workers, now, '+inf')) do
+    local info = redis.call('HGET', members, id)
+    if info then
+      local ok, d = pcall(cjson.decode, info)
+      if ok and type(d) == 'table' and tonumber(d['slots']) then total = total + tonumber(d['slots']) end
+    end
+  end
+  return math.max(1, total - 1)
+end
+"""
+
+# owner check + heartbeat: 1 = still ours (idle reset, slot kept), 0 = another consumer holds it, -1 = gone
+_HEARTBEAT = _NOW + """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 then return -1 end
 if p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4]) end
 return 1
+"""
+
+# take a build slot for a job just read: 1 = taken (or already its own), 0 = parked
+# KEYS: slots, parked, park seq, stream, workers, members
+# ARGV: task, limit (0: default), slot ttl ms, consumer group, entry id, parked member
+_TAKE = _NOW + _LIMIT + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = limit_of(tonumber(ARGV[2]), KEYS[5], KEYS[6])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  return 1
+end
+redis.call('XACK', KEYS[4], ARGV[4], ARGV[5])
+redis.call('XDEL', KEYS[4], ARGV[5])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[6])
+return 0
+"""
+
+# back to the stream: parked jobs whose token has room, oldest first (a token's later jobs never
+# overtake its earlier ones); their slot is reserved. Returns how many moved.
+# KEYS: parked, stream, workers, members   ARGV: limit (0: default), reserve ms, slots prefix, scan
+_UNPARK = _NOW + _LIMIT + """
+local moved, full = 0, {}
+local limit = limit_of(tonumber(ARGV[1]), KEYS[3], KEYS[4])
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
+  local task, group, prior = string.match(m, '^(%S+) (%S*) (%d+)$')
+  if not task then
+    redis.call('ZREM', KEYS[1], m)
+  elseif not full[group] then
+    local slots = ARGV[3] .. group
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    if redis.call('ZCARD', slots) < limit then
+      redis.call('ZADD', slots, now + tonumber(ARGV[2]), task)
+      redis.call('ZREM', KEYS[1], m)
+      redis.call('XADD', KEYS[2], '*', 'task', task, 'group', group, 'prior', prior)
+      moved = moved + 1
+    else
+      full[group] = true
+    end
+  end
+end
+return moved
 """
 
 
@@ -51,6 +134,7 @@ class Job:
     entry_id: str
     task_id: str
     deliveries: int
+    group: str = ""                             # the submitting token's hash ("" = no limit)
     lost: str | None = None                     # None | "taken" | "gone"
     on_lost: Callable[[str], None] | None = field(default=None, repr=False)
 
@@ -69,13 +153,16 @@ def _s(v: Any) -> str:
 
 class RedisStreamQueue:
     def __init__(self, redis: Any, consumer: str, *, concurrency: int, heartbeat_timeout: float,
-                 consume: bool = True) -> None:
+                 consume: bool = True, per_group: int | None = None) -> None:
         self.redis = redis
         self.consumer = consumer
         self.concurrency = max(1, concurrency)
         self.heartbeat_timeout = heartbeat_timeout
         self.consume = consume
+        self.per_group = per_group if per_group and per_group > 0 else 0  # 0: the default rule
         self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._take = redis.register_script(_TAKE)
+        self._unpark = redis.register_script(_UNPARK)
         self._loops: list[asyncio.Task[None]] = []
         self._pending = 0
 
@@ -88,8 +175,8 @@ class RedisStreamQueue:
         self._loops = [asyncio.create_task(self._loop(handler), name=f"cloudbuild-consumer-{i}")
                        for i in range(self.concurrency)]
 
-    async def put(self, task_id: str) -> None:
-        await self.redis.xadd(STREAM, {"task": task_id})
+    async def put(self, task_id: str, group: str = "") -> None:
+        await self.redis.xadd(STREAM, {"task": task_id, "group": group})
 
     async def stop(self) -> None:
         for t in self._loops:
@@ -107,7 +194,7 @@ class RedisStreamQueue:
         with contextlib.suppress(Exception):
             for g in await self.redis.xinfo_groups(STREAM):
                 if _s(g.get("name", g.get(b"name", b""))) == GROUP:
-                    self._pending = int(g.get("lag") or 0)
+                    self._pending = int(g.get("lag") or 0) + int(await self.redis.zcard(PARKED))
                     return self._pending
         return self._pending
 
@@ -149,16 +236,32 @@ class RedisStreamQueue:
         for deleted in (claimed[2] if len(claimed) > 2 else []):  # trimmed away: nothing to run
             await self.redis.xack(STREAM, GROUP, deleted)
         if not entries:
+            await self._unpark(keys=[PARKED, STREAM, WORKERS, MEMBERS],
+                               args=[self.per_group, self._ttl_ms * RESERVE_FOR, SLOTS, UNPARK_SCAN])
             got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=1, block=1000)
             entries = got[0][1] if got else []
         if not entries:
             return None
         entry_id, fields = entries[0]
         entry_id = _s(entry_id)
-        task_id = _s(fields.get(b"task") or fields.get("task") or "")
+        task_id, group, prior = (_s(fields.get(k.encode()) or fields.get(k) or "") for k in ("task", "group", "prior"))
         info = await self.redis.xpending_range(STREAM, GROUP, min=entry_id, max=entry_id, count=1)
-        deliveries = int(info[0]["times_delivered"]) if info else 1
-        return Job(entry_id, task_id, deliveries)
+        deliveries = (int(info[0]["times_delivered"]) if info else 1) + (int(prior) if prior.isdigit() else 0)
+        if group and task_id and not await self._take(
+                keys=[SLOTS + group, PARKED, PARK_SEQ, STREAM, WORKERS, MEMBERS],
+                args=[task_id, self.per_group, self._ttl_ms, GROUP, entry_id, f"{task_id} {group} {deliveries - 1}"]):
+            return None  # its token is at its limit: parked until one of its builds ends
+        return Job(entry_id, task_id, deliveries, group)
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.heartbeat_timeout * 1000))
+
+    async def _release(self, job: Job) -> None:
+        """The job's build ended here: its token's slot is free (not when another worker took it over)."""
+        if job.group and job.lost is None:
+            with contextlib.suppress(Exception):
+                await self.redis.zrem(SLOTS + job.group, job.task_id)
 
     async def _handle(self, job: Job, handler: Handler) -> None:
         token = _current.set(job)
@@ -166,13 +269,15 @@ class RedisStreamQueue:
         try:
             await handler(job.task_id)
         except asyncio.CancelledError:
-            raise  # stopping: the job stays unacked and is retried elsewhere
+            raise  # stopping: the job stays unacked and is retried elsewhere (its slot with it)
         except Exception:
             log.exception("worker failed on task %s", job.task_id)
+            await self._release(job)
         else:
             if job.lost is None:
                 with contextlib.suppress(Exception):
                     await self.redis.xack(STREAM, GROUP, job.entry_id)
+            await self._release(job)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -184,7 +289,9 @@ class RedisStreamQueue:
         while True:
             await asyncio.sleep(every)
             try:
-                state = int(await self._heartbeat(keys=[STREAM], args=[GROUP, self.consumer, job.entry_id]))
+                state = int(await self._heartbeat(
+                    keys=[STREAM, SLOTS + job.group],
+                    args=[GROUP, self.consumer, job.entry_id, job.task_id if job.group else "", self._ttl_ms]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -65,7 +65,8 @@ def membership(cfg: Any, opts: RedisOptions) -> Any:
     from .redis_members import Member
 
     if opts.member is None:
-        opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts))
+        opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts),
+                             slots=cfg.concurrency if opts.runs_builds else 0)
     return opts.member
 
 
@@ -102,7 +103,7 @@ def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     me = opts.process_id
     store = RedisTaskStore(r)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
-                             consume=opts.runs_builds)
+                             consume=opts.runs_builds, per_group=cfg.max_builds_per_token)
     artifacts = SharedArtifactStore(shared / "artifacts", r)
     manager = sio.manager
     fanout = None

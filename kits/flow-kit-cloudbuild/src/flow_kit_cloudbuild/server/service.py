@@ -28,7 +28,7 @@ from .config import ServerConfig
 from .errors import RequestError, StepFailed
 from .pipeline import Paths, Pipeline
 from .process import LogLimitExceeded, kill_orphaned_groups
-from .queue import InProcessQueue, JobQueue
+from .queue import JobQueue
 from .sandbox import make_sandbox
 from .sources import GitSource
 from .store import TaskStore, public_record
@@ -196,10 +196,8 @@ class TaskService:
         src = f"{req.get('repo')} at {req.get('ref')}" if req.get("source") == "git" else "an uploaded archive"
         await self.emit(task_id, "queued", f"queued {req.get('name')} {req.get('version')} from {src} "
                                            f"({self.queue.pending()} task(s) ahead)")
-        if isinstance(self.queue, InProcessQueue):  # it limits running builds per token
-            await self.queue.put(task_id, group=(record or {}).get("tokenHash", ""))
-        else:
-            await self.queue.put(task_id)
+        # the group: the queue limits running builds per token (InProcessQueue, RedisStreamQueue)
+        await self.queue.put(task_id, group=(record or {}).get("tokenHash", ""))
 
     def check_upload(self, upload_id: str, token_hash: str) -> None:
         meta = self.paths.uploads / f"{upload_id}.json"

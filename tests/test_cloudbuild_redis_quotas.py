@@ -1,0 +1,105 @@
+"""Redis mode: the access and retention rules of the embedded server, across processes — build
+slots per token held by every worker (and freed when a worker dies), the upload of a task
+cancelled while queued, the retention sweep (one process at a time, under a Redis lock), and
+replays of a long log paced to the reading socket. Real redis-server, real server processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for, worker_pid
+from cloudbuild_server_support import (OTHER_TOKEN, TOKEN, Client, final, http_get, http_request, logs,
+                                       npm_project)
+from test_cloudbuild_redis import _wait_line, assert_complete, publish, slow_project, tar_gz, upload
+
+pytestmark = [needs_redis, pytest.mark.skipif(shutil.which("npm") is None, reason="builds npm projects")]
+
+HEARTBEAT = 2.0
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = RedisServer(tmp_path / "redis").start()
+    yield r
+    r.stop()
+
+
+def _cluster(tmp_path, redis_server, name: str = "c", **config) -> Cluster:
+    return Cluster(tmp_path / name, redis_server, heartbeat=HEARTBEAT,
+                   config={"checks": [], "freeze-windows": [], **config})
+
+
+def publish_as(client: Client, gateway, token: str, name: str, files: dict[str, str], cmd: str = "slow") -> str:
+    status, raw = http_request("POST", gateway.url + "/api/uploads", body=tar_gz(files), token=token,
+                               headers={"Content-Type": "application/gzip"})
+    assert status == 201, raw
+    ack = client.publish(name=name, version="1.0.0", source="upload", uploadId=json.loads(raw)["uploadId"],
+                         buildCmd=["npm", "run", cmd])
+    assert ack["ok"], ack
+    return ack["taskId"]
+
+
+def _state(gateway, task_id: str, token: str = TOKEN) -> str:
+    status, raw = http_get(f"{gateway.url}/api/tasks/{task_id}", token=token)
+    assert status == 200, raw
+    return json.loads(raw)["state"]
+
+
+# -- build slots per token ----------------------------------------------------------------------
+def test_a_token_at_its_limit_waits_on_every_worker_and_a_dead_workers_slot_is_freed(tmp_path, redis_server):
+    # two workers of two builds each (four slots), one build per token: a token's second task must
+    # wait although three slots are free, on either worker, while another token's task runs
+    cluster = _cluster(tmp_path, redis_server, **{"max-builds-per-token": 1})
+    cluster.max_attempts = 1  # the dead worker's task fails at once instead of holding the slot
+    try:
+        gateway = cluster.add("gateway")
+        workers = {p.proc.pid: p for p in (cluster.add("worker", 2), cluster.add("worker", 2))}
+        with Client(gateway.url) as a, Client(gateway.url, OTHER_TOKEN) as b:
+            first = publish(a, gateway, "first", slow_project("first", 600, 100), "slow")
+            [runner] = worker_pid(_wait_line(a, first, "slow line 2"))
+            second = publish(a, gateway, "second", slow_project("second", 2, 10), "slow")
+            other = publish_as(b, gateway, OTHER_TOKEN, "other", slow_project("other", 2, 10))
+            assert final(b.wait(other, timeout=60))["action"] == "done"  # another token's build ran
+            assert _state(gateway, second) == "queued"
+            assert not worker_pid(a.ordered(second))  # no worker started it
+            # the worker running the first build dies: its slot goes with its heartbeat
+            kill(workers[runner])
+            msgs = a.wait(first, timeout=HEARTBEAT * 4 + 30)
+            assert final(msgs)["action"] == "failed" and "gave up after 1 attempt(s)" in final(msgs)["payload"]["message"]
+            msgs = a.wait(second, timeout=60)
+            assert_complete(msgs)
+            assert final(msgs)["action"] == "done"
+            [survivor] = [pid for pid in workers if pid != runner]
+            assert worker_pid(msgs) == [survivor]
+            assert [line for line in logs(msgs) if line.startswith("slow line")] == ["slow line 1", "slow line 2"]
+        r = redis_server.client()
+        assert r.zcard("flowcb:parked") == 0
+        assert not r.keys("flowcb:slots:*")  # every slot was given back
+    finally:
+        cluster.stop()
+
+
+def test_the_default_limit_is_every_workers_slots_but_one(tmp_path, redis_server):
+    # no max-builds-per-token: two workers of one build each let one token run one build at once
+    cluster = _cluster(tmp_path, redis_server)
+    try:
+        gateway = cluster.add("gateway")
+        cluster.add("worker")
+        cluster.add("worker")
+        with Client(gateway.url) as a, Client(gateway.url, OTHER_TOKEN) as b:
+            first = publish(a, gateway, "first", slow_project("first", 600, 100), "slow")
+            _wait_line(a, first, "slow line 2")
+            second = publish(a, gateway, "second", slow_project("second", 2, 10), "slow")
+            other = publish_as(b, gateway, OTHER_TOKEN, "other", slow_project("other", 2, 10))
+            assert final(b.wait(other, timeout=60))["action"] == "done"
+            assert _state(gateway, second) == "queued"
+            assert a.call("cancel", {"taskId": first})["ok"]
+            assert final(a.wait(first, timeout=30))["action"] == "cancelled"
+            assert final(a.wait(second, timeout=60))["action"] == "done"  # the freed slot
+    finally:
+        cluster.stop()
+
