@@ -103,3 +103,29 @@ def test_the_default_limit_is_every_workers_slots_but_one(tmp_path, redis_server
     finally:
         cluster.stop()
 
+
+# -- uploads ------------------------------------------------------------------------------------
+def test_a_task_cancelled_while_queued_loses_its_upload(tmp_path, redis_server):
+    cluster = _cluster(tmp_path, redis_server)
+    try:
+        gateway = cluster.add("gateway")
+        cluster.add("worker")  # one build at a time: the second task waits in the queue
+        uploads = cluster.shared / "uploads"
+        with Client(gateway.url) as a:
+            running = publish(a, gateway, "long", slow_project("long", 600, 100), "slow")
+            _wait_line(a, running, "slow line 2")
+            queued = publish(a, gateway, "waiting", slow_project("waiting", 2, 10), "slow")
+            [upload_id] = {p.name.split(".")[0] for p in uploads.glob("*.task")
+                           if p.read_text() == queued}
+            assert sorted(p.name for p in uploads.glob(f"{upload_id}.*")) == [
+                f"{upload_id}.json", f"{upload_id}.tar.gz", f"{upload_id}.task"]
+            assert a.call("cancel", {"taskId": queued})["ok"]
+            msgs = a.wait(queued, timeout=20)
+            assert final(msgs)["action"] == "cancelled" and final(msgs)["payload"]["step"] == "queued"
+            assert not list(uploads.glob(f"{upload_id}.*"))  # at once, not at the next sweep
+            assert a.call("cancel", {"taskId": running})["ok"]
+            assert final(a.wait(running, timeout=20))["action"] == "cancelled"
+            assert not list(uploads.glob("*.tar.gz"))
+    finally:
+        cluster.stop()
+

@@ -374,6 +374,8 @@ class NoWorkerWatch:
                 f"{who} (none sent a heartbeat in the last {self.heartbeat_timeout:g} s); this task waits "
                 f"up to {self.queue_timeout:g} s for one (--queue-timeout), then fails; {START_WORKER}")
             return
+        with contextlib.suppress(Exception):  # its sources go, as when a worker ends a task
+            self.service.drop_upload(await self.service.store.get(task_id))
         await self.service.emit(task_id, protocol.STATE_FAILED, error, step=step)
         await self.service.store.close(task_id)
         self.service._locks.pop(task_id, None)

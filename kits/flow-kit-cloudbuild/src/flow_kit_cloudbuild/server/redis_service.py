@@ -26,6 +26,7 @@ import shutil
 from typing import Any
 
 from .. import protocol
+from . import housekeeping
 from .pipeline import Pipeline
 from .redis_locks import RedisLocks
 from .redis_members import CLOSED
@@ -131,9 +132,16 @@ class RedisTaskService(TaskService):
         message = "cancelled before it started"
         if await self.store.cancel_if_queued(task_id, state=protocol.STATE_CANCELLED,
                                              finishedAt=protocol.now_ms(), error=message):
+            self.drop_upload(record)  # as _finish does: the task is over, so are its sources
             await self.emit(task_id, protocol.STATE_CANCELLED, message, step="queued")
             await self.store.close(task_id)
         return protocol.ok()
+
+    def drop_upload(self, record: dict[str, Any] | None) -> None:
+        """Delete the upload of a task that ended without ``_finish`` (cancelled or failed while queued)."""
+        upload_id = housekeeping.upload_of(record)
+        if upload_id is not None:
+            housekeeping.delete_upload(self.paths.uploads, upload_id)
 
     # -- running -------------------------------------------------------------------------------
     async def _notice(self, task_id: str, step: str, text: str) -> None:
