@@ -129,3 +129,48 @@ def test_a_task_cancelled_while_queued_loses_its_upload(tmp_path, redis_server):
     finally:
         cluster.stop()
 
+
+# -- retention ----------------------------------------------------------------------------------
+LOCK = "flowcb:lock:housekeeping"
+
+
+def test_retention_sweeps_redis_records_and_shared_files_one_process_at_a_time(tmp_path, redis_server):
+    # the sweep runs every second (half the upload retention of 1.8 s) in every process
+    cluster = _cluster(tmp_path, redis_server, **{"retention-days": 1, "upload-retention-hours": 0.0005})
+    try:
+        gateway = cluster.add("gateway")
+        cluster.add("worker")
+        r = redis_server.client()
+        artifacts = cluster.shared / "artifacts"
+        with Client(gateway.url) as c:
+            old = publish(c, gateway, "site", npm_project(name="site"))
+            release = publish(c, gateway, "site", npm_project(name="site", version="2.0.0"), prod=True)
+            recent = publish(c, gateway, "site", npm_project(name="site"))
+            for task_id in (old, release, recent):
+                assert final(c.wait(task_id, timeout=60))["action"] == "done"
+            [art] = final(c.wait(release))["payload"]["artifacts"]
+        # another process holds the sweep's lock (as if it were sweeping): nobody else sweeps
+        assert r.set(LOCK, "test:holder", nx=True, px=4000)
+        for task_id in (old, release):  # finished two days ago
+            finished = json.loads(r.hget(f"flowcb:task:{task_id}", "finishedAt"))
+            r.hset(f"flowcb:task:{task_id}", "finishedAt", json.dumps(finished - 2 * 86400 * 1000))
+        unused = upload(gateway, npm_project(name="unused"))
+        uploads = cluster.shared / "uploads"
+        while r.pttl(LOCK) > 0:  # 4 s: about four rounds of each process, all skipped
+            assert r.exists(f"flowcb:task:{old}") and (artifacts / old).is_dir()
+            assert (uploads / f"{unused}.tar.gz").exists()
+            time.sleep(0.05)  # polling the lock's expiry
+        # the lock is gone: the next round deletes the old preview, its log and artifacts
+        wait_for(lambda: not r.exists(f"flowcb:task:{old}"), 30, "the old preview's record to go")
+        assert not r.exists(f"flowcb:task:{old}:log") and not r.exists(f"flowcb:task:{old}:seq")
+        assert not (artifacts / old).exists()
+        assert http_get(f"{gateway.url}/api/tasks/{old}", token=TOKEN)[0] == 404
+        wait_for(lambda: not list(uploads.glob(f"{unused}.*")), 30, "the unused upload to expire")
+        # the prod release stays, with no expiry while it is the release; the recent task ages
+        assert (artifacts / release).is_dir() and (artifacts / recent).is_dir()
+        assert r.ttl(f"flowcb:task:{release}") == -1 and r.ttl(f"flowcb:task:{release}:log") == -1
+        assert 86400 < r.ttl(f"flowcb:task:{recent}") <= 2 * 86400
+        assert _state(gateway, release) == "done" and _state(gateway, recent) == "done"
+        assert http_get(art["url"])[0] == 200
+    finally:
+        cluster.stop()

@@ -9,6 +9,10 @@ unclaimed, after ``upload-retention-hours``.
 The sweep (at start, then every ``sweep_interval(cfg)`` seconds) also deletes finished tasks
 (``tasks/<id>``) and their artifacts once they are older than ``retention-days``; the task of a
 current prod release is kept, with its artifacts, for as long as it is the release.
+
+In Redis mode every process runs the sweep, but one at a time: a round starts only under the
+Redis lock ``flowcb:lock:housekeeping`` (else it is skipped). It sweeps the Redis store's task
+records and logs, and the shared dir's uploads and artifacts; releases come from Redis.
 """
 
 from __future__ import annotations
@@ -151,8 +155,10 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
     from .store import FileTaskStore
 
     store, artifacts = service.store, service.artifacts
+    if hasattr(store, "finished") and hasattr(artifacts, "release_ids"):
+        return await _sweep_redis_tasks(store, artifacts, cutoff)
     if not isinstance(store, FileTaskStore) or not isinstance(artifacts, LocalArtifactStore):
-        return 0  # Redis mode keeps its records in Redis: not swept here
+        return 0  # a store this sweep does not know
     keep = artifacts.release_task_ids()
     deleted = 0
     try:
@@ -183,12 +189,44 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
     return deleted
 
 
+async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float) -> int:
+    """Redis mode: finished task records and logs (``RedisTaskStore``), artifacts in the shared dir."""
+    keep = await artifacts.release_ids()
+    await store.keep(keep)  # a release's record outlives the store's expiry, as long as it is one
+    old: list[str] = []
+    async for task_id, state, finished in store.finished():
+        if (task_id not in keep and state in protocol.FINAL and isinstance(finished, (int, float))
+                and finished / 1000 < cutoff):
+            old.append(task_id)
+    for task_id in old:
+        await store.delete(task_id)
+        await artifacts.delete(task_id)
+    try:  # artifacts whose task is gone (a replaced prod release, a record Redis lost)
+        artifact_dirs = [d for d in artifacts.root.iterdir() if is_id(d.name)]
+    except OSError:
+        artifact_dirs = []
+    for d in artifact_dirs:
+        if d.name not in keep and _mtime(d) < cutoff and not await store.exists(d.name):
+            await artifacts.delete(d.name)
+    return len(old)
+
+
 async def run_periodically(service: Any) -> None:
-    """The sweep at start and then every ``sweep_interval`` seconds, until cancelled."""
+    """The sweep at start and then every ``sweep_interval`` seconds, until cancelled.
+
+    ``service.sweep_guard()`` (Redis mode) is an async context manager that yields whether this
+    process may sweep now; a round it refuses is skipped.
+    """
     interval = sweep_interval(service.cfg)
+    guard = getattr(service, "sweep_guard", None)
     while True:
         try:
-            await sweep(service)
+            if guard is None:
+                await sweep(service)
+            else:
+                async with guard() as mine:
+                    if mine:
+                        await sweep(service)
         except asyncio.CancelledError:
             raise
         except Exception:  # never let housekeeping stop the server

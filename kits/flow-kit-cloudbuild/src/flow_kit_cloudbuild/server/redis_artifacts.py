@@ -28,3 +28,7 @@ class SharedArtifactStore(LocalArtifactStore):
 
     async def record_release(self, name: str, version: str, task_id: str) -> None:
         await self.redis.hset(RELEASES, f"{name}\n{version}", task_id)
+
+    async def release_ids(self) -> set[str]:
+        """Task ids of the current prod releases (retention keeps them)."""
+        return {v.decode() if isinstance(v, bytes) else str(v) for v in await self.redis.hvals(RELEASES)}

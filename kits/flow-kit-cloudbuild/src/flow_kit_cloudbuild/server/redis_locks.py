@@ -1,6 +1,7 @@
 """A lock on Redis that expires if its holder dies: ``SET key token NX PX ttl``, refreshed while
 held, released only by its holder (compare-and-delete). Used to serialise publishes of the same
-name, version and channel across workers."""
+name, version and channel across workers, and to let one process at a time run the retention
+sweep (``try_hold``: skip the round when another process holds it)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ class RedisLocks:
         keeper = asyncio.create_task(self._keep(key, token))
         try:
             yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+            with contextlib.suppress(Exception):
+                await self._release(keys=[key], args=[token])
+
+    @contextlib.asynccontextmanager
+    async def try_hold(self, name: str, owner: str) -> AsyncIterator[bool]:
+        """Hold lock ``name`` for the block if it is free (yields True), else yield False at once."""
+        key = f"flowcb:lock:{name}"
+        token = f"{owner}:{secrets.token_hex(4)}"
+        if not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
+            yield False
+            return
+        keeper = asyncio.create_task(self._keep(key, token))
+        try:
+            yield True
         finally:
             keeper.cancel()
             with contextlib.suppress(BaseException):

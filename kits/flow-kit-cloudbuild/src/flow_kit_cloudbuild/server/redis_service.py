@@ -79,9 +79,18 @@ class RedisTaskService(TaskService):
         for helper in self.helpers:
             await helper.start()
         await self.queue.start(self.run)
+        self.start_housekeeping()
+
+    def sweep_guard(self) -> Any:
+        """One retention sweep at a time in the whole deployment (housekeeping.run_periodically)."""
+        return self.locks.try_hold("housekeeping", f"retention sweep on {self.worker_id}")
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(BaseException):
+                await self._housekeeping
         for helper in reversed(self.helpers):  # a stopping worker is no longer counted at once
             with contextlib.suppress(Exception):
                 await helper.stop()

@@ -13,7 +13,8 @@ seq, so seqs are gapless and the stream is in seq order whoever appends (a gatew
 "queued", a worker running the build). The script takes a floor: a worker passes the last seq
 it wrote, so that after Redis lost its data (a restart without persistence) the task's seqs go
 on where the client left off instead of starting again at 1. When a task ends, ``close`` makes
-its keys expire after ``retention`` seconds.
+its keys expire after ``retention`` seconds (None: never), a safety net behind the retention
+sweep (housekeeping.py), which deletes them at ``retention-days`` and keeps prod releases.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .policy import is_id
 
 PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
-RETENTION = 7 * 24 * 3600   # seconds a finished task's record and log are kept
+RETENTION = 7 * 24 * 3600   # seconds a finished task's record and log are kept (default)
+PARTS = ("", "seq", "log", "cancel")
 
 _APPEND = """
 local seq = redis.call('INCR', KEYS[1])
@@ -91,7 +93,7 @@ def _message(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
 class RedisTaskStore:
     """``TaskStore`` on Redis (see the module docstring for the keys)."""
 
-    def __init__(self, redis: Any, retention: int = RETENTION) -> None:
+    def __init__(self, redis: Any, retention: float | None = RETENTION) -> None:
         self.redis = redis
         self.retention = retention
         self._append = redis.register_script(_APPEND)
@@ -179,7 +181,7 @@ class RedisTaskStore:
         return bool(await self._cancel_queued(keys=[key(task_id)], args=args))
 
     async def request_cancel(self, task_id: str) -> None:
-        await self.redis.set(key(task_id, "cancel"), "1", ex=self.retention)
+        await self.redis.set(key(task_id, "cancel"), "1", ex=int(self.retention or RETENTION))
 
     async def cancel_requested(self, task_id: str) -> bool:
         return bool(await self.redis.exists(key(task_id, "cancel")))
@@ -194,7 +196,54 @@ class RedisTaskStore:
             return
         self._records.pop(task_id, None)
         self._written_seq.pop(task_id, None)
+        if self.retention is None:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for part in ("", "seq", "log", "cancel"):
-                pipe.expire(key(task_id, part), self.retention)
+            for part in PARTS:
+                pipe.expire(key(task_id, part), int(self.retention))
+            await pipe.execute()
+
+    # -- retention (housekeeping.py) -------------------------------------------------------------
+    async def finished(self) -> AsyncIterator[tuple[str, Any, Any]]:
+        """(task id, state, finishedAt) of every task record, in batches (SCAN: never blocks Redis)."""
+        batch: list[str] = []
+        async for k in self.redis.scan_iter(match=f"{PREFIX}task:*", count=500):
+            task_id = (k.decode() if isinstance(k, bytes) else k)[len(PREFIX) + 5:]
+            if is_id(task_id):  # the record, not its :seq, :log or :cancel
+                batch.append(task_id)
+            if len(batch) >= 200:
+                for row in await self._states(batch):
+                    yield row
+                batch = []
+        for row in await self._states(batch):
+            yield row
+
+    async def _states(self, task_ids: list[str]) -> list[tuple[str, Any, Any]]:
+        if not task_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(key(task_id), "state", "finishedAt")
+            got = await pipe.execute()
+        rows = []
+        for task_id, (state, finished) in zip(task_ids, got):
+            fields = _decode({k: v for k, v in (("state", state), ("finishedAt", finished)) if v is not None})
+            rows.append((task_id, fields.get("state"), fields.get("finishedAt")))
+        return rows
+
+    async def delete(self, task_id: str) -> None:
+        await self.redis.delete(*(key(task_id, part) for part in PARTS))
+
+    async def exists(self, task_id: str) -> bool:
+        return bool(await self.redis.exists(key(task_id)))
+
+    async def keep(self, task_ids: set[str]) -> None:
+        """No expiry for these tasks (the current prod releases), for as long as they are."""
+        if not task_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                if is_id(task_id):
+                    for part in PARTS:
+                        pipe.persist(key(task_id, part))
             await pipe.execute()

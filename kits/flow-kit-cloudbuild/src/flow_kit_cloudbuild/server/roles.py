@@ -101,7 +101,9 @@ def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
                                 retry_on_timeout=True)
     me = opts.process_id
-    store = RedisTaskStore(r)
+    # records and logs expire a day after retention-days (the sweep deletes them on time, and
+    # keeps prod releases); retention-days 0 keeps them
+    store = RedisTaskStore(r, retention=int((cfg.retention_days + 1) * 86400) if cfg.retention_days > 0 else None)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
                              consume=opts.runs_builds, per_group=cfg.max_builds_per_token)
     artifacts = SharedArtifactStore(shared / "artifacts", r)
