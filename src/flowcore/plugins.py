@@ -33,6 +33,7 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
 from flowcore.context import CoreContext, KitContext, short_name_of
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 #: Hooks that wrap every command; plugins implementing them are loaded on every dispatch.
 COMMAND_HOOKS = ("flow_before_command", "flow_after_command")
+#: The attribute ``hookimpl`` sets on a function it marks (pluggy's ``<project>_impl``).
+_IMPL_MARK = "flow_impl"
 #: Arguments flow fills in per plugin: pluggy passes the placeholder, the guard the real one.
 PER_PLUGIN_ARGS = ("context", "registry")
 
@@ -100,15 +103,16 @@ class LoadedPlugin:
         return PluginRecord(self.name, self.kind, self.entry_points, sorted(hooks), list(self.files))
 
 
-class _Guards:
+class _Guards(ModuleType):
     """What flow registers with pluggy for one entry point of a plugin: its guards, as
-    attributes named like the implementations (hashable by identity, as pluggy needs)."""
+    attributes named like the implementations. A module object, because pluggy looks at every
+    name ``dir()`` lists, and a module lists only its own."""
 
     def __init__(self, plugin: str) -> None:
-        self.flow_plugin_name = plugin
+        super().__init__(f"flow-hooks:{plugin}")
 
     def __repr__(self) -> str:
-        return f"<hooks of {self.flow_plugin_name}>"
+        return f"<hooks of {self.__name__.partition(':')[2]}>"
 
 
 class _Call:
@@ -202,6 +206,7 @@ class PluginSystem:
         self._activate_envs()
         from importlib.metadata import distributions
 
+        imported: list[LoadedPlugin] = []
         for name, kind in self.plan():
             if name in self.loaded or any(f.name == name for f in self.failures):
                 continue
@@ -214,8 +219,8 @@ class PluginSystem:
                 self._fail(name, kind, "it declares no '{}' or '{}' entry point".format(
                     *ENTRY_POINT_GROUPS))
                 continue
-            self._load(name, kind, values, check_api=True)
-        self._order()
+            imported.append(self._import(name, kind, values, check_api=True))
+        self._add(imported)
         return list(self.loaded.values())
 
     def load_records(self, records: list[PluginRecord], env_dirs: list[str]) -> None:
@@ -226,14 +231,26 @@ class PluginSystem:
         """
         self._activate_envs([Path(d) for d in env_dirs])
         failed = {f.name for f in self.failures}
-        for record in records:
-            if record.name not in self.loaded and record.name not in failed:
-                self._load(record.name, record.kind, record.entry_points)
+        self._add([self._import(r.name, r.kind, r.entry_points) for r in records
+                   if r.name not in self.loaded and r.name not in failed])
+
+    def _add(self, imported: list[LoadedPlugin | None]) -> None:
+        """Register newly imported plugins (given in load order) and make them loaded.
+
+        The last of them is registered first: pluggy calls the last registered first, so this
+        makes it call them in load order without registering anything twice.
+        """
+        fresh = [p for p in imported if p is not None]
+        registered = {p.name for p in reversed(fresh) if self._register(p)}
+        for plugin in fresh:
+            if plugin.name in registered:
+                self.loaded[plugin.name] = plugin
         self._order()
 
-    def _load(
+    def _import(
         self, name: str, kind: str, values: list[str], *, check_api: bool = False
     ) -> LoadedPlugin | None:
+        """Import ``name``'s entry points (and check its ``FLOW_API``); ``None`` if it failed."""
         from flowcore.registry import load_object
 
         plugin = LoadedPlugin(name, kind, values)
@@ -254,9 +271,6 @@ class PluginSystem:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation is the point
             self._fail(name, kind, f"{type(exc).__name__}: {exc}")
             return None
-        if not self._register(plugin):
-            return None
-        self.loaded[name] = plugin
         return plugin
 
     @staticmethod
@@ -278,13 +292,13 @@ class PluginSystem:
         import pluggy
 
         pm = self.pm
+        plugin.pm_names = [plugin.name if i == 0 else f"{plugin.name}#{i}"
+                           for i in range(len(plugin.objects))]
+        plugin.registered = [self._guards(plugin, obj) for obj in plugin.objects]
         try:
-            for i, obj in enumerate(plugin.objects):
-                pm_name = plugin.name if i == 0 else f"{plugin.name}#{i}"
-                namespace = self._guards(plugin, obj)
+            # last first, like the plugins themselves (see _add)
+            for pm_name, namespace in reversed(list(zip(plugin.pm_names, plugin.registered))):
                 pm.register(namespace, name=pm_name)
-                plugin.registered.append(namespace)
-                plugin.pm_names.append(pm_name)
                 self._registration.append(pm_name)
                 for caller in pm.get_hookcallers(namespace) or []:
                     impls = [i for i in caller.get_hookimpls() if i.plugin is namespace]
@@ -309,7 +323,8 @@ class PluginSystem:
 
     def _order(self) -> None:
         """Re-register so that pluggy calls the plugins in load order (it calls the last
-        registered first); a no-op when they were registered in that order already."""
+        registered first); a no-op unless plugins were loaded in several batches (a command's
+        plugin, then those of the command hooks) out of load order."""
         wanted = [n for p in reversed(self.loaded.values()) for n in reversed(p.pm_names)]
         if wanted == self._registration:
             return
@@ -346,7 +361,13 @@ class PluginSystem:
         as the implementation: same hook, same ``tryfirst``/``trylast``/``wrapper`` options.
         """
         namespace = _Guards(plugin.name)
+        # A module (the usual entry point) holds its implementations as plain functions: look
+        # at those only, instead of asking pluggy about every name the module imported.
+        module = vars(obj) if inspect.ismodule(obj) else None
         for attr in dir(obj):
+            if module is not None and not (inspect.isfunction(module.get(attr))
+                                           and _IMPL_MARK in module[attr].__dict__):
+                continue
             opts = self.pm.parse_hookimpl_opts(obj, attr)
             if opts is None:
                 continue
