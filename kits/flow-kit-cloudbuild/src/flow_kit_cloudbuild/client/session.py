@@ -36,6 +36,8 @@ __all__ = ["Session", "RECONNECT_WINDOW", "ACK_TIMEOUT"]
 RECONNECT_WINDOW = 60.0
 #: How long to wait for the server to acknowledge an event (seconds).
 ACK_TIMEOUT = 30.0
+#: How long a message may wait for earlier ones before they count as missed (seconds).
+GAP_GRACE = 1.0
 
 Notify = Callable[[str], None]
 
@@ -86,7 +88,11 @@ class Session:
         probe(self.server)
         self._generation += 1
         generation = self._generation
-        client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT)
+        # websocket-client checks every received text frame's UTF-8 in pure Python, byte by
+        # byte (about 0.2 s per MB: most of what a long log cost this client); the frame is
+        # decoded strictly right after that check anyway, so skipping it loses no check.
+        client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT,
+                                 websocket_extra_options={"skip_utf8_validation": True})
 
         def on_message(data: Any) -> None:
             self._events.put((generation, "message", data))
@@ -168,17 +174,31 @@ class Session:
     def follow(self, task_id: str, on_message: Callable[[dict[str, Any]], None],
                after_seq: int = 0) -> dict[str, Any]:
         """Hand every message of ``task_id`` after ``after_seq`` to ``on_message``, in order,
-        once each, until the final one, which is returned."""
+        once each, until the final one, which is returned.
+
+        python-socketio's sync client runs each received message's handler in a thread of its
+        own, so two messages can reach the queue in the wrong order: a message ahead of the
+        next expected seq waits (up to :data:`GAP_GRACE` seconds) for the ones before it
+        instead of being taken for a gap at once.
+        """
         self.last_seq = after_seq
+        ahead: dict[int, dict[str, Any]] = {}  # seq -> message that arrived before its turn
+        gap_since = 0.0
         while True:
             try:
-                generation, kind, data = self._events.get(timeout=0.5)
+                generation, kind, data = self._events.get(timeout=0.1 if ahead else 0.5)
             except queue.Empty:
+                if ahead and time.monotonic() - gap_since > GAP_GRACE:
+                    self.notify(f"missed messages {self.last_seq + 1}-{min(ahead) - 1}; "
+                                "re-attaching")
+                    ahead.clear()
+                    self.attach(task_id, self.last_seq)
                 continue
             if generation != self._generation:
                 continue  # from a connection that has since been replaced
             if kind == "disconnect":
                 self._client = None
+                ahead.clear()
                 self._reconnect(task_id)
                 continue
             meta = data.get("meta", {}) if isinstance(data, dict) else {}
@@ -188,13 +208,20 @@ class Session:
             if seq <= self.last_seq:
                 continue  # already handed on (replay overlap)
             if seq > self.last_seq + 1:
-                self.notify(f"missed messages {self.last_seq + 1}-{seq - 1}; re-attaching")
-                self.attach(task_id, self.last_seq)
+                if not ahead:
+                    gap_since = time.monotonic()
+                ahead[seq] = data
                 continue
-            self.last_seq = seq
-            on_message(data)
-            if is_final(str(data.get("data", {}).get("action"))):
-                return data
+            while True:
+                self.last_seq += 1
+                on_message(data)
+                if is_final(str(data.get("data", {}).get("action"))):
+                    return data
+                data = ahead.pop(self.last_seq + 1, None)
+                if data is None:
+                    break
+            if ahead:  # the gap moved on: its grace starts again
+                gap_since = time.monotonic()
 
     def _reconnect(self, task_id: str) -> None:
         self.notify(f"connection to {self.server} lost; reconnecting")

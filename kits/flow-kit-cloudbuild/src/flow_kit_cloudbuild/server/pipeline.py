@@ -37,6 +37,9 @@ DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's siz
 _OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|out of memory|ENOMEM", re.I)
 _OUT_OF_PROCESSES = re.compile(r"Resource temporarily unavailable|EAGAIN|fork: retry", re.I)
 _FILE_TOO_LARGE = re.compile(r"File too large|EFBIG", re.I)
+#: Any of the three: one search of a whole batch finds the first line worth a closer look.
+_ANY_LIMIT = re.compile("|".join(p.pattern for p in (_OUT_OF_MEMORY, _OUT_OF_PROCESSES, _FILE_TOO_LARGE)),
+                        re.I)
 
 
 class Paths:
@@ -92,16 +95,22 @@ class Pipeline:
         await self._emit(step, message)
 
     async def _log(self, lines: list[str], stream: str) -> None:
+        text = "\n".join(lines)
         if self.sandbox is not None and not self._seen_limit_hint:
-            for line in lines:
+            # No pattern spans a newline, so the leftmost match of any of them is in the first
+            # line that matches one: that line decides, as if each line were searched in turn.
+            hit = _ANY_LIMIT.search(text)
+            if hit is not None:
+                start = text.rfind("\n", 0, hit.start()) + 1
+                end = text.find("\n", hit.end())
+                line = text[start:] if end < 0 else text[start:end]
                 if _OUT_OF_MEMORY.search(line):
                     self._seen_limit_hint = "memory"
                 elif _OUT_OF_PROCESSES.search(line):
                     self._seen_limit_hint = "processes"
                 elif _FILE_TOO_LARGE.search(line):
                     self._seen_limit_hint = "file size"
-        await self._emit(protocol.ACTION_LOG, "\n".join(lines), step=self.step, stream=stream,
-                         lines=len(lines))
+        await self._emit(protocol.ACTION_LOG, text, step=self.step, stream=stream, lines=len(lines))
 
     def env(self) -> dict[str, str]:
         """The whole environment of a build command: nothing of the server's own secrets."""

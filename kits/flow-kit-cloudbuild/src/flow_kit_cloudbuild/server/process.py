@@ -76,26 +76,20 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
             chunk = await stream.read(256 * 1024)
             if not chunk:
                 break
-            start = 0
-            lines: list[str] = []
-            while True:
-                nl = chunk.find(b"\n", start)
-                piece = chunk[start:] if nl < 0 else chunk[start:nl]
-                budget.spend(len(piece) + (nl >= 0))
-                if len(pending) + len(piece) > max_line:
-                    pending += piece[: max(0, max_line - len(pending))]
-                    dropped = True
-                else:
-                    pending += piece
-                if nl < 0:
-                    break
-                lines.append(_text(pending, dropped))
-                pending.clear()
-                dropped = False
-                start = nl + 1
-            if lines:
-                async with lock:
-                    await on_line(lines, name)
+            budget.spend(len(chunk))
+            last = chunk.rfind(b"\n")
+            if last < 0:  # no line ends in this chunk: it all belongs to the current line
+                pending, dropped = _extend(pending, dropped, chunk, max_line)
+                continue
+            first = chunk.find(b"\n")
+            pending, dropped = _extend(pending, dropped, chunk[:first], max_line)
+            lines = [_text(pending, dropped)]
+            pending, dropped = bytearray(), False
+            if first < last:
+                lines += _split_lines(chunk[first + 1:last], max_line)
+            pending, dropped = _extend(pending, dropped, chunk[last + 1:], max_line)
+            async with lock:
+                await on_line(lines, name)
         if pending or dropped:
             async with lock:
                 await on_line([_text(pending, dropped)], name)
@@ -132,7 +126,33 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
                 await t
 
 
-def _text(data: bytearray, truncated: bool) -> str:
+def _extend(pending: bytearray, dropped: bool, piece: bytes, max_line: int) -> tuple[bytearray, bool]:
+    """Add ``piece`` (no newline in it) to the line being read, keeping at most ``max_line`` bytes."""
+    if len(pending) + len(piece) > max_line:
+        pending += piece[: max(0, max_line - len(pending))]
+        return pending, True
+    pending += piece
+    return pending, dropped
+
+
+def _split_lines(block: bytes, max_line: int) -> list[str]:
+    """The complete lines of ``block`` (newline-separated, no line started before it).
+
+    The whole block is decoded and split at once, in C: a newline byte is never part of a
+    multi-byte UTF-8 sequence, so this gives the same lines as decoding each line by itself.
+    Only a block holding a line longer than ``max_line`` or a line ending in CR goes line
+    by line.
+    """
+    text = block.decode("utf-8", "replace")
+    if len(block) <= max_line and "\r" not in text:
+        return text.split("\n")
+    parts = block.split(b"\n")
+    if "\r" not in text and max(map(len, parts)) <= max_line:
+        return text.split("\n")
+    return [_text(part[:max_line], len(part) > max_line) for part in parts]
+
+
+def _text(data: bytes | bytearray, truncated: bool) -> str:
     if data.endswith(b"\r"):
         data = data[:-1]
     text = data.decode("utf-8", "replace")
