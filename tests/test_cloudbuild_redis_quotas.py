@@ -78,7 +78,8 @@ def test_a_token_at_its_limit_waits_on_every_worker_and_a_dead_workers_slot_is_f
             assert [line for line in logs(msgs) if line.startswith("slow line")] == ["slow line 1", "slow line 2"]
         r = redis_server.client()
         assert r.zcard("flowcb:parked") == 0
-        assert not r.keys("flowcb:slots:*")  # every slot was given back
+        # every slot is given back (just after the final message: the worker sends it first)
+        wait_for(lambda: not r.keys("flowcb:slots:*"), 10, "the build slots to be released")
     finally:
         cluster.stop()
 
@@ -172,5 +173,47 @@ def test_retention_sweeps_redis_records_and_shared_files_one_process_at_a_time(t
         assert 86400 < r.ttl(f"flowcb:task:{recent}") <= 2 * 86400
         assert _state(gateway, release) == "done" and _state(gateway, recent) == "done"
         assert http_get(art["url"])[0] == 200
+    finally:
+        cluster.stop()
+
+
+# -- bounded replay -----------------------------------------------------------------------------
+def test_repeated_attaches_of_a_long_log_on_a_gateway_are_paced_and_do_not_multiply(tmp_path, redis_server):
+    from test_cloudbuild_server_bounds import (RawSocket, _peak_growth_mb, _reset_peak, _status_kb,
+                                               _wait_until_idle)
+
+    lines = 280_000  # about 18 MB of log, under the default 20 MB cap
+    build_js = ("const fs = require('fs');\n"
+                f"for (let i = 0; i < {lines}; i++) console.log('line ' + i + ' ' + 'y'.repeat(50));\n"
+                "fs.mkdirSync('dist'); fs.writeFileSync('dist/a', 'a');\n")
+    cluster = _cluster(tmp_path, redis_server)
+    try:
+        gateway = cluster.add("gateway")
+        cluster.add("worker")
+        with Client(gateway.url) as c:
+            task_id = publish(c, gateway, "loud", npm_project(name="loud", build_js=build_js))
+            full = c.wait(task_id, timeout=300)
+        assert final(full)["action"] == "done", final(full)
+        assert redis_server.client().xlen(f"flowcb:task:{task_id}:log") == len(full)
+        pid = gateway.proc.pid
+        _wait_until_idle(pid)
+        peak_reset = _reset_peak(pid)
+        before = _status_kb(pid, "VmRSS")
+        raw = RawSocket(gateway.url)
+        try:
+            for _ in range(40):
+                raw.emit("attach", {"taskId": task_id, "afterSeq": 0})
+            _wait_until_idle(pid)  # every attach handled; what is left waits for the socket
+            growth = _peak_growth_mb(pid, before, peak_reset)
+        finally:
+            raw.close()
+        assert growth < 100, f"gateway RSS grew by {growth:.0f} MB"
+        with Client(gateway.url) as late:  # a normal client still gets the whole log, once, in order
+            assert late.call("attach", {"taskId": task_id, "afterSeq": 0})["ok"]
+            replayed = late.wait(task_id, timeout=120)
+            assert not late.duplicates
+        assert_complete(replayed)
+        assert replayed == full
+        assert [x for x in logs(replayed) if x.startswith("line ")][-1].startswith(f"line {lines - 1} ")
     finally:
         cluster.stop()

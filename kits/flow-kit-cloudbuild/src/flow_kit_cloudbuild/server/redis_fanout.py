@@ -14,8 +14,13 @@ it sent, and
 * closes a task whose record vanished (Redis lost its data) for longer than the grace time
   with a final "failed" message after the client's last seq.
 
-``attach`` sets the socket's cursor, joins the room and replays, under the task's lock, so a
-reattaching client gets everything after its ``afterSeq`` exactly once, in order.
+``attach`` replays like the embedded service (service.py): at the pace the socket reads, never
+more than ``BACKLOG_LIMIT`` packets or ``REPLAY_QUEUE_BYTES`` queued for it. The socket leaves
+the room and has no cursor while it catches up from the stream without the task's lock (a long
+log must not hold up live messages to other sockets); then, under the lock, it gets what came
+meanwhile, its cursor is set to the last seq sent and it joins the room, so a reattaching client
+gets everything after its ``afterSeq`` exactly once, in order, and live messages after it. A new
+attach of the same task on the same socket stops the replay it supersedes.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from typing import Any
 
 from .. import protocol
 from .policy import is_id
+from .service import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 SWEEP_EVERY = 1.0
+REPLAY_BATCH = 16   # messages a replay reads from the stream at once (each up to 64 KiB)
 
 
 def task_manager_class() -> type:
@@ -59,6 +66,7 @@ class TaskFanout:
         self._cursors: dict[str, dict[str, int]] = {}   # task -> sid -> last seq sent
         self._locks: dict[str, asyncio.Lock] = {}
         self._missing_since: dict[str, float] = {}
+        self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
         self._sweeper: asyncio.Task[None] | None = None
         from socketio import packet
 
@@ -84,18 +92,89 @@ class TaskFanout:
             return []
 
     async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
-        async with self._lock(task_id):
-            self._cursors.setdefault(task_id, {})[sid] = after_seq
-            await self.sio.enter_room(sid, task_id)
+        """Replay the stream after ``after_seq`` to one socket, paced, then join it to the room."""
+        key = (sid, task_id)
+        me = asyncio.current_task()
+        previous = self._replays.get(key)
+        if me is not None:
+            self._replays[key] = me
+        try:
+            if previous is not None and previous is not me and not previous.done():
+                previous.cancel()
+                await asyncio.wait([previous])  # its packets are queued; it sends no more
+            async with self._lock(task_id):  # out of the room: live messages skip it meanwhile
+                await self.sio.leave_room(sid, task_id)
+                self._cursors.get(task_id, {}).pop(sid, None)
             eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-            if eio_sid is not None:
-                await self._fill(task_id, [(sid, eio_sid)], None)
+            if eio_sid is None:
+                return
+            seq = after_seq
+            while True:  # catch up without the lock, while the build goes on
+                sent = await self._replay(task_id, eio_sid, seq)
+                if sent is None:
+                    return  # the socket went away
+                if sent == seq:
+                    break
+                seq = sent
+            async with self._lock(task_id):  # what came meanwhile; then live, with nothing between
+                sent = await self._replay(task_id, eio_sid, seq)
+                if sent is None:
+                    return
+                self._cursors.setdefault(task_id, {})[sid] = sent
+                await self.sio.enter_room(sid, task_id)
+        finally:
+            if self._replays.get(key) is me:
+                del self._replays[key]
+
+    async def _replay(self, task_id: str, eio_sid: str, after_seq: int) -> int | None:
+        """Send the stream after ``after_seq`` to one socket as fast as it reads.
+
+        Returns the seq of the last message sent (``after_seq`` if none), None if the socket is gone.
+        """
+        seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
+        async for msg in self.store.messages(task_id, after_seq, batch=REPLAY_BATCH):
+            if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
+                if not await self._wait_for_socket(eio_sid):
+                    return None
+                queued = pending = 0
+            now = msg["meta"]["seq"]
+            packets = [self._packet(_lost_message(task_id, lost, msg)) for lost in range(seq + 1, now)]
+            packets.append(self._packet(msg))  # a hole in the stream never fills: it was said above
+            for encoded in packets:
+                try:
+                    await self.sio.eio.send(eio_sid, encoded)
+                except Exception:  # the socket went away meanwhile
+                    return None
+                queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
+                pending += 1
+            seq = now
+        return seq
+
+    async def _wait_for_socket(self, eio_sid: str) -> bool:
+        """Wait until the socket's queue is under both replay bounds; False once it is gone."""
+        seen = -1
+        while True:
+            try:  # engineio's per-socket queue: not public API, so never fail because of it
+                sock = self.sio.eio.sockets.get(eio_sid)
+                if sock is None or sock.closed:
+                    return False
+                queue = sock.queue
+                size = queue.qsize()
+                if size != seen:  # a socket that reads nothing costs no more looks at its queue
+                    seen = size
+                    if size <= BACKLOG_LIMIT and sum(
+                            len(p.data) for p in list(queue._queue)
+                            if isinstance(getattr(p, "data", None), (str, bytes))) <= REPLAY_QUEUE_BYTES:
+                        return True
+            except Exception:
+                return True
+            await asyncio.sleep(0.005)
 
     async def deliver(self, task_id: str, msg: dict[str, Any]) -> None:
-        watchers = self._watchers(task_id)
-        if not watchers:
+        if not self._watchers(task_id):
             return
         async with self._lock(task_id):
+            watchers = self._watchers(task_id)  # under the lock: a replay that just joined is in it
             cursors = self._cursors.setdefault(task_id, {})
             seq = msg["meta"]["seq"]
             behind = []
@@ -156,7 +235,8 @@ class TaskFanout:
             cursors.pop(sid, None)
         if not watchers:
             self._cursors.pop(task_id, None)
-            self._locks.pop(task_id, None)
+            if not self._lock(task_id).locked():  # a replay may be about to join
+                self._locks.pop(task_id, None)
             self._missing_since.pop(task_id, None)
             return
         last = await self.store.last_seq(task_id)

@@ -151,13 +151,15 @@ class RedisTaskStore:
         msg["meta"]["seq"] = seq
         return msg
 
-    async def messages(self, task_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self, task_id: str, after_seq: int = 0, batch: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """The stored messages after ``after_seq``, read ``batch`` at a time (a message of a fast
+        build holds one read of its output, up to 64 KiB: a replay reads few at once)."""
         start = f"{after_seq + 1}-0"
         while True:
-            entries = await self.redis.xrange(key(task_id, "log"), min=start, max="+", count=500)
+            entries = await self.redis.xrange(key(task_id, "log"), min=start, max="+", count=batch)
             for entry_id, fields in entries:
                 yield _message(entry_id, fields)
-            if len(entries) < 500:
+            if len(entries) < batch:
                 return
             last = entries[-1][0]
             last = last.decode() if isinstance(last, bytes) else last
