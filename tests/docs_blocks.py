@@ -1,0 +1,117 @@
+"""The shell examples of README.md and docs/: found, classified, and turned into scripts.
+
+A fenced block in ``sh``, ``bash``, ``shell`` or ``console`` is a command the reader is told to
+run. Each one is either run by tests/test_docs.py (in order, per document, in a fresh copy of
+the clone with an empty HOME), or visibly marked for the reader on the line before it::
+
+    *Not run by the docs tests: needs a second machine.*
+
+In ``console`` blocks, lines starting with ``$ `` are commands and the lines after one are its
+expected output: each must appear in what the command printed, in order (``...`` inside a line
+matches anything; a line that is only ``...`` skips any output). ``sh`` blocks are scripts.
+
+Also a command: ``python tests/docs_blocks.py README.md`` prints the README's blocks as one bash
+script (what .ci/run runs literally).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHELL_LANGS = ("sh", "bash", "shell", "console")
+SKIP_RE = re.compile(r"^\*Not run by the docs tests: (?P<reason>.+?)\.?\*$")
+FENCE_RE = re.compile(r"^(?P<indent> *)```(?P<lang>[A-Za-z0-9_-]*)\s*$")
+
+
+@dataclass
+class Command:
+    line: str                                   # the command as written (after "$ ")
+    expected: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Block:
+    path: Path
+    lineno: int                                 # of the opening fence, 1-based
+    lang: str
+    text: str
+    skip: str | None                            # the visible reason it is not run, if marked
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO)}:{self.lineno}"
+
+    def commands(self) -> list[Command]:
+        """The block as commands: console transcripts split at "$ ", sh blocks whole."""
+        if self.lang != "console":
+            return [Command(self.text)]
+        out: list[Command] = []
+        for raw in self.text.splitlines():
+            if raw.startswith("$ "):
+                out.append(Command(raw[2:]))
+            elif out and raw.strip():
+                out[-1].expected.append(raw)
+        return out
+
+
+def documents() -> list[Path]:
+    """Every Markdown file a user reads: the README, docs/, and each kit's and plugin's README."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for group in ("kits", "plugins"):
+        docs += sorted((REPO / group).glob("*/README.md"))
+    return docs
+
+
+def blocks(path: Path) -> list[Block]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE_RE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, lang = len(m.group("indent")), m.group("lang")
+        j = i + 1
+        while j < len(lines) and lines[j].strip() != "```":
+            j += 1
+        if lang in SHELL_LANGS:
+            body = "\n".join(line[indent:] for line in lines[i + 1:j])
+            k = i - 1
+            while k >= 0 and not lines[k].strip():
+                k -= 1
+            marker = SKIP_RE.match(lines[k].strip()) if k >= 0 else None
+            found.append(Block(path, i + 1, lang, body, marker.group("reason") if marker else None))
+        i = j + 1
+    return found
+
+
+def matches(expected: list[str], output: str) -> str | None:
+    """None when every expected line appears in ``output`` in order; else what is missing."""
+    actual = [" ".join(line.split()) for line in output.splitlines()]
+    at = 0
+    for want in expected:
+        want = " ".join(want.split())
+        if want == "...":
+            continue
+        pattern = re.compile(".*".join(re.escape(part) for part in want.split("...")))
+        while at < len(actual) and not pattern.search(actual[at]):
+            at += 1
+        if at == len(actual):
+            return want
+        at += 1
+    return None
+
+
+def script(path: Path) -> str:
+    """The runnable blocks of one document as a single bash script (sh blocks only)."""
+    parts = [f"# {b.where}\n{b.text}" for b in blocks(path) if b.skip is None and b.lang != "console"]
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(script(Path(sys.argv[1]).resolve()))
