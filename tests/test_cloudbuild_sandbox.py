@@ -170,6 +170,16 @@ def test_the_build_step_has_no_network(client, server, git_daemon):
     assert report(run(client, url)) == {"reached": False}
 
 
+def test_build_network_gives_the_build_step_the_network(tmp_path, git_daemon):
+    srv = ServerProc(tmp_path / "data", "--build-network").start()
+    try:
+        url = new_repo(git_daemon, hostile(NO_NETWORK % srv.port))
+        with Client(srv.url) as c:
+            assert report(run(c, url)) == {"reached": True}
+    finally:
+        srv.stop()
+
+
 # -- nothing outlives a build ----------------------------------------------------------------
 ESCAPE = r'''
 import os, pathlib, subprocess, sys, time
