@@ -153,3 +153,25 @@ def test_follow_reattaches_when_a_gap_stays(monkeypatch):
     assert seen == [1, 2, 3]
     assert s.attaches == [1] and s.notes == ["missed messages 2-2; re-attaching"]
     assert time.monotonic() - t0 >= 0.2
+
+
+# -- the sandbox-limit hints of a batch ------------------------------------------------------
+
+def test_the_limit_hint_of_a_batch_is_that_of_its_first_line_naming_one():
+    import re
+
+    from flow_kit_cloudbuild.server import pipeline
+
+    def line_by_line(lines: list[str]) -> str:
+        for line in lines:
+            for hint, words in pipeline._LIMIT_WORDS.items():
+                if re.search("|".join(map(re.escape, words)), line, re.I):
+                    return hint
+        return ""
+
+    rnd = random.Random(5)
+    words = ["ok", "x", "EAGAIN", "enomem", "File too LARGE", "fork: retry", "ſ", "é", "out of memory",
+             "efbig", "MemoryError", "eagai", "n", "Cannot  allocate memory"]
+    for _ in range(5000):
+        lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(0, 4))) for _ in range(rnd.randint(1, 5))]
+        assert pipeline._limit_hint("\n".join(lines)) == line_by_line(lines), lines

@@ -53,8 +53,8 @@ class Renderer:
         payload = data.get("payload") or {}
         text = str(payload.get("message", ""))
         if action == ACTION_LOG:
-            step = payload.get("step") or self.step or "log"
-            click.echo("".join(f"{step} | {line}\n" for line in log_lines(msg)), nl=False)
+            prefix = f"{payload.get('step') or self.step or 'log'} | "
+            click.echo(prefix + f"\n{prefix}".join(log_lines(msg)) + "\n", nl=False)
         elif action in STEPS:
             self.step = action
             click.echo(f"==> {action}: {text}" if text else f"==> {action}")

@@ -34,12 +34,37 @@ Emit = Callable[..., Awaitable[Any]]  # emit(action, message, **extra)
 OUTPUT_DIRS = ("dist", "build")
 CACHE_KINDS = ("npm", "uv", "pip")
 DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's size
-_OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|out of memory|ENOMEM", re.I)
-_OUT_OF_PROCESSES = re.compile(r"Resource temporarily unavailable|EAGAIN|fork: retry", re.I)
-_FILE_TOO_LARGE = re.compile(r"File too large|EFBIG", re.I)
-#: Any of the three: one search of a whole batch finds the first line worth a closer look.
-_ANY_LIMIT = re.compile("|".join(p.pattern for p in (_OUT_OF_MEMORY, _OUT_OF_PROCESSES, _FILE_TOO_LARGE)),
-                        re.I)
+#: What a build prints when it hits a sandbox limit (any case), by hint.
+_LIMIT_WORDS = {"memory": ("MemoryError", "Cannot allocate memory", "out of memory", "ENOMEM"),
+                "processes": ("Resource temporarily unavailable", "EAGAIN", "fork: retry"),
+                "file size": ("File too large", "EFBIG")}
+_LIMIT_RES = {hint: re.compile("|".join(map(re.escape, words)), re.I) for hint, words in _LIMIT_WORDS.items()}
+_ANY_LIMIT = re.compile("|".join(r.pattern for r in _LIMIT_RES.values()), re.I)
+_LIMIT_LOWER = tuple(w.lower() for words in _LIMIT_WORDS.values() for w in words)
+
+
+def _limit_hint(text: str) -> str:
+    """The limit hint of the first line of ``text`` that names one ("" for none).
+
+    As if each line were searched in turn: no word spans a newline, so the leftmost match
+    in the whole text is in the first line that has one, and that line decides. ASCII text
+    (nearly every log) is lowered once and searched with ``str.find`` (the regex with
+    IGNORECASE tries every alternative at every position: 0.7 µs per line).
+    """
+    if text.isascii():
+        low = text.lower()
+        found = [i for i in map(low.find, _LIMIT_LOWER) if i >= 0]
+        if not found:
+            return ""
+        pos = min(found)
+    else:
+        hit = _ANY_LIMIT.search(text)
+        if hit is None:
+            return ""
+        pos = hit.start()
+    end = text.find("\n", pos)
+    line = text[text.rfind("\n", 0, pos) + 1:] if end < 0 else text[text.rfind("\n", 0, pos) + 1:end]
+    return next((hint for hint, pattern in _LIMIT_RES.items() if pattern.search(line)), "")
 
 
 class Paths:
@@ -97,19 +122,7 @@ class Pipeline:
     async def _log(self, lines: list[str], stream: str) -> None:
         text = "\n".join(lines)
         if self.sandbox is not None and not self._seen_limit_hint:
-            # No pattern spans a newline, so the leftmost match of any of them is in the first
-            # line that matches one: that line decides, as if each line were searched in turn.
-            hit = _ANY_LIMIT.search(text)
-            if hit is not None:
-                start = text.rfind("\n", 0, hit.start()) + 1
-                end = text.find("\n", hit.end())
-                line = text[start:] if end < 0 else text[start:end]
-                if _OUT_OF_MEMORY.search(line):
-                    self._seen_limit_hint = "memory"
-                elif _OUT_OF_PROCESSES.search(line):
-                    self._seen_limit_hint = "processes"
-                elif _FILE_TOO_LARGE.search(line):
-                    self._seen_limit_hint = "file size"
+            self._seen_limit_hint = _limit_hint(text)
         await self._emit(protocol.ACTION_LOG, text, step=self.step, stream=stream, lines=len(lines))
 
     def env(self) -> dict[str, str]:
@@ -229,7 +242,8 @@ class Pipeline:
             d.mkdir(parents=True, exist_ok=True)
         if self.identity is not None:  # root server: the caches belong to this tenant's build uid
             for cache in self.caches.values():
-                await asyncio.to_thread(self.sandbox.prepare_dir, cache, self.identity)  # type: ignore[union-attr]
+                if cache.stat().st_uid != self.identity[0]:  # new (or the build user changed)
+                    await asyncio.to_thread(self.sandbox.prepare_dir, cache, self.identity)  # type: ignore[union-attr]
 
     async def download(self) -> None:
         if self.req["source"] == "git":
