@@ -208,11 +208,13 @@ def test_attach_replays_after_seq_then_live_without_gaps_or_duplicates(server, g
             attached = watcher.call("attach", {"taskId": task_id, "afterSeq": 3})
             assert attached["ok"] and attached["task"]["taskId"] == task_id
             deadline = time.monotonic() + 60
-            while not watcher.ordered(task_id) or watcher.ordered(task_id)[-1]["data"]["action"] != "done":
-                assert time.monotonic() < deadline
+            while True:  # everything from seq 4 to the final message: the last can overtake others
+                got = watcher.ordered(task_id)
+                seqs = [m["meta"]["seq"] for m in got]
+                if got and got[-1]["data"]["action"] == "done" and seqs == list(range(4, seqs[-1] + 1)):
+                    break
+                assert time.monotonic() < deadline, seqs
                 time.sleep(0.02)
-            time.sleep(0.2)
-            seqs = [m["meta"]["seq"] for m in watcher.ordered(task_id)]
             assert not watcher.duplicates
         full = publisher.wait(task_id)
     assert seqs == list(range(4, len(full) + 1))

@@ -47,7 +47,7 @@ def test_writer_killed_mid_write_leaves_old_or_new_file(flow_home: Path, tmp_pat
                                 text=True)
         assert proc.stdout is not None
         proc.stdout.readline()  # at least one complete write happened
-        time.sleep(0.005 * attempt)
+        time.sleep(0.005 * attempt)  # on purpose: each attempt kills the writer at another point
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         data = json.loads(path.read_text())  # never truncated

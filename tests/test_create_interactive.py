@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from create_support import PYTHON_KIT, listing
 from packages_support import kit_wheel, one_line_error
 
 DOWN, ENTER, CTRL_C = b"\x1b[B", b"\r", b"\x03"
+
+
+def cooked(master: int) -> bool:
+    """Whether the terminal is in canonical (line) mode, i.e. no prompt is reading keys.
+
+    On Linux the master side of a pty reports the slave's settings.
+    """
+    return bool(termios.tcgetattr(master)[3] & termios.ICANON)
 
 
 def run_on_terminal(args: list[str], cwd: Path, env: dict[str, str],
@@ -45,13 +54,15 @@ def run_on_terminal(args: list[str], cwd: Path, env: dict[str, str],
     try:
         for expect, send in steps:
             deadline = time.monotonic() + timeout
-            while expect not in out:
-                if not read(0.2) and proc.poll() is not None:
+            # the question is shown and its prompt reads keys: copier may print a question's
+            # text before the prompt switches the terminal to raw mode, and keys typed while it
+            # is still cooked are edited by the terminal itself (Ctrl-U, Enter) or echoed
+            while expect not in out or cooked(master):
+                if not read(0.05) and proc.poll() is not None:
                     raise AssertionError(f"flow exited before {expect!r}: {out!r} "
                                          f"{proc.stderr.read()!r}")
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"no {expect!r} in {out!r}")
-            time.sleep(0.2)  # let the prompt settle before typing
+                    raise AssertionError(f"no prompt reading keys after {expect!r} in {out!r}")
             os.write(master, send)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
