@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -285,14 +286,18 @@ def start_server(data: Path, env: dict[str, str], *extra: str) -> tuple[subproce
         raise SystemExit(f"the server did not start: {line!r}")
     threading.Thread(target=server.stdout.read, daemon=True).start()  # type: ignore[union-attr]
     url = line.rsplit(" ", 1)[1].strip()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 20
+    while True:  # ready when it answers /healthz (the port is bound before uvicorn serves it)
         try:
-            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.2).close()
-            break
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return server, url
         except OSError:
-            time.sleep(0.05)
-    return server, url
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit(f"the server at {url} never answered /healthz")
+        time.sleep(0.05)
 
 
 def sandbox_cost(tmp: Path, base: Path, port: int, env: dict[str, str], rounds: int) -> dict[str, float]:

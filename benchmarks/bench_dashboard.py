@@ -42,6 +42,12 @@ BIG_JS = ("const n = %d; let out = [];\n"
           "setTimeout(() => { require('fs').mkdirSync('dist'); require('fs').writeFileSync('dist/a', 'a'); }, %d);\n")
 
 
+def give_up_after(t0: float, seconds: float, what: str) -> None:
+    """End the run when a polled condition has not held ``seconds`` after ``t0`` (perf_counter)."""
+    if time.perf_counter() - t0 > seconds:
+        raise SystemExit(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
 def make_repo(path: Path, build_js: str) -> None:
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
@@ -96,9 +102,11 @@ def browser_open(browser, url: str, task_id: str, cookie: str, want_last: str) -
         # the first *log* line: the step headers come before it
         while not page.evaluate("window.__flowLog && window.__flowLog.kinds.indexOf(0) >= 0 && "
                                 "document.querySelector('#log-rows .log-row') !== null"):
+            give_up_after(t0, 120, "the first log line in the browser")
             time.sleep(0.005)
         first = time.perf_counter() - t0
         while not page.evaluate(f"window.__flowLog.lines.indexOf({json.dumps(want_last)}) >= 0"):
+            give_up_after(t0, 600, "the last log line in the browser")
             time.sleep(0.02)
         loaded = time.perf_counter() - t0
         scroll = page.evaluate("""async () => {
@@ -191,7 +199,9 @@ def main() -> int:
 
             follower = threading.Thread(target=lambda: session.follow(running, lambda m: seen.append(1), 0), daemon=True)
             follower.start()
+            started = time.perf_counter()
             while len(seen) < 3:  # queued, prepare, ...: the build has started
+                give_up_after(started, 120, "the running task's first messages")
                 time.sleep(0.01)
             b = browser_open(browser, url, running, cookie, f"line {LINES}")
             print(f"running task: first log line {b['first'] * 1000:.0f} ms after opening; all {LINES:,} lines "
