@@ -40,3 +40,23 @@ def copier_template(root: Path, files: dict[str, str], questions: str = "") -> P
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
+
+
+def package_copy(src: Path, dest: Path) -> Path:
+    """A copy of a kit or plugin directory (sources and templates, no tests or build output), to
+    install from a directory and to release new versions of in a test."""
+    import shutil
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(
+        "tests", "__pycache__", "*.pyc", ".venv", "dist", "build", "*.egg-info", ".pytest_cache"))
+    return dest
+
+
+def bump_version(package: Path, version: str) -> None:
+    """Set the version in a copied package's pyproject.toml."""
+    import re
+
+    pyproject = package / "pyproject.toml"
+    text, n = re.subn(r'(?m)^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text())
+    assert n == 1
+    pyproject.write_text(text)

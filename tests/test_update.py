@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from create_support import copier_template, git, listing
+from create_support import (PYTHON_KIT, TEMPLATES_PLUGIN, bump_version, copier_template, git,
+                            listing, package_copy)
 from packages_support import kit_wheel, one_line_error
 
 
@@ -114,3 +115,87 @@ def test_template_without_versions(run_flow, tmp_path):
     r = run_flow("update", cwd=root)
     assert r.returncode == 2
     assert "records no template version (_commit)" in one_line_error(r.stderr)
+
+
+# -- templates of kits and plugins: the template store ----------------------------------------
+
+def _created_and_committed(run_flow, work: Path, *args: str) -> Path:
+    r = run_flow("create", "demo", *args, "--defaults", cwd=work)
+    assert r.returncode == 0, r.stderr
+    root = work / "demo"
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "created")
+    return root
+
+
+def test_update_follows_a_new_version_of_the_kits_own_template(run_flow, tmp_path, flow_home):
+    kit = package_copy(PYTHON_KIT, tmp_path / "kit")
+    assert run_flow("buildkit", "add", str(kit), "--no-index").returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    project = _created_and_committed(run_flow, work, "-k", "flow-kit-python", "-t", "library")
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "_commit: 0.1.0" in answers
+    assert f"_src_path: {flow_home / 'templates'}" in answers
+    # the user's own work, committed
+    init = project / "src" / "demo" / "__init__.py"
+    init.write_text(init.read_text() + "\nANSWER = 42\n")
+    git(project, "commit", "-qam", "my work")
+    # the kit's next version changes its template; installing it is all the user does
+    readme = kit / "src" / "flow_kit_python" / "templates" / "library" / "project" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\n## Changelog\n\nNew in the kit's 0.2.0.\n")
+    bump_version(kit, "0.2.0")
+    r = run_flow("buildkit", "add", str(kit), "--no-index")
+    assert r.returncode == 0 and "flow-kit-python 0.2.0" in r.stdout, r.stderr
+
+    r = run_flow("update", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "updated demo: template library (flow-kit-python) 0.1.0 -> 0.2.0" in r.stdout
+    assert (project / "README.md").read_text().endswith("## Changelog\n\nNew in the kit's 0.2.0.\n")
+    assert init.read_text().endswith("\nANSWER = 42\n")                 # the user's edit is kept
+    assert "_commit: 0.2.0" in (project / ".copier-answers.yml").read_text()
+    assert 'buildkit = "flow-kit-python"' in (project / "pyproject.toml").read_text()
+    # and once there, it is current
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "updated")
+    r = run_flow("update", cwd=project)
+    assert r.returncode == 0 and "already at template version 0.2.0" in r.stdout, r.stderr
+
+
+def test_update_follows_a_new_version_of_a_plugins_template(run_flow, tmp_path):
+    assert run_flow("buildkit", "add", str(PYTHON_KIT), "--no-index").returncode == 0
+    plugin = package_copy(TEMPLATES_PLUGIN, tmp_path / "plugin")
+    assert run_flow("plugin", "add", str(plugin), "--no-index").returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    project = _created_and_committed(run_flow, work, "-k", "flow-kit-python", "-t", "data-script")
+    mine = project / "NOTES.md"
+    mine.write_text("my notes\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "notes")
+    readme = (plugin / "src" / "flow_plugin_templates" / "templates" / "data-script" / "project"
+              / "README.md.jinja")
+    readme.write_text(readme.read_text() + "\nplugin 0.3.0 says hello\n")
+    bump_version(plugin, "0.3.0")
+    assert run_flow("plugin", "add", str(plugin), "--no-index").returncode == 0
+    r = run_flow("update", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "template data-script (flow-plugin-templates) 0.1.0 -> 0.3.0" in r.stdout
+    assert (project / "README.md").read_text().endswith("plugin 0.3.0 says hello\n")
+    assert mine.read_text() == "my notes\n"
+
+
+def test_a_changed_template_without_a_version_bump_gets_its_own_tag(run_flow, tmp_path):
+    kit = package_copy(PYTHON_KIT, tmp_path / "kit")
+    assert run_flow("buildkit", "add", str(kit), "--no-index").returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    project = _created_and_committed(run_flow, work, "-k", "flow-kit-python", "-t", "library")
+    readme = kit / "src" / "flow_kit_python" / "templates" / "library" / "project" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\nsame version, new text\n")
+    assert run_flow("buildkit", "add", str(kit), "--no-index").returncode == 0
+    r = run_flow("update", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "0.1.0 -> 0.1.0+flow1" in r.stdout
+    assert (project / "README.md").read_text().endswith("same version, new text\n")

@@ -117,12 +117,14 @@ class ResolvedTemplate:
     """
 
     def __init__(self, label: str, src: str, local: Path, kind: str,
-                 tmp: Path | None = None) -> None:
+                 tmp: Path | None = None, vcs_ref: str | None = None) -> None:
         self.label = label
         self.src = src
         self.local = local
         self.kind = kind
         self._tmp = tmp
+        #: the version to render when none is asked for (a kit's template: its store tag)
+        self.vcs_ref = vcs_ref
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -150,6 +152,9 @@ def resolve(spec: str, templates: list[Template], kit: str, vcs_ref: str | None)
     by_name = {t.name: t for t in templates}
     if spec in by_name:  # a name wins; write ./name for a directory of the same name
         template = by_name[spec]
+        stored = from_store(template)
+        if stored is not None:
+            return stored
         return _resolve_source(template.source, f"{spec} ({template.origin})", vcs_ref)
     if is_git_url(spec):
         return _resolve_source(spec, spec, vcs_ref)
@@ -180,6 +185,42 @@ def _resolve_source(source: str, label: str, vcs_ref: str | None) -> ResolvedTem
         raise UsageError(f"template {label}: {source} is not a directory",
                          "Check the template's source")
     return ResolvedTemplate(label, str(path.resolve()), path.resolve(), _kind_or_fail(path, label))
+
+
+def origin_version(origin: str) -> str | None:
+    """The installed version of the distribution that contributed a template."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(origin)
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def from_store(template: Template) -> ResolvedTemplate | None:
+    """A kit's or plugin's template directory, rendered from the template store (so the project
+    records a repository and a version tag, and ``flow update`` works; see _template_store).
+
+    None when the store does not apply: a git URL, a directory that is a git repository of its
+    own (copier reads its tags), an origin without a version, or no git.
+    """
+    from flowcore import _template_store
+
+    if is_git_url(template.source):
+        return None
+    path = Path(template.source).expanduser()
+    label = f"{template.name} ({template.origin})"
+    if not path.is_dir() or (path / ".git").exists() or not _template_store.git_available():
+        return None
+    version = origin_version(template.origin)
+    if version is None:
+        return None
+    kind = _kind_or_fail(path, label)
+    if kind != "copier":
+        return None
+    repo, tag = _template_store.publish(path.resolve(), origin=template.origin, kit=template.kit,
+                                        name=template.name, version=version)
+    return ResolvedTemplate(label, str(repo), path.resolve(), kind, vcs_ref=tag)
 
 
 def _kind_or_fail(directory: Path, label: str) -> str:

@@ -31,6 +31,11 @@ def global_env_dir() -> Path:
     return flow_home() / "env"
 
 
+def template_store_dir() -> Path:
+    """Git repositories of the kits' and plugins' templates, one tag per version (for update)."""
+    return flow_home() / "templates"
+
+
 def project_env_dir(project_root: Path) -> Path:
     """The flow-managed environment for plugins installed into one project."""
     return project_root / ".flow" / "env"

@@ -173,7 +173,7 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
                     "ask on", f"Answer with {flags}" + ("" if defaults else ", or pass --defaults"),
                 )
         _create(flow, kit, resolved, target, answers, defaults=defaults or not asking,
-                asking=asking, force=force, trust=trust, vcs_ref=vcs_ref)
+                asking=asking, force=force, trust=trust, vcs_ref=vcs_ref or resolved.vcs_ref)
 
 
 def _target(flow: Flow, name: str | None, directory: Path | None) -> Path:

@@ -71,12 +71,28 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
             "record to update from",
         )
     before = read_answers(path)
+    if not before.get("_commit") and _inside_flow_env(before.get("_src_path")):
+        raise UsageError(
+            f"{answers_file} records no template version (_commit): the project was made from "
+            f"a kit's or plugin's template ({before['_src_path']}) by a flow that did not yet "
+            "keep template versions",
+            "Create the project again with this flow (flow create) and move your changes over; "
+            "projects made now can be updated",
+        )
     if not before.get("_commit"):
         raise UsageError(
             f"{answers_file} records no template version (_commit): the template "
             f"{before.get('_src_path', '?')} was not a git repository with version tags",
             "Publish the template in git, tag its versions, and create the project again",
         )
+    from flowcore import _template_store
+
+    label = str(before.get("_src_path"))
+    store = _template_store.find_repo(label)
+    if store is not None:
+        # a kit's or plugin's template: put the installed version into the store first
+        label, tag = _sync_store(flow, store, vcs_ref)
+        vcs_ref = vcs_ref or tag
     import copier
     from copier.errors import CopierError, CopierWarning, UnsafeTemplateError
 
@@ -104,10 +120,58 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
     if old == new and not changed:
         click.echo(f"{root.name} is already at template version {new}")
         return
-    click.echo(f"updated {root.name}: template {after.get('_src_path')} {old} -> {new}")
+    click.echo(f"updated {root.name}: template {label} {old} -> {new}")
     for line in changed:
         click.echo(f"  {line}")
     conflicts = [ln for ln in changed if ln.endswith(".rej")]
     if conflicts or conflict == "inline":
         click.echo("Review the changes (git diff); resolve any conflict markers or .rej files, "
                    "then commit.")
+
+
+def _inside_flow_env(src_path: object) -> bool:
+    from flowcore.paths import flow_home
+
+    if not isinstance(src_path, str) or not src_path:
+        return False
+    try:
+        Path(src_path).resolve().relative_to((flow_home() / "env").resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str | None]:
+    """Store the installed version of the template behind ``store``: its label and tag.
+
+    Without the template installed, an update to a version given with ``--vcs-ref`` (one the
+    store kept) still works; without ``--vcs-ref`` it is an error naming what to install.
+    """
+    from flowcore import _template_store
+    from flowcore._templates import collect_templates, from_store
+    from flowcore.app import Flow as _Flow
+    from flowcore.config import RunOptions
+
+    meta = _template_store.read_meta(store)
+    assert meta is not None
+    kit, origin, name = meta["kit"], meta["origin"], meta["name"]
+    label = f"{name} ({origin})"
+    if kit not in flow.config.global_config.installed_kits:
+        if vcs_ref:
+            return label, None
+        raise UsageError(f"the project's template {label} belongs to build kit {kit}, which is "
+                         "not installed", f"Install it with: flow buildkit add {kit}")
+    kit_flow = _Flow(RunOptions(debug=flow.options.debug, global_scope=True, build_kit=kit,
+                                check_latest=False, strict_plugins=flow.options.strict_plugins),
+                     cwd=flow.cwd)
+    template = next((t for t in collect_templates(kit_flow, kit)
+                     if t.name == name and t.origin == origin), None)
+    resolved = from_store(template) if template is not None else None
+    if resolved is None or resolved.vcs_ref is None:
+        if vcs_ref:
+            return label, None
+        what = "flow buildkit add" if origin == kit else "flow plugin add"
+        raise UsageError(f"the project's template {label} is no longer offered for build kit "
+                         f"{kit}", f"Install {origin} again with: {what} {origin}, or pass "
+                         "--vcs-ref VERSION to update to a version flow has kept")
+    return label, resolved.vcs_ref
