@@ -18,7 +18,8 @@ FLOW = [sys.executable, "-m", "flowcore"]
 
 _OFFLINE_DROP = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL",
                  "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "FLOW_LOAD_PLUGINS", "FLOW_STRICT_PLUGINS",
-                 "FLOW_DEBUG", "FLOW_NO_LOCAL")
+                 "FLOW_DEBUG", "FLOW_NO_LOCAL", "FLOW_INDEX_URL", "FLOW_EXTRA_INDEX_URL",
+                 "FLOW_FIND_LINKS")
 
 
 def offline_env(flow_home: Path, **extra: str) -> dict[str, str]:
@@ -81,3 +82,17 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("wheelhouse")
     _build_repo_wheels(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def package_index(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory):
+    """This repo's kits and plugins as a PEP 503 simple index on loopback, for the session.
+
+    ``package_index.url`` is the index URL; a run that installs from it needs
+    ``env=INDEX_ENV`` (package_index.py: uv refuses even loopback under UV_OFFLINE=1).
+    """
+    from package_index import start_package_index
+
+    index = start_package_index(wheelhouse, tmp_path_factory.mktemp("package-index"))
+    yield index
+    index.stop()

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from flowcore import _progress
 from flowcore._installer import (
     Dist,
-    InstallOptions,
     ManagedEnv,
     base_distributions,
     read_record,
@@ -106,6 +105,7 @@ def _diagnose_env(scope: str, env: ManagedEnv, expected: dict[str, str],
 def fix(pm: PackageManager) -> list[str]:
     """Rebuild the environments from the config; returns what was done, step by step."""
     done: list[str] = []
+    pm.config.package_source()  # a bad package source setting stops here, before any change
     problems = pm.diagnose()
     for scope, expected in pm.expected().items():
         mine = [p for p in problems if p.scope == scope]
@@ -138,7 +138,7 @@ def _reinstall(pm: PackageManager, env: ManagedEnv, name: str, kind: str,
     links = list(rec.get("findLinks") or [])
     if (source.startswith("/") and not Path(source).exists()) and rec.get("version"):
         source = f"{name}=={rec['version']}"
-    options = InstallOptions(links, bool(rec.get("noIndex")))
+    options = pm.install_options(links, bool(rec.get("noIndex")))
     try:
         results, _ = pm.install_checked(env, [source], options, kind)
     except InstallError as exc:

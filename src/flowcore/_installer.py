@@ -248,6 +248,9 @@ class InstallOptions:
     find_links: list[str] = field(default_factory=list)
     no_index: bool = False
     build_isolation: bool = True
+    #: The configured package source (flowcore._package_source), ignored under ``no_index``.
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
 
     def args(self) -> list[str]:
         out: list[str] = []
@@ -255,6 +258,11 @@ class InstallOptions:
             out += ["--find-links", link]
         if self.no_index:
             out.append("--no-index")
+        else:
+            if self.index_url:
+                out += ["--index-url", self.index_url]
+            for url in self.extra_index_urls:
+                out += ["--extra-index-url", url]
         if not self.build_isolation:
             out.append("--no-build-isolation")
         return out

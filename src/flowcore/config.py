@@ -40,6 +40,10 @@ _DEFAULTS: dict[str, Any] = {
 
 _REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
 
+#: The package source settings (see flowcore._package_source): key -> holds a list.
+_SOURCE_KEYS_GLOBAL = {"indexUrl": False, "extraIndexUrls": True, "findLinks": True}
+_SOURCE_KEYS_PROJECT = {"index-url": False, "extra-index-urls": True, "find-links": True}
+
 
 # --------------------------------------------------------------------------------------------
 # Global config (config.json)
@@ -206,6 +210,14 @@ def validate_global(data: Any, path: Path) -> dict[str, Any]:
         out["lastUpdateDate"], bool
     ):
         raise bad("lastUpdateDate", "a number (milliseconds since the epoch)")
+    for key, is_list in _SOURCE_KEYS_GLOBAL.items():
+        if key in out:
+            from flowcore._package_source import shape_problem
+
+            problem = shape_problem(out[key], is_list)
+            if problem:
+                raise ConfigError(f"{path}: key '{key}' must be {problem}",
+                                  f"Change it with: flow config set {key} VALUE")
     return out
 
 
@@ -362,6 +374,13 @@ def validate_project(table: dict[str, Any], path: Path) -> dict[str, Any]:
     plugins = table.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise bad("plugins", "a list of strings")
+    for key, is_list in _SOURCE_KEYS_PROJECT.items():
+        if key in table:
+            from flowcore._package_source import shape_problem
+
+            problem = shape_problem(table[key], is_list)
+            if problem:
+                raise bad(key, problem.replace(", or null", ""))
     return table
 
 
@@ -672,8 +691,22 @@ class EffectiveConfig:
         self._edit_global(mutate)
 
     def set_value(self, key: str, value: Any) -> None:
-        """Set a dotted ``key`` of the global config (``flow config set``)."""
+        """Set a dotted ``key`` of the global config (``flow config set``). A package source
+        key (``indexUrl``, ``extraIndexUrls``, ``findLinks``) is checked first: each value a URL
+        or an existing path (made absolute)."""
+        if key in _SOURCE_KEYS_GLOBAL:
+            from flowcore._package_source import normalise_for_set
+
+            value = normalise_for_set(key, value)
         self._edit_global(lambda data: set_dotted(data, key, value))
+
+    def package_source(self) -> Any:
+        """Where this run downloads kits and plugins from (``PackageSource``), checked: the
+        environment (``FLOW_INDEX_URL``, ...), then the project's ``[tool.flow]``, then
+        ``config.json``. ``ConfigError`` names the setting, its origin and the fix."""
+        from flowcore._package_source import resolve
+
+        return resolve(self)
 
     def update_section(self, table: str, short_name: str,
                        mutate: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
@@ -690,10 +723,10 @@ class EffectiveConfig:
             return None
         entry = self.global_config.kit(kit)
         if entry is None or not entry.installed:
-            raise ConfigError(
-                f"build kit '{kit}' (from {origin}) is not installed",
-                f"Install it with: flow buildkit add {kit}",
-            )
+            from flowcore._hints import missing_kit_fix
+
+            raise ConfigError(f"build kit '{kit}' (from {origin}) is not installed",
+                              missing_kit_fix(kit, self.global_config.installed_kits))
         return kit
 
     def describe(self) -> dict[str, Any]:
@@ -712,6 +745,9 @@ class EffectiveConfig:
                          "from": str(self.project.file) if r.kind == "project" and self.project
                          else str(self.global_config.path)} for r in self.plugins_to_load],
         }
+        from flowcore._package_source import describe
+
+        out.update(describe(self))
         return out
 
     def _project_origin(self) -> str:

@@ -142,6 +142,16 @@ class PackageManager:
 
     # ------------------------------------------------------------------ adding
 
+    def install_options(self, find_links: Sequence[str] = (),
+                        no_index: bool = False) -> InstallOptions:
+        """The command line's ``--find-links``/``--no-index`` with the configured package source
+        (index URL, extra index URLs, find-links: flowcore._package_source) of this run."""
+        source = self.config.package_source()
+        links = [str(Path(f).expanduser().absolute()) for f in find_links]
+        links += [link for link in source.find_links if link not in links]
+        return InstallOptions(links, no_index, index_url=source.index_url,
+                              extra_index_urls=list(source.extra_index_urls))
+
     def add_kits(self, specs: Sequence[str], find_links: Sequence[str] = (),
                  no_index: bool = False) -> list[InstalledPackage]:
         """Install kits into the global environment and mark them installed in the config.
@@ -149,8 +159,7 @@ class PackageManager:
         A kit already declared by a plugin keeps its plugins; the first kit becomes active.
         """
         env = self.env("global")
-        options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
-                                 no_index)
+        options = self.install_options(find_links, no_index)
         with env.lock():
             results, before = self.install_checked(env, specs, options, KIT)
             self._commit(env, results, before, options, lambda: self.config.mark_kits_installed(
@@ -166,8 +175,7 @@ class PackageManager:
         ``[tool.flow] plugins``.
         """
         env = self.env()
-        options = InstallOptions([str(Path(f).expanduser().absolute()) for f in find_links],
-                                 no_index)
+        options = self.install_options(find_links, no_index)
         with env.lock():
             results, before = self.install_checked(env, specs, options, PLUGIN)
             self._commit(env, results, before, options, lambda: self.config.bind_plugins(

@@ -45,7 +45,10 @@ def config(ctx: click.Context, as_json: bool) -> None:
             for plugin in entry:
                 click.echo(f"plugin: {plugin['value']} ({plugin['kind']})  from {plugin['from']}")
             continue
-        value = entry["value"] if entry["value"] is not None else "(none)"
+        value = entry["value"]
+        if isinstance(value, list):
+            value = " ".join(value)
+        value = value if value not in (None, "") else "(none)"
         click.echo(f"{key}: {value}  from {entry['from']}")
 
 
