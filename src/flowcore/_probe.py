@@ -17,7 +17,10 @@ from flowcore._installer import ManagedEnv
 from flowcore.errors import InstallError
 
 _SCRIPT = r"""
-import importlib, json, sys
+import importlib, json, os, sys
+result = os.fdopen(os.dup(1), "w")  # the probe's own channel: what plugins print goes to stderr
+os.dup2(2, 1)
+sys.stdout = sys.stderr
 out = []
 for value in json.loads(sys.argv[1]):
     module_name, _, attr = value.partition(":")
@@ -35,7 +38,8 @@ for value in json.loads(sys.argv[1]):
     except BaseException as exc:
         item["error"] = f"{type(exc).__name__}: {exc}"
     out.append(item)
-print(json.dumps(out))
+result.write(json.dumps(out) + "\n")
+result.flush()
 """
 
 
@@ -49,16 +53,25 @@ class Declarations:
     error: str | None
 
 
-def read_declarations(env: ManagedEnv, values: Sequence[str]) -> dict[str, Declarations]:
-    """Import each entry point value (``module`` or ``module:attr``) in ``env``'s interpreter."""
+def read_declarations(env: ManagedEnv, values: Sequence[str], *,
+                      timeout: float = 120) -> dict[str, Declarations]:
+    """Import each entry point value (``module`` or ``module:attr``) in ``env``'s interpreter.
+
+    An import that hangs is bounded: after ``timeout`` seconds the probe is killed and
+    InstallError raised.
+    """
     if not values:
         return {}
     try:
         proc = subprocess.run(
             [str(env.python), "-I", "-c", _SCRIPT, json.dumps(list(values))],
-            capture_output=True, text=True, check=False, timeout=120,
+            capture_output=True, text=True, check=False, timeout=timeout,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired as exc:
+        raise InstallError(  # no fix: the caller knows what was left unchanged
+            f"importing {', '.join(values)} in the flow environment did not finish within "
+            f"{timeout:g} s (a kit or plugin hangs when imported)") from exc
+    except OSError as exc:
         raise InstallError(f"cannot run the flow environment's Python {env.python}: {exc}",
                            "Run: flow doctor --fix") from exc
     try:
