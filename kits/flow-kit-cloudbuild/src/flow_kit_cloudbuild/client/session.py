@@ -77,6 +77,7 @@ class Session:
         self._events: queue.Queue[tuple[int, str, Any]] = queue.Queue()
         self._client: Any = None
         self._generation = 0
+        self._attached: str | None = None  # the task the current connection is subscribed to
 
     # -- connection ------------------------------------------------------------------------
 
@@ -91,7 +92,10 @@ class Session:
         # websocket-client checks every received text frame's UTF-8 in pure Python, byte by
         # byte (about 0.2 s per MB: most of what a long log cost this client); the frame is
         # decoded strictly right after that check anyway, so skipping it loses no check.
+        # handle_sigint=False: by default (python-)engineio disconnects every client on SIGINT,
+        # so Ctrl-C followed by "cancel the task" had no connection left to send the cancel on.
         client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT,
+                                 handle_sigint=False,
                                  websocket_extra_options={"skip_utf8_validation": True})
 
         def on_message(data: Any) -> None:
@@ -110,6 +114,7 @@ class Session:
         except exceptions.ConnectionError as exc:
             raise self._connect_error(exc, refusal[0] if refusal else None) from None
         self._client = client
+        self._attached = None
 
     def _connect_error(self, exc: Exception, refused: Any) -> ConnectError:
         detail = exc.args[0] if exc.args else ""
@@ -141,8 +146,8 @@ class Session:
         """Emit ``event`` and return the ack's fields; a refused ack raises RefusedError."""
         from socketio import exceptions
 
-        if self._client is None:
-            self.connect()
+        if self._client is None or not self._client.connected:
+            self.connect()  # the connection dropped meanwhile (follow re-attaches on this one)
         try:
             ack = self._client.call(event, payload, timeout=ACK_TIMEOUT)
         except exceptions.TimeoutError:
@@ -160,11 +165,13 @@ class Session:
 
     def publish(self, payload: dict[str, Any]) -> str:
         """Submit a task; returns its id (the socket is subscribed to it from seq 1)."""
-        return str(self.call(EVENT_PUBLISH, payload)["taskId"])
+        self._attached = task_id = str(self.call(EVENT_PUBLISH, payload)["taskId"])
+        return task_id
 
     def attach(self, task_id: str, after_seq: int = 0) -> dict[str, Any]:
-        return self.call(EVENT_ATTACH, {"taskId": task_id, "afterSeq": after_seq}).get("task") \
-            or {}
+        task = self.call(EVENT_ATTACH, {"taskId": task_id, "afterSeq": after_seq}).get("task")
+        self._attached = task_id
+        return task or {}
 
     def cancel(self, task_id: str) -> None:
         self.call(EVENT_CANCEL, {"taskId": task_id})
@@ -182,6 +189,8 @@ class Session:
         instead of being taken for a gap at once.
         """
         self.last_seq = after_seq
+        if self._client is not None and self._attached != task_id:
+            self.attach(task_id, after_seq)  # a call reconnected (after Ctrl-C): subscribe it
         ahead: dict[int, dict[str, Any]] = {}  # seq -> message that arrived before its turn
         gap_since = 0.0
         while True:
