@@ -18,9 +18,15 @@ def menv(flow_home: Path, tmp_path: Path) -> ManagedEnv:
     return menv
 
 
+def fix_of(name: str, cause: str) -> str:
+    if cause == "it is not installed in the flow environment":  # the config lists it: reinstall
+        return (f"Reinstall it with: flow doctor --fix (or, to stop using it: flow plugin "
+                f"delete {name})")
+    return f"Remove it with: flow plugin delete {name}"
+
+
 def warning_of(name: str, cause: str) -> str:
-    return (f"flow: warning: plugin '{name}' failed to load: {cause}. "
-            f"Remove it with: flow plugin delete {name}")
+    return f"flow: warning: plugin '{name}' failed to load: {cause}. {fix_of(name, cause)}"
 
 
 def assert_isolated(run_flow, name: str, cause: str) -> None:
@@ -41,8 +47,8 @@ def assert_isolated(run_flow, name: str, cause: str) -> None:
         r = run_flow(*strict, env=env)
         assert r.returncode == 1
         assert r.stderr.strip() == (
-            f"flow: error: plugin '{name}' failed to load: {cause}. Remove it with: "
-            f"flow plugin delete {name} (or run without --strict-plugins)")
+            f"flow: error: plugin '{name}' failed to load: {cause}. {fix_of(name, cause)} "
+            "(or run without --strict-plugins)")
         assert r.stdout == ""
     # the management commands stay usable under strict, so the fix can be applied
     assert run_flow("config", "--json", env={"FLOW_STRICT_PLUGINS": "1"}).returncode == 0

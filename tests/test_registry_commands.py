@@ -91,8 +91,15 @@ def test_install_and_removal_show_up_without_touching_the_cache(run_flow, menv):
     assert run_flow("later").returncode == 0
     menv.remove("flow-plugin-late")
     r = run_flow("--help")
-    assert "later" not in commands_in_help(r.stdout)
-    assert run_flow("later").returncode == 2
+    # still in the config, so its command stays, unavailable, naming the fix (issue 11)
+    assert commands_in_help(r.stdout)["later"] == "flow-plugin-late"
+    assert "later     (unavailable: it failed to load; see 'flow later')" in r.stdout
+    r = run_flow("later")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "flow: error: command 'later' cannot run: its plugin 'flow-plugin-late' failed to "
+        "load: it is not installed in the flow environment. Reinstall it with: flow doctor "
+        "--fix (or, to stop using it: flow plugin delete flow-plugin-late)")
 
 
 def test_editing_an_installed_plugin_refreshes_its_commands(run_flow, menv, flow_home):
@@ -129,7 +136,7 @@ def test_a_cached_manifest_pointing_at_an_uninstalled_plugin(run_flow, menv, flo
     assert "ghost" in run_flow("--help").stdout  # the forged cache is believed for help...
     r = run_flow("ghost")  # ...but dispatch finds the module gone, rebuilds, and refuses
     assert r.returncode == 2
-    assert "No such command 'ghost'" in r.stderr
+    assert "no such command 'ghost'" in r.stderr
     assert "ghost" not in run_flow("--help").stdout
     assert run_flow("real").returncode == 0
 

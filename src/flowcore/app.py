@@ -35,7 +35,12 @@ class Flow:
     @cached_property
     def config(self) -> EffectiveConfig:
         """Both config files, validated; raises ``ConfigError`` on the first access if broken."""
-        return load_effective(self.options, self.cwd)
+        config = load_effective(self.options, self.cwd)
+        if _has_unknown_keys(config):
+            from flowcore._hints import warn_unknown_keys
+
+            warn_unknown_keys(config)
+        return config
 
     @cached_property
     def packages(self) -> PackageManager:
@@ -48,3 +53,20 @@ class Flow:
         from flowcore.plugins import PluginSystem
 
         return PluginSystem(self)
+
+
+#: What the global config (top level, ``buildKits[]`` entries) and ``[tool.flow]`` may hold
+#: without a second look (the rest is checked by ``flowcore._hints.warn_unknown_keys``).
+_PLAIN_GLOBAL = frozenset({"schemaVersion", "activeBuildKit", "buildKits", "plugins",
+                           "lastUpdateDate", "latestVersion", "kitConfig", "pluginConfig"})
+
+
+def _has_unknown_keys(config: EffectiveConfig) -> bool:
+    """A cheap pre-check on every start: anything beyond the keys flow knows at once."""
+    data = config.global_config.data
+    if any(k not in _PLAIN_GLOBAL for k in data):
+        return True
+    if any(set(kit) - {"name", "installed", "plugins"} for kit in data.get("buildKits", ())):
+        return True
+    project = config.project
+    return project is not None and any(k not in ("buildkit", "plugins") for k in project.data)

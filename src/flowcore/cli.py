@@ -65,10 +65,20 @@ class FlowGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         # Validate both config files before any command is looked up, so that a broken config
         # is reported as such rather than as whatever loading a plugin with it runs into.
-        _flow_of(ctx).config
-        name, command, rest = super().resolve_command(ctx, args)
-        ctx.meta["flow.args"] = list(rest)  # for flow_before_command; click consumes ``rest``
-        return name, command, rest
+        flow = _flow_of(ctx)
+        flow.config
+        name = click.utils.make_str(args[0])
+        command = self.get_command(ctx, name)
+        if command is None:
+            if ctx.resilient_parsing:
+                return None, None, args[1:]
+            if name[:1] and not name[:1].isalnum():
+                self.parse_args(ctx, args)  # an option in the command's place: click's error
+            from flowcore._hints import no_such_command
+
+            raise no_such_command(flow, self._registry(ctx), name)
+        ctx.meta["flow.args"] = list(args[1:])  # for flow_before_command
+        return name, command, args[1:]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         infos = self._registry(ctx).list()
@@ -227,6 +237,13 @@ def _write_debug_log(exc: BaseException) -> Path | None:
         return None
 
 
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence: a full stop added unless it ends with one, or with a
+    question ("Did you mean 'list'?") or a parenthesis."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!", ")")) else f"{text}."
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"flow: error: {message}", err=True)
     sys.exit(code)
@@ -254,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted.", 130)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "flow"
-        _fail(f"{exc.format_message().rstrip('.')}. See '{where} --help'.", 2)
+        _fail(f"{_sentence(exc.format_message())} See '{where} --help'.", 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported

@@ -23,7 +23,7 @@ from typing import Any
 
 from flowcore import __version__, paths
 
-FORMAT = 1
+FORMAT = 2
 
 
 class _Record:
@@ -72,12 +72,21 @@ class PluginRecord(_Record):
 
 
 class Failure(_Record):
-    """A kit or plugin that could not be loaded or whose hook raised, and why."""
+    """A kit or plugin that could not be loaded or whose hook raised, and why.
 
-    __slots__ = ("name", "kind", "cause")
+    ``commands`` are the names it registered the last time it loaded (carried over from the
+    previous manifest), so that they keep existing while it is broken: running one says which
+    plugin failed and how to fix it, instead of "no such command".
+    """
+
+    __slots__ = ("name", "kind", "cause", "commands")
     name: str
     kind: str
     cause: str
+    commands: list[str]
+
+    def __init__(self, name: str, kind: str, cause: str, commands: list[str] | None = None) -> None:
+        super().__init__(name, kind, cause, list(commands or []))
 
 
 class Manifest:
@@ -108,6 +117,10 @@ class Manifest:
 
     def plugin(self, name: str) -> PluginRecord | None:
         return next((p for p in self.plugins if p.name == name), None)
+
+    def failed_command(self, name: str) -> Failure | None:
+        """The failed kit or plugin that used to provide command ``name``, if any."""
+        return next((f for f in self.failures if name in f.commands), None)
 
     def implementing(self, *hooks: str) -> list[PluginRecord]:
         return [p for p in self.plugins if any(h in p.hooks for h in hooks)]
@@ -208,6 +221,16 @@ def load(key: str, current_fingerprint: list[Any]) -> Manifest | None:
             if str(_stat(path)) != stamp:
                 return None
     return manifest
+
+
+def load_stale(key: str) -> Manifest | None:
+    """The cached manifest for ``key`` whether or not it is still valid (what a rebuild carries
+    over: the commands of plugins that loaded then and fail now)."""
+    try:
+        manifest = Manifest.from_json(manifest_path(key).read_bytes())
+    except OSError:
+        return None
+    return manifest if manifest is not None and manifest.key == key else None
 
 
 def file_stamp(path: str) -> str:

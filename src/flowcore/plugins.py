@@ -63,14 +63,21 @@ def load_plugins_filter() -> set[str] | None:
     return {canonical_name(n) for n in value.split(",") if n.strip()}
 
 
+#: The cause of a failure whose distribution is missing from the managed environment (the
+#: config lists it, so the fix is to reinstall it, not to delete it from the config).
+NOT_INSTALLED = "it is not installed in the flow environment"
+
+
 def failure_line(failure: Failure, where: str = "to load") -> tuple[str, str]:
     """``(cause, fix)`` of the one-line report for a failed kit or plugin."""
     what = "build kit" if failure.kind == "kit" else "plugin"
     command = "buildkit" if failure.kind == "kit" else "plugin"
-    return (
-        f"{what} '{failure.name}' failed {where}: {failure.cause}",
-        f"Remove it with: flow {command} delete {failure.name}",
-    )
+    if failure.cause == NOT_INSTALLED:
+        fix = (f"Reinstall it with: flow doctor --fix (or, to stop using it: flow {command} "
+               f"delete {failure.name})")
+    else:
+        fix = f"Remove it with: flow {command} delete {failure.name}"
+    return f"{what} '{failure.name}' failed {where}: {failure.cause}", fix
 
 
 def report(failure: Failure, strict: bool, where: str = "to load") -> None:
@@ -212,7 +219,7 @@ class PluginSystem:
                 continue
             dist = next(iter(distributions(name=name)), None)
             if dist is None:
-                self._fail(name, kind, "it is not installed in the flow environment")
+                self._fail(name, kind, NOT_INSTALLED)
                 continue
             values = [ep.value for ep in dist.entry_points if ep.group in ENTRY_POINT_GROUPS]
             if not values:

@@ -141,12 +141,15 @@ class CommandRegistry:
 
         if key is None or fingerprint is None:
             key, fingerprint = self._key_and_fingerprint()
+        previous = self._manifest or mf.load_stale(key)
         plugins = self._plugins()
         plugins.reset()
         plugins.load_all()
         kit = plugins.describe_kit()
         registrations = plugins.collect_commands()
         commands, warnings, live = _resolve(registrations)
+        if previous is not None:
+            _carry_failed_commands(previous, plugins.failures, {c.name for c in commands})
         built = mf.Manifest(
             key=key,
             fingerprint=fingerprint,
@@ -211,7 +214,18 @@ class CommandRegistry:
         if manifest is not None:
             self._report_failures()
             infos += [CommandInfo(c.name, c.help, c.source) for c in manifest.commands]
+            infos += [CommandInfo(n, f"(unavailable: it failed to load; see 'flow {n}')", f.name)
+                      for f in manifest.failures for n in f.commands]
         return sorted(infos, key=lambda i: i.name)
+
+    def failed_command(self, name: str) -> Failure | None:
+        """The kit or plugin that provides command ``name`` but failed to load, if any."""
+        from flowcore.errors import ConfigError
+
+        try:
+            return self.manifest().failed_command(name)
+        except ConfigError:
+            return None
 
     def get(self, name: str) -> click.Command | None:
         """Load the command called ``name``, importing only what it needs.
@@ -225,27 +239,18 @@ class CommandRegistry:
             return self._live[name]
         manifest = self.manifest()
         record = manifest.command(name)
-        if record is None and not self._rebuilt:
+        if record is None and not self._rebuilt and manifest.failed_command(name) is None:
             manifest = self._rebuild()  # never let a stale cache hide a command
             record = manifest.command(name)
         if record is None:
-            # names `flow buildkit add KIT` when the active kit is missing
-            if self.flow.config.require_kit() is None:
-                from flowcore.errors import UsageError
-
-                raise UsageError(
-                    f"no such command '{name}', and no build kit is active (kits add commands "
-                    "such as build, test and publish)",
-                    "See 'flow --help' for the commands there are, or install a kit: "
-                    "flow buildkit add NAME",
-                )
-            return None
+            return None  # the caller explains (flowcore._hints.no_such_command)
         self._report_failures()
         if name in self._live:
             return self._live[name]
         command = self._load_from_manifest(name, record.source)
         if command is None and not self._rebuilt:
-            self._rebuild()
+            if self._rebuild().failed_command(name) is not None:
+                return None  # reported as the reason this command cannot run
             self._report_failures()
             return self._live.get(name)
         return command
@@ -295,6 +300,15 @@ class CommandRegistry:
         plugins.call_loaded(hook, only={r.name for r in records}, report_now=False, **kwargs)
         for i, failure in enumerate(plugins.failures[known:], start=known):  # never strict
             self._report_once(failure, False, "to load" if i < loading else f"in {hook}")
+
+
+def _carry_failed_commands(previous: Manifest, failures: list[Failure], taken: set[str]) -> None:
+    """Give each failure the commands its kit or plugin had in ``previous`` (when it loaded, or
+    carried over then), except names another source or a built-in provides now."""
+    for failure in failures:
+        names = {c.name for c in previous.commands if c.source == failure.name}
+        names.update(n for f in previous.failures if f.name == failure.name for n in f.commands)
+        failure.commands = sorted(names - taken - _builtin_names())
 
 
 def _resolve(

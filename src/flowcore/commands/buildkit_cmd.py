@@ -103,8 +103,10 @@ def switch(flow: Flow, name: str | None) -> None:
                           command="flow buildkit switch"))
     name = canonical_name(name)
     if name not in installed:
+        from flowcore._hints import missing_kit_fix
+
         raise UsageError(f"build kit '{name}' is not installed",
-                         f"Install it with: flow buildkit add {name}")
+                         missing_kit_fix(name, installed, "flow buildkit switch {}"))
     config.set_active_kit(name)
     if config.scope == "project" and config.project is not None:
         click.echo(f"build kit of project {config.project.root}: {name}")

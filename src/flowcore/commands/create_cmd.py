@@ -160,6 +160,10 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
         from flowcore._templates import questions
 
         keys = {q.key for q in questions(resolved)}
+        if set(answers) - keys:
+            from flowcore._hints import warn_unasked_answers
+
+            warn_unasked_answers(answers, keys, resolved.label)
         for key in NAME_KEYS:
             if key in keys:
                 answers.setdefault(key, name)
