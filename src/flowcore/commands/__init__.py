@@ -12,5 +12,6 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "plugin": ("flowcore.commands.plugin_cmd:plugin", "Install, remove and list plugins."),
     "doctor": ("flowcore.commands.doctor_cmd:doctor", "Check installed kits and plugins against the config; --fix rebuilds."),
     "create": ("flowcore.commands.create_cmd:create", "Create a new project from a build kit's template."),
+    "init": ("flowcore.commands.init_cmd:init", "Make an existing project a flow project: record its build kit."),
     "update": ("flowcore.commands.update_cmd:update", "Update this project to a newer version of its copier template."),
 }

@@ -18,6 +18,8 @@ import click
 from flowcore.api import CoreContext, FlowError, UsageError, current, uv_binary
 
 OFFLINE_VARS = ("FLOW_OFFLINE", "UV_OFFLINE", "PIP_NO_INDEX")
+#: What makes a directory a Python project (setup.py/setup.cfg alone: setuptools builds it).
+PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 
 
 def _truthy(value: str | None) -> bool:
@@ -43,9 +45,9 @@ def project_root(ctx: click.Context) -> Path:
     if root is None:
         raise UsageError(f"{Path.cwd()} is not inside a flow project",
                          "Run it inside a project made with: flow create NAME -k flow-kit-python")
-    if not (root / "pyproject.toml").is_file():
-        raise UsageError(f"{root} has no pyproject.toml, so it is not a Python project",
-                         "Add one, or use another build kit for this project")
+    if not any((root / name).is_file() for name in PROJECT_FILES):
+        raise UsageError(f"{root} has no pyproject.toml, setup.py or setup.cfg, so it is not a "
+                         "Python project", "Add one, or use another build kit for this project")
     return root
 
 

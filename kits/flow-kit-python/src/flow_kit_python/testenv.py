@@ -5,8 +5,8 @@
 project installed into it in editable mode along with whatever it needs that those do not
 provide. Offline, the install uses no index and no build isolation: the build backend comes from
 flow's environment (this kit depends on hatchling for that reason), and test tools such as
-pytest must already be there. It is rebuilt when ``pyproject.toml`` (or the offline mode, or
-flow's interpreter) changes.
+pytest must already be there. It is rebuilt when ``pyproject.toml``, ``setup.py`` or
+``setup.cfg`` (or the offline mode, or flow's interpreter) changes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def _visible_names(dirs: list[str]) -> list[str]:
 
 
 def _spec(root: Path) -> str:
+    if not (root / "pyproject.toml").is_file():  # setup.py/setup.cfg: extras are not read here
+        return str(root)
     try:
         extras = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get(
             "project", {}).get("optional-dependencies", {})
@@ -66,13 +68,22 @@ def _check(cmd: list[str], what: str) -> None:
                         "environment), or give the project its own .venv")
 
 
+def _metadata_digest(root: Path) -> str:
+    """A digest of the files that declare the project's dependencies."""
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg"):
+        path = root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-"))
+    return digest.hexdigest()
+
+
 def ensure_test_env(root: Path, offline: bool) -> str:
     """Create or refresh ``<root>/.flow/test-env``; returns its interpreter."""
     env = root / ENV_DIR
     python = env / "bin" / "python"
     dirs = visible_site_dirs()
     stamp = {
-        "pyproject": hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest(),
+        "pyproject": _metadata_digest(root),
         "offline": offline,
         "python": sys.executable,
         "visible": dirs,

@@ -1,0 +1,99 @@
+"""`flow init`: adopting an existing project, through the real CLI from a fresh FLOW_HOME, with
+the Python kit installed from this repository (offline)."""
+
+from __future__ import annotations
+
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from create_support import PYTHON_KIT, listing
+from packages_support import one_line_error
+
+PYPROJECT = """\
+# my project, made by hand
+[project]
+name = "legacy"   # the distribution
+version = "1.0"
+"""
+
+
+@pytest.fixture
+def work(run_flow, tmp_path: Path) -> Path:
+    r = run_flow("buildkit", "add", str(PYTHON_KIT), "--no-index")
+    assert r.returncode == 0, r.stderr
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
+
+
+def test_init_adds_the_kit_to_pyproject_keeping_the_file(run_flow, work):
+    (work / "pyproject.toml").write_text(PYPROJECT)
+    r = run_flow("init", "-k", "flow-kit-python", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert f"Initialized flow project {work}: build kit flow-kit-python recorded in " \
+           "pyproject.toml." in r.stdout
+    text = (work / "pyproject.toml").read_text()
+    assert text.startswith(PYPROJECT)  # comments and formatting kept, the table added
+    assert tomllib.loads(text)["tool"]["flow"] == {"buildkit": "flow-kit-python"}
+    assert listing(work) == {"pyproject.toml"}  # nothing else (no lock file) left behind
+    help_text = run_flow("--help", cwd=work).stdout  # the kit now loads here
+    assert "build" in help_text and "[flow-kit-python]" in help_text
+
+
+def test_init_without_pyproject_writes_flow_toml(run_flow, work):
+    (work / "index.html").write_text("<h1>hi</h1>\n")
+    r = run_flow("init", cwd=work)  # the only installed kit
+    assert r.returncode == 0, r.stderr
+    assert "recorded in flow.toml" in r.stdout
+    assert tomllib.loads((work / "flow.toml").read_text()) == {
+        "tool": {"flow": {"buildkit": "flow-kit-python"}}}
+    assert listing(work) == {"index.html", "flow.toml"}
+
+
+def test_init_completes_a_flow_table_without_a_kit(run_flow, work):
+    (work / "pyproject.toml").write_text(PYPROJECT + '\n[tool.flow]\nplugins = ["x"]\n')
+    r = run_flow("init", "-k", "flow-kit-python", cwd=work)
+    assert r.returncode == 0, r.stderr
+    flow = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["flow"]
+    assert flow == {"plugins": ["x"], "buildkit": "flow-kit-python"}
+
+
+@pytest.mark.parametrize("where", [".", "sub/dir"])
+def test_init_inside_a_project_with_a_kit_is_refused(run_flow, work, where):
+    (work / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-python"\n')
+    (work / "sub" / "dir").mkdir(parents=True)
+    before = listing(work)
+    r = run_flow("init", "-k", "flow-kit-python", cwd=work / where)
+    assert r.returncode == 2
+    line = one_line_error(r.stderr)
+    assert "already has a build kit: flow-kit-python" in line and "flow buildkit switch" in line
+    assert listing(work) == before
+    assert (work / "flow.toml").read_text() == '[tool.flow]\nbuildkit = "flow-kit-python"\n'
+
+
+def test_init_with_an_unknown_kit_is_refused(run_flow, work):
+    (work / "pyproject.toml").write_text(PYPROJECT)
+    r = run_flow("init", "-k", "flow-kit-nope", cwd=work)
+    assert r.returncode == 2
+    assert "unknown build kit 'flow-kit-nope'" in one_line_error(r.stderr)
+    assert (work / "pyproject.toml").read_text() == PYPROJECT
+    assert listing(work) == {"pyproject.toml"}
+
+
+def test_a_setup_py_project_is_adopted_and_builds(run_flow, work):
+    (work / "setup.py").write_text(
+        "from setuptools import setup\n"
+        "setup(name='oldie', version='0.3', py_modules=['oldie'])\n")
+    (work / "oldie.py").write_text("VALUE = 1\n")
+    r = run_flow("init", "-k", "flow-kit-python", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "recorded in flow.toml" in r.stdout
+    r = run_flow("build", cwd=work)
+    assert r.returncode == 0, r.stderr
+    wheels = sorted((work / "dist").glob("*.whl"))
+    assert [w.name for w in wheels] == ["oldie-0.3-py3-none-any.whl"]
+    assert "oldie.py" in zipfile.ZipFile(wheels[0]).namelist()
+    assert sorted(p.name for p in (work / "dist").glob("*.tar.gz")) == ["oldie-0.3.tar.gz"]
