@@ -150,6 +150,39 @@ def test_git_url_template(flow, work, tmp_path):
     assert f"_src_path: git+{url}" in answers and "_commit: v1.0.0" in answers
 
 
+def test_git_url_template_at_a_commit(flow, work, tmp_path):
+    template = copier_template(tmp_path / "tpl", {"README.md.jinja": "one\n"})
+    git(template, "init", "-q")
+    git(template, "add", "-A")
+    git(template, "commit", "-q", "-m", "v1")
+    git(template, "tag", "v1.0.0")
+    first = git(template, "rev-parse", "HEAD").strip()
+    (template / "project" / "README.md.jinja").write_text("between releases\n")
+    git(template, "commit", "-qam", "work in progress")
+    middle = git(template, "rev-parse", "HEAD").strip()
+    (template / "project" / "README.md.jinja").write_text("two\n")
+    git(template, "commit", "-qam", "v2")
+    git(template, "tag", "v2.0.0")
+    url = f"file://{template}"
+    r = flow("create", "mid", "-k", "flow-kit-python", "-t", url, "--vcs-ref", middle,
+             "--defaults")
+    assert r.returncode == 0, r.stderr
+    assert (work / "mid" / "README.md").read_text() == "between releases\n"
+    assert "_commit: v1.0.0-1-g" in (work / "mid" / ".copier-answers.yml").read_text()
+    r = flow("create", "old", "-k", "flow-kit-python", "-t", url, "--vcs-ref", first[:10],
+             "--defaults")  # an abbreviated hash
+    assert r.returncode == 0, r.stderr
+    assert (work / "old" / "README.md").read_text() == "one\n"
+    # a commit the repository does not have: one line, nothing left behind
+    before = listing(work)
+    r = flow("create", "none", "-k", "flow-kit-python", "-t", url, "--vcs-ref", "0" * 40,
+             "--defaults")
+    assert r.returncode == 1
+    assert one_line_error(r.stderr) == (f"flow: error: cannot fetch template {url}: it has no "
+                                        f"commit, branch or tag {'0' * 40}. Check --vcs-ref")
+    _left_alone(work, before)
+
+
 def _cookiecutter_template(root: Path) -> Path:
     (root / "{{cookiecutter.project_slug}}").mkdir(parents=True)
     (root / "cookiecutter.json").write_text(json.dumps({

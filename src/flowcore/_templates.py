@@ -253,22 +253,52 @@ def _git_url(source: str) -> str:
     return source
 
 
+#: A --vcs-ref that may be a commit (full or abbreviated hash), not a branch or tag name.
+_COMMITISH = re.compile(r"^[0-9a-fA-F]{4,64}$")
+
+
 def _clone(source: str, dest: Path, vcs_ref: str | None) -> Path:
-    """A shallow clone, to read the template's kind and questions (copier clones on its own)."""
+    """A clone at ``vcs_ref``, to read the template's kind and questions (copier clones on its
+    own). Shallow for a branch or tag; a commit cannot be named to ``git clone --branch``, so a
+    ref that looks like a commit hash gets a full clone checked out at that commit."""
     git = shutil.which("git")
     if git is None:
         raise FlowError(f"cannot fetch template {source}: git is not installed",
                         "Install git, or pass a local template directory")
+    if vcs_ref and _COMMITISH.match(vcs_ref):
+        _git_or_fail(source, [git, "clone", "--quiet", "--no-checkout", "--", _git_url(source),
+                              str(dest)])
+        commit = _commit_of(git, dest, vcs_ref)
+        if commit is None:
+            raise FlowError(f"cannot fetch template {source}: it has no commit, branch or tag "
+                            f"{vcs_ref}", "Check --vcs-ref")
+        _git_or_fail(source, [git, "-C", str(dest), "checkout", "--quiet", "--detach", commit])
+        return dest
     cmd = [git, "clone", "--quiet", "--depth", "1"]
     if vcs_ref:
         cmd += ["--branch", vcs_ref]
-    proc = subprocess.run([*cmd, _git_url(source), str(dest)], capture_output=True, text=True,
+    _git_or_fail(source, [*cmd, "--", _git_url(source), str(dest)])
+    return dest
+
+
+def _git_or_fail(source: str, cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True,
                           env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, check=False)
     if proc.returncode != 0:
         reason = " ".join(proc.stderr.split())[:300] or f"git exited with {proc.returncode}"
         raise FlowError(f"cannot fetch template {source}: {reason}",
                         "Check the URL (and --vcs-ref) and your network")
-    return dest
+
+
+def _commit_of(git: str, repo: Path, ref: str) -> str | None:
+    """The commit ``ref`` names in a fresh clone: a commit hash, else a branch or tag name."""
+    for candidate in (ref, f"refs/remotes/origin/{ref}", f"refs/tags/{ref}"):
+        proc = subprocess.run([git, "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                               f"{candidate}^{{commit}}"],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    return None
 
 
 # --------------------------------------------------------------------------------------------
