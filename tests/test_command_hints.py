@@ -231,3 +231,69 @@ def test_a_plugin_broken_before_its_commands_were_known_is_named(run_flow, menv)
         "flow: error: no such command 'broken-cmd' ('flow-plugin-breaks' failed to load, so its "
         "commands are not known; see 'flow doctor'). See 'flow --help' for the commands there "
         "are")
+
+
+# -- 3. scope surprises ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-demo"\n')
+    return root
+
+
+def test_deleting_a_global_plugin_inside_a_project_names_the_global_delete(run_flow, two_kits,
+                                                                           project, flow_home):
+    r = run_flow("plugin", "list", "--json", cwd=project)
+    assert {"name": "flow-plugin-gen", "kind": "general", "version": "0.1.0"} in \
+        json.loads(r.stdout)["plugins"]
+    before = (flow_home / "config.json").read_bytes()
+    r = run_flow("plugin", "delete", "flow-plugin-gen", cwd=project)
+    assert r.returncode == 1
+    assert error_line(r) == (
+        f"flow: error: plugin 'flow-plugin-gen' is not a plugin of project {project}: it is "
+        "installed globally (plugin list shows the global general plugins here too). Delete it "
+        "from the global scope: flow -g plugin delete flow-plugin-gen")
+    assert (flow_home / "config.json").read_bytes() == before
+
+
+def test_global_options_may_follow_the_command(run_flow, two_kits, project, tmp_path):
+    for args in (["-g", "plugin", "list", "--json"], ["plugin", "list", "-g", "--json"],
+                 ["plugin", "list", "--json", "--global"]):
+        r = run_flow(*args, cwd=project)
+        assert r.returncode == 0, (args, r.stderr)
+        assert json.loads(r.stdout)["scope"] == "global"
+    # -k after a kit's command that this scope does not have: looked up with that kit
+    r = run_flow("serve", "-k", "flow-kit-other")
+    assert r.returncode == 0 and r.stdout.startswith("serve: KitContext"), r.stderr
+    r = run_flow("serve", "--build-kit=flow-kit-other")
+    assert r.returncode == 0, r.stderr
+    # --root after the command
+    r = run_flow("config", "--json", "--root", str(project))
+    assert json.loads(r.stdout)["projectRoot"]["value"] == str(project)
+    # after '--' nothing is moved
+    r = run_flow("config", "get", "--", "-g")
+    assert "'-g' is not set" in error_line(r)
+
+
+def test_a_commands_own_option_of_the_same_name_wins_after_it(run_flow, menv, tmp_path):
+    menv.add_plugin("flow-plugin-own", '''
+@click.command("own")
+@click.option("--config", "config_file")
+@click.option("-k", "keep", is_flag=True)
+def own(config_file, keep):
+    """Own options."""
+    click.echo(f"config={config_file} keep={keep}")
+
+@hookimpl
+def flow_register_commands(registry):
+    registry.add(own)
+''')
+    menv.config(plugins=["flow-plugin-own"])
+    r = run_flow("own", "--config", "server.toml", "-k")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "config=server.toml keep=True"
+    r = run_flow("own", "-g", "--config=x.toml")  # -g is not its own: it is flow's
+    assert r.stdout.strip() == "config=x.toml keep=False", r.stderr

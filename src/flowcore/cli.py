@@ -41,10 +41,18 @@ class FlowGroup(click.Group):
         # --help is eager: click handles it before it has stored -k/-g/--root/--config, so read
         # the global options first (the parser runs no callbacks) for the help listing to match.
         try:
-            opts, _, _ = self.make_parser(ctx).parse_args(args=list(args))
+            opts, rest, _ = self.make_parser(ctx).parse_args(args=list(args))
             ctx.meta["flow.early_params"] = opts
         except click.UsageError:
-            pass
+            return super().parse_args(ctx, args)
+        if rest and not ctx.resilient_parsing and _mentions_global_option(self, rest[1:]):
+            from flowcore._late_options import hoist
+
+            args = hoist(self, ctx, list(args), len(args) - len(rest), opts)
+            try:
+                ctx.meta["flow.early_params"] = self.make_parser(ctx).parse_args(list(args))[0]
+            except click.UsageError:
+                pass
         return super().parse_args(ctx, args)
 
     def _registry(self, ctx: click.Context) -> CommandRegistry:
@@ -97,6 +105,22 @@ class FlowGroup(click.Group):
         except FlowError as exc:
             formatter.write_paragraph()
             formatter.write_text(f"Configuration problem: {exc.message}")
+
+
+#: The root's options that may also follow the command (``flow plugin add -g NAME``).
+LATE_OPTIONS = ("debug", "global_scope", "build_kit", "no_check_latest", "root", "config",
+                "strict_plugins")
+
+
+def _mentions_global_option(group: click.Group, tail: list[str]) -> bool:
+    """Whether anything after the command looks like one of the root's options (cheap)."""
+    decls = {d for p in group.params if p.name in LATE_OPTIONS for d in p.opts}
+    for token in tail:
+        if token == "--":
+            return False
+        if token.partition("=")[0] in decls or (token[:2] in decls and token[:2] != "--"):
+            return True
+    return False
 
 
 def _flow_of(ctx: click.Context) -> Flow:
@@ -212,7 +236,9 @@ def cli(ctx: click.Context, **params: Any) -> None:
     """flow: project workflows from build kits and plugins.
 
     Commands marked with a kit or plugin name come from that package; the active kit is chosen
-    by the project's [tool.flow] buildkit, else by 'flow buildkit switch'.
+    by the project's [tool.flow] buildkit, else by 'flow buildkit switch'. The options below
+    may also follow the command (flow plugin add -g NAME), unless the command has an option of
+    that name itself.
     """
     _flow_of(ctx).config  # validate both config files before any command runs
 

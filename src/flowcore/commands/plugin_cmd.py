@@ -8,6 +8,7 @@ its ``[tool.flow] plugins``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -69,8 +70,11 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
 @click.pass_obj
 def delete(flow: Flow, names: tuple[str, ...]) -> None:
     """Uninstall plugins and remove them from every kit (choose from a list without NAME)."""
+    config = flow.config
+    if names and config.scope == "project" and config.project is not None:
+        _refuse_global_plugins(config, names)
     if not names:
-        known = flow.config.configured_plugins
+        known = config.configured_plugins
         if not known:
             raise InstallError("no plugins are installed", "Nothing to delete")
         from flowcore.prompts import choose
@@ -79,3 +83,19 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
                              command="flow plugin delete"))
     for name in flow.packages.delete_plugins(names):
         click.echo(f"deleted plugin {name}")
+
+
+def _refuse_global_plugins(config: Any, names: tuple[str, ...]) -> None:
+    """Inside a project, a plugin that only the global config lists (which ``plugin list``
+    shows there, as a general plugin) is named as such, with the command that deletes it."""
+    from flowcore.environment import canonical_name
+
+    project = {canonical_name(p) for p in config.project.plugins}
+    glob = {canonical_name(p) for p in config.global_config.all_plugins}
+    for name in names:
+        n = canonical_name(name)
+        if n not in project and n in glob:
+            raise InstallError(
+                f"plugin '{name}' is not a plugin of project {config.project.root}: it is "
+                "installed globally (plugin list shows the global general plugins here too)",
+                f"Delete it from the global scope: flow -g plugin delete {name}")
