@@ -155,6 +155,20 @@ def test_follow_reattaches_when_a_gap_stays(monkeypatch):
     assert time.monotonic() - t0 >= 0.2
 
 
+def test_a_final_message_behind_the_disconnect_still_ends_the_follow(monkeypatch):
+    """The disconnect is reported from the read loop, each message from a thread of its own: the
+    server's last word before it hangs up (a stopping server's "failed") can come after it."""
+    monkeypatch.setattr(session_mod, "RECONNECT_WINDOW", 0.5)  # the server is gone
+    s = Recorder()
+    s._events.put((s._generation, "message", message(1)))
+    s._events.put((s._generation, "disconnect", None))
+    s._events.put((s._generation, "message", message(2, "failed")))
+    seen: list[int] = []
+    final = s.follow("t" * 24, lambda m: seen.append(m["meta"]["seq"]))
+    assert seen == [1, 2] and final["data"]["action"] == "failed"
+    assert s.attaches == [] and s.notes == []
+
+
 # -- the sandbox-limit hints of a batch ------------------------------------------------------
 
 def test_the_limit_hint_of_a_batch_is_that_of_its_first_line_naming_one():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
@@ -206,9 +207,9 @@ def test_plugin_checks_stop_a_publish_and_targets_receive_artifacts(flow, server
 
 
 def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):
-    """The server goes away mid-build and comes back on the same port: the client reconnects,
-    re-attaches after the last seq it printed, and ends with the task's real outcome (the
-    restart failed the running build) with no message lost or repeated."""
+    """The server dies mid-build without a last word (SIGKILL) and comes back on the same port:
+    the client reconnects, re-attaches after the last seq it printed, and ends with the task's
+    real outcome (the restart failed the running build) with no message lost or repeated."""
     executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
     srv = BuildServer(executable, tmp_path / "data").start()
     project = make_site(tmp_path / "site", name="restart-site", slow_lines=400,
@@ -220,7 +221,8 @@ def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):
         for line in proc.stdout:
             received.append(json.loads(line))
             if received[-1]["data"]["action"] == "log" and "slow line 3" in log_lines(received[-1]):
-                srv.stop()
+                srv.proc.kill()  # a crash: no final message reaches the client
+                srv.proc.wait()
                 srv.start()
         code = proc.wait(timeout=120)
         stderr = proc.stderr.read()
@@ -229,12 +231,57 @@ def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):
         assert "lost; reconnecting" in stderr and "reconnected; resuming after message" in stderr
         assert seqs(received) == list(range(1, len(received) + 1))
         assert received[-1]["data"]["action"] == "failed"
+        assert "the server restarted while this task was in build" in \
+            received[-1]["data"]["payload"]["message"]
         errors = error_lines(stderr)
         assert len(errors) == 1 and "step 'build'" in errors[0]
         task_id = received[0]["meta"]["taskId"]
         assert json_lines(attach_json(flow, srv, task_id, project).stdout) == received
     finally:
         srv.stop()
+
+
+def test_server_stop_ends_the_follow_with_the_servers_last_word(flow, tmp_path):
+    """SIGTERM stops the server: it fails the running build and sends that final message
+    before it closes the connections; the client prints it and exits with that outcome at
+    once, instead of trying to reconnect for a minute and saying the task keeps running."""
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    srv = BuildServer(executable, tmp_path / "data").start()
+    project = make_site(tmp_path / "site", name="stop-site", slow_lines=600,
+                        slow_interval_ms=50)
+    proc = None
+    try:
+        proc = flow.popen("publish", "--server", srv.url, "--token", srv.token, *SLOW,
+                          "--json", cwd=project)
+        received = []
+        stopped_at = None
+        for line in proc.stdout:
+            received.append(json.loads(line))
+            if stopped_at is None and received[-1]["data"]["action"] == "log" \
+                    and "slow line 3" in log_lines(received[-1]):
+                srv.proc.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - stopped_at
+        stderr = proc.stderr.read()
+        srv.proc.wait(timeout=30)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        srv.stop()
+
+    assert took < 8, f"the client exited {took:.1f} s after the server's SIGTERM: {stderr}"
+    assert code == 1, stderr
+    assert seqs(received) == list(range(1, len(received) + 1))
+    last = received[-1]["data"]
+    assert last["action"] == "failed"
+    assert last["payload"]["message"] == \
+        "the server stopped while this task was in build; publish again"
+    assert error_lines(stderr) == [
+        "flow: error: the build failed at step 'build': the server stopped while this task was "
+        f"in build; publish again. See the log above (again with: flow publish --attach "
+        f"{received[0]['meta']['taskId']})"]
+    assert "keeps running" not in stderr and "reconnect" not in stderr
 
 
 def test_task_timeout_ends_non_zero_with_a_fix(flow, server, tmp_path):

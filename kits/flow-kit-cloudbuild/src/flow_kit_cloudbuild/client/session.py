@@ -38,6 +38,9 @@ RECONNECT_WINDOW = 60.0
 ACK_TIMEOUT = 30.0
 #: How long a message may wait for earlier ones before they count as missed (seconds).
 GAP_GRACE = 1.0
+#: After a disconnect, how long messages still in the client's handler threads get to arrive
+#: (the server's last word, such as "failed" when it stops, comes just before it hangs up).
+DROP_GRACE = 0.5
 
 Notify = Callable[[str], None]
 
@@ -193,10 +196,18 @@ class Session:
             self.attach(task_id, after_seq)  # a call reconnected (after Ctrl-C): subscribe it
         ahead: dict[int, dict[str, Any]] = {}  # seq -> message that arrived before its turn
         gap_since = 0.0
+        dropped_at: float | None = None  # when the connection dropped, until reconnecting
         while True:
             try:
-                generation, kind, data = self._events.get(timeout=0.1 if ahead else 0.5)
+                generation, kind, data = self._events.get(
+                    timeout=0.1 if ahead or dropped_at is not None else 0.5)
             except queue.Empty:
+                if dropped_at is not None:
+                    if time.monotonic() - dropped_at >= DROP_GRACE:
+                        dropped_at = None
+                        ahead.clear()
+                        self._reconnect(task_id)
+                    continue
                 if ahead and time.monotonic() - gap_since > GAP_GRACE:
                     self.notify(f"missed messages {self.last_seq + 1}-{min(ahead) - 1}; "
                                 "re-attaching")
@@ -207,8 +218,7 @@ class Session:
                 continue  # from a connection that has since been replaced
             if kind == "disconnect":
                 self._client = None
-                ahead.clear()
-                self._reconnect(task_id)
+                dropped_at = time.monotonic()  # messages sent before it may still come in
                 continue
             meta = data.get("meta", {}) if isinstance(data, dict) else {}
             if meta.get("taskId") != task_id or not isinstance(meta.get("seq"), int):

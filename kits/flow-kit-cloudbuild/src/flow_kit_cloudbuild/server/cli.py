@@ -10,11 +10,14 @@ The first stdout line is always ``flow-cloudbuild-server listening on <url>``.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -239,7 +242,31 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
     sys.stdout.flush()
     uv_cfg = uvicorn.Config(server.asgi, log_level=log_level, lifespan="on", ws="auto",
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(uv_cfg).run(sockets=[sock])
+    # Redis mode: a stopping worker's tasks are another worker's to retry, not failed here
+    _uvicorn_server(uv_cfg, server.service.drain if redis_opts is None else None).run(sockets=[sock])
+
+
+def _uvicorn_server(uv_cfg: Any, drain: Callable[[], Awaitable[None]] | None) -> Any:
+    """uvicorn's Server, which on SIGTERM runs ``drain`` before it closes the connections.
+
+    uvicorn closes every connection first and runs the app's shutdown (TaskService.stop) after:
+    the final message of a build the stop failed went to no one, and ``flow publish`` tried to
+    reconnect for a minute. Draining first delivers it while the clients are still connected.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            if drain is not None and not self.force_exit:
+                for listener in self.servers:  # no new connections meanwhile
+                    listener.close()
+                try:
+                    await drain()
+                except Exception:  # the shutdown goes on; TaskService.stop tries again
+                    logging.getLogger("flow_kit_cloudbuild.server").exception("drain failed")
+            await super().shutdown(sockets)
+
+    return Server(uv_cfg)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ log = logging.getLogger("flow_kit_cloudbuild.server")
 BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
 BACKLOG_LIMIT = 2000      # packets a watcher may have queued before the build waits for it
 REPLAY_QUEUE_BYTES = 4 * 1024 * 1024  # bytes queued for a socket before its replay waits for it
+FLUSH_LIMIT = 2.0         # seconds a stopping server waits for the sockets to send what is queued
 
 
 class TaskService:
@@ -83,7 +84,14 @@ class TaskService:
         """Retention: expired uploads, old tasks and artifacts (housekeeping.py), now and periodically."""
         self._housekeeping = asyncio.create_task(housekeeping.run_periodically(self), name="cloudbuild-retention")
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """End the running builds while their watchers are still connected.
+
+        Each fails with "the server stopped while this task was in STEP", and that final
+        message is on its way to the watchers before this returns: on SIGTERM the server runs
+        this before it closes the connections (cli.py), so ``flow publish`` hears the outcome
+        instead of trying to reconnect. ``stop`` runs it too (a second time nothing is left).
+        """
         self._stopping = True
         if self._housekeeping is not None:
             self._housekeeping.cancel()
@@ -91,6 +99,25 @@ class TaskService:
         for task_id in list(self._running):
             with contextlib.suppress(BaseException):
                 await self._running[task_id]
+        await self._flush(FLUSH_LIMIT)
+
+    async def _flush(self, limit: float) -> None:
+        """Wait (up to ``limit`` s) until every socket has sent the packets queued for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while loop.time() < deadline:
+            try:  # engineio's per-socket queue: not public API, so never fail because of it
+                busy = any(not sock.closed and sock.queue.qsize()
+                           for sock in list(self.sio.eio.sockets.values()))
+            except Exception:
+                busy = False
+            if not busy:
+                await asyncio.sleep(0.05)  # the writer's last batch: from its hands to the wire
+                return
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        await self.drain()
         await self.store.close()
 
     # -- messages ------------------------------------------------------------------------------
