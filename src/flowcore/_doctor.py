@@ -140,7 +140,9 @@ def _reinstall(pm: PackageManager, env: ManagedEnv, name: str, kind: str,
         source = f"{name}=={rec['version']}"
     options = pm.install_options(links, bool(rec.get("noIndex")))
     try:
-        results, _ = pm.install_checked(env, [source], options, kind)
+        results, snapshot = pm.install_checked(env, [source], options, kind)
+        if snapshot is not None:
+            snapshot.discard()
     except InstallError as exc:
         return f"could not reinstall {name}: {exc.cause}"
     record = read_record(env)

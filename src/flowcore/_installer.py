@@ -193,6 +193,74 @@ class ManagedEnv:
             return {}
         return _read_dists([self.site_packages])
 
+    def fingerprints(self) -> dict[str, tuple[int, int]]:
+        """``{name: (inode, mtime)}`` of each distribution's ``RECORD``: any reinstall, even of
+        the same version, writes a new one, so a changed fingerprint means changed files."""
+        out: dict[str, tuple[int, int]] = {}
+        try:
+            entries = list(os.scandir(self.site_packages))
+        except OSError:
+            return out
+        for entry in entries:
+            if not entry.name.endswith(".dist-info"):
+                continue
+            try:
+                st = os.stat(os.path.join(entry.path, "RECORD"))
+            except OSError:
+                continue
+            out[canonical_name(entry.name[:-len(".dist-info")].rsplit("-", 1)[0])] = (
+                st.st_ino, st.st_mtime_ns)
+        return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class EnvSnapshot:
+    """The managed environment as it was before an install, kept so a refused install can be
+    undone *exactly*: the same files, whatever their versions, from wherever they came.
+
+    The copy is a tree of hard links next to the environment (``.env.before``): one link per
+    file, no data copied. Installers never write into an installed file (they unlink or rename
+    over it), so the linked files keep their old contents. ``restore`` swaps the copy in;
+    ``discard`` drops it once the change is committed.
+    """
+
+    def __init__(self, env: ManagedEnv) -> None:
+        self.env = env
+        self.path = env.root.with_name(f".{env.root.name}.before")
+        self.fingerprints = env.fingerprints()
+        shutil.rmtree(self.path, ignore_errors=True)  # left by a run that was killed
+        try:
+            shutil.copytree(env.root, self.path, symlinks=True, copy_function=_link_or_copy)
+        except OSError as exc:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise InstallError(f"cannot keep a copy of the flow environment at {env.root} "
+                               f"before changing it: {exc}",
+                               "Check the free space and permissions there") from exc
+
+    def changed(self) -> set[str]:
+        """Distributions added, removed or rewritten (even at the same version) since then."""
+        now = self.env.fingerprints()
+        return {n for n in now.keys() | self.fingerprints.keys()
+                if now.get(n) != self.fingerprints.get(n)}
+
+    def restore(self) -> None:
+        """Put the environment back exactly as it was when the snapshot was taken."""
+        aside = self.env.root.with_name(f".{self.env.root.name}.failed")
+        shutil.rmtree(aside, ignore_errors=True)
+        if self.env.root.exists():
+            os.rename(self.env.root, aside)
+        os.rename(self.path, self.env.root)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 # --------------------------------------------------------------------------------------------
 # Running the installers

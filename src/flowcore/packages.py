@@ -24,6 +24,7 @@ from flowcore import _progress, paths
 from flowcore._doctor import Problem
 from flowcore._installer import (
     Dist,
+    EnvSnapshot,
     InstallOptions,
     Installer,
     ManagedEnv,
@@ -161,8 +162,8 @@ class PackageManager:
         env = self.env("global")
         options = self.install_options(find_links, no_index)
         with env.lock():
-            results, before = self.install_checked(env, specs, options, KIT)
-            self._commit(env, results, before, options, lambda: self.config.mark_kits_installed(
+            results, snapshot = self.install_checked(env, specs, options, KIT)
+            self._commit(env, results, snapshot, options, lambda: self.config.mark_kits_installed(
                 [r.name for r in results]))
         return results
 
@@ -177,33 +178,49 @@ class PackageManager:
         env = self.env()
         options = self.install_options(find_links, no_index)
         with env.lock():
-            results, before = self.install_checked(env, specs, options, PLUGIN)
-            self._commit(env, results, before, options, lambda: self.config.bind_plugins(
+            results, snapshot = self.install_checked(env, specs, options, PLUGIN)
+            self._commit(env, results, snapshot, options, lambda: self.config.bind_plugins(
                 [(r.name, r.build_kits) for r in results]))
         return results
 
-    def _commit(self, env: ManagedEnv, results: list[InstalledPackage], before: dict[str, Dist],
-                options: InstallOptions, write_config: Callable[[], Any]) -> None:
-        """Write the config (and the install record); undo the install if that fails."""
+    def _commit(self, env: ManagedEnv, results: list[InstalledPackage],
+                snapshot: EnvSnapshot | None, options: InstallOptions,
+                write_config: Callable[[], Any]) -> None:
+        """Write the config (and the install record); undo the install if that fails.
+
+        A distribution the install left as it was (``flow plugin add NAME`` of an installed
+        plugin: the installer found it satisfied) keeps its recorded source, so ``flow doctor
+        --fix`` still reinstalls it from the directory or wheel it came from.
+        """
         try:
             write_config()
         except BaseException:
-            self._rollback(env, before, options)
+            self._rollback(env, snapshot)
             raise
+        changed = snapshot.changed() if snapshot is not None else None
+        if snapshot is not None:
+            snapshot.discard()
         record = read_record(env)
         for r in results:
+            old = record.get(r.name)
+            if changed is not None and r.name not in changed and isinstance(old, dict) \
+                    and old.get("source"):
+                record[r.name] = {**old, "version": r.version, "kind": r.kind}
+                continue
             record[r.name] = {"version": r.version, "kind": r.kind, "source": r.source,
                               "findLinks": options.find_links, "noIndex": options.no_index}
         write_record(env, record)
 
     def install_checked(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
-                        kind: str) -> tuple[list[InstalledPackage], dict[str, Dist]]:
+                        kind: str) -> tuple[list[InstalledPackage], EnvSnapshot | None]:
         """Install ``specs`` as ``kind`` into ``env`` and check them; all or nothing.
 
         Without touching the config: ``add_kits``/``add_plugins`` record the result, and
         ``flow doctor --fix`` reinstalls what the config already lists.
 
-        Returns the installed packages and the snapshot taken before, for a later rollback.
+        Returns the installed packages and the snapshot of the environment taken before (None
+        when the environment was created for this install), for a later rollback; the caller
+        discards it once the change is committed.
         """
         if not specs:
             raise UsageError(f"no {_WHAT[kind]} given", f"Pass one: {_ADD[kind]} NAME")
@@ -222,31 +239,27 @@ class PackageManager:
         created = not env.exists()
         with _progress.step(f"preparing the flow environment ({self.installer.name})"):
             env.ensure()
-        before = env.distributions()
+        snapshot = None if created else EnvSnapshot(env)
         try:
             with _progress.step(f"installing {label}"):
                 self.installer.install(env, [p.arg for p in parsed], options, base,
                                        what=f"cannot install {label}")
             with _progress.step(f"checking {label}"):
-                return self._check_installed(env, parsed, before, base, kind), before
+                return self._check_installed(env, parsed, snapshot, base, kind), snapshot
         except BaseException as exc:
-            if created:  # nothing was there before: leave nothing behind
-                import shutil
-
-                shutil.rmtree(env.root, ignore_errors=True)
-            else:
-                self._rollback(env, before, options)
+            self._rollback(env, snapshot)
             if isinstance(exc, InstallError) and not exc.fix:
                 exc.fix = _UNCHANGED
             raise
 
-    def _check_installed(self, env: ManagedEnv, parsed: list[_Spec], before: dict[str, Dist],
-                         base: dict[str, Dist], kind: str) -> list[InstalledPackage]:
+    def _check_installed(self, env: ManagedEnv, parsed: list[_Spec],
+                         snapshot: EnvSnapshot | None, base: dict[str, Dist],
+                         kind: str) -> list[InstalledPackage]:
         from flowcore._probe import api_problem, read_declarations
 
         after = env.distributions()
-        changed = [d for n, d in after.items()
-                   if n not in before or before[n].version != d.version]
+        rewritten = snapshot.changed() if snapshot is not None else set(after)
+        changed = [d for n, d in after.items() if n in rewritten]
         conflicts = unsatisfied_base_requirements(changed, base)
         if conflicts:
             raise InstallError("; ".join(conflicts),
@@ -298,26 +311,19 @@ class PackageManager:
                                             else p.given))
         return results
 
-    def _rollback(self, env: ManagedEnv, before: dict[str, Dist], options: InstallOptions) -> None:
-        """Put ``env`` back to ``before``: remove what was added, reinstall what was replaced."""
-        after = env.distributions()
-        added = [n for n, d in after.items() if n not in before or before[n].version != d.version]
-        lost = [n for n, d in before.items() if n not in after or after[n].version != d.version]
-        self.installer.uninstall(env, added)
-        if lost:
-            record = read_record(env)
-            links = list(options.find_links)
-            for n in lost:
-                src = record.get(n, {}).get("source", "")
-                if src.endswith(".whl") and Path(src).exists():
-                    links.append(str(Path(src).parent))
-            try:
-                self.installer.install(
-                    env, [f"{n}=={before[n].version}" for n in lost],
-                    InstallOptions(links, options.no_index), base_distributions(),
-                    what="cannot restore the environment")
-            except InstallError as exc:
-                raise InstallError(exc.cause, "Run: flow doctor --fix") from exc
+    def _rollback(self, env: ManagedEnv, snapshot: EnvSnapshot | None) -> None:
+        """Put ``env`` back exactly as it was: the snapshot's files, or nothing at all when the
+        environment was created for this install."""
+        if snapshot is None:
+            import shutil
+
+            shutil.rmtree(env.root, ignore_errors=True)
+            return
+        try:
+            snapshot.restore()
+        except OSError as exc:
+            raise InstallError(f"cannot restore the flow environment at {env.root}: {exc}",
+                               "Run: flow doctor --fix") from exc
 
     # ------------------------------------------------------------------ deleting
 
