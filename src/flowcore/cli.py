@@ -22,6 +22,8 @@ from flowcore.errors import FlowError
 from flowcore.registry import CommandRegistry
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: The environment variable of click's shell completion protocol (``flow completion``).
+COMPLETE_VAR = "_FLOW_COMPLETE"
 
 
 def _truthy(name: str) -> bool:
@@ -87,6 +89,15 @@ class FlowGroup(click.Group):
             raise no_such_command(flow, self._registry(ctx), name)
         ctx.meta["flow.args"] = list(args[1:])  # for flow_before_command
         return name, command, args[1:]
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        """Complete a command name from the manifest (as ``--help`` lists it: no plugin is
+        imported), then the options as click does."""
+        from click.shell_completion import CompletionItem
+
+        items = [CompletionItem(i.name, help=i.help) for i in self._registry(ctx).list()
+                 if i.name.startswith(incomplete)]
+        return items + click.Command.shell_complete(self, ctx, incomplete)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         infos = self._registry(ctx).list()
@@ -263,6 +274,10 @@ def _write_debug_log(exc: BaseException) -> Path | None:
         return None
 
 
+#: click >= 8.2 raises this for a group run without a command (older ones print the help).
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _sentence(text: str) -> str:
     """``text`` ending as a sentence: a full stop added unless it ends with one, or with a
     question ("Did you mean 'list'?") or a parenthesis."""
@@ -284,7 +299,11 @@ def main(argv: list[str] | None = None) -> None:
 
         hand_over_to_local(args, debug=debug)  # returns only when there is nothing to hand over
     try:
-        rv = cli.main(args=args, prog_name="flow", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="flow", standalone_mode=False,
+                      complete_var=COMPLETE_VAR)
+    except _NO_ARGS_IS_HELP as exc:  # bare `flow` (or a bare group): the help, exit 0
+        click.echo(exc.ctx.get_help() if exc.ctx else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except FlowError as exc:
         if debug:
             import traceback

@@ -53,6 +53,10 @@ def warn(cause: str, fix: str = "") -> None:
     The same ``cause``/``fix`` shape as :class:`FlowError`, so that a warning and the error it
     becomes under ``--strict-plugins`` read alike. Without a fix the cause is printed as given.
     """
+    import os
+
+    if os.environ.get("_FLOW_COMPLETE"):
+        return  # completing a command line in a shell: nothing may reach the terminal
     import click
 
     click.echo(f"flow: warning: {cause.rstrip('.')}. {fix}" if fix else f"flow: warning: {cause}",

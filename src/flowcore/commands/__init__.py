@@ -10,6 +10,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("flowcore.commands.config_cmd:config", "Show and change flow's configuration."),
     "buildkit": ("flowcore.commands.buildkit_cmd:buildkit", "Install, remove, list and switch build kits."),
     "plugin": ("flowcore.commands.plugin_cmd:plugin", "Install, remove and list plugins."),
+    "completion": ("flowcore.commands.completion_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
     "doctor": ("flowcore.commands.doctor_cmd:doctor", "Check installed kits and plugins against the config; --fix rebuilds."),
     "create": ("flowcore.commands.create_cmd:create", "Create a new project from a build kit's template."),
     "init": ("flowcore.commands.init_cmd:init", "Make an existing project a flow project: record its build kit."),

@@ -120,6 +120,9 @@ def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: 
 @click.option("--trust", is_flag=True,
               help="Allow the template to run its own code (copier tasks, cookiecutter hooks).")
 @click.option("--list", "list_only", is_flag=True, help="List the kit's templates and exit.")
+@click.option("--json", "as_json", is_flag=True, expose_value=False,
+              callback=lambda ctx, _, value: ctx.meta.__setitem__("create.json", value),
+              help="With --list: print the templates as JSON.")
 @click.pass_obj
 def create(flow: Flow, name: str | None, kit: str | None, template: str | None, defaults: bool,
            data: tuple[str, ...], force: bool, directory: Path | None, vcs_ref: str | None,
@@ -142,10 +145,20 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
                                check_latest=False, strict_plugins=flow.options.strict_plugins),
                     cwd=flow.cwd)
     templates = collect_templates(kit_flow, kit)
+    as_json = click.get_current_context().meta.get("create.json", False)
+    if list_only and as_json:
+        import json
+
+        click.echo(json.dumps({"kit": kit, "templates": [
+            {"name": t.name, "description": t.description, "origin": t.origin}
+            for t in templates]}, indent=2))
+        return
     if list_only:
         for t in templates:
             click.echo(f"{t.name:<20} {t.description}  [{t.origin}]")
         return
+    if as_json:
+        raise UsageError("--json is for the list of templates", "Use it with --list")
     spec = choose_template(templates, kit, template)
     with resolve(spec, templates, kit, vcs_ref) as resolved:
         if name is None:

@@ -175,7 +175,8 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
                    "(default 600).")
 @access_options
 @sandbox_options
-@click.version_option(__version__, prog_name="flow-cloudbuild-server")
+@click.version_option(__version__, prog_name="flow-cloudbuild-server",
+                      message="%(prog)s %(version)s")  # as `flow --version`: NAME VERSION
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
           public_url, offline, log_level, redis_url, role, shared_dir, heartbeat_timeout,
           max_attempts, queue_timeout, **sandbox_opts) -> None:
