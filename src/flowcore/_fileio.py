@@ -114,12 +114,25 @@ def remove_stale_temp_files(path: Path) -> None:
             stale.unlink()
 
 
+def make_state_dir(path: Path) -> Path:
+    """Create flow's own folder inside a user's tree (a project's ``.flow/``) if needed, with a
+    ``.gitignore`` that ignores everything in it, so it never shows up as untracked files."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        ignore = path / ".gitignore"
+        if not ignore.exists():
+            with contextlib.suppress(OSError):
+                ignore.write_text("# flow's state for this project (created by flow)\n*\n")
+    return path
+
+
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock tied to ``path`` (on ``<path>.lock``) for the block's duration."""
+def file_lock(path: Path, lock_path: Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock tied to ``path`` (on ``<path>.lock``, or ``lock_path``) for the
+    block's duration."""
     import fcntl
 
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = lock_path or path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

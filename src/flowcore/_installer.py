@@ -126,6 +126,9 @@ class ManagedEnv:
     """A flow-managed virtual environment at ``root``."""
 
     root: Path
+    #: The environment lives in a folder of the user's tree (a project's ``.flow/``): create that
+    #: folder git-ignored.
+    in_user_tree: bool = False
 
     @property
     def python(self) -> Path:
@@ -145,8 +148,10 @@ class ManagedEnv:
 
     def lock(self):  # noqa: ANN201 - a context manager
         """Serialise installs and removals in this environment between processes."""
-        from flowcore._fileio import file_lock
+        from flowcore._fileio import file_lock, make_state_dir
 
+        if self.in_user_tree:
+            make_state_dir(self.root.parent)
         return file_lock(self.root)
 
     def base_pth_text(self) -> str:

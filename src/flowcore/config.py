@@ -439,15 +439,52 @@ def find_project(
     return None
 
 
+def _project_lock_path(project: ProjectConfig) -> Path:
+    from flowcore._fileio import make_state_dir
+
+    state = make_state_dir(project.root / ".flow")
+    if project.file.parent == project.root:
+        return state / f"{project.file.name}.lock"
+    import hashlib
+
+    digest = hashlib.sha256(str(project.file).encode()).hexdigest()[:12]
+    return state / f"{project.file.name}-{digest}.lock"
+
+
+def add_project_key(table: Any, key: str, value: Any, after: tuple[str, ...] = ()) -> None:
+    """Add ``key`` to a tomlkit table among its settings: right after the first key of ``after``
+    that is there, else after the last plain key (at the top when there is none). Plain
+    assignment would append it at the end of the table's text, below a comment that introduces
+    the sub-table that follows (``# kit settings`` above ``[tool.flow.python]``)."""
+    from tomlkit.container import Container
+    from tomlkit.items import AoT, Table
+
+    container = table if isinstance(table, Container) else getattr(table, "value", None)
+    body = getattr(container, "body", None)
+    if key not in table and isinstance(container, Container) and body:
+        plain = [i for i, (k, v) in enumerate(body)
+                 if k is not None and not isinstance(v, (Table, AoT))]
+        anchors = [i for i, (k, _) in enumerate(body) if k is not None and k.key in after]
+        at = (anchors[0] if anchors else (plain[-1] if plain else -1)) + 1
+        if at < len(body):
+            try:
+                container._insert_at(at, key, value)
+                return
+            except (ValueError, KeyError):
+                pass
+    table[key] = value
+
+
 def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
     """Change a project's flow table in place, keeping the file's comments and formatting.
 
     ``mutate`` receives the tomlkit table for ``[tool.flow]`` (created if missing). The write is
-    atomic and locked like the global config.
+    atomic and locked like the global config; the lock file lives in the project's ``.flow/``
+    (git-ignored), not next to the user's file.
     """
     import tomlkit
 
-    with file_lock(project.file):
+    with file_lock(project.file, _project_lock_path(project)):
         text = _read_project_text(project.file)
         if text is None:
             raise ConfigError(f"{project.file} no longer exists", "Run the command again")
@@ -623,7 +660,7 @@ class EffectiveConfig:
         """Make ``name`` the kit of this scope: the project's ``buildkit`` in project scope,
         else the global ``activeBuildKit``. Returns where it was written."""
         if self.scope == "project" and self.project is not None:
-            self._edit_project(lambda table: table.__setitem__("buildkit", name))
+            self._edit_project(lambda table: add_project_key(table, "buildkit", name))
             return str(self.project.file)
         self._edit_global(lambda data: data.__setitem__("activeBuildKit", name))
         return str(self.global_config.path)
@@ -640,7 +677,7 @@ class EffectiveConfig:
                 import tomlkit
 
                 if "plugins" not in table:
-                    table["plugins"] = tomlkit.array()
+                    add_project_key(table, "plugins", tomlkit.array(), after=("buildkit",))
                 for name, _ in plugins:
                     if name not in table["plugins"]:
                         table["plugins"].append(name)
@@ -678,6 +715,8 @@ class EffectiveConfig:
                 for i in reversed(range(len(items) if items is not None else 0)):
                     if canonical_name(str(items[i])) in names:
                         del items[i]
+                if items is not None and len(items) == 0:
+                    del table["plugins"]  # no `plugins = []` left behind
 
             self._edit_project(remove)
             return

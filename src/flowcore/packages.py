@@ -134,7 +134,7 @@ class PackageManager:
         scope = scope or self.scope
         if scope == "project":
             assert self.config.project is not None
-            return ManagedEnv(paths.project_env_dir(self.config.project.root))
+            return ManagedEnv(paths.project_env_dir(self.config.project.root), in_user_tree=True)
         return ManagedEnv(paths.global_env_dir())
 
     def installed_versions(self, scope: str = "global") -> dict[str, str]:
