@@ -9,7 +9,9 @@ linking its files with a ``#sha256=`` fragment, the files next to it), serves it
 context manager.
 
 The ``package_index`` fixture (tests/conftest.py) serves this repo's kits and plugins (the
-``wheelhouse`` fixture) for the whole session.
+``wheelhouse`` fixture) for the whole session; outside fixtures (tests/test_docs.py),
+``start_repo_index(workdir)`` builds and serves them, and ``index_env(index)`` is what a `flow`
+run needs in its environment to install from it (``FLOW_INDEX_URL`` and ``UV_OFFLINE=0``).
 
 uv refuses the network under ``UV_OFFLINE=1`` (loopback included), which every test's
 environment sets: a run that uses the index passes ``UV_OFFLINE="0"`` (``INDEX_ENV``).
@@ -126,3 +128,25 @@ class PackageIndex:
 def start_package_index(wheels: Path, root: Path | None = None) -> PackageIndex:
     """Serve ``wheels`` as a PEP 503 simple index on loopback; ``.url`` is the index URL."""
     return PackageIndex(wheels, root)
+
+
+def start_repo_index(workdir: Path, wheels: Path | None = None) -> PackageIndex:
+    """This repo's kits and plugins (built into ``workdir/wheels`` unless ``wheels`` holds them
+    already, e.g. the ``wheelhouse`` fixture) served as a simple index under ``workdir``.
+
+    For tests/test_docs.py: ``env.update(index_env(start_repo_index(tmp_path)))`` makes the
+    documents' ``flow buildkit add flow-kit-python`` / ``flow plugin add flow-plugin-env``
+    install by name, as they do for a reader whose flow points at an index that has them.
+    """
+    if wheels is None:
+        from conftest import _build_repo_wheels
+
+        wheels = workdir / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        _build_repo_wheels(wheels)
+    return PackageIndex(wheels, workdir / "index")
+
+
+def index_env(index: PackageIndex) -> dict[str, str]:
+    """Environment variables that point `flow` at ``index`` (and let uv reach loopback)."""
+    return {**INDEX_ENV, "FLOW_INDEX_URL": index.url}

@@ -159,3 +159,13 @@ def test_a_password_in_an_index_url_is_not_shown(run_flow, flow_home):
     shown = run_flow("config").stdout + run_flow("config", "--json").stdout
     assert "s3cret" not in shown
     assert "https://team:****@pkgs.example.com/simple/" in shown
+
+
+def test_the_docs_tests_helper_points_flow_at_the_repo_index(run_flow, flow_home, wheelhouse,
+                                                             tmp_path):
+    from package_index import index_env, start_repo_index
+
+    with start_repo_index(tmp_path, wheelhouse) as index:
+        r = run_flow("plugin", "add", "flow-plugin-env", env=index_env(index))
+    assert r.returncode == 0, r.stderr
+    assert "installed plugin flow-plugin-env 0.1.0 as a general plugin" in r.stdout
