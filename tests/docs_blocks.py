@@ -90,6 +90,36 @@ def blocks(path: Path) -> list[Block]:
     return found
 
 
+FILE_RE = re.compile(r"^`(?P<path>[A-Za-z0-9_./-]+)`:$")
+
+
+def file_blocks(path: Path) -> list[tuple[str, str, int]]:
+    """Files a guide shows whole: a fenced block right after a line like `` `pyproject.toml`: ``.
+
+    ``(relative path, content, line of the fence)``, in document order, so a docs test can write
+    the files a reader would type in before it runs the guide's commands.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: list[tuple[str, str, int]] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE_RE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip() != "```":
+            j += 1
+        k = i - 1
+        while k >= 0 and not lines[k].strip():
+            k -= 1
+        named = FILE_RE.match(lines[k].strip()) if k >= 0 else None
+        if named:
+            out.append((named.group("path"), "\n".join(lines[i + 1:j]) + "\n", i + 1))
+        i = j + 1
+    return out
+
+
 def matches(expected: list[str], output: str) -> str | None:
     """None when every expected line appears in ``output`` in order; else what is missing."""
     actual = [" ".join(line.split()) for line in output.splitlines()]

@@ -24,11 +24,18 @@ from pathlib import Path
 import pytest
 
 from conftest import offline_env
-from docs_blocks import REPO, Block, blocks, documents, matches
+from docs_blocks import REPO, Block, blocks, documents, file_blocks, matches
 
-#: Documents whose shell blocks tests run, in order, here. The value names what a run needs.
-RUN = {
-    "README.md": "the quick starts",
+#: Documents whose shell blocks tests run, in order, here, and how: ``cwd`` "clone" (the root of
+#: the copy of the clone) or "work" (an empty folder, flow on PATH as a user has it);
+#: ``index``: names install from this repo's wheels on a PEP 503 index on loopback, which the
+#: run points flow at with FLOW_INDEX_URL (a team points flow at its own index the same way, or
+#: with `flow config set indexUrl`, docs/plugins.md); ``files_into``: the files the guide shows
+#: whole are written into that folder first, as a reader would.
+RUN: dict[str, dict[str, object]] = {
+    "README.md": {"cwd": "clone"},
+    "docs/writing-plugins.md": {"cwd": "work", "index": True, "files_into": "flow-plugin-greet"},
+    "plugins/flow-plugin-env/README.md": {"cwd": "work", "index": True},
 }
 
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.
@@ -76,12 +83,28 @@ def _session_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_document(path: Path, tmp_path: Path) -> list[str]:
+def run_document(path: Path, tmp_path: Path, index_url: str | None = None) -> list[str]:
     """Run every block of ``path`` in order in one shell state; the outputs, one per block."""
+    how = RUN[str(path.relative_to(REPO))]
     clone = _copy_of_the_clone(tmp_path / "flow")
     env = _session_env(tmp_path)
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+    if how.get("index"):
+        assert index_url, "this document installs by name: pass the loopback index"
+        from package_index import INDEX_ENV
+
+        env.update(INDEX_ENV, FLOW_INDEX_URL=index_url)
+    start = clone
+    if how.get("cwd") == "work":
+        start = tmp_path / "work"
+        start.mkdir()
+    if how.get("files_into"):
+        for rel, text, _ in file_blocks(path):
+            target = start / str(how["files_into"]) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
     state = tmp_path / "state.sh"   # cwd and exported variables carried from block to block
-    state.write_text(f"cd {clone}\n")
+    state.write_text(f"cd {start}\n")
     outputs: list[str] = []
     jobs = tmp_path / "jobs"
     try:
@@ -95,7 +118,7 @@ def run_document(path: Path, tmp_path: Path) -> list[str]:
                 script = (f"source {state}\n{text}\n"
                           f"{{ echo \"cd $(printf %q \"$PWD\")\"; export -p; }} > {state}.next\n"
                           f"echo $$ >> {jobs}\n")
-                out = _run(block, script, clone, env)
+                out = _run(block, script, start, env)
                 os.replace(f"{state}.next", state)
                 missing = matches(command.expected, out)
                 assert missing is None, (f"{block.where}: `{command.line}` did not print {missing!r}; "
@@ -128,3 +151,9 @@ def test_readme_quick_starts_run_as_written(tmp_path):
     clone = tmp_path / "flow"
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True)
     assert status.stdout == "", f"the quick starts left the clone dirty:\n{status.stdout}"
+
+
+@pytest.mark.parametrize("doc", [d for d in RUN if d != "README.md"])
+def test_documented_examples_run_as_written(doc, tmp_path, package_index):
+    outputs = run_document(REPO / doc, tmp_path, index_url=package_index.url)
+    assert outputs, f"{doc} has no example left to run; drop it from RUN"
