@@ -62,11 +62,26 @@ _PLAIN_GLOBAL = frozenset({"schemaVersion", "activeBuildKit", "buildKits", "plug
 
 
 def _has_unknown_keys(config: EffectiveConfig) -> bool:
-    """A cheap pre-check on every start: anything beyond the keys flow knows at once."""
+    """A cheap pre-check on every start: anything beyond the keys flow knows at once (the
+    package source keys, and a project's tables named after its kits' and plugins' short
+    names, included)."""
+    from flowcore import config as config_module
+
     data = config.global_config.data
-    if any(k not in _PLAIN_GLOBAL for k in data):
+    known = _PLAIN_GLOBAL | set(getattr(config_module, "_SOURCE_KEYS_GLOBAL", ()))
+    if any(k not in known for k in data):
         return True
     if any(set(kit) - {"name", "installed", "plugins"} for kit in data.get("buildKits", ())):
         return True
     project = config.project
-    return project is not None and any(k not in ("buildkit", "plugins") for k in project.data)
+    if project is None:
+        return False
+    g = config.global_config
+    known = {"buildkit", "plugins", *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
+    for name in (*g.installed_kits, *g.all_plugins, *project.plugins):
+        for prefix in ("flow-kit-", "flow-plugin-"):  # short names, as flowcore.context has them
+            if name.startswith(prefix) and len(name) > len(prefix):
+                name = name[len(prefix):]
+                break
+        known.add(name)
+    return any(k not in known for k in project.data)
