@@ -38,7 +38,9 @@ def test_init_adds_the_kit_to_pyproject_keeping_the_file(run_flow, work):
     text = (work / "pyproject.toml").read_text()
     assert text.startswith(PYPROJECT)  # comments and formatting kept, the table added
     assert tomllib.loads(text)["tool"]["flow"] == {"buildkit": "flow-kit-python"}
-    assert listing(work) == {"pyproject.toml"}  # nothing else (no lock file) left behind
+    # nothing else, apart from flow's own git-ignored .flow/ (where project edits lock)
+    assert {p for p in listing(work) if not p.startswith(".flow")} == {"pyproject.toml"}
+    assert (work / ".flow" / ".gitignore").read_text().endswith("*\n")
     help_text = run_flow("--help", cwd=work).stdout  # the kit now loads here
     assert "build" in help_text and "[flow-kit-python]" in help_text
 
@@ -59,6 +61,7 @@ def test_init_completes_a_flow_table_without_a_kit(run_flow, work):
     assert r.returncode == 0, r.stderr
     flow = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["flow"]
     assert flow == {"plugins": ["x"], "buildkit": "flow-kit-python"}
+    assert 'plugins = ["x"]\nbuildkit = "flow-kit-python"\n' in (work / "pyproject.toml").read_text()
 
 
 @pytest.mark.parametrize("where", [".", "sub/dir"])

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def init(flow: Flow, kit: str | None) -> None:
     """Make the current directory a flow project: record its build kit."""
     from flowcore.commands.create_cmd import choose_kit
-    from flowcore.config import FLOW_TOML, PYPROJECT, ProjectConfig, edit_project
+    from flowcore.config import FLOW_TOML, PYPROJECT, ProjectConfig, add_project_key, edit_project
 
     here = flow.cwd.absolute()
     project = flow.config.project
@@ -44,13 +44,7 @@ def init(flow: Flow, kit: str | None) -> None:
     else:
         target = None
     if target is not None:
-        lock = target.file.with_name(target.file.name + ".lock")
-        had_lock = lock.exists()
-        try:
-            edit_project(target, lambda table: table.__setitem__("buildkit", kit))
-        finally:
-            if not had_lock:  # leave the user's project as it was, apart from the kit
-                lock.unlink(missing_ok=True)
+        edit_project(target, lambda table: add_project_key(table, "buildkit", kit))
         recorded = target.file.name
     else:
         _create_exclusively(here / FLOW_TOML, f'[tool.flow]\nbuildkit = "{kit}"\n')
