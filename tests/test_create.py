@@ -7,6 +7,7 @@ repository's directories (--no-index) or from small wheels made for the test.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import offline_env
-from create_support import (PYTHON_KIT, TEMPLATES_PLUGIN, copier_template, git, listing)
+from create_support import (GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, copier_template, git,
+                            listing)
 from packages_support import kit_wheel, one_line_error, read_config
 from wheelfactory import plugin_wheel
 
@@ -33,6 +35,7 @@ def flow(run_flow, work):
 
     def run(*args: str, **kw):
         kw.setdefault("cwd", work)
+        kw["env"] = {**GIT_ENV, **kw.get("env", {})}  # a git identity for the first commit
         return run_flow(*args, **kw)
 
     r = run("buildkit", "add", str(PYTHON_KIT), "--no-index")
@@ -368,3 +371,89 @@ def test_help_imports_no_renderer(flow_home, work):
         mods = set(json.loads(r.stderr.rpartition("MODS=")[2]))
         assert "Usage: flow" in r.stdout, r.stderr
         assert not {"copier", "cookiecutter", "questionary", "jinja2", "yaml"} & mods, args
+
+
+# -- git: --git/--no-git and create.git -------------------------------------------------------
+
+NO_IDENTITY = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "user.useConfigOnly",
+               "GIT_CONFIG_VALUE_0": "true", "GIT_AUTHOR_NAME": "", "GIT_AUTHOR_EMAIL": "",
+               "GIT_COMMITTER_NAME": "", "GIT_COMMITTER_EMAIL": ""}
+
+
+def _commits(project: Path) -> list[str]:
+    return git(project, "log", "--format=%s").splitlines()
+
+
+def test_a_new_project_is_a_git_repository_with_a_first_commit(flow, work):
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults")
+    assert r.returncode == 0, r.stderr
+    assert "Initialized a git repository with a first commit (Initial commit)." in r.stdout
+    project = work / "demo"
+    assert _commits(project) == ["Initial commit"]
+    assert git(project, "status", "--porcelain") == ""  # everything is in it
+    tracked = git(project, "ls-files").split()
+    assert "pyproject.toml" in tracked and ".copier-answers.yml" in tracked
+    body = git(project, "log", "-1", "--format=%b")
+    assert "flow create from library (flow-kit-python)" in body
+
+
+def test_no_repository_inside_a_git_work_tree_or_with_no_git(flow, work):
+    r = flow("create", "plain", "-k", "flow-kit-python", "-t", "library", "--defaults",
+             "--no-git")
+    assert r.returncode == 0, r.stderr
+    assert not (work / "plain" / ".git").exists() and "git repository" not in r.stdout
+    git(work, "init", "-q")  # work is now a repository: a project inside it gets none
+    r = flow("create", "inner", "-k", "flow-kit-python", "-t", "library", "--defaults")
+    assert r.returncode == 0, r.stderr
+    assert not (work / "inner" / ".git").exists()
+    r = flow("create", "nested", "-k", "flow-kit-python", "-t", "library", "--defaults", "--git")
+    assert r.returncode == 0, r.stderr
+    assert _commits(work / "nested") == ["Initial commit"]
+
+
+def test_the_config_sets_the_default(flow, work):
+    assert flow("config", "set", "create.git", "false").returncode == 0
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults")
+    assert r.returncode == 0, r.stderr
+    assert not (work / "demo" / ".git").exists()
+    r = flow("create", "gitted", "-k", "flow-kit-python", "-t", "library", "--defaults", "--git")
+    assert r.returncode == 0, r.stderr
+    assert (work / "gitted" / ".git").is_dir()
+    assert flow("config", "set", "create.git", "sometimes").returncode == 0
+    r = flow("create", "bad", "-k", "flow-kit-python", "-t", "library", "--defaults")
+    assert r.returncode == 2
+    assert one_line_error(r.stderr).startswith(
+        "flow: error: create.git in the global config is 'sometimes', not true, false or \"auto\"")
+    assert not (work / "bad").exists()
+
+
+def test_git_without_an_identity(flow, work):
+    before = listing(work)
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults", "--git",
+             env=NO_IDENTITY)
+    assert r.returncode == 2
+    line = one_line_error(r.stderr)
+    assert "--git makes a first commit, and git does not know who you are" in line
+    assert "or pass --no-git" in line
+    _left_alone(work, before)
+    # by default: the repository, its files added, no commit, and a warning saying what to do
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults",
+             env=NO_IDENTITY)
+    assert r.returncode == 0, r.stderr
+    assert "without a first commit" in r.stderr and "git commit -m 'Initial commit'" in r.stderr
+    status = git(work / "demo", "status", "--porcelain")
+    assert "A  pyproject.toml" in status.splitlines()
+
+
+def test_git_into_a_non_empty_directory_is_refused(flow, work):
+    (work / "demo").mkdir()
+    (work / "demo" / "notes.txt").write_text("mine\n")
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults", "--force",
+             "--git")
+    assert r.returncode == 2
+    assert "--git makes a new repository, and" in one_line_error(r.stderr)
+    assert listing(work) == {"demo", "demo/notes.txt"}
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", "library", "--defaults", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not (work / "demo" / ".git").exists()  # auto: only a new or empty target

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from create_support import (PYTHON_KIT, TEMPLATES_PLUGIN, bump_version, copier_template, git,
-                            listing, package_copy)
+from create_support import (GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, bump_version, copier_template,
+                            git, listing, package_copy)
 from packages_support import kit_wheel, one_line_error
 
 
@@ -34,13 +34,11 @@ def project(run_flow, template, tmp_path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     r = run_flow("create", "demo", "-k", "flow-kit-fake", "-t", str(template), "--defaults",
-                 cwd=work)
+                 cwd=work, env=GIT_ENV)
     assert r.returncode == 0, r.stderr
     root = work / "demo"
     assert "_commit: v1" in (root / ".copier-answers.yml").read_text()
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "created")
+    assert git(root, "status", "--porcelain") == ""  # flow create made the first commit
     return root
 
 
@@ -120,12 +118,10 @@ def test_template_without_versions(run_flow, tmp_path):
 # -- templates of kits and plugins: the template store ----------------------------------------
 
 def _created_and_committed(run_flow, work: Path, *args: str) -> Path:
-    r = run_flow("create", "demo", *args, "--defaults", cwd=work)
+    r = run_flow("create", "demo", *args, "--defaults", cwd=work, env=GIT_ENV)
     assert r.returncode == 0, r.stderr
     root = work / "demo"
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "created")
+    assert git(root, "status", "--porcelain") == ""  # flow create made the first commit
     return root
 
 

@@ -123,10 +123,13 @@ def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: 
 @click.option("--json", "as_json", is_flag=True, expose_value=False,
               callback=lambda ctx, _, value: ctx.meta.__setitem__("create.json", value),
               help="With --list: print the templates as JSON.")
+@click.option("--git/--no-git", "git", default=None,
+              help="Make the project a git repository with a first commit (default: create.git "
+                   "in the config, else yes unless it is inside a git work tree).")
 @click.pass_obj
 def create(flow: Flow, name: str | None, kit: str | None, template: str | None, defaults: bool,
            data: tuple[str, ...], force: bool, directory: Path | None, vcs_ref: str | None,
-           trust: bool, list_only: bool) -> None:
+           trust: bool, list_only: bool, git: bool | None) -> None:
     """Create a new project from a template of a build kit."""
     from flowcore._templates import collect_templates, resolve
     from flowcore.app import Flow
@@ -190,7 +193,8 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
                     "ask on", f"Answer with {flags}" + ("" if defaults else ", or pass --defaults"),
                 )
         _create(flow, kit, resolved, target, answers, defaults=defaults or not asking,
-                asking=asking, force=force, trust=trust, vcs_ref=vcs_ref or resolved.vcs_ref)
+                asking=asking, force=force, trust=trust, vcs_ref=vcs_ref or resolved.vcs_ref,
+                git=git)
 
 
 def _target(flow: Flow, name: str | None, directory: Path | None) -> Path:
@@ -206,8 +210,10 @@ def _refuse_non_empty(target: Path) -> None:
 
 def _create(flow: Flow, kit: str, template: ResolvedTemplate, target: Path,
             answers: dict[str, Any], *, defaults: bool, asking: bool, force: bool, trust: bool,
-            vcs_ref: str | None) -> None:
-    from flowcore import _render
+            vcs_ref: str | None, git: bool | None = None) -> None:
+    from flowcore import _newrepo, _render
+
+    repo = _newrepo.plan(git, flow.config.global_config.data, target)
 
     click.echo(f"Creating {target}")
     click.echo(f"  build kit: {kit}")
@@ -222,7 +228,14 @@ def _create(flow: Flow, kit: str, template: ResolvedTemplate, target: Path,
             _refuse_non_empty(target)  # something appeared there while rendering
         for action, rel in actions:
             click.echo(f"  {action:<9} {rel}")
+        if repo.init:
+            _newrepo.make(project, repo, f"Created by flow create from {template.label} "
+                                         f"(build kit {kit}).")
         _render.place(project, target, stage)
     where = target.relative_to(flow.cwd) if target.is_relative_to(flow.cwd) else target
+    if repo.init:
+        click.echo("Initialized a git repository" + (
+            f" with a first commit ({_newrepo.FIRST_MESSAGE})." if repo.commit else
+            " (no commit yet)."))
     click.echo(f"Created {where}: {len(actions)} files; build kit {kit} recorded in {recorded}.")
     click.echo(f"Next: cd {where} && flow --help")
