@@ -186,6 +186,36 @@ def test_git_url_template_at_a_commit(flow, work, tmp_path):
     _left_alone(work, before)
 
 
+def test_copier_include_tag_is_read_like_copier(flow, work, tmp_path):
+    template = copier_template(tmp_path / "tpl", {
+        "about.txt.jinja": "{{ project_name }} by {{ author }}, {{ flavour }}\n"},
+        questions="---\n!include shared/*.yml\n")
+    (template / "shared").mkdir()
+    (template / "shared" / "questions.yml").write_text(
+        "author:\n  type: str\nflavour:\n  type: str\n  default: vanilla\n")
+    before = listing(work)
+    r = flow("create", "inc", "-k", "flow-kit-python", "-t", str(template), "--defaults")
+    assert r.returncode == 2  # the included question without a default is named
+    assert one_line_error(r.stderr).startswith(
+        "flow: error: the template asks for author and there is no terminal to ask on")
+    _left_alone(work, before)
+    r = flow("create", "inc", "-k", "flow-kit-python", "-t", str(template), "--defaults",
+             "--data", "author=Ada")
+    assert r.returncode == 0, r.stderr
+    assert (work / "inc" / "about.txt").read_text() == "inc by Ada, vanilla\n"
+
+
+def test_copier_include_outside_the_template_is_refused(flow, work, tmp_path):
+    (tmp_path / "secret.yml").write_text("stolen: 1\n")
+    template = copier_template(tmp_path / "tpl", {"a.txt": "a\n"},
+                               questions="---\n!include ../secret.yml\n")
+    r = flow("create", "inc", "-k", "flow-kit-python", "-t", str(template), "--defaults")
+    assert r.returncode == 1
+    line = one_line_error(r.stderr)
+    assert "copier.yml is not valid YAML" in line and "is outside the template" in line
+    assert not (work / "inc").exists()
+
+
 def _cookiecutter_template(root: Path) -> Path:
     (root / "{{cookiecutter.project_slug}}").mkdir(parents=True)
     (root / "cookiecutter.json").write_text(json.dumps({

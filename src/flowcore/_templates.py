@@ -324,17 +324,61 @@ def questions(template: ResolvedTemplate) -> list[Question]:
     return _cookiecutter_questions(template.local, template.label)
 
 
+def _flatten(items: Any) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    return out
+
+
+def load_copier_yaml(path: Path) -> list[Any]:
+    """The documents of a ``copier.yml``, read as copier reads them: safe YAML plus copier's
+    ``!include PATTERN`` tag (files matched by a glob relative to the template's root, which
+    must stay inside it; their documents take the tag's place), several documents flattened.
+
+    copier's own loader is private (``copier._template``), so this follows its rules.
+    """
+    import yaml
+    from yaml.constructor import ConstructorError
+
+    root = path.parent.resolve()
+
+    class Loader(yaml.SafeLoader):
+        """A SafeLoader with copier's tags, without changing the SafeLoader itself."""
+
+    def include(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
+        if not isinstance(node, yaml.ScalarNode):
+            raise ConstructorError(None, None, "!include takes one file pattern",
+                                   node.start_mark)
+        pattern = str(loader.construct_scalar(node))
+        if pattern.startswith("/") or Path(pattern).is_absolute():
+            raise ConstructorError(None, None, f"!include {pattern}: the path must be "
+                                   "relative to the template", node.start_mark)
+        found: list[Any] = []
+        for match in sorted(root.glob(pattern)):
+            match = match.resolve()
+            if not match.is_relative_to(root):
+                raise ConstructorError(None, None, f"!include {pattern}: {match} is outside "
+                                       "the template", node.start_mark)
+            found.extend(_flatten(d for d in yaml.load_all(match.read_bytes(), Loader=Loader)
+                                  if d))
+        return found
+
+    Loader.add_constructor("!include", include)
+    return _flatten(d for d in yaml.load_all(path.read_bytes(), Loader=Loader) if d)
+
+
 def _copier_questions(directory: Path, label: str) -> list[Question]:
     import yaml
 
     path = next(directory / n for n in COPIER_FILES if (directory / n).is_file())
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        docs = load_copier_yaml(path)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise FlowError(f"template {label} failed to render: {path.name} is not valid YAML "
                         f"({detail})", "Fix the template") from exc
-    out: list[Question] = []
+    found: dict[str, Question] = {}  # a later document's definition of a key wins, as in copier
     for doc in docs:
         if not isinstance(doc, dict):
             raise FlowError(f"template {label} failed to render: {path.name} is not a mapping",
@@ -345,10 +389,10 @@ def _copier_questions(directory: Path, label: str) -> list[Question]:
             if isinstance(value, dict) and ("type" in value or "default" in value
                                             or "help" in value or "choices" in value
                                             or "when" in value):
-                out.append(Question(str(key), "default" in value, "when" in value))
-            else:
-                out.append(Question(str(key), True))  # `key: value` is a question with a default
-    return out
+                found[str(key)] = Question(str(key), "default" in value, "when" in value)
+            else:  # `key: value` is a question with a default
+                found[str(key)] = Question(str(key), True)
+    return list(found.values())
 
 
 def _cookiecutter_questions(directory: Path, label: str) -> list[Question]:
