@@ -82,7 +82,9 @@ def _split(tail: list[str], command: click.Command | None,
     i = 0
     while i < len(tail):
         token = tail[i]
-        if token == "--":
+        if token == "--" or _passes_options_on(level):
+            # `flow test -k NAME`: a command that hands options it does not know to another
+            # tool (pytest) owns everything after it.
             kept += tail[i:]
             break
         own = ({d: p for p in level.params if isinstance(p, click.Option)
@@ -112,3 +114,13 @@ def _split(tail: list[str], command: click.Command | None,
                 kept += tail[i:]
                 break
     return moved, kept
+
+
+def _passes_options_on(command: click.Command | None) -> bool:
+    """True for a command that takes unknown options as arguments (``flow test`` -> pytest)."""
+    if command is None:
+        return False
+    if (command.context_settings or {}).get("ignore_unknown_options"):
+        return True
+    return any(isinstance(p, click.Argument) and p.nargs == -1 and p.type is click.UNPROCESSED
+               for p in command.params)
