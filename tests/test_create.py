@@ -216,6 +216,38 @@ def test_copier_include_outside_the_template_is_refused(flow, work, tmp_path):
     assert not (work / "inc").exists()
 
 
+@pytest.mark.parametrize("trust", [[], ["--trust"]])
+def test_a_missing_jinja_extension_names_the_package_and_the_install_command(
+        flow, work, tmp_path, trust):
+    template = copier_template(tmp_path / "tpl", {"a.txt": "a\n"})
+    with (template / "copier.yml").open("a") as fh:  # as copier-uv's copier.yml has it
+        fh.write("_jinja_extensions:\n  - copier_templates_extensions.TemplateExtensionLoader\n"
+                 "  - extensions.py:ContextUpdater\n")
+    before = listing(work)
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", str(template), "--defaults", *trust)
+    assert r.returncode == 1
+    assert one_line_error(r.stderr) == (
+        f"flow: error: template {template} needs the Jinja extension module "
+        "copier_templates_extensions (package copier-templates-extensions), which is not "
+        f"installed in the environment flow and copier run in ({sys.prefix}). Install it there: "
+        f"{sys.executable} -m pip install copier-templates-extensions (for flow installed with "
+        "uv tool: uv tool install flowcore --with copier-templates-extensions)")
+    _left_alone(work, before)
+
+
+def test_an_extension_copier_cannot_import_is_named_too(flow, work, tmp_path):
+    # the top-level module exists, so only copier's import finds the missing one
+    template = copier_template(tmp_path / "tpl", {"a.txt": "a\n"})
+    with (template / "copier.yml").open("a") as fh:
+        fh.write("_jinja_extensions:\n  - json.no_such_ext.Extension\n")
+    r = flow("create", "demo", "-k", "flow-kit-python", "-t", str(template), "--defaults",
+             "--trust")
+    assert r.returncode == 1
+    line = one_line_error(r.stderr)
+    assert "needs the Jinja extension module json.no_such_ext (package probably json)" in line
+    assert not (work / "demo").exists()
+
+
 def _cookiecutter_template(root: Path) -> Path:
     (root / "{{cookiecutter.project_slug}}").mkdir(parents=True)
     (root / "cookiecutter.json").write_text(json.dumps({

@@ -30,6 +30,85 @@ COOKIECUTTER_MISSING_FIX = (
 )
 
 
+#: Modules of well-known Jinja extensions, and the package that provides each.
+EXTENSION_PACKAGES = {
+    "copier_templates_extensions": "copier-templates-extensions",
+    "jinja2_time": "jinja2-time",
+    "jinja2_strcase": "jinja2-strcase",
+    "jinja2_ansible_filters": "jinja2-ansible-filters",
+    "jinja2_jsonschema": "jinja2-jsonschema",
+}
+
+
+def install_command(package: str) -> str:
+    """The command that installs ``package`` where copier runs: flow's own environment."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("pip") is not None:
+        return f"{sys.executable} -m pip install {package}"
+    from flowcore.environment import uv_binary
+
+    if uv_binary() is not None:
+        return f"uv pip install --python {sys.executable} {package}"
+    return f"{sys.executable} -m pip install {package}"
+
+
+def extension_missing(label: str, module: str) -> FlowError:
+    """The error for a template whose Jinja extension module cannot be imported."""
+    import sys
+
+    top = module.split(".")[0]
+    package = EXTENSION_PACKAGES.get(top)
+    what = f"package {package}" if package else f"package probably {top.replace('_', '-')}"
+    package = package or top.replace("_", "-")
+    return FlowError(
+        f"template {label} needs the Jinja extension module {module} ({what}), which is not "
+        f"installed in the environment flow and copier run in ({sys.prefix})",
+        f"Install it there: {install_command(package)} (for flow installed with uv tool: "
+        f"uv tool install flowcore --with {package})",
+    )
+
+
+def check_extensions(template: ResolvedTemplate) -> None:
+    """Name a missing Jinja extension before rendering (``_jinja_extensions`` in copier.yml).
+
+    Only top-level module names are looked up (finding a top-level module runs none of its
+    code); ``file.py:Class`` entries are the template's own files (loaded by
+    copier-templates-extensions) and are not checked here.
+    """
+    import importlib.util
+
+    from flowcore._templates import COPIER_FILES, load_copier_yaml
+
+    path = next((template.local / n for n in COPIER_FILES if (template.local / n).is_file()),
+                None)
+    if path is None:
+        return
+    try:
+        docs = load_copier_yaml(path)
+    except Exception:  # noqa: BLE001 - reading the questions reports a broken file already
+        return
+    for doc in docs:
+        entries = doc.get("_jinja_extensions") if isinstance(doc, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, str) or ":" in entry or not entry.strip():
+                continue
+            top = entry.strip().split(".")[0]
+            if top.isidentifier() and importlib.util.find_spec(top) is None:
+                raise extension_missing(template.label, top)
+
+
+def missing_module(exc: BaseException) -> str | None:
+    """The module copier could not import for a Jinja extension, if that is what ``exc`` is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            return seen.name
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _failed(template: ResolvedTemplate, exc: BaseException) -> FlowError:
     detail = " ".join(str(exc).split()) or type(exc).__name__
     if len(detail) > 300:
@@ -144,8 +223,9 @@ def render(template: ResolvedTemplate, stage: Path, data: dict[str, Any], *, def
 
 def _render_copier(template: ResolvedTemplate, stage: Path, data: dict[str, Any], *,
                    defaults: bool, trust: bool, vcs_ref: str | None, debug: bool) -> Path:
+    check_extensions(template)
     import copier
-    from copier.errors import CopierWarning, UnsafeTemplateError
+    from copier.errors import CopierWarning, ExtensionNotFoundError, UnsafeTemplateError
 
     project = stage / "project"
     try:
@@ -160,6 +240,11 @@ def _render_copier(template: ResolvedTemplate, stage: Path, data: dict[str, Any]
         raise FlowError(f"template {template.label} runs code while rendering "
                         f"({' '.join(str(exc).split())[:200]})",
                         "Pass --trust if you trust this template") from exc
+    except ExtensionNotFoundError as exc:
+        module = missing_module(exc)
+        if module is None:
+            raise _failed(template, exc) from exc
+        raise extension_missing(template.label, module) from exc
     except Exception as exc:  # noqa: BLE001 - anything the template does wrong is its failure
         raise _failed(template, exc) from exc
     if not project.is_dir():

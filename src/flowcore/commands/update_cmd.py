@@ -94,7 +94,8 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
         label, tag = _sync_store(flow, store, vcs_ref)
         vcs_ref = vcs_ref or tag
     import copier
-    from copier.errors import CopierError, CopierWarning, UnsafeTemplateError
+    from copier.errors import (CopierError, CopierWarning, ExtensionNotFoundError,
+                               UnsafeTemplateError)
 
     asking = interactive()
     try:
@@ -109,6 +110,14 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
     except UnsafeTemplateError as exc:
         raise FlowError(f"the template runs code while updating ({' '.join(str(exc).split())})",
                         "Pass --trust if you trust this template") from exc
+    except ExtensionNotFoundError as exc:
+        from flowcore._render import extension_missing, missing_module
+
+        module = missing_module(exc)
+        if module is None:
+            raise FlowError(f"cannot update {root.name}: {' '.join(str(exc).split())[:300]}",
+                            "Install the template's Jinja extensions where flow runs") from exc
+        raise extension_missing(label, module) from exc
     except (CopierError, ValueError, OSError, subprocess.CalledProcessError) as exc:
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise FlowError(f"cannot update {root.name}: {detail}",
