@@ -168,7 +168,7 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
         try:
             if mode == "embedded":
                 proc, url = start_server(base / "server", "--concurrency", str(workers),
-                                         "--max-builds-per-token", str(workers))
+                                         "--max-builds-per-token", str(workers), "--max-pending-uploads", str(N))
                 procs.append(proc)
             else:
                 port = free_port()
@@ -178,7 +178,8 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
                                          stdout=subprocess.DEVNULL)
                 wait_port(port)
                 common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared"),
-                          "--max-builds-per-token", str(workers)]  # the one bench token may use every slot
+                          "--max-builds-per-token", str(workers),  # the one bench token may use every slot
+                          "--max-pending-uploads", str(N)]  # and upload the whole batch before publishing it
                 proc, url = start_server(base / "gateway", *common, "--role", "gateway")
                 procs.append(proc)
                 for i in range(workers):
