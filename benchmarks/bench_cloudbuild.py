@@ -256,7 +256,8 @@ def lines_section(tmp: Path, base: Path, port: int, url: str, w: Watcher, env: d
           f"the same publish printing no lines {m['empty']:.2f} s, so the lines add {m['flow'] - m['empty']:.2f} s")
     print(f"  python-socketio Watcher {m['watcher']:.2f} s ({m['watcher'] / m['local']:.2f}x), raw engine.io "
           f"reader {m['raw']:.2f} s ({m['raw'] / m['local']:.2f}x); {m['messages']:.0f} messages")
-    return {"lines_local_s": m["local"], "lines_build_step_s": m["step"], "ratio_lines_build_step": m["step"] / m["local"],
+    return {"lines_local_s": m["local"], "lines_build_step_s": m["step"],
+            "ratio_lines_build_step": m["step"] / m["local"],
             "no_lines_build_step_s": m["empty_step"], "lines_publish_s": m["flow"],
             "ratio_lines": m["flow"] / m["local"], "lines_publish_no_lines_s": m["empty"],
             "lines_added_s": m["flow"] - m["empty"], "lines_watcher_s": m["watcher"],
@@ -307,7 +308,7 @@ def sandbox_cost(tmp: Path, base: Path, port: int, env: dict[str, str], rounds: 
     watchers = {name: Watcher(url) for name, (_, url) in servers.items()}
     times: dict[tuple[str, str], list[float]] = {}
     try:
-        for name, w in watchers.items():  # warm-up
+        for w in watchers.values():  # warm-up
             w.run(f"git://127.0.0.1:{port}/warm")
         for r in range(rounds):
             for name, w in watchers.items():

@@ -378,7 +378,8 @@ def scale_section(tmp: Path, reps: int) -> dict[str, float]:
           f"({med[8]['idle_redis_cpu_ms_per_s']:.2f} ms Redis CPU/s) with 8 workers + 2 gateways, "
           f"{med[1]['idle_commands_per_s']:.1f} with 1 worker; the 2 idle gateways use "
           f"{med[8]['idle_gateway_cpu_ms_per_s']:.1f} ms CPU/s")
-    print("  commands per task (8 workers, last rep): " + ", ".join(f"{k} {v:.1f}" for k, v in runs[8][-1]["top_commands"]))
+    print("  commands per task (8 workers, last rep): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in runs[8][-1]["top_commands"]))
     results.update(scale_quiet_commands_per_task=q["commands_per_task"], scale_quiet_bytes_per_task=q["bytes_per_task"],
                    scale_quiet_gateway_cpu_ms_per_task=q["gateway_cpu_ms_per_task"],
                    scale_commands_per_log_line=per_line_cmds, scale_bytes_per_log_line=per_line_bytes,
