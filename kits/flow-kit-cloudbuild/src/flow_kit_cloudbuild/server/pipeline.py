@@ -15,9 +15,8 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flowcore.api import uv_binary
 
@@ -30,7 +29,6 @@ from .process import LogBudget, run_command
 from .sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from .sources import GitSource, unpack_archive
 
-Emit = Callable[..., Awaitable[Any]]  # emit(action, message, **extra)
 OUTPUT_DIRS = ("dist", "build")
 CACHE_KINDS = ("npm", "uv", "pip")
 DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's size
@@ -88,11 +86,24 @@ class Paths:
         return self.uploads / f"{upload_id}.tar.gz"
 
 
+class TaskChannel(Protocol):
+    """All a pipeline says about its task: its messages (stored, then sent) and its current step.
+
+    The service gives each pipeline one (``service.TaskService.channel``); the pipeline never
+    sees the store or the transport.
+    """
+
+    async def emit(self, action: str, message: str, **extra: Any) -> Any:
+        """The task's next message (``protocol.make_message``'s fields)."""
+
+    async def set_step(self, step: str) -> None:
+        """Record that the task entered ``step`` (its record's ``state`` and ``step``)."""
+
+
 class Pipeline:
     def __init__(self, *, task_id: str, request: dict[str, Any], attempt: int, cfg: ServerConfig,
-                 paths: Paths, git: GitSource, artifacts: ArtifactStore, emit: Emit,
-                 set_step: Callable[[str], Awaitable[None]], tenant: str = "",
-                 sandbox: Sandbox | None = None) -> None:
+                 paths: Paths, git: GitSource, artifacts: ArtifactStore, channel: TaskChannel,
+                 tenant: str = "", sandbox: Sandbox | None = None) -> None:
         self.task_id = task_id
         self.tenant = tenant        # the token hash that owns the task: its caches, its build uid
         self.sandbox = sandbox      # None: --no-sandbox (trusted single-user setups only)
@@ -104,8 +115,7 @@ class Pipeline:
         self.paths = paths
         self.git = git
         self.artifacts = artifacts
-        self._emit = emit
-        self._set_step = set_step
+        self.channel = channel
         self.budget = LogBudget(cfg.max_log_bytes)
         self.dir = paths.attempt_dir(task_id, attempt)
         self.src = self.dir / "src"
@@ -116,14 +126,14 @@ class Pipeline:
     # -- plumbing ----------------------------------------------------------------------------
     async def _enter(self, step: str, message: str) -> None:
         self.step = step
-        await self._set_step(step)
-        await self._emit(step, message)
+        await self.channel.set_step(step)
+        await self.channel.emit(step, message)
 
     async def _log(self, lines: list[str], stream: str) -> None:
         text = "\n".join(lines)
         if self.sandbox is not None and not self._seen_limit_hint:
             self._seen_limit_hint = _limit_hint(text)
-        await self._emit(protocol.ACTION_LOG, text, step=self.step, stream=stream, lines=len(lines))
+        await self.channel.emit(protocol.ACTION_LOG, text, step=self.step, stream=stream, lines=len(lines))
 
     def env(self) -> dict[str, str]:
         """The whole environment of a build command: nothing of the server's own secrets."""

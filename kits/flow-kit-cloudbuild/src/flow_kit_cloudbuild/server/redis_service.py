@@ -188,9 +188,7 @@ class RedisTaskService(TaskService):
     async def _run_pipeline(self, task_id: str, record: dict[str, Any], attempt: int, job: Any) -> None:
         pipeline = LockedPipeline(
             task_id=task_id, request=record["request"], attempt=attempt, cfg=self.cfg,
-            paths=self.paths, git=self.git, artifacts=self.artifacts,
-            emit=lambda action, message, **extra: self.emit(task_id, action, message, **extra),
-            set_step=lambda step: self._set_state(task_id, step),
+            paths=self.paths, git=self.git, artifacts=self.artifacts, channel=self.channel(task_id),
             tenant=record.get("tokenHash", ""), sandbox=self.sandbox)
         pipeline.locks, pipeline.owner = self.locks, f"task {task_id} on {self.worker_id}"
         timeout = record["request"].get("timeout", self.cfg.default_timeout)

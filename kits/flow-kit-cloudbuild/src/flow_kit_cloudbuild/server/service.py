@@ -26,7 +26,7 @@ from . import housekeeping, policy
 from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
-from .pipeline import Paths, Pipeline
+from .pipeline import Paths, Pipeline, TaskChannel
 from .process import LogLimitExceeded, kill_orphaned_groups
 from .queue import JobQueue
 from .sandbox import make_sandbox
@@ -328,8 +328,9 @@ class TaskService:
         return protocol.ok()
 
     # -- running -------------------------------------------------------------------------------
-    async def _set_state(self, task_id: str, step: str) -> None:
-        await self.store.update(task_id, state=step, step=step)
+    def channel(self, task_id: str) -> TaskChannel:
+        """The pipeline's way to speak for ``task_id``: emit its messages, record its step."""
+        return _Channel(self, task_id)
 
     async def run(self, task_id: str) -> None:
         """Queue handler: run one task's pipeline to a final state."""
@@ -338,9 +339,7 @@ class TaskService:
             return
         pipeline = Pipeline(
             task_id=task_id, request=record["request"], attempt=record.get("attempt", 1), cfg=self.cfg,
-            paths=self.paths, git=self.git, artifacts=self.artifacts,
-            emit=lambda action, message, **extra: self.emit(task_id, action, message, **extra),
-            set_step=lambda step: self._set_state(task_id, step),
+            paths=self.paths, git=self.git, artifacts=self.artifacts, channel=self.channel(task_id),
             tenant=record.get("tokenHash", ""), sandbox=self.sandbox)
         timeout = record["request"].get("timeout", self.cfg.default_timeout)
 
@@ -422,6 +421,21 @@ class TaskService:
         await self.emit(task_id, state, message, **payload)
         await self.store.close(task_id)
         self._locks.pop(task_id, None)
+
+
+class _Channel:
+    """``pipeline.TaskChannel`` of one task of a ``TaskService``."""
+
+    __slots__ = ("service", "task_id")
+
+    def __init__(self, service: TaskService, task_id: str) -> None:
+        self.service, self.task_id = service, task_id
+
+    async def emit(self, action: str, message: str, **extra: Any) -> dict[str, Any]:
+        return await self.service.emit(self.task_id, action, message, **extra)
+
+    async def set_step(self, step: str) -> None:
+        await self.service.store.update(self.task_id, state=step, step=step)
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
