@@ -9,8 +9,6 @@ user's project environment.
 from __future__ import annotations
 
 import re
-import shutil
-import site
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +39,8 @@ def add_to_sys_path(env_dir: Path) -> bool:
     if not sp.is_dir():
         return False
     if str(sp) not in sys.path:
+        import site
+
         site.addsitedir(str(sp))
     return True
 
@@ -77,4 +77,6 @@ def uv_binary() -> str | None:
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError):
+        import shutil
+
         return shutil.which("uv")

@@ -169,15 +169,19 @@ def _stat(path: Path | str) -> list[int] | None:
 
 
 def _env_listing(site_packages: Path) -> list[Any]:
-    """dist-info names of one environment, with the stats of the files that name entry points."""
+    """dist-info names of one environment, with the stats of the files that name entry points.
+
+    (Plain string paths: 50 distributions' ``Path / name / file`` cost more than their stats.)
+    """
+    where = str(site_packages)
     try:
-        names = sorted(n for n in os.listdir(site_packages) if n.endswith(".dist-info"))
+        names = sorted(n for n in os.listdir(where) if n.endswith(".dist-info"))
     except OSError:
-        return [str(site_packages), None]
+        return [where, None]
     return [
-        str(site_packages),
-        [[n, _stat(site_packages / n / "entry_points.txt"),
-          _stat(site_packages / n / "direct_url.json")] for n in names],
+        where,
+        [[n, _stat(f"{where}/{n}/entry_points.txt"), _stat(f"{where}/{n}/direct_url.json")]
+         for n in names],
     ]
 
 
