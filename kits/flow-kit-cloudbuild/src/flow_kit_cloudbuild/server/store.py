@@ -9,12 +9,14 @@ they are ever joined to a path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from flowcore.api import atomic_write_bytes
 
@@ -25,6 +27,9 @@ from .policy import is_id
 PUBLIC_FIELDS = protocol.TASK_FIELDS
 #: The seq of a stored line without parsing it (lines are written compact, "meta" first).
 _SEQ_RE = re.compile(r'\{"meta":\{"timestamp":-?\d+,"taskId":"[0-9a-f]+","seq":(\d+)\}')
+_SEQ_RE_BYTES = re.compile(_SEQ_RE.pattern.encode())
+READ_BATCH_BYTES = 1024 * 1024  # bytes of a log read at once by a replay (a worker thread's turn)
+T = TypeVar("T")
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -57,83 +62,116 @@ class TaskStore(Protocol):
 
 
 class FileTaskStore:
-    """Task records and messages as files under ``root``."""
+    """Task records and messages as files under ``root``.
+
+    No file is touched on the event loop. Every write (a new record, a record's new version, a
+    message, closing a task's log) runs on one writer thread, in the order it was asked for, and
+    its caller waits for it: a message is in the file before it is sent, so a restart never
+    reuses a seq a client has seen, and seqs are assigned on the loop in the order the writes
+    are queued, so the file stays in seq order. Reads (a replay, a record not cached yet, the
+    last seq of a log) run in worker threads, a batch at a time.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._seq: dict[str, int] = {}
-        self._files: dict[str, IO[str]] = {}
+        self._files: dict[str, IO[str]] = {}  # open logs; used on the writer thread only
         self._records: dict[str, dict[str, Any]] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudbuild-store")
 
     def _dir(self, task_id: str) -> Path:
         if not is_id(task_id):
             raise KeyError(task_id)
         return self.root / task_id
 
+    async def _write_op(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the writer thread, after every write queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     async def create(self, record: dict[str, Any]) -> None:
-        d = self._dir(record["taskId"])
-        d.mkdir(parents=True, exist_ok=False)
         record = dict(record)
+        await self._write_op(self._create_files, record["taskId"], _record_bytes(record))
         self._records[record["taskId"]] = record
         self._seq[record["taskId"]] = 0
+
+    def _create_files(self, task_id: str, body: bytes) -> None:
+        d = self._dir(task_id)
+        d.mkdir(parents=True, exist_ok=False)
         (d / "messages.jsonl").touch()
-        self._write(record)
+        atomic_write_bytes(d / "task.json", body)
 
-    def _write(self, record: dict[str, Any]) -> None:
-        body = {k: v for k, v in record.items() if k != "lastSeq"}
-        atomic_write_bytes(self._dir(record["taskId"]) / "task.json",
-                           json.dumps(body, indent=1).encode("utf-8"))
+    def _write_record(self, task_id: str, body: bytes) -> None:
+        atomic_write_bytes(self._dir(task_id) / "task.json", body)
 
-    def _load(self, task_id: str) -> dict[str, Any] | None:
-        if task_id in self._records:
-            return self._records[task_id]
+    async def _load(self, task_id: str) -> dict[str, Any] | None:
+        record = self._records.get(task_id)
+        if record is not None:
+            return record
+        loaded = await asyncio.to_thread(self._read_record, task_id)
+        if loaded is None:
+            return None
+        return self._records.setdefault(task_id, loaded)  # another look may have been quicker
+
+    def _read_record(self, task_id: str) -> dict[str, Any] | None:
         try:
             path = self._dir(task_id) / "task.json"
-            record = json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except (KeyError, OSError, ValueError):
             return None
-        self._records[task_id] = record
-        return record
 
-    def _last_seq(self, task_id: str) -> int:
-        if task_id not in self._seq:
-            last = 0
-            try:
-                f = open(self._dir(task_id) / "messages.jsonl", encoding="utf-8")
-            except (KeyError, OSError):
-                f = None
-            if f is not None:
-                with f:  # a finished task's 20 MB log is looked at on every attach: parse no line
-                    for line in f:  # a line that ends in a newline was written whole
-                        head = _SEQ_RE.match(line) if line.endswith("\n") else None
-                        if head is not None:
-                            last = int(head.group(1))
-                            continue
-                        try:
-                            last = json.loads(line)["meta"]["seq"]
-                        except (ValueError, KeyError, TypeError):
-                            break  # a line cut off by a crash: the last one
-            self._seq[task_id] = last
-        return self._seq[task_id]
+    async def _last_seq(self, task_id: str) -> int:
+        seq = self._seq.get(task_id)
+        if seq is not None:
+            return seq
+        found = await asyncio.to_thread(self._scan_last_seq, task_id)
+        return self._seq.setdefault(task_id, found)  # an append meanwhile went on from the cache
+
+    def _scan_last_seq(self, task_id: str) -> int:
+        last = 0
+        try:
+            f = open(self._dir(task_id) / "messages.jsonl", encoding="utf-8")
+        except (KeyError, OSError):
+            return 0
+        with f:  # a finished task's 20 MB log is looked at on every attach: parse no line
+            for line in f:  # a line that ends in a newline was written whole
+                head = _SEQ_RE.match(line) if line.endswith("\n") else None
+                if head is not None:
+                    last = int(head.group(1))
+                    continue
+                try:
+                    last = json.loads(line)["meta"]["seq"]
+                except (ValueError, KeyError, TypeError):
+                    break  # a line cut off by a crash: the last one
+        return last
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        record = self._load(task_id)
+        record = await self._load(task_id)
         if record is None:
             return None
-        return {**record, "lastSeq": self._last_seq(task_id)}
+        return {**record, "lastSeq": await self._last_seq(task_id)}
 
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
-        record = self._load(task_id)
+        record = await self._load(task_id)
         if record is None:
             raise KeyError(task_id)
         record.update(fields)
-        self._write(record)
-        return {**record, "lastSeq": self._last_seq(task_id)}
+        await self._write_op(self._write_record, task_id, _record_bytes(record))
+        return {**record, "lastSeq": await self._last_seq(task_id)}
 
     async def append(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
-        seq = self._last_seq(task_id) + 1
+        seq = await self._last_seq(task_id) + 1
         msg = protocol.make_message(task_id, seq, action, message, **extra)
+        self._seq[task_id] = seq  # the next append goes on from here, even before this one is written
+        try:
+            await self._write_op(self._write_message, task_id, msg)
+        except BaseException:
+            if self._seq.get(task_id) == seq:
+                self._seq[task_id] = seq - 1
+            raise
+        return msg
+
+    def _write_message(self, task_id: str, msg: dict[str, Any]) -> None:
         fh = self._files.get(task_id)
         if fh is None:
             path = self._dir(task_id) / "messages.jsonl"
@@ -141,53 +179,76 @@ class FileTaskStore:
             fh = self._files[task_id] = open(path, "a", encoding="utf-8")
         fh.write(json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n")
         fh.flush()
-        self._seq[task_id] = seq
-        return msg
 
-    def _read(self, task_id: str, after_seq: int):
-        fh = self._files.get(task_id)
-        if fh is not None:
-            fh.flush()
+    def _read_batch(self, task_id: str, pos: int, after_seq: int) -> tuple[list[dict[str, Any]], int, bool]:
+        """(messages after ``after_seq`` from byte ``pos`` on, the next pos, whether the log ended)."""
         try:
-            f = open(self._dir(task_id) / "messages.jsonl", encoding="utf-8")
+            f = open(self._dir(task_id) / "messages.jsonl", "rb")
         except (KeyError, OSError):
-            return
+            return [], pos, True
+        size = READ_BATCH_BYTES
         with f:
-            for line in f:
-                if after_seq:  # a replay from a seq: skip earlier lines without parsing them
-                    head = _SEQ_RE.match(line)
-                    if head is not None and int(head.group(1)) <= after_seq:
-                        continue
-                try:
-                    msg = json.loads(line)
-                except ValueError:  # a line cut off by a crash: the last one, never mid-file
+            while True:
+                f.seek(pos)
+                data = f.read(size)
+                cut = data.rfind(b"\n") + 1
+                if cut or len(data) < size:
                     break
-                if msg["meta"]["seq"] > after_seq:
-                    yield msg
+                size *= 2  # one message longer than a batch
+        ended = len(data) < size
+        if ended:  # to the end of the file, with a last line still lacking its newline, if any
+            cut = len(data)
+        lines = data[:cut].split(b"\n")
+        if not lines[-1]:
+            lines.pop()
+        out: list[dict[str, Any]] = []
+        for line in lines:
+            if after_seq:  # a replay from a seq: skip earlier lines without parsing them
+                head = _SEQ_RE_BYTES.match(line)
+                if head is not None and int(head.group(1)) <= after_seq:
+                    continue
+            try:
+                msg = json.loads(line)
+            except ValueError:  # a line cut off by a crash: the last one, never mid-file
+                return out, pos + cut, True
+            if msg["meta"]["seq"] > after_seq:
+                out.append(msg)
+        return out, pos + cut, ended
 
     async def messages(self, task_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
-        for msg in self._read(task_id, after_seq):
-            yield msg
+        pos, ended = 0, False
+        while not ended:
+            batch, pos, ended = await asyncio.to_thread(self._read_batch, task_id, pos, after_seq)
+            for msg in batch:
+                yield msg
 
     async def unfinished(self) -> list[dict[str, Any]]:
         found = []
-        for d in sorted(self.root.iterdir()):
-            if not is_id(d.name):
+        for name in sorted(await asyncio.to_thread(os.listdir, self.root)):
+            if not is_id(name):
                 continue
-            record = await self.get(d.name)
+            record = await self.get(name)
             if record is not None and record.get("state") not in protocol.FINAL:
                 found.append(record)
         return found
 
     async def close(self, task_id: str | None = None) -> None:
+        await self._write_op(self._close_files, task_id)
+        if task_id is not None:
+            self._records.pop(task_id, None)
+            self._seq.pop(task_id, None)
+
+    def _close_files(self, task_id: str | None) -> None:
         ids = list(self._files) if task_id is None else [task_id]
         for tid in ids:
             fh = self._files.pop(tid, None)
             if fh is not None:
                 fh.close()
-        if task_id is not None:
-            self._records.pop(task_id, None)
-            self._seq.pop(task_id, None)
+
+
+def _record_bytes(record: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in record.items() if k != "lastSeq"}
+    return json.dumps(body, indent=1).encode("utf-8")
 
 
 def _drop_partial_line(path: Path) -> None:
