@@ -20,13 +20,13 @@ from urllib.parse import quote
 
 from .. import __version__, protocol
 from . import access, housekeeping, policy
-from .artifacts import ArtifactStore, LocalArtifactStore
+from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .dashboard import ARTIFACT_SECURITY_HEADERS, Dashboard, artifact_headers
 from .errors import RequestError, bad_request
-from .queue import InProcessQueue, JobQueue
+from .queue import JobQueue
 from .service import TaskService, public
-from .store import FileTaskStore, TaskStore
+from .store import TaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 Scope = dict[str, Any]
@@ -53,12 +53,12 @@ class Server:
             async_mode="asgi", cors_allowed_origins=[], transports=["websocket"],
             max_http_buffer_size=max(cfg.max_event_bytes * 4, 1_000_000), logger=False,
             engineio_logger=False, ping_interval=25, ping_timeout=60, client_manager=manager)
-        if redis is not None:
-            self.service = roles.make_service(cfg, redis, self.sio)
+        if redis is not None:  # the service's parts, per mode (backends/)
+            self.service: TaskService = roles.make_service(cfg, redis, self.sio)
         else:
-            self.service = TaskService(
-                cfg, store or FileTaskStore(cfg.data_dir / "tasks"), queue or InProcessQueue(cfg.concurrency, cfg.builds_per_token),
-                artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"), self.sio)
+            from .backends import embedded
+
+            self.service = embedded.make_service(cfg, self.sio, store=store, queue=queue, artifacts=artifacts)
         self._tokens = [t.encode("utf-8") for t in cfg.tokens]
         self._sessions: dict[str, str] = {}  # sid -> token hash
         self.failures = access.FailureLimiter(cfg.auth_failures, cfg.auth_window)

@@ -244,7 +244,8 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
     uv_cfg = uvicorn.Config(server.asgi, log_level=log_level, lifespan="on", ws="auto",
                             timeout_graceful_shutdown=5)
     # Redis mode: a stopping worker's tasks are another worker's to retry, not failed here
-    _uvicorn_server(uv_cfg, server.service.drain if redis_opts is None else None).run(sockets=[sock])
+    service = server.service
+    _uvicorn_server(uv_cfg, service.drain if service.policy.drains_on_sigterm else None).run(sockets=[sock])
 
 
 def _uvicorn_server(uv_cfg: Any, drain: Callable[[], Awaitable[None]] | None) -> Any:

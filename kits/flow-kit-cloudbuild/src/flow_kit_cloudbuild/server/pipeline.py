@@ -100,10 +100,18 @@ class TaskChannel(Protocol):
         """Record that the task entered ``step`` (its record's ``state`` and ``step``)."""
 
 
+class PublishLocks(Protocol):
+    """Serialises publishes across processes (Redis mode: ``redis.locks.RedisLocks``)."""
+
+    def hold(self, name: str, owner: str, *, on_wait: Any = None) -> Any:
+        """An async context manager holding the lock ``name`` for ``owner``."""
+
+
 class Pipeline:
     def __init__(self, *, task_id: str, request: dict[str, Any], attempt: int, cfg: ServerConfig,
                  paths: Paths, git: GitSource, artifacts: ArtifactStore, channel: TaskChannel,
-                 tenant: str = "", sandbox: Sandbox | None = None) -> None:
+                 tenant: str = "", sandbox: Sandbox | None = None,
+                 publish_locks: PublishLocks | None = None, lock_owner: str = "") -> None:
         self.task_id = task_id
         self.tenant = tenant        # the token hash that owns the task: its caches, its build uid
         self.sandbox = sandbox      # None: --no-sandbox (trusted single-user setups only)
@@ -116,6 +124,8 @@ class Pipeline:
         self.git = git
         self.artifacts = artifacts
         self.channel = channel
+        self.publish_locks = publish_locks  # None: one process, no publish to wait for
+        self.lock_owner = lock_owner
         self.budget = LogBudget(cfg.max_log_bytes)
         self.dir = paths.attempt_dir(task_id, attempt)
         self.src = self.dir / "src"
@@ -336,6 +346,20 @@ class Pipeline:
         await self._run(self.build_cmd, "build failed", network=self.cfg.build_network)
 
     async def publish(self) -> list[dict[str, Any]]:
+        """Store the artifacts; with ``publish_locks``, one publish of a name, version and
+        channel at a time across every process."""
+        if self.publish_locks is None:
+            return await self._publish()
+        channel = "prod" if self.req["prod"] else "dev"
+        name = f"publish:{self.req['name']}\n{self.req['version']}\n{channel}"
+
+        async def waiting(holder: str) -> None:
+            await self._log([f"waiting for another publish of {self.req['name']} {self.req['version']} "
+                             f"({channel}) to finish ({holder})"], "stdout")
+        async with self.publish_locks.hold(name, self.lock_owner, on_wait=waiting):
+            return await self._publish()
+
+    async def _publish(self) -> list[dict[str, Any]]:
         await self._enter("publish", "collecting and storing the artifacts")
         if self.req["prod"]:
             try:

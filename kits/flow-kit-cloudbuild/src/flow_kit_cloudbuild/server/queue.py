@@ -30,7 +30,10 @@ class JobQueue(Protocol):
         """Stop the workers; a handler still running is cancelled."""
 
     def pending(self) -> int:
-        """How many task ids wait for a worker."""
+        """How many task ids wait for a worker (as last counted)."""
+
+    async def waiting(self) -> int:
+        """Count the task ids that wait for a worker now (a shared queue asks its server)."""
 
 
 class InProcessQueue:
@@ -94,4 +97,7 @@ class InProcessQueue:
         self._workers = []
 
     def pending(self) -> int:
+        return len(self._waiting)
+
+    async def waiting(self) -> int:
         return len(self._waiting)

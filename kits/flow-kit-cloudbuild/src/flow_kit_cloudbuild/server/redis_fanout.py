@@ -14,7 +14,7 @@ it sent, and
 * closes a task whose record vanished (Redis lost its data) for longer than the grace time
   with a final "failed" message after the client's last seq.
 
-``attach`` replays like the embedded service (service.py): at the pace the socket reads, never
+``attach`` replays like the embedded bus (backends/embedded.py): at the pace the socket reads, never
 more than ``BACKLOG_LIMIT`` packets or ``REPLAY_QUEUE_BYTES`` queued for it. The socket leaves
 the room and has no cursor while it catches up from the stream without the task's lock (a long
 log must not hold up live messages to other sockets); then, under the lock, it gets what came
@@ -32,8 +32,8 @@ import time
 from typing import Any
 
 from .. import protocol
+from .bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
 from .policy import is_id
-from .service import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 SWEEP_EVERY = 1.0

@@ -369,7 +369,7 @@ class NoWorkerWatch:
         if code == 1:
             who = (f"the worker running this task stopped responding during {step} and no other worker "
                    "is running" if running else "no worker is running")
-            await self.service._notice(
+            await self.service.notice(
                 task_id, step,
                 f"{who} (none sent a heartbeat in the last {self.heartbeat_timeout:g} s); this task waits "
                 f"up to {self.queue_timeout:g} s for one (--queue-timeout), then fails; {START_WORKER}")
@@ -377,5 +377,4 @@ class NoWorkerWatch:
         with contextlib.suppress(Exception):  # its sources go, as when a worker ends a task
             self.service.drop_upload(await self.service.store.get(task_id))
         await self.service.emit(task_id, protocol.STATE_FAILED, error, step=step)
-        await self.service.store.close(task_id)
-        self.service._locks.pop(task_id, None)
+        await self.service.close_task(task_id)

@@ -19,6 +19,8 @@ sweep (housekeeping.py), which deletes them at ``retention-days`` and keeps prod
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +32,7 @@ PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
 RETENTION = 7 * 24 * 3600   # seconds a finished task's record and log are kept (default)
 PARTS = ("", "seq", "log", "cancel")
+APPEND_RETRY_FOR = 60.0     # seconds an append is retried while Redis is away (workers go on building)
 
 _APPEND = """
 local seq = redis.call('INCR', KEYS[1])
@@ -143,6 +146,23 @@ class RedisTaskStore:
         return record
 
     async def append(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
+        """Append, retrying while Redis is unreachable (a build's log must not be cut short)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_FOR
+        delay = 0.1
+        while True:
+            try:
+                return await self._append_once(task_id, action, message, **extra)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _append_once(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
         msg = protocol.make_message(task_id, 0, action, message, **extra)
         body = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
         seq = int(await self._append(keys=[key(task_id, "seq"), key(task_id, "log")],
@@ -194,7 +214,9 @@ class RedisTaskStore:
         return None if got is None else (got.decode() if isinstance(got, bytes) else str(got))
 
     async def close(self, task_id: str | None = None) -> None:
-        if task_id is None:
+        if task_id is None:  # the process stops: its connection goes
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
             return
         self._records.pop(task_id, None)
         self._written_seq.pop(task_id, None)

@@ -86,16 +86,18 @@ def client_manager(opts: RedisOptions) -> Any:
 
 
 def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
-    """The ``RedisTaskService`` of one process, wired to Redis for ``opts.role``."""
+    """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
     import redis.asyncio as aioredis
 
+    from .pipeline import Paths
     from .redis_artifacts import SharedArtifactStore
     from .redis_fanout import TaskFanout
     from .redis_locks import RedisLocks
     from .redis_members import NoWorkerWatch, Presence
     from .redis_queue import RedisStreamQueue
-    from .redis_service import RedisTaskService
+    from .redis_service import RedisBus, RedisPolicy
     from .redis_store import RedisTaskStore
+    from .service import TaskService
 
     shared = shared_path(cfg, opts)
     r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
@@ -112,11 +114,14 @@ def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     if opts.serves_clients:
         fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
         manager.fanout = fanout
-    service = RedisTaskService(cfg, store, queue, artifacts, sio, emitter=manager, fanout=fanout,
-                               locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts,
-                               shared_dir=shared)
-    service.helpers.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
+    paths = Paths(cfg.data_dir)
+    paths.uploads = shared / "uploads"      # gateways store them, workers read them
+    paths.artifacts = shared / "artifacts"
+    service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
+                          bus=RedisBus(manager, fanout), paths=paths,
+                          policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
+    service.companions.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
     if opts.serves_clients:
-        service.helpers.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
-                                             queue_timeout=cfg.queue_timeout))
+        service.companions.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
+                                                queue_timeout=cfg.queue_timeout))
     return service

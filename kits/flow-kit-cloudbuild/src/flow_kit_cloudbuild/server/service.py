@@ -1,13 +1,20 @@
 """Tasks: submit, run, emit, attach, cancel — the server's behaviour without its transport.
 
-Every message of a task goes through ``emit``: stored first (which assigns the next seq), then
-sent to the task's room, both under the task's lock. ``attach`` replays stored messages and
-joins the room under the same lock, so a client sees every message once, in order.
+One service for both modes, made of the parts it is given (``backends/``: ``embedded.py``
+and ``redis/`` side by side, each with a ``make_service``):
 
-A replay goes at the pace the socket reads: most of it before taking the lock (a long log must
-not hold up the build), the rest under the lock, never more than ``BACKLOG_LIMIT`` packets or
-``REPLAY_QUEUE_BYTES`` queued for the socket. A new attach of the same task on the same socket
-stops the replay it supersedes, so repeated attaches do not multiply what is queued.
+* ``store`` (``store.TaskStore``), ``queue`` (``queue.JobQueue``), ``artifacts``
+  (``artifacts.ArtifactStore``);
+* ``bus`` (``bus.MessageBus``): a stored message to the task's watchers, and attaching a socket
+  to a task (embedded: this process's Socket.IO rooms; Redis: every gateway, in seq order);
+* ``policy`` (``RunPolicy``): what differs between one process and a deployment of workers —
+  starting an attempt (retries), what a cancel and a cancelled pipeline mean, publish locks,
+  whether SIGTERM drains, the retention sweep's guard;
+* ``companions``: background parts started and stopped with it (Redis: presence, no-worker watch).
+
+Every message of a task goes through ``emit``: stored first (which assigns the next seq), then
+handed to the bus, both under the task's lock (``bus.TaskLocks``), which the bus's ``attach``
+takes to join a socket to the live messages, so a client sees every message once, in order.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import json
 import logging
 import secrets
 import shutil
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from .. import protocol
 from . import housekeeping, policy
 from .artifacts import ArtifactStore
+from .bus import FLUSH_LIMIT, MessageBus, TaskLocks
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
 from .pipeline import Paths, Pipeline, TaskChannel
@@ -34,49 +43,80 @@ from .sources import GitSource
 from .store import TaskStore, public_record
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
-BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
-BACKLOG_LIMIT = 2000      # packets a watcher may have queued before the build waits for it
-REPLAY_QUEUE_BYTES = 4 * 1024 * 1024  # bytes queued for a socket before its replay waits for it
-FLUSH_LIMIT = 2.0         # seconds a stopping server waits for the sockets to send what is queued
+
+
+class RunPolicy(Protocol):
+    """Where the modes differ in running tasks (``EmbeddedPolicy``, ``redis.policy.RedisPolicy``)."""
+
+    drains_on_sigterm: bool   # SIGTERM fails the running builds and delivers that first (cli.py)
+    sweep_guard: Any          # None, or () -> async context manager yielding whether to sweep now
+    publish_locks: Any        # None, or pipeline.PublishLocks: publishes serialised across processes
+    process_id: str           # who runs the pipelines (names the publish lock's holder)
+
+    async def begin(self, service: TaskService, task_id: str) -> tuple[dict[str, Any], int] | None:
+        """Start an attempt: (the record, the attempt number), or None when it must not run."""
+
+    def watch(self, service: TaskService, task_id: str, work: asyncio.Task[Any]) -> Callable[[], Any]:
+        """Watch a running pipeline (cancel requests); returns what ends the watch."""
+
+    async def cancel(self, service: TaskService, record: dict[str, Any]) -> None:
+        """A client asked to cancel this unfinished task."""
+
+    async def cancelled(self, service: TaskService, task_id: str, step: str) -> bool:
+        """Finish a task whose pipeline was cancelled; True when the cancellation must go on."""
 
 
 class TaskService:
-    def __init__(self, cfg: ServerConfig, store: TaskStore, queue: JobQueue,
-                 artifacts: ArtifactStore, sio: Any) -> None:
+    def __init__(self, cfg: ServerConfig, *, store: TaskStore, queue: JobQueue, artifacts: ArtifactStore,
+                 bus: MessageBus, policy: RunPolicy, locks: TaskLocks | None = None,
+                 paths: Paths | None = None, companions: Iterable[Any] = ()) -> None:
         self.cfg = cfg
         self.store = store
         self.queue = queue
         self.artifacts = artifacts
-        self.sio = sio
-        self.paths = Paths(cfg.data_dir)
+        self.bus = bus
+        self.policy = policy
+        self.locks = locks or TaskLocks()
+        self.paths = paths or Paths(cfg.data_dir)
+        self.companions: list[Any] = list(companions)  # start()/stop() with the service
         self.git = GitSource(self.paths.git_cache, cfg.allowed_protocols)
         self.sandbox = make_sandbox(cfg) if cfg.sandbox else None
-        self._locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
-        self._cancel_requested: set[str] = set()
-        self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
         self._stopping = False
         self._housekeeping: asyncio.Task[None] | None = None
-        try:
-            from socketio import packet as sio_packet
 
-            self._packet_class, self._event_type = sio.packet_class, sio_packet.EVENT
-        except Exception:  # pragma: no cover - an unexpected python-socketio: use plain emit
-            self._packet_class, self._event_type = None, None
+    @property
+    def stopping(self) -> bool:
+        """True once the service began to stop (drain or stop)."""
+        return self._stopping
+
+    @property
+    def sweep_guard(self) -> Any:
+        """The policy's guard of the retention sweep (housekeeping.run_periodically), or None."""
+        return self.policy.sweep_guard
+
+    def running(self, task_id: str) -> asyncio.Task[Any] | None:
+        """The pipeline of ``task_id`` running in this process, if any."""
+        return self._running.get(task_id)
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         for p in (self.paths.work, self.paths.uploads, self.paths.cache):
-            p.mkdir(parents=True, exist_ok=True)
-        unfinished = await self.store.unfinished()
-        orphans = kill_orphaned_groups(self.paths.work, [r["taskId"] for r in unfinished])
-        if orphans:
-            log.warning("killed %d build process group(s) left running by a crashed server",
-                        len(orphans))
+            await asyncio.to_thread(p.mkdir, parents=True, exist_ok=True)
+        unfinished = await self.store.unfinished()  # a store shared by workers has none to close
+        if unfinished:
+            orphans = await asyncio.to_thread(kill_orphaned_groups, self.paths.work,
+                                              [r["taskId"] for r in unfinished])
+            if orphans:
+                log.warning("killed %d build process group(s) left running by a crashed server",
+                            len(orphans))
         for record in unfinished:
-            await self._finish(record["taskId"], protocol.STATE_FAILED,
-                               f"the server restarted while this task was in {record.get('state')}; "
-                               "publish again", step=record.get("step") or "queued")
+            await self.finish(record["taskId"], protocol.STATE_FAILED,
+                              f"the server restarted while this task was in {record.get('state')}; "
+                              "publish again", step=record.get("step") or "queued")
+        await self.bus.start()
+        for companion in self.companions:
+            await companion.start()
         await self.queue.start(self.run)
         self.start_housekeeping()
 
@@ -87,95 +127,45 @@ class TaskService:
     async def drain(self) -> None:
         """End the running builds while their watchers are still connected.
 
-        Each fails with "the server stopped while this task was in STEP", and that final
-        message is on its way to the watchers before this returns: on SIGTERM the server runs
-        this before it closes the connections (cli.py), so ``flow publish`` hears the outcome
-        instead of trying to reconnect. ``stop`` runs it too (a second time nothing is left).
+        Embedded, each fails with "the server stopped while this task was in STEP", and that
+        final message is on its way to the watchers before this returns: on SIGTERM the server
+        runs this before it closes the connections (cli.py, when ``policy.drains_on_sigterm``),
+        so ``flow publish`` hears the outcome instead of trying to reconnect. ``stop`` runs it
+        too (a second time nothing is left).
         """
         self._stopping = True
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        await self.queue.stop()  # running pipelines are cancelled and end as failed
+            with contextlib.suppress(BaseException):
+                await self._housekeeping
+        while self.companions:  # a stopping worker is no longer counted at once
+            with contextlib.suppress(Exception):
+                await self.companions.pop().stop()
+        await self.queue.stop()  # running pipelines are cancelled; the policy says how they end
         for task_id in list(self._running):
             with contextlib.suppress(BaseException):
                 await self._running[task_id]
-        await self._flush(FLUSH_LIMIT)
-
-    async def _flush(self, limit: float) -> None:
-        """Wait (up to ``limit`` s) until every socket has sent the packets queued for it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        while loop.time() < deadline:
-            try:  # engineio's per-socket queue: not public API, so never fail because of it
-                busy = any(not sock.closed and sock.queue.qsize()
-                           for sock in list(self.sio.eio.sockets.values()))
-            except Exception:
-                busy = False
-            if not busy:
-                await asyncio.sleep(0.05)  # the writer's last batch: from its hands to the wire
-                return
-            await asyncio.sleep(0.01)
+        await self.bus.flush(FLUSH_LIMIT)
 
     async def stop(self) -> None:
         await self.drain()
+        await self.bus.stop()
         await self.store.close()
 
     # -- messages ------------------------------------------------------------------------------
-    def _lock(self, task_id: str) -> asyncio.Lock:
-        lock = self._locks.get(task_id)
-        if lock is None:
-            lock = self._locks[task_id] = asyncio.Lock()
-        return lock
-
     async def emit(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
-        async with self._lock(task_id):
+        async with self.locks.get(task_id):
             msg = await self.store.append(task_id, action, message, **extra)
-            await self._send(msg, task_id)
-            if msg["meta"]["seq"] % BACKPRESSURE_EVERY == 0:
-                await self._wait_for_watchers(task_id)
+            await self.bus.publish(task_id, msg)
         return msg
 
-    async def _send(self, msg: dict[str, Any], room: str) -> None:
-        """sio.emit(EVENT_MESSAGE, msg, to=room), encoded once and sent without a task per socket.
+    async def notice(self, task_id: str, step: str, text: str) -> None:
+        """A line of the server's own in the task's log (stderr)."""
+        await self.emit(task_id, protocol.ACTION_LOG, text, step=step, stream="stderr", lines=1)
 
-        AsyncServer.emit spawns a task per recipient and waits for them all; for the one or two
-        watchers of a task that overhead is most of the cost of a log line.
-        """
-        participants = list(self.sio.manager.get_participants("/", room))
-        if not participants:
-            return
-        if self._packet_class is None:
-            await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=room)
-            return
-        encoded = self._packet_class(self._event_type, namespace="/", data=[protocol.EVENT_MESSAGE, msg]).encode()
-        for _sid, eio_sid in participants:
-            try:
-                await self.sio.eio.send(eio_sid, encoded)
-            except Exception:  # a socket that went away meanwhile
-                pass
-
-    async def _wait_for_watchers(self, task_id: str) -> None:
-        """Backpressure: let no watcher fall more than BACKLOG_LIMIT packets behind.
-
-        Socket.IO queues outgoing packets without bound; a build printing faster than a client
-        reads would grow that queue (memory) and delay the server's pings behind it until the
-        client gives up. Waiting here blocks the build's pipe instead, as a slow terminal would.
-        A watcher that stops reading entirely is dropped by the ping timeout, which ends the wait.
-        """
-        while self._backlog(task_id) > BACKLOG_LIMIT:
-            await asyncio.sleep(0.005)
-
-    def _backlog(self, task_id: str) -> int:
-        try:  # engineio's per-socket queue: not public API, so never fail because of it
-            sockets = self.sio.eio.sockets
-            worst = 0
-            for _sid, eio_sid in self.sio.manager.get_participants("/", task_id):
-                sock = sockets.get(eio_sid)
-                if sock is not None and not sock.closed:
-                    worst = max(worst, sock.queue.qsize())
-            return worst
-        except Exception:
-            return 0
+    async def replay(self, sid: str, task_id: str, after_seq: int) -> None:
+        """Send stored messages after ``after_seq`` to one socket, then the live ones (the bus)."""
+        await self.bus.attach(sid, task_id, after_seq)
 
     # -- requests ------------------------------------------------------------------------------
     async def owned(self, task_id: Any, token_hash: str) -> dict[str, Any]:
@@ -218,6 +208,7 @@ class TaskService:
 
     async def enqueue(self, task_id: str) -> None:
         """Announce the new task (seq 1) and hand it to the queue."""
+        await self.queue.waiting()  # how many wait: a shared queue is asked
         record = await self.store.get(task_id)
         req = record["request"] if record else {}
         src = f"{req.get('repo')} at {req.get('ref')}" if req.get("source") == "git" else "an uploaded archive"
@@ -235,97 +226,18 @@ class TaskService:
         if not secrets.compare_digest(owner, token_hash):
             raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
 
-    async def replay(self, sid: str, task_id: str, after_seq: int) -> None:
-        """Send stored messages after ``after_seq`` to one socket, then join it to the live room.
-
-        Supersedes a replay of the same task to the same socket that is still going.
-        """
-        key = (sid, task_id)
-        me = asyncio.current_task()
-        previous = self._replays.get(key)
-        if me is not None:
-            self._replays[key] = me
-        try:
-            if previous is not None and previous is not me and not previous.done():
-                previous.cancel()
-                await asyncio.wait([previous])  # its packets are queued; it sends no more
-            await self.sio.leave_room(sid, task_id)
-            seq = after_seq
-            while True:  # catch up without the lock, while the build goes on
-                sent = await self._replay_stored(sid, task_id, seq)
-                if sent is None:
-                    return  # the socket went away
-                if sent == seq:
-                    break
-                seq = sent
-            async with self._lock(task_id):  # what came meanwhile; then live, with nothing between
-                if await self._replay_stored(sid, task_id, seq) is None:
-                    return
-                await self.sio.enter_room(sid, task_id)
-        finally:
-            if self._replays.get(key) is me:
-                del self._replays[key]
-
-    async def _replay_stored(self, sid: str, task_id: str, after_seq: int) -> int | None:
-        """Send the stored messages after ``after_seq`` to ``sid`` as fast as it reads them.
-
-        Returns the seq of the last one sent (``after_seq`` if none), None if the socket is gone.
-        """
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-        if eio_sid is None:
-            return None
-        seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
-        async for msg in self.store.messages(task_id, after_seq):
-            if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
-                if not await self._wait_for_socket(eio_sid):
-                    return None
-                queued = pending = 0
-            if self._packet_class is None:
-                await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=sid)
-            else:
-                encoded = self._packet_class(self._event_type, namespace="/",
-                                             data=[protocol.EVENT_MESSAGE, msg]).encode()
-                try:
-                    await self.sio.eio.send(eio_sid, encoded)
-                except Exception:  # the socket went away meanwhile
-                    return None
-                queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
-            pending += 1
-            seq = msg["meta"]["seq"]
-        return seq
-
-    async def _wait_for_socket(self, eio_sid: str) -> bool:
-        """Wait until the socket's queue is under both replay bounds; False once it is gone."""
-        seen = -1
-        while True:
-            try:  # engineio's per-socket queue: not public API, so never fail because of it
-                sock = self.sio.eio.sockets.get(eio_sid)
-                if sock is None or sock.closed:
-                    return False
-                queue = sock.queue
-                size = queue.qsize()
-                if size != seen:  # a socket that reads nothing costs no more looks at its queue
-                    seen = size
-                    if size <= BACKLOG_LIMIT and sum(
-                            len(p.data) for p in list(queue._queue)
-                            if isinstance(getattr(p, "data", None), (str, bytes))) <= REPLAY_QUEUE_BYTES:
-                        return True
-            except Exception:
-                return True
-            await asyncio.sleep(0.005)
-
     async def cancel(self, task_id: str, token_hash: str) -> dict[str, Any]:
         record = await self.owned(task_id, token_hash)
         if record["state"] in protocol.FINAL:
             return protocol.ok(state=record["state"])
-        self._cancel_requested.add(task_id)
-        running = self._running.get(task_id)
-        if running is not None:
-            running.cancel()
-        else:  # still queued: the worker will skip it
-            await self._finish(task_id, protocol.STATE_CANCELLED, "cancelled before it started",
-                               step=record.get("step") or "queued")
+        await self.policy.cancel(self, record)
         return protocol.ok()
+
+    def drop_upload(self, record: dict[str, Any] | None) -> None:
+        """Delete the upload of a task that ended (whatever the outcome, its sources go)."""
+        upload_id = housekeeping.upload_of(record)
+        if upload_id is not None:
+            housekeeping.delete_upload(self.paths.uploads, upload_id)
 
     # -- running -------------------------------------------------------------------------------
     def channel(self, task_id: str) -> TaskChannel:
@@ -333,29 +245,30 @@ class TaskService:
         return _Channel(self, task_id)
 
     async def run(self, task_id: str) -> None:
-        """Queue handler: run one task's pipeline to a final state."""
-        record = await self.store.get(task_id)
-        if record is None or record["state"] in protocol.FINAL:
+        """Queue handler: run one attempt of a task's pipeline to a final state."""
+        started = await self.policy.begin(self, task_id)
+        if started is None:
             return
+        record, attempt = started
         pipeline = Pipeline(
-            task_id=task_id, request=record["request"], attempt=record.get("attempt", 1), cfg=self.cfg,
+            task_id=task_id, request=record["request"], attempt=attempt, cfg=self.cfg,
             paths=self.paths, git=self.git, artifacts=self.artifacts, channel=self.channel(task_id),
-            tenant=record.get("tokenHash", ""), sandbox=self.sandbox)
+            tenant=record.get("tokenHash", ""), sandbox=self.sandbox,
+            publish_locks=self.policy.publish_locks, lock_owner=f"task {task_id} on {self.policy.process_id}")
         timeout = record["request"].get("timeout", self.cfg.default_timeout)
 
         async def body() -> list[dict[str, Any]]:
             async with asyncio.timeout(timeout):
                 return await pipeline.run()
 
-        job = asyncio.create_task(body(), name=f"cloudbuild-task-{task_id}")
-        self._running[task_id] = job
-        if task_id in self._cancel_requested:
-            job.cancel()
+        work = asyncio.create_task(body(), name=f"cloudbuild-task-{task_id}")
+        self._running[task_id] = work
+        unwatch = self.policy.watch(self, task_id, work)
         try:
-            await self._conclude(task_id, record, pipeline, timeout, job)
+            await self._conclude(task_id, record, pipeline, timeout, work)
         finally:
+            unwatch()
             self._running.pop(task_id, None)
-            self._cancel_requested.discard(task_id)
             if not self.cfg.keep_workdirs:
                 await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
 
@@ -363,49 +276,39 @@ class TaskService:
                         timeout: float, work: asyncio.Task[list[dict[str, Any]]]) -> None:
         """Wait for the pipeline ``work`` and finish the task with its outcome.
 
-        Every service (embedded, Redis worker) ends tasks the same way; only what a
-        cancellation means depends on who cancelled, which ``_cancelled`` decides.
+        Every mode ends tasks the same way; only what a cancellation means depends on who
+        cancelled, which the policy's ``cancelled`` decides.
         """
         try:
             stored = await work
         except StepFailed as exc:
-            await self._finish(task_id, exc.final_state, exc.message, step=pipeline.step)
+            await self.finish(task_id, exc.final_state, exc.message, step=pipeline.step)
         except TimeoutError:
-            await self._finish(task_id, protocol.STATE_TIMED_OUT,
-                               f"the task ran longer than its timeout of {timeout} s and was stopped "
-                               f"during {pipeline.step}; make the build faster or pass a longer timeout",
-                               step=pipeline.step)
+            await self.finish(task_id, protocol.STATE_TIMED_OUT,
+                              f"the task ran longer than its timeout of {timeout} s and was stopped "
+                              f"during {pipeline.step}; make the build faster or pass a longer timeout",
+                              step=pipeline.step)
         except LogLimitExceeded as exc:
-            await self._finish(task_id, protocol.STATE_FAILED, str(exc), step=pipeline.step)
+            await self.finish(task_id, protocol.STATE_FAILED, str(exc), step=pipeline.step)
         except asyncio.CancelledError:
-            if await self._cancelled(task_id, pipeline.step):
+            if await self.policy.cancelled(self, task_id, pipeline.step):
                 raise
         except Exception as exc:
             log.exception("task %s failed unexpectedly", task_id)
-            await self._finish(task_id, protocol.STATE_FAILED,
-                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
-                               "see the server log", step=pipeline.step)
+            await self.finish(task_id, protocol.STATE_FAILED,
+                              f"internal error during {pipeline.step} ({type(exc).__name__}); "
+                              "see the server log", step=pipeline.step)
         else:
             base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
             artifacts = [{"name": a["name"], "url": base + quote(a["name"]), "size": a["size"]}
                          for a in stored]
-            await self._finish(task_id, protocol.STATE_DONE,
-                               f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
-                               artifactUrl=base, artifacts=artifacts)
+            await self.finish(task_id, protocol.STATE_DONE,
+                              f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
+                              artifactUrl=base, artifacts=artifacts)
 
-    async def _cancelled(self, task_id: str, step: str) -> bool:
-        """Finish a task whose pipeline was cancelled; True when the cancellation must go on."""
-        if task_id in self._cancel_requested and not self._stopping:
-            await self._finish(task_id, protocol.STATE_CANCELLED,
-                               f"cancelled by request during {step}", step=step)
-            return False
-        await self._finish(task_id, protocol.STATE_FAILED,
-                           f"the server stopped while this task was in {step}; publish again",
-                           step=step)
-        return self._stopping
-
-    async def _finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
-                      **extra: Any) -> None:
+    async def finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
+                     **extra: Any) -> None:
+        """Record the final state, drop the task's upload, emit the final message, close the task."""
         fields: dict[str, Any] = {"state": state, "finishedAt": protocol.now_ms()}
         payload = dict(extra)
         if state == protocol.STATE_DONE:
@@ -415,12 +318,14 @@ class TaskService:
             payload["step"] = step
             fields["step"] = step
         record = await self.store.update(task_id, **fields)
-        upload_id = housekeeping.upload_of(record)
-        if upload_id is not None:  # its build is over: the sources go
-            housekeeping.delete_upload(self.paths.uploads, upload_id)
+        self.drop_upload(record)  # its build is over: the sources go
         await self.emit(task_id, state, message, **payload)
+        await self.close_task(task_id)
+
+    async def close_task(self, task_id: str) -> None:
+        """After a task's final message: release what the store and the locks hold for it."""
         await self.store.close(task_id)
-        self._locks.pop(task_id, None)
+        self.locks.drop(task_id)
 
 
 class _Channel:
