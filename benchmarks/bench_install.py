@@ -20,6 +20,7 @@ FLOW_API / FLOW_BUILD_KITS, and writes the config and install record.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -62,7 +63,7 @@ def build_wheel(dest: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=11)
     runs = parser.parse_args().runs
     flow = [sys.executable, "-m", "flowcore"]
     with tempfile.TemporaryDirectory(prefix="flow-bench-install-") as tmp_name:
@@ -97,9 +98,15 @@ def main() -> None:
         ("flow plugin add (fresh FLOW_HOME)", statistics.median(fresh_times)),
         ("flow plugin add (existing env)", statistics.median(warm_times)),
     ]
-    print(f"install of a local wheel ({wheel.name}), median of {runs} runs, whole process")
+    print(f"install of a local wheel ({wheel.name}), median of {runs} runs, whole process "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
     for label, value in rows:
         print(f"  {label:<38} {value * 1000:8.1f} ms   ratio {value / base:5.2f}x")
+    results = {"add_existing_vs_pip": round(rows[2][1] / base, 3),
+               "add_fresh_vs_pip": round(rows[1][1] / base, 3)}
+    print(f"ratio flow plugin add (existing env) / pip install --no-deps: "
+          f"{results['add_existing_vs_pip']:.2f}  (target <= 0.25)")
+    print("RESULT " + json.dumps(results))
 
 
 if __name__ == "__main__":

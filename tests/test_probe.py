@@ -34,6 +34,17 @@ MODULES = {
 }
 
 
+@pytest.fixture(autouse=True, params=["fork", "subprocess"])
+def probe_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with both probes: a fork of flow (the default on Linux) and the
+    environment's own interpreter (FLOW_PROBE=subprocess, and elsewhere)."""
+    if request.param == "subprocess":
+        monkeypatch.setenv("FLOW_PROBE", "subprocess")
+    else:
+        monkeypatch.delenv("FLOW_PROBE", raising=False)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> ManagedEnv:
     root = make_env(tmp_path_factory.mktemp("probe") / "env", visible=False)
@@ -116,3 +127,32 @@ def test_api_versions_this_flowcore_does_not_provide() -> None:
     assert api_problem("flow-plugin-x", "<1") is not None
     assert api_problem("flow-plugin-x", "one or more") == (
         "flow-plugin-x declares FLOW_API = 'one or more', which is not a version specifier")
+
+
+def test_the_fork_probe_is_the_default_on_linux(env: ManagedEnv, probe_mode: str) -> None:
+    import sys
+
+    from flowcore._probe import _can_fork
+
+    if sys.platform.startswith("linux"):
+        assert _can_fork(env) is (probe_mode == "fork")
+
+
+def test_a_module_flow_imported_before_the_install_is_imported_as_it_is_now(
+        env: ManagedEnv, probe_mode: str) -> None:
+    """flow's process may have imported a plugin (building the command manifest) that the
+    install then replaced: the probe sees the new files, not the module flow holds."""
+    import sys
+
+    (env.site_packages / "replaced.py").write_text('FLOW_API = ">=1"\n')
+    sys.path.append(str(env.site_packages))
+    try:
+        import replaced  # noqa: F401 - what flow's process holds
+
+        (env.site_packages / "replaced.py").write_text('raise RuntimeError("new version")\n')
+        got = read_declarations(env, ["replaced"])
+        assert got["replaced"].error == "RuntimeError: new version"
+        assert sys.modules["replaced"].FLOW_API == ">=1"  # flow's own process is untouched
+    finally:
+        sys.path.remove(str(env.site_packages))
+        sys.modules.pop("replaced", None)
