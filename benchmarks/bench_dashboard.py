@@ -178,8 +178,10 @@ def main() -> int:
             cli_all = statistics.median(c[1] for c in cli)
             med = {k: statistics.median(b[k] for b in web) for k in web[0]}
             print(f"finished task, {LINES:,} lines ({len(web)} rounds, medians):")
-            print(f"  CLI client (Session):  first log line {cli_first * 1000:6.0f} ms   whole log {cli_all:5.2f} s")
-            print(f"  dashboard (Chromium):  first log line {med['first'] * 1000:6.0f} ms   whole log {med['loaded']:5.2f} s"
+            print(f"  CLI client (Session):  first log line {cli_first * 1000:6.0f} ms   "
+                  f"whole log {cli_all:5.2f} s")
+            print(f"  dashboard (Chromium):  first log line {med['first'] * 1000:6.0f} ms   "
+                  f"whole log {med['loaded']:5.2f} s"
                   f"   scroll to end {med['scroll_ms']:.0f} ms   worst frame gap {med['gap_ms']:.0f} ms")
             print(f"  tab: JS heap {med['heap_mb']:.1f} MiB, {med['nodes']:.0f} DOM nodes")
             print(f"  ratio browser / CLI: first line {med['first'] / cli_first:.2f}x, whole log "
@@ -197,7 +199,8 @@ def main() -> int:
             seen: list[int] = []
             import threading
 
-            follower = threading.Thread(target=lambda: session.follow(running, lambda m: seen.append(1), 0), daemon=True)
+            follower = threading.Thread(target=lambda: session.follow(running, lambda m: seen.append(1), 0),
+                                        daemon=True)
             follower.start()
             started = time.perf_counter()
             while len(seen) < 3:  # queued, prepare, ...: the build has started

@@ -105,7 +105,7 @@ def bench_site(home: Path, work: Path, rounds: int) -> dict[str, float]:
             page = browser.new_page()
             page.goto(url)
             page.wait_for_function("() => window.__flowDev && window.__flowDev.open")
-        except Exception as exc:  # no browser here: report the HTTP figure only
+        except Exception as exc:  # noqa: BLE001 - no browser here: report the HTTP figure only
             print(f"(no browser figure: {type(exc).__name__}: {str(exc)[:80]})")
             page = None
         for r in range(rounds):
@@ -113,7 +113,7 @@ def bench_site(home: Path, work: Path, rounds: int) -> dict[str, float]:
             t0 = time.perf_counter()
             index.write_text(index.read_text().split("<!--edit-->")[0] + f"<!--edit--><p id=e>{text}</p>\n")
 
-            def fresh() -> bool:
+            def fresh(text: str = text) -> bool:
                 with urllib.request.urlopen(url) as resp:
                     return text.encode() in resp.read()
             wait_until(fresh)
@@ -157,7 +157,7 @@ def bench_library(home: Path, work: Path, rounds: int) -> dict[str, float]:
             before = wheel.stat().st_mtime_ns
             t0 = time.perf_counter()
             init.write_text(init.read_text() + f"\nEDIT_{r} = {r}\n")
-            wait_until(lambda: wheel.exists() and wheel.stat().st_mtime_ns != before)
+            wait_until(lambda before=before: wheel.exists() and wheel.stat().st_mtime_ns != before)
             rebuilt.append(time.perf_counter() - t0)
             w.wait_for(r + 2, "watching for changes")
     finally:

@@ -25,8 +25,8 @@ import re
 import shutil
 import tempfile
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 #: What a `flow` run that installs from the loopback index needs in its environment.

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import offline_env
-from create_support import (GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, copier_template, git,
-                            listing)
+from create_support import GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, copier_template, git, listing
 from packages_support import kit_wheel, one_line_error, read_config
 from wheelfactory import plugin_wheel
 

@@ -43,6 +43,7 @@ def test_offline_install_uses_flowcores_own_packages(run_flow, flow_home, wheels
     assert not (site_packages(Path(sys.prefix)) / "flow_plugin_hello").exists()
     # The env sees flowcore and click from flowcore's own environment.
     import click
+
     import flowcore
 
     assert env_python_sees(env_dir, "flowcore") == flowcore.__file__

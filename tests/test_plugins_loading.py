@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import offline_env
-from managed_env import ManagedEnv, make_env, install, plugin_wheel
+from managed_env import ManagedEnv, install, make_env, plugin_wheel
 
 
 def command_plugin(command: str, extra: str = "") -> str:

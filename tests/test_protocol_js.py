@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    TOKEN, ServerProc, git_daemon, new_repo, npm_project, protocol, server)
+from cloudbuild_server_support import TOKEN, ServerProc, git_daemon, new_repo, npm_project, protocol, server  # noqa: F401  (fixtures)
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SCRIPT = JS_DIR / "protocol_client.mjs"

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from create_support import (GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, bump_version, copier_template,
-                            git, listing, package_copy)
+from create_support import (
+    GIT_ENV,
+    PYTHON_KIT,
+    TEMPLATES_PLUGIN,
+    bump_version,
+    copier_template,
+    git,
+    listing,
+    package_copy,
+)
 from packages_support import kit_wheel, one_line_error
 
 

@@ -153,7 +153,7 @@ class FlowGroup(click.Group):
         # Validate both config files before any command is looked up, so that a broken config
         # is reported as such rather than as whatever loading a plugin with it runs into.
         flow = _flow_of(ctx)
-        flow.config
+        flow.config  # noqa: B018 - the property reads and validates both config files
         name = click.utils.make_str(args[0])
         command = self.get_command(ctx, name)
         if command is None:
@@ -328,7 +328,7 @@ def cli(ctx: click.Context, **params: Any) -> None:
     may also follow the command (flow plugin add -g NAME), unless the command has an option of
     that name itself.
     """
-    _flow_of(ctx).config  # validate both config files before any command runs
+    _flow_of(ctx).config  # noqa: B018 - the property validates both config files before any command runs
 
 
 def _write_debug_log(exc: BaseException) -> Path | None:

@@ -14,14 +14,20 @@ import copy
 import json
 import os
 import stat
-from functools import cached_property
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from flowcore import paths
-from flowcore._fileio import (FileTooLarge, NotARegularFile, atomic_write_bytes, file_lock, read_limited,
-                              remove_stale_temp_files)
+from flowcore._fileio import (
+    FileTooLarge,
+    NotARegularFile,
+    atomic_write_bytes,
+    file_lock,
+    read_limited,
+    remove_stale_temp_files,
+)
 from flowcore.errors import ConfigError
 
 SCHEMA_VERSION = 1

@@ -33,7 +33,7 @@ class _Record:
     __slots__: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        for name, value in zip(self.__slots__, args):
+        for name, value in zip(self.__slots__, args, strict=False):
             setattr(self, name, value)
         for name, value in kwargs.items():
             setattr(self, name, value)

@@ -25,8 +25,8 @@ from flowcore._doctor import Problem
 from flowcore._installer import (
     Dist,
     EnvSnapshot,
-    InstallOptions,
     Installer,
+    InstallOptions,
     ManagedEnv,
     base_distributions,
     forget_record,

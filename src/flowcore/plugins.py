@@ -31,10 +31,10 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from flowcore.context import CoreContext, KitContext, short_name_of
 from flowcore.environment import ENTRY_POINT_GROUPS, canonical_name
@@ -304,7 +304,7 @@ class PluginSystem:
         plugin.registered = [self._guards(plugin, obj) for obj in plugin.objects]
         try:
             # last first, like the plugins themselves (see _add)
-            for pm_name, namespace in reversed(list(zip(plugin.pm_names, plugin.registered))):
+            for pm_name, namespace in reversed(list(zip(plugin.pm_names, plugin.registered, strict=True))):
                 pm.register(namespace, name=pm_name)
                 self._registration.append(pm_name)
                 for caller in pm.get_hookcallers(namespace) or []:
@@ -336,7 +336,7 @@ class PluginSystem:
         if wanted == self._registration:
             return
         pm = self.pm
-        owners = {n: ns for p in self.loaded.values() for n, ns in zip(p.pm_names, p.registered)}
+        owners = {n: ns for p in self.loaded.values() for n, ns in zip(p.pm_names, p.registered, strict=True)}
         for name in wanted:
             pm.unregister(name=name)
         for name in wanted:
@@ -397,7 +397,7 @@ class PluginSystem:
         if plugin.name in self._views:
             own["registry"] = self._views[plugin.name]
         names = getattr(guard, "flow_argnames", ())
-        out = [own[n] if n in own else a for n, a in zip(names, args)]
+        out = [own[n] if n in own else a for n, a in zip(names, args, strict=False)]
         return out, {k: own.get(k, v) for k, v in kwargs.items()}
 
     def _call_guard(self, plugin: LoadedPlugin, hook: str,

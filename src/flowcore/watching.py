@@ -120,7 +120,7 @@ class Batches:
                     self._ready.set()  # the first (empty) yield: the watches are in place
                     if raw:
                         self._queue.put(self._changes(raw))
-            except BaseException as exc:  # handed to the consuming thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, raised there
                 self._queue.put(exc)
             finally:
                 self._ready.set()

@@ -94,8 +94,7 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
         label, tag = _sync_store(flow, store, vcs_ref)
         vcs_ref = vcs_ref or tag
     import copier
-    from copier.errors import (CopierError, CopierWarning, ExtensionNotFoundError,
-                               UnsafeTemplateError)
+    from copier.errors import CopierError, CopierWarning, ExtensionNotFoundError, UnsafeTemplateError
 
     asking = interactive()
     try:

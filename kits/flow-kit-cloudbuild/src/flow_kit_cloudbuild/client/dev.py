@@ -256,9 +256,9 @@ class Builder:
 
 
 def run(root: Path, configured: list[str] | None, *, host: str, port: int | None, live: bool) -> None:
-    from flowcore.api import watch
-
     import tempfile
+
+    from flowcore.api import watch
 
     argv = build_command(root, configured)
     state = DevState()
@@ -287,7 +287,8 @@ def run(root: Path, configured: list[str] | None, *, host: str, port: int | None
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.option("--live/--no-live", default=True, show_default=True,
               help="Reload open browser tabs after each rebuild and show build errors in them.")
-@click.option("--build-cmd", default=None, help="Build command (default: [tool.flow.cloudbuild] build-cmd, else npm run build).")
+@click.option("--build-cmd", default=None,
+              help="Build command (default: [tool.flow.cloudbuild] build-cmd, else npm run build).")
 def dev(port: int | None, host: str, live: bool, build_cmd: str | None) -> None:
     """Build the site, serve dist/ locally, rebuild on every change and reload the browser."""
     from flow_kit_cloudbuild.client.settings import resolve, split_build_cmd

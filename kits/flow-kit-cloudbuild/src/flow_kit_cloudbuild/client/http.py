@@ -50,9 +50,8 @@ def probe(server: str) -> None:
     Socket.IO reports every failure as "Connection error"; this says which one it was
     (refused, no answer, unknown host) before the handshake is tried.
     """
-    from urllib.parse import urlsplit
-
     import time
+    from urllib.parse import urlsplit
 
     parts = urlsplit(server)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -70,7 +69,7 @@ def probe(server: str) -> None:
                 time.sleep(0.1)
     except socket.gaierror as exc:
         raise unreachable(server, f"unknown host ({exc.strerror})") from None
-    except (socket.timeout, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise unreachable(server, exc) from None
     except OSError as exc:
         raise unreachable(server, (exc.strerror or str(exc)).lower()) from None

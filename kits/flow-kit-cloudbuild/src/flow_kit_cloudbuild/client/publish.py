@@ -16,8 +16,6 @@ from typing import Any
 
 import click
 
-from flowcore.api import CoreContext, current, interactive
-
 from flow_kit_cloudbuild.client import http
 from flow_kit_cloudbuild.client.errors import (
     Interrupted,
@@ -36,6 +34,7 @@ from flow_kit_cloudbuild.protocol import (
     STATE_DONE,
     STATE_TIMED_OUT,
 )
+from flowcore.api import CoreContext, current, interactive
 
 KIT = "flow-kit-cloudbuild"
 

@@ -15,10 +15,9 @@ import os
 import shlex
 from typing import Any
 
-from flowcore.api import warn
-
 from flow_kit_cloudbuild.client.errors import PublishUsageError
 from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT, DEFAULT_URL
+from flowcore.api import warn
 
 __all__ = ["TOKEN_ENV", "SERVER_ENV", "SHORT_NAME", "Settings", "resolve", "split_build_cmd"]
 
