@@ -36,6 +36,9 @@ RUN: dict[str, dict[str, object]] = {
     "README.md": {"cwd": "clone"},
     "docs/writing-plugins.md": {"cwd": "work", "index": True, "files_into": "flow-plugin-greet"},
     "plugins/flow-plugin-env/README.md": {"cwd": "work", "index": True},
+    "docs/create.md": {"cwd": "work", "index": True},
+    "kits/flow-kit-python/README.md": {"cwd": "work", "index": True},
+    "plugins/flow-plugin-templates/README.md": {"cwd": "work", "index": True},
 }
 
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.
@@ -93,7 +96,9 @@ def run_document(path: Path, tmp_path: Path, index_url: str | None = None) -> li
         assert index_url, "this document installs by name: pass the loopback index"
         from package_index import INDEX_ENV
 
-        env.update(INDEX_ENV, FLOW_INDEX_URL=index_url)
+        # FLOW_OFFLINE: flow-kit-python builds with flow's own backend instead of fetching
+        # one from an index (uv's own index is not flow's: it would reach the network)
+        env.update(INDEX_ENV, FLOW_INDEX_URL=index_url, FLOW_OFFLINE="1")
     start = clone
     if how.get("cwd") == "work":
         start = tmp_path / "work"
