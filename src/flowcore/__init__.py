@@ -8,6 +8,8 @@ every start) imports neither the API module nor pluggy and, through it, ``import
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 #: Version of the plugin API (:mod:`flowcore.api`: hooks, contexts, registry, helpers). Plugins
@@ -43,6 +45,35 @@ __all__ = [
     "watch",
     "Change",
 ]
+
+if TYPE_CHECKING:
+    # What type checkers see for the names __getattr__ resolves at run time (their real types:
+    # ``@hookimpl`` is pluggy's HookimplMarker, not ``object``). Never executed, so importing
+    # flowcore still imports neither flowcore.api nor pluggy.
+    from flowcore.api import (
+        Change,
+        ConfigError,
+        CoreContext,
+        FlowError,
+        InstalledPackage,
+        InstallError,
+        KitContext,
+        Packages,
+        PluginConfig,
+        PluginLoadError,
+        Registry,
+        UsageError,
+        atomic_write_bytes,
+        choose,
+        current,
+        flow_home,
+        hookimpl,
+        interactive,
+        site_packages_dir,
+        uv_binary,
+        warn,
+        watch,
+    )
 
 
 def __getattr__(name: str) -> object:

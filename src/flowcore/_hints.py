@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from flowcore.errors import FlowError, PluginLoadError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from flowcore.app import Flow
     from flowcore.manifest import CommandRecord, Failure
@@ -229,7 +229,7 @@ def missing_kit_fix(kit: str, installed: list[str], use: str = "") -> str:
     return f"Did you mean '{match}'?{how} (installed build kits: {', '.join(installed)})"
 
 
-def warn_unasked_answers(answers: dict[str, object], asked: set[str], template: str) -> None:
+def warn_unasked_answers(answers: Mapping[str, object], asked: set[str], template: str) -> None:
     """Warn about each ``--data KEY=VALUE`` whose key the template does not ask, naming the
     nearest question it does ask."""
     from flowcore.errors import warn

@@ -90,7 +90,7 @@ def plan(flag: bool | None, config: dict[str, Any], target: Path) -> Plan:
 
 def make(project: Path, plan: Plan, body: str) -> None:
     """``git init`` in the staged ``project``, add everything, and commit (when ``plan`` says)."""
-    steps = [("init", "-q"), ("add", "-A")]
+    steps: list[tuple[str, ...]] = [("init", "-q"), ("add", "-A")]
     if plan.commit:
         steps.append(("commit", "-q", "-m", FIRST_MESSAGE, "-m", body))
     for step in steps:

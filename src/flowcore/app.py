@@ -68,8 +68,8 @@ def _has_unknown_keys(config: EffectiveConfig) -> bool:
     from flowcore import config as config_module
 
     data = config.global_config.data
-    known = _PLAIN_GLOBAL | set(getattr(config_module, "_SOURCE_KEYS_GLOBAL", ()))
-    if any(k not in known for k in data):
+    known_global = _PLAIN_GLOBAL | set(getattr(config_module, "_SOURCE_KEYS_GLOBAL", ()))
+    if any(k not in known_global for k in data):
         return True
     if any(set(kit) - {"name", "installed", "plugins"} for kit in data.get("buildKits", ())):
         return True
@@ -77,7 +77,7 @@ def _has_unknown_keys(config: EffectiveConfig) -> bool:
     if project is None:
         return False
     g = config.global_config
-    known = {"buildkit", "plugins", *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
+    known: set[str] = {"buildkit", "plugins", *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
     for name in (*g.installed_kits, *g.all_plugins, *project.plugins):
         for prefix in ("flow-kit-", "flow-plugin-"):  # short names, as flowcore.context has them
             if name.startswith(prefix) and len(name) > len(prefix):

@@ -363,10 +363,10 @@ def _flow_table(path: Path) -> dict[str, Any] | None:
             raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
         table = _parse_toml(path, text).get("tool", {}).get("flow")
         return table if isinstance(table, dict) else None
-    text = _read_project_text(path)
-    if text is None:
+    project_text = _read_project_text(path)
+    if project_text is None:
         return None
-    doc = _parse_toml(path, text)
+    doc = _parse_toml(path, project_text)
     table = doc.get("tool", {}).get("flow") if isinstance(doc.get("tool"), dict) else None
     return table if isinstance(table, dict) else doc
 
@@ -592,8 +592,10 @@ class EffectiveConfig:
             if kit is not None:
                 refs += [PluginRef(p, "kit") for p in kit.plugins]
         refs += [PluginRef(p, "general") for p in self.global_config.general_plugins]
-        seen: set[str] = set()
-        return [r for r in refs if not (r.name in seen or seen.add(r.name))]
+        first: dict[str, PluginRef] = {}  # a plugin listed twice loads where it comes first
+        for ref in refs:
+            first.setdefault(ref.name, ref)
+        return list(first.values())
 
     @property
     def configured_plugins(self) -> list[str]:

@@ -42,7 +42,7 @@ class _Record:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.as_dict() == other.as_dict()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.as_dict()!r})"

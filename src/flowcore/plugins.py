@@ -31,7 +31,7 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from flowcore.errors import PluginLoadError, warn
 from flowcore.manifest import Failure, PluginRecord, file_stamp
 
 if TYPE_CHECKING:
+    import click
     import pluggy
 
     from flowcore.app import Flow
@@ -213,7 +214,7 @@ class PluginSystem:
         self._activate_envs()
         from importlib.metadata import distributions
 
-        imported: list[LoadedPlugin] = []
+        imported: list[LoadedPlugin | None] = []
         for name, kind in self.plan():
             if name in self.loaded or any(f.name == name for f in self.failures):
                 continue
@@ -241,7 +242,7 @@ class PluginSystem:
         self._add([self._import(r.name, r.kind, r.entry_points) for r in records
                    if r.name not in self.loaded and r.name not in failed])
 
-    def _add(self, imported: list[LoadedPlugin | None]) -> None:
+    def _add(self, imported: Sequence[LoadedPlugin | None]) -> None:
         """Register newly imported plugins (given in load order) and make them loaded.
 
         The last of them is registered first: pluggy calls the last registered first, so this
@@ -353,7 +354,7 @@ class PluginSystem:
 
     def hooks_of(self, plugin: LoadedPlugin) -> list[str]:
         """Names of the hooks ``plugin`` implements."""
-        names = set()
+        names: set[str] = set()
         for namespace in plugin.registered:
             names.update(c.name for c in self.pm.get_hookcallers(namespace) or [])
         return sorted(names)
@@ -380,6 +381,7 @@ class PluginSystem:
                 continue
             function = getattr(obj, attr)
             hook = opts.get("specname") or attr
+            guard: Callable[..., object]
             if (opts.get("wrapper") or opts.get("hookwrapper")) and inspect.isgeneratorfunction(
                     function):
                 guard = self._wrapper_guard(plugin, hook, function)
@@ -420,7 +422,7 @@ class PluginSystem:
 
     def _wrapper_guard(self, plugin: LoadedPlugin, hook: str,
                        function: Callable[..., Generator[object, object, object]]
-                       ) -> Callable[..., Generator[object, object, object]]:
+                       ) -> Callable[..., Generator[None, object, object]]:
         """Guard of a hook wrapper (new-style ``wrapper=True`` or old-style ``hookwrapper``).
 
         It drives the plugin's generator in step with pluggy: setup, the inner call's outcome
@@ -428,7 +430,7 @@ class PluginSystem:
         yields twice is reported and skipped, and the call goes on as if it were not there.
         """
         @functools.wraps(function)
-        def guard(*args: object, **kwargs: object) -> Generator[object, object, object]:
+        def guard(*args: object, **kwargs: object) -> Generator[None, object, object]:
             if plugin.name not in self.loaded:
                 return (yield)
             call_args, call_kwargs = self._arguments(plugin, guard, args, kwargs)
@@ -589,7 +591,7 @@ class PluginSystem:
 
     def collect_commands(
         self, only: set[str] | None = None
-    ) -> list[tuple[LoadedPlugin, str, object]]:
+    ) -> list[tuple[LoadedPlugin, str, click.Command]]:
         """Run ``flow_register_commands``: ``(plugin, name, click command)`` in load order.
 
         Each plugin gets its own registry view. A plugin that raises or adds something that is

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from flowcore.errors import FlowError
 
@@ -103,8 +104,9 @@ class Batches:
         except ImportError:  # pragma: no cover - a dependency of flowcore
             raise FlowError("watch mode needs the watchfiles package", "pip install watchfiles") from None
         self.root = root
-        self._kinds = {watchfiles.Change.added: "added", watchfiles.Change.modified: "modified",
-                       watchfiles.Change.deleted: "deleted"}
+        self._kinds: dict[object, str] = {watchfiles.Change.added: "added",
+                                          watchfiles.Change.modified: "modified",
+                                          watchfiles.Change.deleted: "deleted"}
         self._queue: queue.Queue[list[Change] | BaseException] = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -129,8 +131,8 @@ class Batches:
         self._thread.start()
         self._ready.wait(10)
 
-    def _changes(self, raw: set[tuple[object, str]]) -> list[Change]:
-        return sorted({Change(self._kinds.get(kind, "modified"), Path(p).relative_to(self.root).as_posix())  # type: ignore[call-overload]
+    def _changes(self, raw: Iterable[tuple[object, str]]) -> list[Change]:
+        return sorted({Change(self._kinds.get(kind, "modified"), Path(p).relative_to(self.root).as_posix())
                        for kind, p in raw if Path(p).is_relative_to(self.root)}, key=lambda c: c.path)
 
     def close(self) -> None:
@@ -150,7 +152,7 @@ class Batches:
                 yield item
 
 
-def _raise_watch_error(exc: BaseException) -> None:
+def _raise_watch_error(exc: BaseException) -> NoReturn:
     try:
         raise exc
     except OSError as exc:

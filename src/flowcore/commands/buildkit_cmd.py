@@ -7,12 +7,28 @@ inside a project (without ``-g``), the project's ``[tool.flow] buildkit``.
 from __future__ import annotations
 
 import json
+from typing import TypedDict
 
 import click
 
 from flowcore.app import Flow
 from flowcore.commands._install_options import install_options
 from flowcore.errors import InstallError, UsageError
+
+
+class _PluginRow(TypedDict):
+    name: str
+    version: str | None
+
+
+class _KitRow(TypedDict):
+    """One kit of ``flow buildkit list`` (and of its ``--json`` output)."""
+
+    name: str
+    installed: bool
+    active: bool
+    version: str | None
+    plugins: list[_PluginRow]
 
 
 @click.group()
@@ -29,10 +45,11 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
     config = flow.config
     versions = flow.packages.installed_versions("global")
     active = config.active_kit
-    kits = [{"name": k.name, "installed": k.installed, "active": k.name == active,
-             "version": versions.get(k.name) if k.installed else None,
-             "plugins": [{"name": p, "version": versions.get(p)} for p in k.plugins]}
-            for k in config.global_config.kits]
+    kits: list[_KitRow] = [
+        {"name": k.name, "installed": k.installed, "active": k.name == active,
+         "version": versions.get(k.name) if k.installed else None,
+         "plugins": [{"name": p, "version": versions.get(p)} for p in k.plugins]}
+        for k in config.global_config.kits]
     if as_json:
         click.echo(json.dumps({"active": active, "kits": kits}, indent=2))
         return

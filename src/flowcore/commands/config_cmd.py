@@ -34,6 +34,8 @@ def config(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     flow = ctx.find_object(Flow)
+    if flow is None:  # flow's root command always sets one; a bare `config` command has none
+        raise RuntimeError("flow config runs under flow's root command, which sets up its Flow")
     described = flow.config.describe()
     if as_json:
         click.echo(json.dumps(described, indent=2))

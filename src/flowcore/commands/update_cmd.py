@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -55,7 +55,7 @@ def _changed_files(root: Path) -> list[str]:
               help="copier's answers file, relative to the project root.")
 @click.pass_obj
 def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...],
-           conflict: str, trust: bool, answers_file: str) -> None:
+           conflict: Literal["inline", "rej"], trust: bool, answers_file: str) -> None:
     """Update this project to a newer version of the copier template it was made from."""
     from flowcore.commands.create_cmd import parse_data
     from flowcore.prompts import interactive
