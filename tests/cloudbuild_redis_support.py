@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudbuild_server_support import ServerProc, free_port, _wait_port
+from cloudbuild_server_support import ServerProc, _wait_port, free_port
 
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="the Redis-mode tests need redis-server (.ci/run installs it)")

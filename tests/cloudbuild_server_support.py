@@ -196,8 +196,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     fname = f"{NAME}-{VERSION}-py3-none-any.whl"
     files = {
         "pydemo/__init__.py": open("src/pydemo/__init__.py", "rb").read(),
-        f"{NAME}-{VERSION}.dist-info/METADATA": f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n".encode(),
-        f"{NAME}-{VERSION}.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: inline\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        f"{NAME}-{VERSION}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n".encode(),
+        f"{NAME}-{VERSION}.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\\nGenerator: inline\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
     }
     record = f"{NAME}-{VERSION}.dist-info/RECORD"
     with zipfile.ZipFile(os.path.join(wheel_directory, fname), "w") as zf:
@@ -338,6 +340,7 @@ def running(*servers: Any) -> Iterator[None]:
 
 # -- pytest fixtures (import them into a test module to use them) -------------------------------
 import pytest  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:

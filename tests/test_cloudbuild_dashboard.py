@@ -18,8 +18,19 @@ from pathlib import Path
 import pytest
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    OTHER_TOKEN, REPO, TOKEN, Client, ServerProc, git_daemon, http_get, http_request, new_repo,
-    npm_project, protocol, server)
+    OTHER_TOKEN,
+    REPO,
+    TOKEN,
+    Client,
+    ServerProc,
+    git_daemon,
+    http_get,
+    http_request,
+    new_repo,
+    npm_project,
+    protocol,
+    server,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 try:
@@ -53,9 +64,14 @@ const t = setInterval(() => {
 }, %d);
 """
 BIG_JS = """let n = %d, out = [];
-for (let i = 1; i <= n; i++) { out.push('big line ' + i); if (out.length === 5000) { process.stdout.write(out.join('\\n') + '\\n'); out = []; } }
+for (let i = 1; i <= n; i++) {
+  out.push('big line ' + i);
+  if (out.length === 5000) { process.stdout.write(out.join('\\n') + '\\n'); out = []; }
+}
 if (out.length) process.stdout.write(out.join('\\n') + '\\n');
-setTimeout(() => { require('fs').mkdirSync('dist', {recursive: true}); require('fs').writeFileSync('dist/x.txt', 'x'); }, %d);
+setTimeout(() => {
+  require('fs').mkdirSync('dist', {recursive: true}); require('fs').writeFileSync('dist/x.txt', 'x');
+}, %d);
 """
 
 
@@ -336,7 +352,8 @@ def test_state_changing_requests_need_the_csrf_token_and_the_same_origin(server,
                     {"Origin": ""}, {"Content-Type": "text/plain"}, {"Sec-Fetch-Site": "cross-site"}):
             status, _ = http_request("POST", cancel, body=b"{}", headers={**good, **bad})
             assert status in (403, 415), bad
-        assert client.call(protocol.EVENT_ATTACH, {"taskId": task_id, "afterSeq": 0})["task"]["state"] not in protocol.FINAL
+        attached = client.call(protocol.EVENT_ATTACH, {"taskId": task_id, "afterSeq": 0})
+        assert attached["task"]["state"] not in protocol.FINAL
         status, _ = http_request("POST", cancel, body=b"{}", headers=good)
         assert status == 200
         assert client.wait(task_id)[-1]["data"]["action"] == protocol.STATE_CANCELLED
@@ -397,7 +414,8 @@ def seeded(tmp_path_factory):
                "step": "publish", "createdAt": now + i * 1000, "startedAt": now + i * 1000 + 200,
                "finishedAt": now + i * 1000 + 900, "prod": i % 3 == 0, "artifacts": [],
                "error": HOSTILE_LINE if hostile else None, "tokenHash": other if i == 5 else th,
-               "request": {"source": "git", "repo": "git://h/<b>r</b>", "ref": "main"} if i % 2 else {"source": "upload"},
+               "request": ({"source": "git", "repo": "git://h/<b>r</b>", "ref": "main"} if i % 2
+                           else {"source": "upload"}),
                "attempt": 1}
         d = tasks / task_id
         d.mkdir()
@@ -554,7 +572,8 @@ def test_the_installed_kit_serves_the_dashboard_and_flow_publish_prints_its_url(
     `flow publish` prints the task's dashboard URL when the build starts."""
     import re
 
-    from cloudbuild_publish_support import BuildServer, flow as _flow_fixture, git, make_site  # noqa: F401
+    from cloudbuild_publish_support import BuildServer, git, make_site  # noqa: F401
+    from cloudbuild_publish_support import flow as _flow_fixture
     from cloudbuild_publish_support import publish as flow_publish
 
     flow = _flow_fixture.__wrapped__(tmp_path_factory)

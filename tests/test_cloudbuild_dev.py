@@ -24,7 +24,8 @@ import pytest
 from cloudbuild_publish_support import flow, needs_node  # noqa: F401  (fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [needs_node, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")]
+pytestmark = [needs_node,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")]
 
 
 class Dev:

@@ -16,14 +16,14 @@ import termios
 import time
 from pathlib import Path
 
-from conftest import FLOW
-from tcp_proxy import TcpProxy
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     flow,
     make_site,
     needs_node,
     server,
 )
+from conftest import FLOW
+from tcp_proxy import TcpProxy
 
 pytestmark = needs_node
 

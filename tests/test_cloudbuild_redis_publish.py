@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis
-from tcp_proxy import TcpProxy
 from cloudbuild_server_support import TOKEN
+from tcp_proxy import TcpProxy
 
 pytestmark = [needs_redis, needs_node]
 

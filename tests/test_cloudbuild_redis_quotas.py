@@ -12,8 +12,7 @@ import time
 import pytest
 
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for, worker_pid
-from cloudbuild_server_support import (OTHER_TOKEN, TOKEN, Client, final, http_get, http_request, logs,
-                                       npm_project)
+from cloudbuild_server_support import OTHER_TOKEN, TOKEN, Client, final, http_get, http_request, logs, npm_project
 from test_cloudbuild_redis import _wait_line, assert_complete, publish, slow_project, tar_gz, upload
 
 pytestmark = [needs_redis, pytest.mark.skipif(shutil.which("npm") is None, reason="builds npm projects")]
@@ -69,7 +68,8 @@ def test_a_token_at_its_limit_waits_on_every_worker_and_a_dead_workers_slot_is_f
             # the worker running the first build dies: its slot goes with its heartbeat
             kill(workers[runner])
             msgs = a.wait(first, timeout=HEARTBEAT * 4 + 30)
-            assert final(msgs)["action"] == "failed" and "gave up after 1 attempt(s)" in final(msgs)["payload"]["message"]
+            assert final(msgs)["action"] == "failed"
+            assert "gave up after 1 attempt(s)" in final(msgs)["payload"]["message"]
             msgs = a.wait(second, timeout=60)
             assert_complete(msgs)
             assert final(msgs)["action"] == "done"
@@ -179,8 +179,7 @@ def test_retention_sweeps_redis_records_and_shared_files_one_process_at_a_time(t
 
 # -- bounded replay -----------------------------------------------------------------------------
 def test_repeated_attaches_of_a_long_log_on_a_gateway_are_paced_and_do_not_multiply(tmp_path, redis_server):
-    from test_cloudbuild_server_bounds import (RawSocket, _peak_growth_mb, _reset_peak, _status_kb,
-                                               _wait_until_idle)
+    from test_cloudbuild_server_bounds import RawSocket, _peak_growth_mb, _reset_peak, _status_kb, _wait_until_idle
 
     lines = 280_000  # about 18 MB of log, under the default 20 MB cap
     build_js = ("const fs = require('fs');\n"

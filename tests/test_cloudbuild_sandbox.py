@@ -21,8 +21,20 @@ from pathlib import Path
 import pytest
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    OTHER_TOKEN, TOKEN, Client, ServerProc, client, final, git_daemon, http_get, logs, new_repo,
-    npm_project, server, server_env)
+    OTHER_TOKEN,
+    TOKEN,
+    Client,
+    ServerProc,
+    client,
+    final,
+    git_daemon,
+    http_get,
+    logs,
+    new_repo,
+    npm_project,
+    server,
+    server_env,
+)
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/bwrap").exists() and not any(
     (Path(d) / "bwrap").exists() for d in os.environ.get("PATH", "").split(os.pathsep)),

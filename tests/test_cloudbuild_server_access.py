@@ -20,8 +20,20 @@ import pytest
 import websocket
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    OTHER_TOKEN, TOKEN, Client, ServerProc, final, git_daemon, http_get, http_request, logs, new_repo,
-    npm_project, protocol, server_env)
+    OTHER_TOKEN,
+    TOKEN,
+    Client,
+    ServerProc,
+    final,
+    git_daemon,
+    http_get,
+    http_request,
+    logs,
+    new_repo,
+    npm_project,
+    protocol,
+    server_env,
+)
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 BAD = "not-the-token-0123456789"
@@ -331,7 +343,8 @@ def test_retention_prunes_old_preview_tasks_and_artifacts_but_keeps_prod_release
         assert http_get(f"{s.url}/api/tasks/{old_preview}", token=TOKEN)[0] == 404
         for task_id in (release, recent):
             assert (s.data_dir / "tasks" / task_id).is_dir() and (s.data_dir / "artifacts" / task_id).is_dir()
-        assert http_get(art["url"].replace(art["url"].split("/artifacts/")[0], s.url)) == (200, b'console.log("built");\n')
+        local_url = art["url"].replace(art["url"].split("/artifacts/")[0], s.url)
+        assert http_get(local_url) == (200, b'console.log("built");\n')
 
 
 @pytest.mark.parametrize("config, needle", [

@@ -8,8 +8,8 @@ import contextlib
 import gzip
 import io
 import json
-import socket
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -19,8 +19,22 @@ from urllib.parse import quote
 import pytest
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    GIT_ENV, TOKEN, Client, ServerProc, client, commit_tree, final, git_daemon, http_get,
-    http_request, logs, new_repo, npm_project, protocol, server)
+    GIT_ENV,
+    TOKEN,
+    Client,
+    ServerProc,
+    client,
+    commit_tree,
+    final,
+    git_daemon,
+    http_get,
+    http_request,
+    logs,
+    new_repo,
+    npm_project,
+    protocol,
+    server,
+)
 from flow_kit_cloudbuild.server import policy  # noqa: E402
 from flow_kit_cloudbuild.server.config import ServerConfig  # noqa: E402
 from flow_kit_cloudbuild.server.errors import RequestError, StepFailed  # noqa: E402

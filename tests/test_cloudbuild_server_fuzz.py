@@ -13,7 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    TOKEN, Client, final, git_daemon, http_get, logs, new_repo, npm_project, protocol, server)
+    TOKEN,
+    Client,
+    final,
+    git_daemon,
+    http_get,
+    logs,
+    new_repo,
+    npm_project,
+    protocol,
+    server,
+)
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 

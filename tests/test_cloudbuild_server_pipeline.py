@@ -9,8 +9,23 @@ import tarfile
 import time
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    OTHER_TOKEN, TOKEN, Client, ServerProc, actions, client, final, git_daemon, http_get, http_request,
-    logs, new_repo, npm_project, protocol, python_project, server)
+    OTHER_TOKEN,
+    TOKEN,
+    Client,
+    ServerProc,
+    actions,
+    client,
+    final,
+    git_daemon,
+    http_get,
+    http_request,
+    logs,
+    new_repo,
+    npm_project,
+    protocol,
+    python_project,
+    server,
+)
 
 
 def publish_git(client: Client, url: str, **extra) -> dict:

@@ -11,14 +11,30 @@ import os
 import signal
 import tarfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    OTHER_TOKEN, TOKEN, Client, ServerProc, actions, client, commit_tree, final, git, git_daemon,
-    http_get, http_request, logs, new_repo, npm_project, protocol, server)
+    OTHER_TOKEN,
+    TOKEN,
+    Client,
+    ServerProc,
+    actions,
+    client,
+    commit_tree,
+    final,
+    git,
+    git_daemon,
+    http_get,
+    http_request,
+    logs,
+    new_repo,
+    npm_project,
+    protocol,
+    server,
+)
 
 
 def payload(url: str, **extra) -> dict:
@@ -166,9 +182,10 @@ def _sleeper(pid_dir: Path) -> dict[str, str]:
     """A build that starts a child and a grandchild, records their pids, then waits forever."""
     return npm_project(build_js=(
         "const fs = require('fs'); const cp = require('child_process');\n"
-        "const c = cp.spawn('sh', ['-c', 'sleep 300 & echo $! > %s/grandchild; wait'], {stdio: 'ignore'});\n"
-        "fs.writeFileSync('%s/child', String(c.pid)); fs.writeFileSync('%s/node', String(process.pid));\n"
-        "console.log('sleeping'); setInterval(() => {}, 1000);\n" % (pid_dir, pid_dir, pid_dir)))
+        f"const c = cp.spawn('sh', ['-c', 'sleep 300 & echo $! > {pid_dir}/grandchild; wait'], {{stdio: 'ignore'}});\n"
+        f"fs.writeFileSync('{pid_dir}/child', String(c.pid));\n"
+        f"fs.writeFileSync('{pid_dir}/node', String(process.pid));\n"
+        "console.log('sleeping'); setInterval(() => {}, 1000);\n"))
 
 
 def _pids(pid_dir: Path) -> list[int]:
@@ -336,7 +353,7 @@ def test_artifacts_do_not_follow_symlinks(client, server, git_daemon):
 
 # -- release gates ---------------------------------------------------------------------------
 def test_freeze_window_refuses_prod_and_pre_build_checks_must_pass(tmp_path, git_daemon):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     config = {"freeze-windows": [{"name": "year-end freeze", "start": (now - timedelta(hours=1)).isoformat(),
                                   "end": (now + timedelta(hours=1)).isoformat()},
                                  {"name": "past", "start": "2020-01-01T00:00:00Z", "end": "2020-01-02T00:00:00Z"}],
