@@ -494,7 +494,7 @@ class Dashboard:
                 return got
             fresh = await asyncio.to_thread(read) if len(want) > 20 else read()
         elif hasattr(self.store, "redis") and want:
-            from .redis_store import _decode, key
+            from .backends.redis.store import _decode, key
 
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for task_id in want:

@@ -184,7 +184,7 @@ class RedisIndex:
             if not await self.redis.set(f"{REDIS_PREFIX}indexed", "1", nx=True):
                 self._built = True
                 return
-            from .redis_store import _decode
+            from .backends.redis.store import _decode
 
             async for key in self.redis.scan_iter(match="flowcb:task:*", count=1000):
                 k = key.decode() if isinstance(key, bytes) else key

@@ -26,7 +26,7 @@ class RedisOptions:
     heartbeat_timeout: float = 30.0    # seconds without a heartbeat before a job is retried
     max_attempts: int = 3              # deliveries of one job before the task fails
     process_id: str = field(default_factory=lambda: worker_id())
-    member: Any = None                 # redis_members.Member, made by ``membership``
+    member: Any = None                 # backends.redis.members.Member, made by ``membership``
 
     @property
     def serves_clients(self) -> bool:
@@ -61,8 +61,8 @@ def shared_path(cfg: Any, opts: RedisOptions) -> Path:
 
 
 def membership(cfg: Any, opts: RedisOptions) -> Any:
-    """This process's ``redis_members.Member`` (made once)."""
-    from .redis_members import Member
+    """This process's ``backends.redis.members.Member`` (made once)."""
+    from .backends.redis.members import Member
 
     if opts.member is None:
         opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts),
@@ -72,56 +72,21 @@ def membership(cfg: Any, opts: RedisOptions) -> Any:
 
 def join(cfg: Any, opts: RedisOptions) -> None:
     """Before listening: register, and refuse (ServerConfigError) when another live process of
-    the deployment does not see this process's shared dir (redis_members, "Shared-dir probe")."""
-    from .redis_members import join as join_members
+    the deployment does not see this process's shared dir (backends.redis.members, "Shared-dir probe")."""
+    from .backends.redis.members import join as join_members
 
     join_members(opts.url, membership(cfg, opts))
 
 
 def client_manager(opts: RedisOptions) -> Any:
     """The AsyncServer's client manager: pub/sub across gateways; a worker only writes."""
-    from .redis_fanout import task_manager_class
+    from .backends.redis.fanout import task_manager_class
 
     return task_manager_class()(opts.url, channel="flowcb-socketio", write_only=not opts.serves_clients)
 
 
 def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
     """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
-    import redis.asyncio as aioredis
+    from .backends.redis import make_service as make
 
-    from .pipeline import Paths
-    from .redis_artifacts import SharedArtifactStore
-    from .redis_fanout import TaskFanout
-    from .redis_locks import RedisLocks
-    from .redis_members import NoWorkerWatch, Presence
-    from .redis_queue import RedisStreamQueue
-    from .redis_service import RedisBus, RedisPolicy
-    from .redis_store import RedisTaskStore
-    from .service import TaskService
-
-    shared = shared_path(cfg, opts)
-    r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
-                                retry_on_timeout=True)
-    me = opts.process_id
-    # records and logs expire a day after retention-days (the sweep deletes them on time, and
-    # keeps prod releases); retention-days 0 keeps them
-    store = RedisTaskStore(r, retention=int((cfg.retention_days + 1) * 86400) if cfg.retention_days > 0 else None)
-    queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
-                             consume=opts.runs_builds, per_group=cfg.max_builds_per_token)
-    artifacts = SharedArtifactStore(shared / "artifacts", r)
-    manager = sio.manager
-    fanout = None
-    if opts.serves_clients:
-        fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
-        manager.fanout = fanout
-    paths = Paths(cfg.data_dir)
-    paths.uploads = shared / "uploads"      # gateways store them, workers read them
-    paths.artifacts = shared / "artifacts"
-    service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
-                          bus=RedisBus(manager, fanout), paths=paths,
-                          policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
-    service.companions.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
-    if opts.serves_clients:
-        service.companions.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
-                                                queue_timeout=cfg.queue_timeout))
-    return service
+    return make(cfg, opts, sio)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .artifacts import LocalArtifactStore
+from ...artifacts import LocalArtifactStore
 
 RELEASES = "flowcb:releases"
 

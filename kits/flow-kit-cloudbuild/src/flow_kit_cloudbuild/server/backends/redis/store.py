@@ -25,8 +25,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import protocol
-from .policy import is_id
+from .... import protocol
+from ...policy import is_id
 
 PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
-from .errors import ServerConfigError
-from .redis_queue import GROUP, PARKED, STREAM
-from .redis_store import RETENTION, key
+from .... import protocol
+from ...errors import ServerConfigError
+from .queue import GROUP, PARKED, STREAM
+from .store import RETENTION, key
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 

@@ -1,12 +1,12 @@
-"""Redis mode's run policy and message bus: the parts of the task service that differ when
-gateways and workers are separate processes (assembled by ``roles.make_service``).
+"""Redis mode's run policy: how the task service runs tasks when gateways and workers are
+separate processes (assembled with the other Redis parts by ``backends.redis.make_service``).
 
 What differs from the embedded server:
 
 * messages are stored in Redis (``RedisTaskStore``, which retries while Redis is unreachable)
   and published through python-socketio's Redis manager to the task's room; each gateway passes
-  them on in seq order (``TaskFanout``), and attaching a socket is the fan-out's ``attach``
-  (``RedisBus``);
+  them on in seq order (``fanout.TaskFanout``), and attaching a socket is the fan-out's
+  ``attach`` (``fanout.RedisBus``);
 * a worker takes a job from the Redis stream queue; the delivery count is the attempt number.
   A retried attempt says so in the log (which attempt, why) and runs in a fresh work dir; past
   ``max_attempts`` the task fails with the reason. A job taken over by another worker (this one
@@ -16,7 +16,7 @@ What differs from the embedded server:
 * publishes of one name, version and channel are serialised by a Redis lock;
 * a worker that stops (SIGTERM) leaves its tasks for another worker instead of failing them;
 * while no worker is up, gateways tell waiting tasks and fail them after the queue timeout
-  (``redis_members``); a worker that resumes a task failed that way stops it quietly.
+  (``members.NoWorkerWatch``); a worker that resumes a task failed that way stops it quietly.
 """
 
 from __future__ import annotations
@@ -27,40 +27,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .. import protocol
-from .redis_locks import RedisLocks
-from .redis_members import CLOSED
-from .redis_queue import current_job
+from .... import protocol
+from .locks import RedisLocks
+from .members import CLOSED
+from .queue import current_job
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 CANCEL_POLL = 0.5       # seconds between two looks at a running task's cancel key
-
-
-class RedisBus:
-    """Publish to every gateway (``emitter``: an ``AsyncRedisManager``, write-only in a worker);
-    a gateway's ``fanout`` (None in a worker) passes messages on to its sockets and attaches them."""
-
-    def __init__(self, emitter: Any, fanout: Any) -> None:
-        self.emitter = emitter
-        self.fanout = fanout
-
-    async def start(self) -> None:
-        if self.fanout is not None:
-            self.fanout.start()
-
-    async def stop(self) -> None:
-        if self.fanout is not None:
-            await self.fanout.stop()
-
-    async def publish(self, task_id: str, msg: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):  # pub/sub is best effort: gateways fill gaps
-            await self.emitter.emit(protocol.EVENT_MESSAGE, msg, namespace="/", room=task_id)
-
-    async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
-        await self.fanout.attach(sid, task_id, after_seq)
-
-    async def flush(self, limit: float) -> None:
-        """Nothing waits here: the gateways hold what their clients have not read yet."""
 
 
 class RedisPolicy:

@@ -31,9 +31,9 @@ import logging
 import time
 from typing import Any
 
-from .. import protocol
-from .bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
-from .policy import is_id
+from .... import protocol
+from ...bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
+from ...policy import is_id
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 SWEEP_EVERY = 1.0
@@ -272,3 +272,30 @@ def _lost_message(task_id: str, seq: int, after: dict[str, Any]) -> dict[str, An
     return protocol.make_message(task_id, seq, protocol.ACTION_LOG,
                                  f"(message {seq} was lost: Redis restarted without its data)",
                                  step=step, stream="stderr", lines=1)
+
+
+class RedisBus:
+    """Publish to every gateway (``emitter``: an ``AsyncRedisManager``, write-only in a worker);
+    a gateway's ``fanout`` (None in a worker) passes messages on to its sockets and attaches them."""
+
+    def __init__(self, emitter: Any, fanout: Any) -> None:
+        self.emitter = emitter
+        self.fanout = fanout
+
+    async def start(self) -> None:
+        if self.fanout is not None:
+            self.fanout.start()
+
+    async def stop(self) -> None:
+        if self.fanout is not None:
+            await self.fanout.stop()
+
+    async def publish(self, task_id: str, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # pub/sub is best effort: gateways fill gaps
+            await self.emitter.emit(protocol.EVENT_MESSAGE, msg, namespace="/", room=task_id)
+
+    async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
+        await self.fanout.attach(sid, task_id, after_seq)
+
+    async def flush(self, limit: float) -> None:
+        """Nothing waits here: the gateways hold what their clients have not read yet."""

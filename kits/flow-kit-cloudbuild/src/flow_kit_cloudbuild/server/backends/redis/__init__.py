@@ -1,0 +1,59 @@
+"""Redis mode's parts: state, queue and fan-out in Redis, files on a shared dir.
+
+``store.RedisTaskStore`` (records, per-task message streams), ``queue.RedisStreamQueue`` (a
+stream with a consumer group, per-token slots), ``artifacts.SharedArtifactStore`` (files on the
+shared dir, the releases index in Redis), ``fanout`` (``RedisBus``: publish to every gateway;
+``TaskFanout``: a gateway's sockets get them in seq order, once), ``run_policy.RedisPolicy``
+(attempts and retries, cancel through Redis, publish locks, no drain on SIGTERM),
+``members`` (presence, the shared-dir probe, the no-worker watch) and ``locks``.
+``make_service`` assembles them for one process's role (``roles.RedisOptions``).
+
+redis-py is imported only when a Redis-mode server is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...pipeline import Paths
+from ...roles import membership, shared_path
+from ...service import TaskService
+from .artifacts import SharedArtifactStore
+from .fanout import RedisBus, TaskFanout
+from .locks import RedisLocks
+from .members import NoWorkerWatch, Presence
+from .queue import RedisStreamQueue
+from .run_policy import RedisPolicy
+from .store import RedisTaskStore
+
+
+def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
+    """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
+    import redis.asyncio as aioredis
+
+    shared = shared_path(cfg, opts)
+    r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
+                                retry_on_timeout=True)
+    me = opts.process_id
+    # records and logs expire a day after retention-days (the sweep deletes them on time, and
+    # keeps prod releases); retention-days 0 keeps them
+    store = RedisTaskStore(r, retention=int((cfg.retention_days + 1) * 86400) if cfg.retention_days > 0 else None)
+    queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
+                             consume=opts.runs_builds, per_group=cfg.max_builds_per_token)
+    artifacts = SharedArtifactStore(shared / "artifacts", r)
+    manager = sio.manager
+    fanout = None
+    if opts.serves_clients:
+        fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
+        manager.fanout = fanout
+    paths = Paths(cfg.data_dir)
+    paths.uploads = shared / "uploads"      # gateways store them, workers read them
+    paths.artifacts = shared / "artifacts"
+    service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
+                          bus=RedisBus(manager, fanout), paths=paths,
+                          policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
+    service.companions.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
+    if opts.serves_clients:
+        service.companions.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
+                                                queue_timeout=cfg.queue_timeout))
+    return service
