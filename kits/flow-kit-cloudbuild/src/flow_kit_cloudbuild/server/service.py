@@ -48,10 +48,21 @@ log = logging.getLogger("flow_kit_cloudbuild.server")
 class RunPolicy(Protocol):
     """Where the modes differ in running tasks (``EmbeddedPolicy``, ``redis.policy.RedisPolicy``)."""
 
-    drains_on_sigterm: bool   # SIGTERM fails the running builds and delivers that first (cli.py)
-    sweep_guard: Any          # None, or () -> async context manager yielding whether to sweep now
-    publish_locks: Any        # None, or pipeline.PublishLocks: publishes serialised across processes
-    process_id: str           # who runs the pipelines (names the publish lock's holder)
+    @property
+    def drains_on_sigterm(self) -> bool:
+        """Whether SIGTERM fails the running builds and delivers that first (cli.py)."""
+
+    @property
+    def sweep_guard(self) -> Any:
+        """None, or () -> an async context manager yielding whether to sweep now."""
+
+    @property
+    def publish_locks(self) -> Any:
+        """None, or a ``pipeline.PublishLocks``: publishes serialised across processes."""
+
+    @property
+    def process_id(self) -> str:
+        """Who runs the pipelines (names the publish lock's holder)."""
 
     async def begin(self, service: TaskService, task_id: str) -> tuple[dict[str, Any], int] | None:
         """Start an attempt: (the record, the attempt number), or None when it must not run."""
