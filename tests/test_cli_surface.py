@@ -86,12 +86,18 @@ def test_bare_flow_prints_the_help_on_stdout(run_flow):
 
 
 def test_flow_and_the_server_print_their_version_the_same_way(run_flow):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
     from flowcore import __version__
-    from test_cloudbuild_server_cli import run_server
 
     r = run_flow("--version")
     assert r.returncode == 0 and r.stdout == f"flow {__version__}\n"
-    r = run_server("--version")
+    r = subprocess.run([sys.executable, "-m", "flow_kit_cloudbuild.server", "--version"], capture_output=True,
+                       text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO / "kits" / "flow-kit-cloudbuild" / "src")})
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"flow-cloudbuild-server \d+\.\d+\.\d+\S*\n", r.stdout), r.stdout
 

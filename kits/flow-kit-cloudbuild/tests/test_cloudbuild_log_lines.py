@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "kits" / "flow-kit-cloudbuild" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from flow_kit_cloudbuild import protocol  # noqa: E402
 from flow_kit_cloudbuild.client import session as session_mod  # noqa: E402

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import repo_tests  # noqa: F401  (puts tests/ on sys.path)
 
 from conftest import FLOW, REPO, offline_env
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cloudbuild_server_support import ServerProc, _wait_port, free_port
 
 needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,

@@ -9,9 +9,6 @@ import time
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     TOKEN,
     Client,
@@ -24,6 +21,8 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     protocol,
     server,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     OTHER_TOKEN,
     TOKEN,

@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     GIT_ENV,
     TOKEN,
@@ -35,6 +34,7 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     protocol,
     server,
 )
+
 from flow_kit_cloudbuild.server import policy  # noqa: E402
 from flow_kit_cloudbuild.server.config import ServerConfig  # noqa: E402
 from flow_kit_cloudbuild.server.errors import RequestError, StepFailed  # noqa: E402

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import socketio
-
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for, worker_pid
 from cloudbuild_server_support import TOKEN, Client, final, http_get, http_request, logs, npm_project
 

@@ -16,14 +16,16 @@ import termios
 import time
 from pathlib import Path
 
+import repo_tests  # noqa: F401  (puts tests/ on sys.path)
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     flow,
     make_site,
     needs_node,
     server,
 )
-from conftest import FLOW
 from tcp_proxy import TcpProxy
+
+from conftest import FLOW
 
 pytestmark = needs_node
 

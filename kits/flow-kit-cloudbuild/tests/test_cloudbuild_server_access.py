@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import websocket
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     OTHER_TOKEN,
     TOKEN,

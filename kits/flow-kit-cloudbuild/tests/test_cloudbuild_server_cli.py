@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cloudbuild_server_support import ServerProc, http_get, server_env
 
 

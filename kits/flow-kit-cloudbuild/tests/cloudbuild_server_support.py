@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 KIT_SRC = REPO / "kits" / "flow-kit-cloudbuild" / "src"
 if str(KIT_SRC) not in sys.path:
     sys.path.insert(0, str(KIT_SRC))

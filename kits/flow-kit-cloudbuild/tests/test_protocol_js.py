@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cloudbuild_server_support import TOKEN, ServerProc, git_daemon, new_repo, npm_project, protocol, server  # noqa: F401  (fixtures)
 
 JS_DIR = Path(__file__).resolve().parent / "js"

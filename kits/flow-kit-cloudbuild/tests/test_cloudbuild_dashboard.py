@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     OTHER_TOKEN,
     REPO,

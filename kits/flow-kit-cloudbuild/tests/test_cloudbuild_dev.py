@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from cloudbuild_publish_support import flow, needs_node  # noqa: F401  (fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")

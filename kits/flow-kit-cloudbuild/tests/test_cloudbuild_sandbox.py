@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     OTHER_TOKEN,
     TOKEN,

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import repo_tests  # noqa: F401  (puts tests/ on sys.path)
 from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     BuildServer,
     assert_protocol_shape,
@@ -21,6 +22,7 @@ from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
     server,
 )
 from tcp_proxy import TcpProxy
+
 from wheelfactory import build_wheel
 
 pytestmark = needs_node

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for
 from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get, logs, npm_project
