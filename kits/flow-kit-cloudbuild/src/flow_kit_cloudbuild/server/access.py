@@ -170,7 +170,7 @@ def engineio_sid(sio: Any, sid: str) -> str | None:
     """The Engine.IO connection of a Socket.IO session (the manager's mapping; no public API)."""
     try:
         return sio.manager.eio_sid_from_sid(sid, "/")
-    except Exception:
+    except Exception:  # noqa: BLE001 - socketio internals: an unknown sid or a changed mapping means no connection
         return None
 
 
@@ -187,10 +187,10 @@ async def close_engineio(sio: Any, eio_sid: str | None) -> None:
     sock = getattr(sio.eio, "sockets", {}).get(eio_sid)
     try:
         await asyncio.wait_for(sio.eio.disconnect(eio_sid), CLOSE_TIMEOUT)
-    except Exception:  # already gone, or a client that reads nothing (its pings time out)
+    except Exception:  # noqa: BLE001 - already gone, or a client that reads nothing (its pings time out)
         pass
     try:
         if sock is not None:
             sock.queue.put_nowait(None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - engineio internals (its send queue): closing is best effort
         pass

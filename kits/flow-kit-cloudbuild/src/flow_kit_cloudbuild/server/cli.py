@@ -17,17 +17,19 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from flowcore.api import FlowError
 
 from .. import __version__, protocol
-from .config import (MIN_TOKEN_LENGTH, ServerConfig, apply_file, default_data_dir, load_file, parse_size,
-                     read_tokens)
+from .config import MIN_TOKEN_LENGTH, ServerConfig, apply_file, default_data_dir, load_file, parse_size, read_tokens
 from .errors import ServerConfigError
 from .sandbox import make_sandbox
+
+#: A click command callback being decorated with options (each option keeps its type).
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _server_token(data_dir: Path) -> str:
@@ -51,7 +53,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(f"{value[:40]!r} is not a size; write it like 4G, 512M or 65536") from None
 
 
-def sandbox_options(f):  # type: ignore[no-untyped-def]
+def sandbox_options(f: _Command) -> _Command:
     """The build sandbox's options (docs/cloud-build.md, "Threat model")."""
     options = [
         click.option("--no-sandbox", "no_sandbox", is_flag=True, default=False,
@@ -114,7 +116,7 @@ def check_tokens(tokens: set[str], *, from_argv: bool) -> None:
                    "in ps; put tokens in FLOW_CLOUDBUILD_TOKENS or a --tokens-file instead", err=True)
 
 
-def access_options(f):  # type: ignore[no-untyped-def]
+def access_options(f: _Command) -> _Command:
     """The handshake deadline, per-token quotas and retention (docs/cloud-build.md)."""
     options = [
         click.option("--auth-timeout", type=click.FloatRange(0.1, 3600), default=None,

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +157,8 @@ def load_file(path: Path) -> dict[str, Any]:
 
             data = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ServerConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}",
-                                "Fix the syntax") from exc
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ServerConfigError(f"config file {path} is not valid {kind}: {exc}", "Fix the syntax") from exc
     if not isinstance(data, dict):
         raise ServerConfigError(f"config file {path} must hold a table/object", "Fix the file")
     return data
@@ -176,7 +175,7 @@ def _when(value: Any, where: str) -> datetime:
                                     "Write it like 2025-12-20T00:00:00Z") from exc
     else:
         raise ServerConfigError(f"{where} must be an ISO 8601 time", "Write it like 2025-12-20T00:00:00Z")
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _argv(value: Any, where: str) -> list[str]:
@@ -191,8 +190,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     known = {"host", "port", "public-url", "concurrency", "data-dir", "build-commands", "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
-             "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user", "build-network",
-             "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
+             "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user",
+             "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -37,12 +37,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qs, quote, urlsplit
 
 from .. import protocol
 from .errors import RequestError
-from .policy import is_id
 from .store import FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -87,7 +86,8 @@ def artifact_headers(name: str) -> list[tuple[bytes, bytes]]:
     ctype, _ = mimetypes.guess_type(name)
     filename = name.rsplit("/", 1)[-1].replace('"', "").replace("\\", "")
     if ctype in _INLINE_TYPES:
-        value = ctype + ("; charset=utf-8" if ctype.startswith("text/") or ctype.endswith(("json", "javascript")) else "")
+        text = ctype.startswith("text/") or ctype.endswith(("json", "javascript"))
+        value = ctype + ("; charset=utf-8" if text else "")
         disposition = f"inline; filename*=UTF-8''{quote(filename)}"
     else:
         value, disposition = "application/octet-stream", f"attachment; filename*=UTF-8''{quote(filename)}"
@@ -465,7 +465,7 @@ class Dashboard:
 
     def _detail(self, rec: dict[str, Any]) -> dict[str, Any]:
         base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{rec['taskId']}/"
-        artifacts = [{"name": str(a.get("name")), "size": a.get("size"),
+        artifacts: list[_Artifact] = [{"name": str(a.get("name")), "size": a.get("size"),
                       "path": f"{protocol.PATH_ARTIFACTS}{rec['taskId']}/{quote(str(a.get('name')))}"}
                      for a in rec.get("artifacts") or [] if isinstance(a, dict)]
         # the site's index page first, then by name
@@ -501,7 +501,7 @@ class Dashboard:
                     pipe.hgetall(key(task_id))
                 raws = await pipe.execute()
             fresh = {}
-            for task_id, raw in zip(want, raws):
+            for task_id, raw in zip(want, raws, strict=True):  # one reply per HGETALL
                 rec = _decode(raw) if raw else {}
                 if rec.get("taskId") == task_id:
                     fresh[task_id] = rec
@@ -516,11 +516,11 @@ class Dashboard:
         return out
 
     async def _list(self, th: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        project = (query.get("project") or [None])[0] or None
-        state = (query.get("state") or [None])[0] or None
-        cursor = (query.get("cursor") or [None])[0]
+        project = _first(query, "project") or None
+        state = _first(query, "state") or None
+        cursor = _first(query, "cursor")
         try:
-            limit = min(MAX_PAGE, max(1, int((query.get("limit") or [PAGE_SIZE])[0])))
+            limit = min(MAX_PAGE, max(1, int(_first(query, "limit") or PAGE_SIZE)))
         except ValueError:
             limit = PAGE_SIZE
         if self.index is None:
@@ -645,6 +645,20 @@ class Dashboard:
             if final:
                 break
         await send({"type": "http.response.body", "body": b""})
+
+
+class _Artifact(TypedDict):
+    """One artifact of a task's detail: its name, size and path on this server."""
+
+    name: str
+    size: Any  # as the task record has it (an int from this server)
+    path: str
+
+
+def _first(query: dict[str, list[str]], key: str) -> str | None:
+    """The first value of ``key`` in a parsed query string, if it has one."""
+    values = query.get(key)
+    return values[0] if values else None
 
 
 def _state_matches(state: Any, wanted: str) -> bool:

@@ -191,9 +191,9 @@ class RedisIndex:
                 task_id = k[len("flowcb:task:"):]
                 if not is_id(task_id):
                     continue
-                raw = await self.redis.hmget(k, ["taskId", "tokenHash", "name", "createdAt"])
-                rec = _decode({f: v for f, v in zip(["taskId", "tokenHash", "name", "createdAt"], raw)
-                               if v is not None})
+                fields = ["taskId", "tokenHash", "name", "createdAt"]
+                raw = await self.redis.hmget(k, fields)  # one value (or None) per field
+                rec = _decode({f: v for f, v in zip(fields, raw, strict=True) if v is not None})
                 if rec.get("taskId") == task_id:
                     await self.add(rec)
             self._built = True

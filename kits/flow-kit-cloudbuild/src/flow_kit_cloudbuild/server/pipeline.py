@@ -24,7 +24,7 @@ from .. import protocol
 from . import policy
 from .artifacts import ArtifactStore, safe_artifact_name
 from .config import ServerConfig
-from .errors import StepFailed
+from .errors import RequestError, StepFailed
 from .process import LogBudget, run_command
 from .sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from .sources import GitSource, unpack_archive
@@ -301,7 +301,7 @@ class Pipeline:
         what = ", ".join(w for _, w in commands) + (", a Python venv" if python else "")
         await self._enter("install", f"installing dependencies: {what.lstrip(', ')}" if what
                           else "nothing to install (no package.json, pyproject.toml or requirements.txt)")
-        for argv, what in commands:
+        for argv, _ in commands:
             await self._run(argv, "install failed", network=True)
         if python:
             await self._install_python()
@@ -364,8 +364,8 @@ class Pipeline:
         if self.req["prod"]:
             try:
                 policy.check_freeze(self.cfg)
-            except Exception as exc:
-                raise StepFailed(f"refused: {getattr(exc, 'message', exc)}") from None
+            except RequestError as exc:  # a freeze window is on
+                raise StepFailed(f"refused: {exc.message}") from None
         out = next((self.src / d for d in OUTPUT_DIRS
                     if (self.src / d).is_dir() and not (self.src / d).is_symlink()), None)
         if out is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from .. import protocol
@@ -29,12 +29,12 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
 _IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+$")  # urlsplit gives a [bracketed] host without brackets
 _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):(?!/)")
 
-_PUBLISH_FIELDS = {"name": str, "version": str, "source": str, "repo": str, "ref": str,
-                   "uploadId": str, "buildCmd": (list, type(None)), "prod": bool, "force": bool,
-                   "timeout": int}
+_PUBLISH_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str, "version": str, "source": str, "repo": str, "ref": str, "uploadId": str,
+    "buildCmd": (list, type(None)), "prod": bool, "force": bool, "timeout": int}
 
 
-def is_id(value: Any) -> bool:
+def is_id(value: object) -> TypeGuard[str]:
     """Task and upload ids are server-made hex strings; anything else is not an id."""
     return isinstance(value, str) and bool(_ID_RE.match(value))
 
@@ -182,7 +182,7 @@ def check_build_command(cmd: Any, cfg: ServerConfig) -> list[str]:
 def match_allowlist(cmd: list[str], patterns: list[list[str]]) -> list[str] | None:
     for pattern in patterns:
         if len(pattern) == len(cmd) and all(
-            (p == SCRIPT and bool(_SCRIPT_RE.match(w))) or p == w for p, w in zip(pattern, cmd)
+            (p == SCRIPT and bool(_SCRIPT_RE.match(w))) or p == w for p, w in zip(pattern, cmd, strict=True)
         ):
             return pattern
     return None
@@ -193,7 +193,7 @@ def check_scripts_exist(cmd: list[str], cfg: ServerConfig, src: Path) -> None:
     pattern = match_allowlist(cmd, cfg.build_commands)
     if pattern is None:  # checked at submit already; keep the invariant
         raise StepFailed("build command is not allowed on this server")
-    names = [w for p, w in zip(pattern, cmd) if p == SCRIPT]
+    names = [w for p, w in zip(pattern, cmd, strict=True) if p == SCRIPT]  # a match has cmd's length
     if not names:
         return
     scripts = read_scripts(src)
@@ -216,7 +216,7 @@ def read_scripts(src: Path) -> dict[str, str]:
 
 
 def check_freeze(cfg: ServerConfig, now: datetime | None = None) -> None:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     for window in cfg.freeze_windows:
         if window.active(now):
             raise RequestError(protocol.ERROR_REFUSED,

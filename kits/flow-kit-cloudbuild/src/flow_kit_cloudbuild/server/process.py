@@ -199,7 +199,7 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
         _signal_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             pass
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(BaseException):

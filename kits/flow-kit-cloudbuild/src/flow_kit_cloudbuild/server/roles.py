@@ -47,7 +47,7 @@ def check_reachable(url: str) -> str | None:
             client.ping()
         finally:
             client.close()
-    except Exception as exc:  # any failure is reported the same way, with its text
+    except Exception as exc:  # noqa: BLE001 - any failure (refused, auth, DNS, bad URL) is reported with its text
         return str(exc) or type(exc).__name__
     return None
 

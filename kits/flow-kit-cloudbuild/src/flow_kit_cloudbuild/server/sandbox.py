@@ -96,9 +96,9 @@ class Sandbox:
     def readonly_paths(self) -> list[Path]:
         """System paths plus wherever the interpreter, uv and node live."""
         paths: list[Path] = [Path(p) for p in SYSTEM_PATHS]
-        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix):
-            paths.append(Path(p))
-            paths.append(Path(p).resolve())
+        for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+            paths.append(Path(prefix))
+            paths.append(Path(prefix).resolve())
         from flowcore.api import uv_binary
 
         for prog in (uv_binary(), shutil.which("node"), shutil.which("npm"), shutil.which("git")):

@@ -137,7 +137,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
     the header) before anyone sees the member; this refuses an oversized one from its header.
     """
 
-    def _proc_member(self, tar):  # type: ignore[no-untyped-def]
+    # Unannotated: tarfile's private TarInfo._proc_member is not in typeshed for mypy to check against.
+    def _proc_member(self, tar):
         if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                          tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
             long_name = self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -173,7 +174,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
         member.pax_headers = {}  # applied already; 100,000 members must not each keep 64 KiB
         return member
 
-    def _sparse_refused(self, member, *args):  # type: ignore[no-untyped-def]
+    def _sparse_refused(self, member, *args):
         raise StepFailed(f"archive entry {_short(member.name)} is a sparse file; archive it as a plain file")
 
     # pax GNU sparse formats 0.0, 0.1 and 1.0 (1.0 reads its map from the member's data, unbounded)

@@ -245,7 +245,7 @@ class Presence:
         await asyncio.to_thread(self.member.write_probe)
         try:  # registered before /healthz answers, so no gateway thinks no worker is up
             await self.beat()
-        except Exception as exc:  # Redis away at start: the loop retries
+        except Exception as exc:  # noqa: BLE001 - Redis away at start: the loop retries
             log.warning("cannot register this process in Redis: %s; retrying", exc)
         self._task = asyncio.create_task(self._loop(), name="cloudbuild-presence")
 
@@ -256,7 +256,7 @@ class Presence:
                 await self.beat()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis unreachable: keep trying
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable: keep trying; the beat must outlive it
                 log.debug("presence beat failed: %s", exc)
 
     async def stop(self) -> None:
@@ -307,7 +307,7 @@ class NoWorkerWatch:
                 await self.check()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis unreachable: the next round tries again
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable: the next round tries again
                 log.debug("no-worker watch: %s", exc)
 
     async def check(self) -> None:

@@ -216,7 +216,7 @@ class RedisStreamQueue:
                 delay = 0.2
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis unreachable or restarted without the group
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable or restarted without the group: retry
                 if "NOGROUP" in str(exc):
                     with contextlib.suppress(Exception):
                         await self._ensure_group()
@@ -294,7 +294,7 @@ class RedisStreamQueue:
                     args=[GROUP, self.consumer, job.entry_id, job.task_id if job.group else "", self._ttl_ms]))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable (retry) or the group gone (below)
                 if "NOGROUP" not in str(exc):
                     continue  # Redis unreachable: try again; the job's idle time keeps growing
                 state = -1

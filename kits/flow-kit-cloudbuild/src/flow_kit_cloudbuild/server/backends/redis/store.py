@@ -88,7 +88,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
 
 def _message(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
     entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    msg = json.loads(fields.get(b"m") or fields.get("m"))
+    msg = json.loads(fields[b"m"] if b"m" in fields else fields["m"])  # every entry has one (append)
     msg["meta"]["seq"] = int(entry_id.split("-", 1)[0])
     return msg
 
@@ -250,7 +250,7 @@ class RedisTaskStore:
                 pipe.hmget(key(task_id), "state", "finishedAt")
             got = await pipe.execute()
         rows = []
-        for task_id, (state, finished) in zip(task_ids, got):
+        for task_id, (state, finished) in zip(task_ids, got, strict=True):  # one reply per HMGET
             fields = _decode({k: v for k, v in (("state", state), ("finishedAt", finished)) if v is not None})
             rows.append((task_id, fields.get("state"), fields.get("finishedAt")))
         return rows
