@@ -139,6 +139,24 @@ def run_document(path: Path, tmp_path: Path, index_url: str | None = None) -> li
     return outputs
 
 
+def _wait_for_port_7001(timeout: float = 30) -> None:
+    """The README starts a server on flow's default port; one that is still stopping (CI's
+    literal run of the README just before) gets a moment, anything else is a clear failure."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 7001))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("127.0.0.1:7001 stays in use; the README's cloud quick start needs it")
+        time.sleep(0.2)
+
+
 def test_every_shell_example_is_run_or_says_why_not():
     unmarked = [b.where for doc in documents() for b in blocks(doc)
                 if b.skip is None and str(doc.relative_to(REPO)) not in RUN]
@@ -149,6 +167,7 @@ def test_every_shell_example_is_run_or_says_why_not():
 def test_readme_quick_starts_run_as_written(tmp_path):
     if shutil.which("bwrap") is None or shutil.which("npm") is None:
         pytest.skip("the cloud quick start needs bubblewrap and npm (apt-get install bubblewrap npm)")
+    _wait_for_port_7001()  # the quick start's server takes the default port
     outputs = run_document(REPO / "README.md", tmp_path)
     everything = "\n".join(outputs)
     assert "2 passed" in everything                       # quick start: the demo's tests
