@@ -66,27 +66,39 @@ def documents() -> list[Path]:
     return docs
 
 
-def blocks(path: Path) -> list[Block]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    found: list[Block] = []
+def _fences(lines: list[str]) -> list[tuple[int, int, str, int]]:
+    """Each fenced block: (index of the opening fence, of the closing one, language, indent)."""
+    found = []
     i = 0
     while i < len(lines):
         m = FENCE_RE.match(lines[i])
         if not m:
             i += 1
             continue
-        indent, lang = len(m.group("indent")), m.group("lang")
         j = i + 1
         while j < len(lines) and lines[j].strip() != "```":
             j += 1
+        found.append((i, j, m.group("lang"), len(m.group("indent"))))
+        i = j + 1
+    return found
+
+
+def _line_before(lines: list[str], i: int) -> str:
+    """The last non-blank line above line ``i`` (what a marker or a file name is read from)."""
+    k = i - 1
+    while k >= 0 and not lines[k].strip():
+        k -= 1
+    return lines[k].strip() if k >= 0 else ""
+
+
+def blocks(path: Path) -> list[Block]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[Block] = []
+    for i, j, lang, indent in _fences(lines):
         if lang in SHELL_LANGS:
             body = "\n".join(line[indent:] for line in lines[i + 1:j])
-            k = i - 1
-            while k >= 0 and not lines[k].strip():
-                k -= 1
-            marker = SKIP_RE.match(lines[k].strip()) if k >= 0 else None
+            marker = SKIP_RE.match(_line_before(lines, i))
             found.append(Block(path, i + 1, lang, body, marker.group("reason") if marker else None))
-        i = j + 1
     return found
 
 
@@ -101,22 +113,10 @@ def file_blocks(path: Path) -> list[tuple[str, str, int]]:
     """
     lines = path.read_text(encoding="utf-8").splitlines()
     out: list[tuple[str, str, int]] = []
-    i = 0
-    while i < len(lines):
-        m = FENCE_RE.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        j = i + 1
-        while j < len(lines) and lines[j].strip() != "```":
-            j += 1
-        k = i - 1
-        while k >= 0 and not lines[k].strip():
-            k -= 1
-        named = FILE_RE.match(lines[k].strip()) if k >= 0 else None
+    for i, j, _, _ in _fences(lines):
+        named = FILE_RE.match(_line_before(lines, i))
         if named:
             out.append((named.group("path"), "\n".join(lines[i + 1:j]) + "\n", i + 1))
-        i = j + 1
     return out
 
 
