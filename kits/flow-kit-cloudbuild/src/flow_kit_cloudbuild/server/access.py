@@ -8,8 +8,9 @@
 * ``Handshakes``: an Engine.IO connection that has not authenticated within ``timeout`` seconds
   is closed, and one address may hold only ``per_address`` such connections at once, so
   unauthenticated sockets cannot use up the server's file descriptors.
-* ``hook_engineio`` / ``close_engineio``: the two places that reach below python-socketio's
-  public API.
+
+What reaches below python-socketio's public API (the Engine.IO connect/disconnect hooks that
+feed ``Handshakes``, closing a connection down to its websocket) is in ``sio_adapter``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 
 MAX_ADDRESSES = 10_000                   # addresses the failure table remembers
 MAX_UNAUTHENTICATED_PER_ADDRESS = 16     # open connections without a valid token, per address
-CLOSE_TIMEOUT = 5.0                      # seconds to flush a refused connection's last packets
 
 
 def address_key(host: Any) -> str:
@@ -138,59 +138,3 @@ class Handshakes:
 
     def __len__(self) -> int:
         return len(self._pending)
-
-
-# -- below python-socketio's public API ---------------------------------------------------------
-def hook_engineio(sio: Any, on_open: Callable[[str, dict[str, Any]], bool],
-                  on_close: Callable[[str], None]) -> None:
-    """Call ``on_open(eio_sid, environ)`` when an Engine.IO connection opens (False refuses it)
-    and ``on_close(eio_sid)`` when it ends.
-
-    python-socketio registers its own "connect" and "disconnect" handlers on its Engine.IO
-    server and offers no hook of its own; ``eio.on()`` (public) would replace them, so this wraps
-    the registered ones, read from engineio's ``handlers`` dict (not public API).
-    """
-    eio = sio.eio
-    inner_connect, inner_disconnect = eio.handlers["connect"], eio.handlers["disconnect"]
-
-    async def connect(eio_sid: str, environ: dict[str, Any]) -> Any:
-        if not on_open(eio_sid, environ):
-            return False  # engineio answers the handshake with 401 and closes
-        return await inner_connect(eio_sid, environ)
-
-    async def disconnect(eio_sid: str, reason: Any = None) -> Any:
-        on_close(eio_sid)
-        return await inner_disconnect(eio_sid, reason)
-
-    eio.on("connect", connect)
-    eio.on("disconnect", disconnect)
-
-
-def engineio_sid(sio: Any, sid: str) -> str | None:
-    """The Engine.IO connection of a Socket.IO session (the manager's mapping; no public API)."""
-    try:
-        return sio.manager.eio_sid_from_sid(sid, "/")
-    except Exception:  # noqa: BLE001 - socketio internals: an unknown sid or a changed mapping means no connection
-        return None
-
-
-async def close_engineio(sio: Any, eio_sid: str | None) -> None:
-    """Close a whole Engine.IO connection, down to its websocket.
-
-    engineio's ``AsyncServer.disconnect`` (public) queues a CLOSE packet after what is already
-    queued (e.g. the CONNECT_ERROR that says why) but leaves the websocket open until the client
-    closes it, which a hostile client never does. A ``None`` in the socket's send queue (engineio
-    internals: ``sockets`` and ``queue``) ends engineio's writer, which then closes the websocket.
-    """
-    if eio_sid is None:
-        return
-    sock = getattr(sio.eio, "sockets", {}).get(eio_sid)
-    try:
-        await asyncio.wait_for(sio.eio.disconnect(eio_sid), CLOSE_TIMEOUT)
-    except Exception:  # noqa: BLE001 - already gone, or a client that reads nothing (its pings time out)
-        pass
-    try:
-        if sock is not None:
-            sock.queue.put_nowait(None)
-    except Exception:  # noqa: BLE001 - engineio internals (its send queue): closing is best effort
-        pass

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__, protocol
-from . import access, housekeeping, policy
+from . import access, housekeeping, policy, sio_adapter
 from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .dashboard import ARTIFACT_SECURITY_HEADERS, Dashboard, artifact_headers
@@ -62,9 +62,10 @@ class Server:
         self._tokens = [t.encode("utf-8") for t in cfg.tokens]
         self._sessions: dict[str, str] = {}  # sid -> token hash
         self.failures = access.FailureLimiter(cfg.auth_failures, cfg.auth_window)
-        self.handshakes = access.Handshakes(cfg.auth_timeout, lambda eio_sid: access.close_engineio(self.sio, eio_sid))
+        self.handshakes = access.Handshakes(
+            cfg.auth_timeout, lambda eio_sid: sio_adapter.close_connection(self.sio, eio_sid))
         self._receiving: dict[str, dict[str, int]] = {}  # token hash -> {upload id: bytes so far}
-        access.hook_engineio(self.sio, lambda eio_sid, environ: self.handshakes.opened(
+        sio_adapter.hook_engineio(self.sio, lambda eio_sid, environ: self.handshakes.opened(
             eio_sid, access.environ_address(environ)), self.handshakes.closed)
         self._background: set[asyncio.Future[Any]] = set()
         self._register_events()
@@ -109,12 +110,12 @@ class Server:
 
         @sio.event
         async def connect(sid: str, environ: dict, auth: Any = None) -> None:
-            eio_sid = access.engineio_sid(sio, sid)
+            eio_sid = sio_adapter.engineio_sid(sio, sid)
 
             def refuse(code: str, message: str, **extra: Any) -> ConnectionRefusedError:
                 # close the whole connection once the refusal (queued before it) went out, so a
                 # client cannot try token after token on one socket
-                self._later(lambda: access.close_engineio(sio, eio_sid))
+                self._later(lambda: sio_adapter.close_connection(sio, eio_sid))
                 # CONNECT_ERROR {"message": sentence, "data": {"code", "message", ...}}: plain
                 # JSON that any Socket.IO client reads (err.message, err.data in JavaScript)
                 return ConnectionRefusedError(message, protocol.refusal(code, message, **extra))

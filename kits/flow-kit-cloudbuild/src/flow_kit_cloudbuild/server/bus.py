@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from . import sio_adapter
+
 BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
 BACKLOG_LIMIT = 2000      # packets a watcher may have queued before the build waits for it
 REPLAY_QUEUE_BYTES = 4 * 1024 * 1024  # bytes queued for a socket before its replay waits for it
@@ -51,3 +53,18 @@ class TaskLocks:
     def drop(self, task_id: str) -> None:
         """Forget a finished task's lock."""
         self._locks.pop(task_id, None)
+
+
+async def wait_for_socket(sio: Any, eio_sid: str) -> bool:
+    """Pace a replay: wait until what is queued for the Engine.IO connection is under
+    ``BACKLOG_LIMIT`` packets and ``REPLAY_QUEUE_BYTES``; False once it is gone."""
+    seen = -1
+    while True:
+        size = sio_adapter.queued_packets(sio, eio_sid)
+        if size is None:
+            return False
+        if size != seen:  # a socket that reads nothing costs no more looks at its queue
+            seen = size
+            if size <= BACKLOG_LIMIT and sio_adapter.queued_bytes(sio, eio_sid) <= REPLAY_QUEUE_BYTES:
+                return True
+        await asyncio.sleep(0.005)

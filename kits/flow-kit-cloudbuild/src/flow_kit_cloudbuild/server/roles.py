@@ -80,9 +80,9 @@ def join(cfg: Any, opts: RedisOptions) -> None:
 
 def client_manager(opts: RedisOptions) -> Any:
     """The AsyncServer's client manager: pub/sub across gateways; a worker only writes."""
-    from .backends.redis.fanout import task_manager_class
+    from .sio_adapter import redis_manager_class
 
-    return task_manager_class()(opts.url, channel="flowcb-socketio", write_only=not opts.serves_clients)
+    return redis_manager_class()(opts.url, channel="flowcb-socketio", write_only=not opts.serves_clients)
 
 
 def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:

@@ -18,8 +18,9 @@ import asyncio
 from typing import Any
 
 from ... import protocol
+from .. import sio_adapter
 from ..artifacts import ArtifactStore, LocalArtifactStore
-from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES, TaskLocks
+from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES, TaskLocks, wait_for_socket
 from ..config import ServerConfig
 from ..queue import InProcessQueue, JobQueue
 from ..service import TaskService
@@ -94,12 +95,11 @@ class RoomBus:
         self.store = store
         self.locks = locks
         self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
+        self._encode: Any = None
         try:
-            from socketio import packet as sio_packet
-
-            self._packet_class, self._event_type = sio.packet_class, sio_packet.EVENT
-        except (ImportError, AttributeError):  # pragma: no cover - an unexpected python-socketio: plain emit
-            self._packet_class, self._event_type = None, None
+            self._encode = sio_adapter.event_encoder(sio)
+        except RuntimeError:  # pragma: no cover - an unexpected python-socketio: plain emit
+            pass
 
     async def start(self) -> None:
         pass
@@ -117,12 +117,7 @@ class RoomBus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while loop.time() < deadline:
-            try:  # engineio's per-socket queue: not public API, so never fail because of it
-                busy = any(not sock.closed and sock.queue.qsize()
-                           for sock in list(self.sio.eio.sockets.values()))
-            except Exception:  # noqa: BLE001 - engineio internals must not fail a flush
-                busy = False
-            if not busy:
+            if not sio_adapter.any_queued(self.sio):
                 await asyncio.sleep(0.05)  # the writer's last batch: from its hands to the wire
                 return
             await asyncio.sleep(0.01)
@@ -136,15 +131,12 @@ class RoomBus:
         participants = list(self.sio.manager.get_participants("/", room))
         if not participants:
             return
-        if self._packet_class is None:
+        if self._encode is None:
             await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=room)
             return
-        encoded = self._packet_class(self._event_type, namespace="/", data=[protocol.EVENT_MESSAGE, msg]).encode()
+        encoded = self._encode(protocol.EVENT_MESSAGE, msg)
         for _sid, eio_sid in participants:
-            try:
-                await self.sio.eio.send(eio_sid, encoded)
-            except Exception:  # noqa: BLE001 - a socket that went away meanwhile (engineio raises several kinds)
-                pass
+            await sio_adapter.send_encoded(self.sio, eio_sid, encoded)
 
     async def _wait_for_watchers(self, task_id: str) -> None:
         """Backpressure: let no watcher fall more than BACKLOG_LIMIT packets behind.
@@ -158,16 +150,10 @@ class RoomBus:
             await asyncio.sleep(0.005)
 
     def _backlog(self, task_id: str) -> int:
-        try:  # engineio's per-socket queue: not public API, so never fail because of it
-            sockets = self.sio.eio.sockets
-            worst = 0
-            for _sid, eio_sid in self.sio.manager.get_participants("/", task_id):
-                sock = sockets.get(eio_sid)
-                if sock is not None and not sock.closed:
-                    worst = max(worst, sock.queue.qsize())
-            return worst
-        except Exception:  # noqa: BLE001 - engineio internals: no backlog known, no backpressure
-            return 0
+        worst = 0
+        for _sid, eio_sid in self.sio.manager.get_participants("/", task_id):
+            worst = max(worst, sio_adapter.queued_packets(self.sio, eio_sid) or 0)
+        return worst
 
     async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
         """Send stored messages after ``after_seq`` to one socket, then join it to the live room.
@@ -205,45 +191,22 @@ class RoomBus:
 
         Returns the seq of the last one sent (``after_seq`` if none), None if the socket is gone.
         """
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        eio_sid = sio_adapter.engineio_sid(self.sio, sid)
         if eio_sid is None:
             return None
         seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
         async for msg in self.store.messages(task_id, after_seq):
             if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
-                if not await self._wait_for_socket(eio_sid):
+                if not await wait_for_socket(self.sio, eio_sid):
                     return None
                 queued = pending = 0
-            if self._packet_class is None:
+            if self._encode is None:
                 await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=sid)
             else:
-                encoded = self._packet_class(self._event_type, namespace="/",
-                                             data=[protocol.EVENT_MESSAGE, msg]).encode()
-                try:
-                    await self.sio.eio.send(eio_sid, encoded)
-                except Exception:  # noqa: BLE001 - the socket went away meanwhile (engineio raises several kinds)
+                encoded = self._encode(protocol.EVENT_MESSAGE, msg)
+                if not await sio_adapter.send_encoded(self.sio, eio_sid, encoded):
                     return None
                 queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
             pending += 1
             seq = msg["meta"]["seq"]
         return seq
-
-    async def _wait_for_socket(self, eio_sid: str) -> bool:
-        """Wait until the socket's queue is under both replay bounds; False once it is gone."""
-        seen = -1
-        while True:
-            try:  # engineio's per-socket queue: not public API, so never fail because of it
-                sock = self.sio.eio.sockets.get(eio_sid)
-                if sock is None or sock.closed:
-                    return False
-                queue = sock.queue
-                size = queue.qsize()
-                if size != seen:  # a socket that reads nothing costs no more looks at its queue
-                    seen = size
-                    if size <= BACKLOG_LIMIT and sum(
-                            len(p.data) for p in list(queue._queue)
-                            if isinstance(getattr(p, "data", None), (str, bytes))) <= REPLAY_QUEUE_BYTES:
-                        return True
-            except Exception:  # noqa: BLE001 - engineio internals: send on, unpaced, rather than fail
-                return True
-            await asyncio.sleep(0.005)

@@ -45,7 +45,7 @@ def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
     fanout = None
     if opts.serves_clients:
         fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
-        manager.fanout = fanout
+        manager.on_emit = fanout.on_emit
     paths = Paths(cfg.data_dir)
     paths.uploads = shared / "uploads"      # gateways store them, workers read them
     paths.artifacts = shared / "artifacts"

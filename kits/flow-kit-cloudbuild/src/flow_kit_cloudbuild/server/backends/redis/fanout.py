@@ -1,10 +1,10 @@
 """Gateway side of Redis mode: task messages to this process's sockets, in seq order, once.
 
 Workers publish each task message through python-socketio's Redis manager (a write-only
-``AsyncRedisManager``) to the room named by the task id; every gateway's ``TaskRedisManager``
-receives it. Redis pub/sub delivers at most once and may reorder against a replay, so a
-gateway does not pass task messages on blindly: it keeps, per watching socket, the last seq
-it sent, and
+``AsyncRedisManager``) to the room named by the task id; every gateway's manager
+(``sio_adapter.redis_manager_class``) receives it and hands it to ``TaskFanout.on_emit``.
+Redis pub/sub delivers at most once and may reorder against a replay, so a gateway does not
+pass task messages on blindly: it keeps, per watching socket, the last seq it sent, and
 
 * sends a message whose seq is the next one; drops one it already sent;
 * fills a gap (a message lost while the gateway's subscription was reconnecting, or a replay
@@ -32,30 +32,13 @@ import time
 from typing import Any
 
 from .... import protocol
-from ...bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES
+from ... import sio_adapter
+from ...bus import BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES, wait_for_socket
 from ...policy import is_id
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 SWEEP_EVERY = 1.0
 REPLAY_BATCH = 16   # messages a replay reads from the stream at once (each up to 64 KiB)
-
-
-def task_manager_class() -> type:
-    """``AsyncRedisManager`` whose task messages go through a ``TaskFanout`` (imported lazily)."""
-    import socketio
-
-    class TaskRedisManager(socketio.AsyncRedisManager):
-        fanout: TaskFanout | None = None
-
-        async def _handle_emit(self, message: dict) -> None:
-            room, data = message.get("room"), message.get("data")
-            if (self.fanout is not None and message.get("event") == protocol.EVENT_MESSAGE
-                    and is_id(room) and isinstance(data, list) and len(data) == 1):
-                await self.fanout.deliver(room, data[0])
-                return
-            await super()._handle_emit(message)
-
-    return TaskRedisManager
 
 
 class TaskFanout:
@@ -68,10 +51,16 @@ class TaskFanout:
         self._missing_since: dict[str, float] = {}
         self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
         self._sweeper: asyncio.Task[None] | None = None
-        from socketio import packet
+        encode = sio_adapter.event_encoder(sio)
+        self._packet = lambda msg: encode(protocol.EVENT_MESSAGE, msg)
 
-        self._packet = lambda msg: sio.packet_class(packet.EVENT, namespace="/",
-                                                    data=[protocol.EVENT_MESSAGE, msg]).encode()
+    async def on_emit(self, event: Any, room: Any, data: Any) -> bool:
+        """The manager's hook (``sio_adapter.redis_manager_class``): a task message from Redis
+        goes through ``deliver``; True when it was one (python-socketio delivers anything else)."""
+        if event == protocol.EVENT_MESSAGE and is_id(room) and isinstance(data, list) and len(data) == 1:
+            await self.deliver(room, data[0])
+            return True
+        return False
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="cloudbuild-fanout-sweep")
@@ -105,7 +94,7 @@ class TaskFanout:
             async with self._lock(task_id):  # out of the room: live messages skip it meanwhile
                 await self.sio.leave_room(sid, task_id)
                 self._cursors.get(task_id, {}).pop(sid, None)
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+            eio_sid = sio_adapter.engineio_sid(self.sio, sid)
             if eio_sid is None:
                 return
             seq = after_seq
@@ -134,41 +123,19 @@ class TaskFanout:
         seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
         async for msg in self.store.messages(task_id, after_seq, batch=REPLAY_BATCH):
             if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
-                if not await self._wait_for_socket(eio_sid):
+                if not await wait_for_socket(self.sio, eio_sid):
                     return None
                 queued = pending = 0
             now = msg["meta"]["seq"]
             packets = [self._packet(_lost_message(task_id, lost, msg)) for lost in range(seq + 1, now)]
             packets.append(self._packet(msg))  # a hole in the stream never fills: it was said above
             for encoded in packets:
-                try:
-                    await self.sio.eio.send(eio_sid, encoded)
-                except Exception:  # noqa: BLE001 - the socket went away meanwhile (engineio raises several kinds)
+                if not await sio_adapter.send_encoded(self.sio, eio_sid, encoded):
                     return None
                 queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
                 pending += 1
             seq = now
         return seq
-
-    async def _wait_for_socket(self, eio_sid: str) -> bool:
-        """Wait until the socket's queue is under both replay bounds; False once it is gone."""
-        seen = -1
-        while True:
-            try:  # engineio's per-socket queue: not public API, so never fail because of it
-                sock = self.sio.eio.sockets.get(eio_sid)
-                if sock is None or sock.closed:
-                    return False
-                queue = sock.queue
-                size = queue.qsize()
-                if size != seen:  # a socket that reads nothing costs no more looks at its queue
-                    seen = size
-                    if size <= BACKLOG_LIMIT and sum(
-                            len(p.data) for p in list(queue._queue)
-                            if isinstance(getattr(p, "data", None), (str, bytes))) <= REPLAY_QUEUE_BYTES:
-                        return True
-            except Exception:  # noqa: BLE001 - engineio internals: send on, unpaced, rather than fail
-                return True
-            await asyncio.sleep(0.005)
 
     async def deliver(self, task_id: str, msg: dict[str, Any]) -> None:
         if not self._watchers(task_id):
@@ -212,8 +179,7 @@ class TaskFanout:
                 cursors[sid] = seq
 
     async def _send(self, eio_sid: str, encoded: Any) -> None:
-        with contextlib.suppress(Exception):  # a socket that went away meanwhile
-            await self.sio.eio.send(eio_sid, encoded)
+        await sio_adapter.send_encoded(self.sio, eio_sid, encoded)  # False: it went away meanwhile
 
     # -- the safety net ------------------------------------------------------------------------
     async def _sweep(self) -> None:
@@ -253,7 +219,7 @@ class TaskFanout:
 
     async def _close_lost(self, task_id: str, floor: int) -> None:
         """Redis lost this task (restarted without persistence) and no worker brought it back."""
-        self.store._written_seq[task_id] = floor
+        self.store.continue_after(task_id, floor)
         msg = await self.store.append(
             task_id, protocol.STATE_FAILED,
             "the build service lost this task's state (Redis restarted without its data) and no "

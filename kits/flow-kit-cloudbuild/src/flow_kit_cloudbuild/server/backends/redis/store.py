@@ -132,6 +132,11 @@ class RedisTaskStore:
         """Keep the whole record of a task this process runs, to rewrite it if Redis loses it."""
         self._records[record["taskId"]] = {k: v for k, v in record.items() if k != "lastSeq"}
 
+    def continue_after(self, task_id: str, seq: int) -> None:
+        """Number this process's next message of the task after ``seq`` even if Redis has less
+        (it lost the task): a gateway closing a lost task continues after what its clients got."""
+        self._written_seq[task_id] = seq
+
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
         cached = self._records.get(task_id)
         if cached is not None:
