@@ -10,6 +10,8 @@ the message its seq; ``attach`` replays what is stored and then joins the live m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from . import sio_adapter
@@ -68,3 +70,49 @@ async def wait_for_socket(sio: Any, eio_sid: str) -> bool:
             if size <= BACKLOG_LIMIT and sio_adapter.queued_bytes(sio, eio_sid) <= REPLAY_QUEUE_BYTES:
                 return True
         await asyncio.sleep(0.005)
+
+
+class ReplaySlots:
+    """One replay per (socket, task): a new attach of the task on the socket supersedes the replay
+    still going (cancelled, its queued packets left as they are), so repeated attaches never
+    multiply what is queued for one socket."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
+
+    @contextlib.asynccontextmanager
+    async def take(self, sid: str, task_id: str) -> AsyncIterator[None]:
+        key = (sid, task_id)
+        me = asyncio.current_task()
+        previous = self._running.get(key)
+        if me is not None:
+            self._running[key] = me
+        try:
+            if previous is not None and previous is not me and not previous.done():
+                previous.cancel()
+                await asyncio.wait([previous])  # its packets are queued; it sends no more
+            yield
+        finally:
+            if self._running.get(key) is me:
+                del self._running[key]
+
+
+class ReplayPacer:
+    """Paces one replay to one socket: before a packet, every ``BACKPRESSURE_EVERY`` packets or
+    ``REPLAY_QUEUE_BYTES / 16`` bytes, wait until the socket has read what was queued."""
+
+    def __init__(self, sio: Any, eio_sid: str) -> None:
+        self.sio, self.eio_sid = sio, eio_sid
+        self.queued, self.pending = 0, BACKPRESSURE_EVERY  # look at the queue before the first
+
+    async def ready(self) -> bool:
+        """False once the socket is gone."""
+        if self.pending >= BACKPRESSURE_EVERY or self.queued >= REPLAY_QUEUE_BYTES // 16:
+            if not await wait_for_socket(self.sio, self.eio_sid):
+                return False
+            self.queued = self.pending = 0
+        return True
+
+    def sent(self, encoded: object) -> None:
+        self.queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
+        self.pending += 1

@@ -20,7 +20,7 @@ from typing import Any
 from ... import protocol
 from .. import sio_adapter
 from ..artifacts import ArtifactStore, LocalArtifactStore
-from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES, TaskLocks, wait_for_socket
+from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, ReplayPacer, ReplaySlots, TaskLocks
 from ..config import ServerConfig
 from ..queue import InProcessQueue, JobQueue
 from ..service import TaskService
@@ -94,7 +94,7 @@ class RoomBus:
         self.sio = sio
         self.store = store
         self.locks = locks
-        self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
+        self._replays = ReplaySlots()
         self._encode: Any = None
         try:
             self._encode = sio_adapter.event_encoder(sio)
@@ -160,15 +160,7 @@ class RoomBus:
 
         Supersedes a replay of the same task to the same socket that is still going.
         """
-        key = (sid, task_id)
-        me = asyncio.current_task()
-        previous = self._replays.get(key)
-        if me is not None:
-            self._replays[key] = me
-        try:
-            if previous is not None and previous is not me and not previous.done():
-                previous.cancel()
-                await asyncio.wait([previous])  # its packets are queued; it sends no more
+        async with self._replays.take(sid, task_id):
             await self.sio.leave_room(sid, task_id)
             seq = after_seq
             while True:  # catch up without the lock, while the build goes on
@@ -182,9 +174,6 @@ class RoomBus:
                 if await self._replay_stored(sid, task_id, seq) is None:
                     return
                 await self.sio.enter_room(sid, task_id)
-        finally:
-            if self._replays.get(key) is me:
-                del self._replays[key]
 
     async def _replay_stored(self, sid: str, task_id: str, after_seq: int) -> int | None:
         """Send the stored messages after ``after_seq`` to ``sid`` as fast as it reads them.
@@ -194,19 +183,17 @@ class RoomBus:
         eio_sid = sio_adapter.engineio_sid(self.sio, sid)
         if eio_sid is None:
             return None
-        seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
+        seq, pacer = after_seq, ReplayPacer(self.sio, eio_sid)
         async for msg in self.store.messages(task_id, after_seq):
-            if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
-                if not await wait_for_socket(self.sio, eio_sid):
-                    return None
-                queued = pending = 0
+            if not await pacer.ready():
+                return None
             if self._encode is None:
                 await self.sio.emit(protocol.EVENT_MESSAGE, msg, to=sid)
+                pacer.sent(None)
             else:
                 encoded = self._encode(protocol.EVENT_MESSAGE, msg)
                 if not await sio_adapter.send_encoded(self.sio, eio_sid, encoded):
                     return None
-                queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
-            pending += 1
+                pacer.sent(encoded)
             seq = msg["meta"]["seq"]
         return seq

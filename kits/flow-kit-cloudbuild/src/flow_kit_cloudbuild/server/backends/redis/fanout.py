@@ -33,7 +33,7 @@ from typing import Any
 
 from .... import protocol
 from ... import sio_adapter
-from ...bus import BACKPRESSURE_EVERY, REPLAY_QUEUE_BYTES, wait_for_socket
+from ...bus import ReplayPacer, ReplaySlots
 from ...policy import is_id
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -49,7 +49,7 @@ class TaskFanout:
         self._cursors: dict[str, dict[str, int]] = {}   # task -> sid -> last seq sent
         self._locks: dict[str, asyncio.Lock] = {}
         self._missing_since: dict[str, float] = {}
-        self._replays: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (sid, taskId) -> its replay
+        self._replays = ReplaySlots()
         self._sweeper: asyncio.Task[None] | None = None
         encode = sio_adapter.event_encoder(sio)
         self._packet = lambda msg: encode(protocol.EVENT_MESSAGE, msg)
@@ -82,15 +82,7 @@ class TaskFanout:
 
     async def attach(self, sid: str, task_id: str, after_seq: int) -> None:
         """Replay the stream after ``after_seq`` to one socket, paced, then join it to the room."""
-        key = (sid, task_id)
-        me = asyncio.current_task()
-        previous = self._replays.get(key)
-        if me is not None:
-            self._replays[key] = me
-        try:
-            if previous is not None and previous is not me and not previous.done():
-                previous.cancel()
-                await asyncio.wait([previous])  # its packets are queued; it sends no more
+        async with self._replays.take(sid, task_id):
             async with self._lock(task_id):  # out of the room: live messages skip it meanwhile
                 await self.sio.leave_room(sid, task_id)
                 self._cursors.get(task_id, {}).pop(sid, None)
@@ -111,29 +103,23 @@ class TaskFanout:
                     return
                 self._cursors.setdefault(task_id, {})[sid] = sent
                 await self.sio.enter_room(sid, task_id)
-        finally:
-            if self._replays.get(key) is me:
-                del self._replays[key]
 
     async def _replay(self, task_id: str, eio_sid: str, after_seq: int) -> int | None:
         """Send the stream after ``after_seq`` to one socket as fast as it reads.
 
         Returns the seq of the last message sent (``after_seq`` if none), None if the socket is gone.
         """
-        seq, queued, pending = after_seq, 0, BACKPRESSURE_EVERY  # look at the queue before the first
+        seq, pacer = after_seq, ReplayPacer(self.sio, eio_sid)
         async for msg in self.store.messages(task_id, after_seq, batch=REPLAY_BATCH):
-            if pending >= BACKPRESSURE_EVERY or queued >= REPLAY_QUEUE_BYTES // 16:
-                if not await wait_for_socket(self.sio, eio_sid):
-                    return None
-                queued = pending = 0
+            if not await pacer.ready():
+                return None
             now = msg["meta"]["seq"]
             packets = [self._packet(_lost_message(task_id, lost, msg)) for lost in range(seq + 1, now)]
             packets.append(self._packet(msg))  # a hole in the stream never fills: it was said above
             for encoded in packets:
                 if not await sio_adapter.send_encoded(self.sio, eio_sid, encoded):
                     return None
-                queued += len(encoded) if isinstance(encoded, (str, bytes)) else 0
-                pending += 1
+                pacer.sent(encoded)
             seq = now
         return seq
 
