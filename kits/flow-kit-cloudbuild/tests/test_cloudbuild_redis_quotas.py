@@ -178,7 +178,7 @@ def test_retention_sweeps_redis_records_and_shared_files_one_process_at_a_time(t
 
 # -- bounded replay -----------------------------------------------------------------------------
 def test_repeated_attaches_of_a_long_log_on_a_gateway_are_paced_and_do_not_multiply(tmp_path, redis_server):
-    from test_cloudbuild_server_bounds import RawSocket, _peak_growth_mb, _reset_peak, _status_kb, _wait_until_idle
+    from test_cloudbuild_server_bounds import attach_flood_growth_mb
 
     lines = 280_000  # about 18 MB of log, under the default 20 MB cap
     build_js = ("const fs = require('fs');\n"
@@ -193,18 +193,7 @@ def test_repeated_attaches_of_a_long_log_on_a_gateway_are_paced_and_do_not_multi
             full = c.wait(task_id, timeout=300)
         assert final(full)["action"] == "done", final(full)
         assert redis_server.client().xlen(f"flowcb:task:{task_id}:log") == len(full)
-        pid = gateway.proc.pid
-        _wait_until_idle(pid)
-        peak_reset = _reset_peak(pid)
-        before = _status_kb(pid, "VmRSS")
-        raw = RawSocket(gateway.url)
-        try:
-            for _ in range(40):
-                raw.emit("attach", {"taskId": task_id, "afterSeq": 0})
-            _wait_until_idle(pid)  # every attach handled; what is left waits for the socket
-            growth = _peak_growth_mb(pid, before, peak_reset)
-        finally:
-            raw.close()
+        growth = attach_flood_growth_mb(gateway.url, gateway.proc.pid, task_id)
         assert growth < 100, f"gateway RSS grew by {growth:.0f} MB"
         with Client(gateway.url) as late:  # a normal client still gets the whole log, once, in order
             assert late.call("attach", {"taskId": task_id, "afterSeq": 0})["ok"]

@@ -199,6 +199,22 @@ def test_a_chain_of_long_name_headers_is_refused(tmp_path):
 
 
 # -- 2. bounded replay --------------------------------------------------------------------------
+def attach_flood_growth_mb(url: str, pid: int, task_id: str, attaches: int = 40) -> float:
+    """Peak RSS growth (MB) of the server ``pid`` while one socket sends ``attaches`` attach
+    events for the whole log of ``task_id`` and reads nothing."""
+    _wait_until_idle(pid)
+    peak_reset = _reset_peak(pid)
+    before = _status_kb(pid, "VmRSS")
+    raw = RawSocket(url)
+    try:
+        for _ in range(attaches):
+            raw.emit("attach", {"taskId": task_id, "afterSeq": 0})
+        _wait_until_idle(pid)  # every attach handled; what is left waits for the socket
+        return _peak_growth_mb(pid, before, peak_reset)
+    finally:
+        raw.close()
+
+
 class RawSocket:
     """A Socket.IO client on a bare websocket that reads only when told to (websocket-client)."""
 
@@ -243,18 +259,7 @@ def test_repeated_attaches_of_a_long_log_are_paced_and_do_not_multiply(tmp_path,
         task_id = ack["taskId"]
         assert final(full)["action"] == "done", final(full)
         assert (s.data_dir / "tasks" / task_id / "messages.jsonl").stat().st_size > 17 * MB
-        pid = s.proc.pid
-        _wait_until_idle(pid)
-        peak_reset = _reset_peak(pid)
-        before = _status_kb(pid, "VmRSS")
-        raw = RawSocket(s.url)
-        try:
-            for _ in range(40):
-                raw.emit("attach", {"taskId": task_id, "afterSeq": 0})
-            _wait_until_idle(pid)  # every attach handled; what is left waits for the socket
-            growth = _peak_growth_mb(pid, before, peak_reset)
-        finally:
-            raw.close()
+        growth = attach_flood_growth_mb(s.url, s.proc.pid, task_id)
         assert growth < 100, f"server RSS grew by {growth:.0f} MB"
         with Client(s.url) as late:  # a normal client still gets the whole log, once, in order
             assert late.call("attach", {"taskId": task_id, "afterSeq": 0})["ok"]
