@@ -5,12 +5,14 @@ python-socketio client that collects a task's messages in seq order."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -232,6 +234,25 @@ def python_project() -> dict[str, str]:
         "backend.py": PY_BACKEND,
         "src/pydemo/__init__.py": "VALUE = 42\n",
     }
+
+
+def tar_gz(files: dict[str, str] | dict[str, bytes]) -> bytes:
+    """A .tar.gz of ``files`` (name -> text or bytes), as `flow publish --source upload` sends."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def upload(server: Any, body: bytes, token: str = TOKEN) -> tuple[int, dict]:
+    """POST an archive to /api/uploads: (status, JSON body)."""
+    status, raw = http_request("POST", server.url + "/api/uploads", body=body, token=token,
+                               headers={"Content-Type": "application/gzip"})
+    return status, json.loads(raw)
 
 
 def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:

@@ -13,7 +13,7 @@ import time
 import pytest
 import socketio
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for, worker_pid
-from cloudbuild_server_support import TOKEN, Client, final, http_get, http_request, logs, npm_project
+from cloudbuild_server_support import TOKEN, Client, final, http_get, http_request, logs, npm_project, tar_gz
 
 pytestmark = [needs_redis, pytest.mark.skipif(shutil.which("npm") is None, reason="builds npm projects")]
 
@@ -21,17 +21,6 @@ SLOW_JS = ("const fs = require('fs');\nlet i = 0;\n"
            "const t = setInterval(() => { i += 1; console.log('slow line ' + i);\n"
            "  if (i >= %d) { clearInterval(t); fs.mkdirSync('dist', {recursive: true});\n"
            "    fs.writeFileSync('dist/slow.txt', 'done\\n'); } }, %d);\n")
-
-
-def tar_gz(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def upload(gateway, files: dict[str, str]) -> str:

@@ -32,6 +32,8 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     npm_project,
     protocol,
     server_env,
+    tar_gz,
+    upload,
 )
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -236,22 +238,6 @@ def test_a_token_at_its_build_limit_waits_while_another_tokens_build_runs(tmp_pa
 
 
 # -- uploads ------------------------------------------------------------------------------------
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def upload(s: ServerProc, body: bytes, token: str = TOKEN) -> tuple[int, dict]:
-    status, raw = http_request("POST", s.url + "/api/uploads", body=body, token=token,
-                               headers={"Content-Type": "application/gzip"})
-    return status, json.loads(raw)
-
-
 def upload_files(s: ServerProc, upload_id: str) -> list[str]:
     return sorted(p.name for p in (s.data_dir / "uploads").iterdir() if upload_id in p.name)
 

@@ -25,6 +25,8 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     protocol,
     python_project,
     server,
+    tar_gz,
+    upload,
 )
 
 
@@ -161,25 +163,9 @@ def test_python_project_builds_with_uv_offline(client, git_daemon):
     assert any("Python venv" in m["data"]["payload"]["message"] for m in msgs if m["data"]["action"] == "install")
 
 
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def upload(server: ServerProc, body: bytes, token: str = TOKEN) -> tuple[int, dict]:
-    status, raw = http_request("POST", server.url + "/api/uploads", body=body, token=token,
-                               headers={"Content-Type": "application/gzip"})
-    return status, json.loads(raw)
-
-
 def test_uploaded_source_is_built(client, server):
     files = {k: v.encode() for k, v in npm_project().items()}
-    status, body = upload(server, _tar_gz(files))
+    status, body = upload(server, tar_gz(files))
     assert status == 201
     ack = client.publish(name="demo", version="1.0.0", source="upload", uploadId=body["uploadId"],
                          buildCmd=["npm", "run", "build"], prod=False, force=False)
@@ -189,7 +175,7 @@ def test_uploaded_source_is_built(client, server):
 
 
 def test_upload_of_another_token_cannot_be_used(server):
-    status, body = upload(server, _tar_gz({"package.json": b"{}"}), token=OTHER_TOKEN)
+    status, body = upload(server, tar_gz({"package.json": b"{}"}), token=OTHER_TOKEN)
     with Client(server.url, TOKEN) as c:
         ack = c.publish(name="demo", version="1.0.0", source="upload", uploadId=body["uploadId"], buildCmd=None)
     assert ack == {"ok": False, "error": {"code": "forbidden", "message": ack["error"]["message"]}}
