@@ -180,15 +180,15 @@ def describe(changes: list[Change], limit: int = 3) -> str:
 
 def watch(root: Path, run: Callable[[list[Change]], object], *,
           ignore: Iterable[str] = (), relevant: Callable[[Change], bool] | None = None,
-          echo: Callable[[str], None] | None = None, debounce_ms: int = DEBOUNCE_MS,
-          stop: Callable[[], bool] | None = None) -> None:
+          echo: Callable[[str], None] | None = None, debounce_ms: int = DEBOUNCE_MS) -> None:
     """Run ``run([])`` now, then ``run(changes)`` after each batch of relevant changes.
 
     ``ignore``: more gitignore-style patterns (the project's ``watch-ignore``, build outputs).
     ``relevant``: a further filter of single changes (e.g. "goes into the distribution").
     ``echo``: where the "what changed / how long it took" lines go (default: stderr).
-    Errors raised by ``run`` are the kit's to report; the watch goes on after them, so a broken
-    edit is fixed by the next save. Ctrl-C ends the watch with KeyboardInterrupt.
+    A ``FlowError`` (or a click command's non-zero exit) from ``run`` is reported as a failed
+    rebuild and the watch goes on, so a broken edit is fixed by the next save. Ctrl-C ends the
+    watch with KeyboardInterrupt.
     """
     import click
 
@@ -218,7 +218,5 @@ def watch(root: Path, run: Callable[[list[Change]], object], *,
                 continue
             say(describe(changes))
             once(changes)
-            if stop is not None and stop():
-                return
     finally:
         changes_of.close()
