@@ -33,6 +33,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,17 +248,7 @@ class Presence:
             await self.beat()
         except Exception as exc:  # noqa: BLE001 - Redis away at start: the loop retries
             log.warning("cannot register this process in Redis: %s; retrying", exc)
-        self._task = asyncio.create_task(self._loop(), name="cloudbuild-presence")
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis unreachable: keep trying; the beat must outlive it
-                log.debug("presence beat failed: %s", exc)
+        self._task = asyncio.create_task(_every(self.every, self.beat, "presence beat"), name="cloudbuild-presence")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -272,6 +263,19 @@ class Presence:
                 pipe.zrem(WORKERS, self.member.id)
                 await pipe.execute()
         self.member.remove_probe()
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``step`` every ``seconds`` until cancelled. A failed round (Redis unreachable) is
+    logged and the next one tries again: these loops must outlive an outage."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring: the next round retries
+            log.debug("%s failed: %s", what, exc)
 
 
 START_WORKER = "start a worker: flow-cloudbuild-server --redis-url <this deployment's Redis URL> --role worker"
@@ -291,7 +295,8 @@ class NoWorkerWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="cloudbuild-no-worker-watch")
+        self._task = asyncio.create_task(_every(self.every, self.check, "no-worker watch"),
+                                         name="cloudbuild-no-worker-watch")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -300,15 +305,6 @@ class NoWorkerWatch:
                 await self._task
             self._task = None
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis unreachable: the next round tries again
-                log.debug("no-worker watch: %s", exc)
 
     async def check(self) -> None:
         if int(await self._workers_up(keys=[WORKERS, NOWORKER])) > 0:
