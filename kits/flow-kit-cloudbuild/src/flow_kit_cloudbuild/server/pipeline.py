@@ -177,9 +177,7 @@ class Pipeline:
         confine = None
         if self.sandbox is not None:
             if shutil.which(argv[0], path=env["PATH"]) is None:  # bwrap would only say "execvp"
-                raise StepFailed(
-                    f"{what}: program {argv[0]!r} is not installed on the build server; "
-                    "ask the operator to install it")
+                raise _not_installed(what, argv[0])
             uid, gid = self.identity or (None, None)
             confine = (self.sandbox, SandboxSpec(work=self.dir, caches=tuple(self.caches.values()),
                                                  network=network, uid=uid, gid=gid))
@@ -198,8 +196,7 @@ class Pipeline:
                 watch.result()  # raises the disk limit's StepFailed
             code = await command
         except FileNotFoundError:
-            raise StepFailed(f"{what}: program {argv[0]!r} is not installed on the build server; "
-                             "ask the operator to install it") from None
+            raise _not_installed(what, argv[0]) from None
         finally:
             for t in (command, watch):
                 if t is not None and not t.done():
@@ -223,7 +220,7 @@ class Pipeline:
         how = f"exited with status {code}"
         if limits is not None and self._seen_limit_hint == "file size" and limits.file_size:
             how += f"; it {_file_too_large(limits.file_size)}"
-        if limits is not None and self._seen_limit_hint == "memory" and limits.memory:
+        elif limits is not None and self._seen_limit_hint == "memory" and limits.memory:
             how += (f"; it ran out of memory: builds may use {_size(limits.memory)} per process "
                     "(--build-memory)")
         elif limits is not None and self._seen_limit_hint == "processes" and limits.processes:
@@ -424,3 +421,8 @@ def _size(n: int) -> str:
 def _file_too_large(limit: int) -> str:
     return (f"wrote a file larger than the build limit of {_size(limit)} (--build-file-size); "
             "write smaller files or ask the operator to raise it")
+
+
+def _not_installed(what: str, program: str) -> StepFailed:
+    return StepFailed(f"{what}: program {program!r} is not installed on the build server; "
+                      "ask the operator to install it")
