@@ -62,7 +62,7 @@ def test_a_saved_manifest_loads_back_equal(world: dict[str, Path]) -> None:
 
 
 def test_each_key_has_its_own_file_under_the_cache_dir(world: dict[str, Path], flow_home: Path) -> None:
-    a, b = manifest.manifest_path("global|kit-a"), manifest.manifest_path("project|/p|kit-a")
+    a, b = Path(manifest.manifest_path("global|kit-a")), Path(manifest.manifest_path("project|/p|kit-a"))
     assert a != b and a.parent == b.parent == flow_home / "cache"
     manifest.save(sample(world, "global|kit-a"))
     manifest.save(sample(world, "project|/p|kit-a"))
@@ -74,7 +74,7 @@ def test_each_key_has_its_own_file_under_the_cache_dir(world: dict[str, Path], f
 def test_a_file_holding_another_key_is_not_taken(world: dict[str, Path]) -> None:
     saved = sample(world, "key-one")
     manifest.save(saved)
-    manifest.manifest_path("key-two").write_bytes(saved.to_json())  # as if the names collided
+    Path(manifest.manifest_path("key-two")).write_bytes(saved.to_json())  # as if the names collided
     assert manifest.load("key-two", fp(world)) is None
 
 
@@ -121,7 +121,7 @@ def test_a_deleted_plugin_module_invalidates_the_cache(world: dict[str, Path]) -
 
 @pytest.mark.parametrize("content", [b"", b"not json", b"[]", b'{"format": 1}', b'{"format": 99, "key": "k"}'])
 def test_an_unreadable_or_foreign_cache_counts_as_missing(world: dict[str, Path], content: bytes) -> None:
-    path = manifest.manifest_path("global|kit-a")
+    path = Path(manifest.manifest_path("global|kit-a"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     assert Manifest.from_json(content) is None

@@ -77,6 +77,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
+    if name == "hookimpl":  # what every plugin imports first: pluggy's marker, not the whole API
+        from flowcore._markers import hookimpl
+
+        return hookimpl
     if name in __all__:
         from flowcore import api
 

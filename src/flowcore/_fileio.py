@@ -12,13 +12,16 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class NotARegularFile(OSError):
     """``read_limited``: the path is a directory, FIFO, device or socket (``kind`` says which)."""
 
-    def __init__(self, path: Path, kind: str) -> None:
+    def __init__(self, path: str | Path, kind: str) -> None:
         self.kind = kind
         super().__init__(f"{path} is {kind}, not a regular file")
 
@@ -26,7 +29,7 @@ class NotARegularFile(OSError):
 class FileTooLarge(OSError):
     """``read_limited``: the file holds more than ``limit`` bytes (``size``, as far as known)."""
 
-    def __init__(self, path: Path, size: int, limit: int) -> None:
+    def __init__(self, path: str | Path, size: int, limit: int) -> None:
         self.size, self.limit = size, limit
         super().__init__(f"{path} is larger than {limit} bytes")
 
@@ -40,7 +43,7 @@ def file_kind(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "not a file"
 
 
-def read_limited(path: Path, limit: int) -> bytes:
+def read_limited(path: str | Path, limit: int) -> bytes:
     """The bytes of the regular file ``path`` (a symlink is followed), never more than ``limit``.
 
     Never blocks and never reads without end: a FIFO, device or directory is refused from its
@@ -74,9 +77,12 @@ def read_limited(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
     import tempfile
+    from pathlib import Path
+
+    path = Path(path)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -103,12 +109,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
-def remove_stale_temp_files(path: Path) -> None:
+def remove_stale_temp_files(path: str | Path) -> None:
     """Delete temp files that writers of ``path`` killed mid-write left behind.
 
     Only safe while holding ``file_lock(path)``: every writer of ``path`` writes under it, so no
     temp file can belong to a write in progress.
     """
+    from pathlib import Path
+
+    path = Path(path)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
@@ -127,10 +136,13 @@ def make_state_dir(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, lock_path: Path | None = None) -> Iterator[None]:
+def file_lock(path: str | Path, lock_path: Path | None = None) -> Iterator[None]:
     """Hold an exclusive lock tied to ``path`` (on ``<path>.lock``, or ``lock_path``) for the
     block's duration."""
     import fcntl
+    from pathlib import Path
+
+    path = Path(path)
 
     lock_path = lock_path or path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -160,9 +160,7 @@ def _global_keys() -> set[str]:
 def _project_keys() -> set[str]:
     from flowcore import config
 
-    # watch-ignore is read by flowcore.watching, for every kit's --watch.
-    return ({"buildkit", "plugins", "watch-ignore"}
-            | set(getattr(config, "_SOURCE_KEYS_PROJECT", ())))
+    return set(config.PROJECT_KEYS) | set(getattr(config, "_SOURCE_KEYS_PROJECT", ()))
 
 
 def _warn_key(where: str, key: str, known: Iterable[str], cutoff: float = 0.6) -> None:

@@ -31,7 +31,6 @@ first use of those names.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from flowcore import FLOW_API_VERSION, __version__
@@ -51,6 +50,7 @@ from flowcore.prompts import choose, interactive
 
 if TYPE_CHECKING:
     import logging
+    from pathlib import Path
 
     import click
     import pluggy

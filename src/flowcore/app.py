@@ -6,14 +6,15 @@ never builds a PackageManager, and ``flow --help`` never imports pluggy.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowcore.config import EffectiveConfig, RunOptions, load_effective
 
 if TYPE_CHECKING:
     import logging
+    from pathlib import Path
 
     from flowcore.packages import PackageManager
     from flowcore.plugins import PluginSystem
@@ -22,9 +23,16 @@ if TYPE_CHECKING:
 class Flow:
     """One run of ``flow``. Built by the root command from its global options."""
 
-    def __init__(self, options: RunOptions, cwd: Path | None = None) -> None:
+    def __init__(self, options: RunOptions, cwd: str | os.PathLike[str] | None = None) -> None:
         self.options = options
-        self.cwd = cwd or Path.cwd()
+        # A string: the start-up path does not import pathlib (see flowcore.paths).
+        self.cwd_str = os.fspath(cwd) if cwd is not None else os.getcwd()
+
+    @cached_property
+    def cwd(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.cwd_str)
 
     @cached_property
     def logger(self) -> logging.Logger:
@@ -35,7 +43,7 @@ class Flow:
     @cached_property
     def config(self) -> EffectiveConfig:
         """Both config files, validated; raises ``ConfigError`` on the first access if broken."""
-        config = load_effective(self.options, self.cwd)
+        config = load_effective(self.options, self.cwd_str)
         if _has_unknown_keys(config):
             from flowcore._hints import warn_unknown_keys
 
@@ -77,7 +85,8 @@ def _has_unknown_keys(config: EffectiveConfig) -> bool:
     if project is None:
         return False
     g = config.global_config
-    known: set[str] = {"buildkit", "plugins", *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
+    known: set[str] = {*config_module.PROJECT_KEYS,
+                       *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
     for name in (*g.installed_kits, *g.all_plugins, *project.plugins):
         for prefix in ("flow-kit-", "flow-plugin-"):  # short names, as flowcore.context has them
             if name.startswith(prefix) and len(name) > len(prefix):

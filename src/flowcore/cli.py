@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +19,9 @@ from flowcore.app import Flow
 from flowcore.config import RunOptions
 from flowcore.errors import FlowError
 from flowcore.registry import CommandRegistry
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: The environment variable of click's shell completion protocol (``flow completion``).
@@ -234,9 +236,10 @@ def _with_command_hooks(command: click.Command, name: str) -> click.Command:
     click calls ``invoke`` after the command's own arguments were parsed (so ``--help`` has
     been handled and never triggers a hook); the copy leaves the registered object untouched.
     """
-    import copy
-
-    hooked = copy.copy(command)
+    # A shallow copy, as copy.copy makes one of a plain object (click commands define no
+    # __copy__), without importing copy on the dispatch path.
+    hooked = object.__new__(type(command))
+    hooked.__dict__.update(command.__dict__)
     invoke = hooked.invoke
 
     def invoke_with_hooks(ctx: click.Context) -> Any:
@@ -293,6 +296,8 @@ def _start_update_check(flow: Flow | None) -> None:
 
 
 def _flow_from_params(params: dict[str, Any]) -> Flow:
+    if params.get("root") or params.get("config"):
+        from pathlib import Path  # only then: the start-up path does without (flowcore.paths)
     return Flow(
         RunOptions(
             debug=bool(params.get("debug")),
@@ -313,9 +318,9 @@ def _flow_from_params(params: dict[str, Any]) -> Flow:
               help="Use the global scope even inside a project.")
 @click.option("-k", "--build-kit", metavar="NAME", help="Use this build kit for this run.")
 @click.option("--no-check-latest", is_flag=True, help="Do not check for a newer flowcore.")
-@click.option("--root", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--root", type=click.Path(), metavar="DIR",
               help="Project root (its config is looked for there).")
-@click.option("--config", type=click.Path(path_type=Path), metavar="FILE",
+@click.option("--config", type=click.Path(), metavar="FILE",
               help="Project config file (its folder is the root unless --root).")
 @click.option("--strict-plugins", is_flag=True,
               help="Fail instead of skipping a plugin that cannot load (or FLOW_STRICT_PLUGINS=1).")
@@ -335,9 +340,9 @@ def _write_debug_log(exc: BaseException) -> Path | None:
     import time
     import traceback
 
-    from flowcore import paths
-
     try:
+        from flowcore import paths
+
         directory = paths.log_dir()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"flow-debug-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -10,14 +10,12 @@ plugins to load.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import stat
 from collections.abc import Callable
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowcore import paths
 from flowcore._fileio import (
@@ -30,25 +28,36 @@ from flowcore._fileio import (
 )
 from flowcore.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 SCHEMA_VERSION = 1
 #: The largest config file flow reads (config.json, pyproject.toml, flow.toml); a bigger one, or
 #: one that is not a regular file (a FIFO, /dev/zero), is an error instead of a read without end.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
-#: Keys flow itself gives meaning to; every other key is preserved untouched.
-_DEFAULTS: dict[str, Any] = {
-    "schemaVersion": SCHEMA_VERSION,
-    "activeBuildKit": None,
-    "buildKits": [],
-    "plugins": [],
-    "lastUpdateDate": 0,
-}
+def _defaults() -> dict[str, Any]:
+    """Keys flow itself gives meaning to, with their defaults (a new dict on every call: no
+    ``copy.deepcopy`` on the start-up path); every other key is preserved untouched."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "activeBuildKit": None,
+        "buildKits": [],
+        "plugins": [],
+        "lastUpdateDate": 0,
+    }
+
+
+_DEFAULTS: dict[str, Any] = _defaults()  # read-only: the key names and default values
 
 _REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
 
 #: The package source settings (see flowcore._package_source): key -> holds a list.
 _SOURCE_KEYS_GLOBAL = {"indexUrl": False, "extraIndexUrls": True, "findLinks": True}
 _SOURCE_KEYS_PROJECT = {"index-url": False, "extra-index-urls": True, "find-links": True}
+#: The plain keys of ``[tool.flow]`` (besides the package source keys and one table per kit or
+#: plugin): ``watch-ignore`` is read by ``flowcore.watching`` for every kit's ``--watch``.
+PROJECT_KEYS = frozenset({"buildkit", "plugins", "watch-ignore"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,13 +87,27 @@ class KitEntry:
         return f"KitEntry({self.name!r}, installed={self.installed}, plugins={self.plugins!r})"
 
 
-class GlobalConfig:
-    """A validated ``config.json``. ``data`` is the raw mapping, unknown keys included."""
+def _as_path(text: str) -> Path:
+    from pathlib import Path
 
-    def __init__(self, path: Path, data: dict[str, Any], exists: bool) -> None:
-        self.path = path
+    return Path(text)
+
+
+class GlobalConfig:
+    """A validated ``config.json``. ``data`` is the raw mapping, unknown keys included.
+
+    ``filename`` is the file as a string, what the start-up path uses (see ``flowcore.paths``);
+    ``path`` the same as a ``Path``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any], exists: bool) -> None:
+        self.filename = os.fspath(path)
         self.data = data
         self.exists = exists
+
+    @cached_property
+    def path(self) -> Path:
+        return _as_path(self.filename)
 
     @property
     def active_kit(self) -> str | None:
@@ -143,7 +166,7 @@ class GlobalConfig:
         return node
 
 
-def _read_config(path: Path, aside: str) -> bytes | None:
+def _read_config(path: str | Path, aside: str) -> bytes | None:
     """The bytes of a config file, None when there is none; ConfigError when it cannot be one.
 
     ``aside`` ends each fix: how to do without the file ("move it aside to ...").
@@ -162,14 +185,14 @@ def _read_config(path: Path, aside: str) -> bytes | None:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
 
 
-def _json_error(path: Path, exc: json.JSONDecodeError) -> ConfigError:
+def _json_error(path: str | Path, exc: json.JSONDecodeError) -> ConfigError:
     return ConfigError(
         f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
         _REPAIR,
     )
 
 
-def validate_global(data: Any, path: Path) -> dict[str, Any]:
+def validate_global(data: Any, path: str | Path) -> dict[str, Any]:
     """Check the shape of ``config.json`` and return it with defaults filled in.
 
     Errors name the offending key (``buildKits[1].name``) so the fix is obvious.
@@ -181,8 +204,8 @@ def validate_global(data: Any, path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object", _REPAIR)
     out = dict(data)
-    for key, value in _DEFAULTS.items():
-        out.setdefault(key, copy.deepcopy(value))
+    for key, value in _defaults().items():
+        out.setdefault(key, value)
     if not isinstance(out["schemaVersion"], int) or isinstance(out["schemaVersion"], bool):
         raise bad("schemaVersion", "an integer")
     if out["schemaVersion"] > SCHEMA_VERSION:
@@ -227,12 +250,12 @@ def validate_global(data: Any, path: Path) -> dict[str, Any]:
     return out
 
 
-def load_global(path: Path | None = None) -> GlobalConfig:
+def load_global(path: str | Path | None = None) -> GlobalConfig:
     """Read and validate ``config.json``. A missing file is an empty config; nothing is created."""
-    path = path or paths.global_config_path()
+    path = path or paths.global_config_str()
     raw = _read_config(path, "move it aside to start from an empty config")
     if raw is None:
-        return GlobalConfig(path, copy.deepcopy(_DEFAULTS), exists=False)
+        return GlobalConfig(path, _defaults(), exists=False)
     try:
         data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
     except json.JSONDecodeError as exc:
@@ -243,14 +266,16 @@ def load_global(path: Path | None = None) -> GlobalConfig:
 
 
 def update_global(
-    mutate: Callable[[dict[str, Any]], Any], path: Path | None = None
+    mutate: Callable[[dict[str, Any]], Any], path: str | Path | None = None
 ) -> GlobalConfig:
     """Apply ``mutate`` to the global config under the inter-process lock and write it atomically.
 
     The file is re-read inside the lock, so concurrent writers never lose each other's keys. If
     ``mutate`` raises, or its result does not validate, nothing is written.
     """
-    path = path or paths.global_config_path()
+    import copy
+
+    path = path or paths.global_config_str()
     with file_lock(path):
         current = load_global(path)
         data = copy.deepcopy(current.data)
@@ -306,10 +331,19 @@ class ProjectConfig:
     top-level table; both forms are accepted).
     """
 
-    def __init__(self, root: Path, file: Path, data: dict[str, Any]) -> None:
-        self.root = root
-        self.file = file
+    def __init__(self, root: str | os.PathLike[str], file: str | os.PathLike[str],
+                 data: dict[str, Any]) -> None:
+        self.root_dir = os.fspath(root)  # strings for the start-up path (see flowcore.paths)
+        self.filename = os.fspath(file)
         self.data = data
+
+    @cached_property
+    def root(self) -> Path:
+        return _as_path(self.root_dir)
+
+    @cached_property
+    def file(self) -> Path:
+        return _as_path(self.filename)
 
     @property
     def buildkit(self) -> str | None:
@@ -328,7 +362,7 @@ class ProjectConfig:
 _PROJECT_FIX = "move it out of the project's folders"
 
 
-def _read_project_text(path: Path) -> str | None:
+def _read_project_text(path: str | Path) -> str | None:
     raw = _read_config(path, _PROJECT_FIX)
     try:
         return None if raw is None else raw.decode("utf-8")
@@ -336,7 +370,7 @@ def _read_project_text(path: Path) -> str | None:
         raise ConfigError(f"{path} is not UTF-8 text", "Re-save it as UTF-8") from exc
 
 
-def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+def _parse_toml(path: str | Path, text: str) -> dict[str, Any]:
     import tomllib
 
     try:
@@ -345,9 +379,9 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "Fix the file's syntax") from exc
 
 
-def _flow_table(path: Path) -> dict[str, Any] | None:
+def _flow_table(path: str | Path) -> dict[str, Any] | None:
     """The flow table of ``path``, or ``None`` when the file declares none (or does not exist)."""
-    if path.name == PYPROJECT:
+    if os.path.basename(path) == PYPROJECT:
         # Cheap pre-check: most pyproject.toml files up the tree have no flow table.
         try:
             raw = _read_config(path, _PROJECT_FIX)
@@ -371,7 +405,7 @@ def _flow_table(path: Path) -> dict[str, Any] | None:
     return table if isinstance(table, dict) else doc
 
 
-def validate_project(table: dict[str, Any], path: Path) -> dict[str, Any]:
+def validate_project(table: dict[str, Any], path: str | Path) -> dict[str, Any]:
     def bad(key: str, expected: str) -> ConfigError:
         return ConfigError(f"{path}: [tool.flow] key '{key}' must be {expected}", "Fix the file")
 
@@ -390,9 +424,9 @@ def validate_project(table: dict[str, Any], path: Path) -> dict[str, Any]:
     return table
 
 
-def _project_in(directory: Path) -> ProjectConfig | None:
+def _project_in(directory: str) -> ProjectConfig | None:
     for name in (PYPROJECT, FLOW_TOML):
-        candidate = directory / name
+        candidate = os.path.join(directory, name)
         try:
             mode = os.stat(candidate).st_mode
         except OSError:
@@ -405,7 +439,7 @@ def _project_in(directory: Path) -> ProjectConfig | None:
 
 
 def find_project(
-    cwd: Path | None = None, root: Path | None = None, config: Path | None = None
+    cwd: str | Path | None = None, root: Path | None = None, config: Path | None = None
 ) -> ProjectConfig | None:
     """Find the project config, with FIS's semantics for the overrides.
 
@@ -430,19 +464,22 @@ def find_project(
         root = root.expanduser().absolute()
         if not root.is_dir():
             raise ConfigError(f"project root {root} is not a directory", "Check the --root path")
-        found = _project_in(root)
+        found = _project_in(str(root))
         if found is None:
             raise ConfigError(
                 f"{root} has no flow project config",
                 "Add [tool.flow] to its pyproject.toml or create flow.toml there",
             )
         return found
-    here = (cwd or Path.cwd()).absolute()
-    for directory in (here, *here.parents):
-        found = _project_in(directory)
+    here = os.path.abspath(cwd) if cwd is not None else os.getcwd()
+    while True:
+        found = _project_in(here)
         if found is not None:
             return found
-    return None
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
 
 
 def _project_lock_path(project: ProjectConfig) -> Path:
@@ -578,8 +615,8 @@ class EffectiveConfig:
         if self.options.build_kit:
             return self.options.build_kit, "command line (-k/--build-kit)"
         if self.scope == "project" and self.project and self.project.buildkit:
-            return self.project.buildkit, str(self.project.file)
-        return self.global_config.active_kit, str(self.global_config.path)
+            return self.project.buildkit, self.project.filename
+        return self.global_config.active_kit, self.global_config.filename
 
     @cached_property
     def plugins_to_load(self) -> list[PluginRef]:
@@ -613,7 +650,7 @@ class EffectiveConfig:
     # same run re-reads a file or sees the state from before.
 
     def _edit_global(self, mutate: Callable[[dict[str, Any]], Any]) -> GlobalConfig:
-        self.global_config = update_global(mutate, self.global_config.path)
+        self.global_config = update_global(mutate, self.global_config.filename)
         self._refresh()
         return self.global_config
 
@@ -761,6 +798,8 @@ class EffectiveConfig:
         def apply(data: dict[str, Any]) -> None:
             mutate(data.setdefault(table, {}).setdefault(short_name, {}))
 
+        import copy
+
         return copy.deepcopy(self._edit_global(apply).data[table][short_name])
 
     def require_kit(self) -> str | None:
@@ -813,7 +852,7 @@ def _flow_home_set() -> bool:
     return bool(os.environ.get("FLOW_HOME"))
 
 
-def load_effective(options: RunOptions, cwd: Path | None = None) -> EffectiveConfig:
+def load_effective(options: RunOptions, cwd: str | Path | None = None) -> EffectiveConfig:
     """Read and validate both configs for this run. Raises ``ConfigError`` before anything loads."""
     return EffectiveConfig(
         global_config=load_global(),

@@ -17,14 +17,13 @@ A command finds the context of the plugin that registered it with :func:`current
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import logging
+    from pathlib import Path
 
     import click
 
@@ -90,6 +89,8 @@ class PluginConfig:
 
     def read(self) -> dict[str, object]:
         """A copy of the whole configuration: ``{"global": {...}, "project": {...} | None}``."""
+        import copy  # here, not on the dispatch path of every plugin command
+
         project = self._effective.project
         return {
             "global": copy.deepcopy(self._effective.global_config.data),
@@ -99,6 +100,8 @@ class PluginConfig:
     @property
     def section(self) -> dict[str, object]:
         """This plugin's own section: the global one, overridden by the project's table."""
+        import copy
+
         merged = copy.deepcopy(self._effective.global_config.section(self._table, self._short))
         project = self._effective.project
         if project is not None and self._effective.scope == "project":
@@ -160,7 +163,7 @@ class CoreContext:
     def project_root(self) -> Path | None:
         """The project's root directory in project scope; ``None`` in global scope."""
         project = self._effective.project
-        return Path(project.root) if project is not None and self.scope == "project" else None
+        return project.root if project is not None and self.scope == "project" else None
 
     @property
     def active_kit(self) -> str | None:

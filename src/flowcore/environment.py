@@ -8,12 +8,14 @@ user's project environment.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from flowcore.config import EffectiveConfig
 
 #: The entry point groups flow loads from: a build kit declares ``flow.kits``, a plugin
@@ -28,20 +30,26 @@ def site_packages_dir(env_dir: Path) -> Path:
     return env_dir / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 
 
-def add_to_sys_path(env_dir: Path) -> bool:
+def site_packages_str(env_dir: str | os.PathLike[str]) -> str:
+    """``site_packages_dir`` as a string, for the start-up path (see ``flowcore.paths``)."""
+    return os.path.join(os.fspath(env_dir), "lib",
+                        f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+
+
+def add_to_sys_path(env_dir: str | os.PathLike[str]) -> bool:
     """Make the environment importable in this process, after flowcore's own packages.
 
     Appending (not prepending) means a plugin can never shadow click, pluggy or flowcore itself.
     ``.pth`` files are processed, so editable installs work. Returns False when there is no
     environment yet.
     """
-    sp = site_packages_dir(env_dir)
-    if not sp.is_dir():
+    sp = site_packages_str(env_dir)
+    if not os.path.isdir(sp):
         return False
-    if str(sp) not in sys.path:
+    if sp not in sys.path:
         import site
 
-        site.addsitedir(str(sp))
+        site.addsitedir(sp)
     return True
 
 
@@ -57,12 +65,19 @@ def canonical_name(name: str) -> str:
 
 def env_dirs_for(config: EffectiveConfig) -> list[Path]:
     """The managed environments a run can import from: the project's first, then the global one."""
+    from pathlib import Path
+
+    return [Path(d) for d in env_dir_strs(config)]
+
+
+def env_dir_strs(config: EffectiveConfig) -> list[str]:
+    """``env_dirs_for`` as strings, for the start-up path (see ``flowcore.paths``)."""
     from flowcore import paths
 
     dirs = []
     if config.scope == "project" and config.project is not None:
-        dirs.append(paths.project_env_dir(config.project.root))
-    dirs.append(paths.global_env_dir())
+        dirs.append(paths.project_env_str(config.project.root_dir))
+    dirs.append(paths.global_env_str())
     return dirs
 
 

@@ -15,36 +15,46 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowcore import __version__
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def _start_dir(args: list[str]) -> Path:
+
+def _start_dir(args: list[str]) -> str:
     for i, arg in enumerate(args):
         if arg == "--":
             break
         if arg == "--root" and i + 1 < len(args):
-            return Path(args[i + 1])
+            return args[i + 1]
         if arg.startswith("--root="):
-            return Path(arg.partition("=")[2])
-    return Path.cwd()
+            return arg.partition("=")[2]
+    return os.getcwd()
 
 
-def find_local_flowcore(start: Path) -> tuple[Path, str] | None:
-    """``(python, version)`` of a different flowcore in the nearest project's ``.flow/env``."""
-    start = start.absolute()
-    for directory in (start, *start.parents):
-        env = directory / ".flow" / "env"
-        if not env.is_dir():
-            continue
-        for info in sorted(env.glob("lib/python*/site-packages/flowcore-*.dist-info")):
-            version = info.name[len("flowcore-"):-len(".dist-info")]
-            python = env / "bin" / "python"
-            if version != __version__ and python.exists():
-                return python, version
-        return None  # the nearest project decides, even when it has no flowcore of its own
-    return None
+def find_local_flowcore(start: str | os.PathLike[str]) -> tuple[Path, str] | None:
+    """``(python, version)`` of a different flowcore in the nearest project's ``.flow/env``.
+
+    Plain ``os.path`` until one is found: this runs on every start (see ``flowcore.paths``).
+    """
+    directory = os.path.abspath(start)
+    while True:
+        env = os.path.join(directory, ".flow", "env")
+        if os.path.isdir(env):
+            from pathlib import Path
+
+            for info in sorted(Path(env).glob("lib/python*/site-packages/flowcore-*.dist-info")):
+                version = info.name[len("flowcore-"):-len(".dist-info")]
+                python = Path(env) / "bin" / "python"
+                if version != __version__ and python.exists():
+                    return python, version
+            return None  # the nearest project decides, even when it has no flowcore of its own
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
 def hand_over_to_local(args: list[str], *, debug: bool = False) -> None:

@@ -14,14 +14,17 @@ it is a few ``listdir``/``stat`` calls; nothing here imports pluggy or ``importl
 
 from __future__ import annotations
 
+import binascii
 import json
 import os
 import sys
-import zlib
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from flowcore import __version__, paths
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FORMAT = 2
 
@@ -155,9 +158,17 @@ class Manifest:
             return None  # an unreadable cache is a missing cache
 
 
-def manifest_path(key: str) -> Path:
-    """Where the manifest for ``key`` lives (one file per key; deleting any is always safe)."""
-    return paths.cache_dir() / f"commands-{zlib.crc32(key.encode()):08x}.json"
+def manifest_path(key: str) -> str:
+    """Where the manifest for ``key`` lives (one file per key; deleting any is always safe).
+
+    A string, as every path here: this module is on the start-up path (see ``flowcore.paths``).
+    """
+    return os.path.join(paths.cache_dir_str(), f"commands-{binascii.crc32(key.encode()):08x}.json")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _stat(path: Path | str) -> list[int] | None:
@@ -168,7 +179,7 @@ def _stat(path: Path | str) -> list[int] | None:
     return [st.st_mtime_ns, st.st_size]
 
 
-def _env_listing(site_packages: Path) -> list[Any]:
+def _env_listing(site_packages: str | Path) -> list[Any]:
     """dist-info names of one environment, with the stats of the files that name entry points.
 
     (Plain string paths: 50 distributions' ``Path / name / file`` cost more than their stats.)
@@ -185,14 +196,15 @@ def _env_listing(site_packages: Path) -> list[Any]:
     ]
 
 
-def own_site_packages() -> Path:
+def own_site_packages() -> str:
     """The site-packages of the interpreter running flow (kits may be installed there too)."""
-    from flowcore.environment import site_packages_dir
+    from flowcore.environment import site_packages_str
 
-    return site_packages_dir(Path(sys.prefix))
+    return site_packages_str(sys.prefix)
 
 
-def fingerprint(config_files: list[Path], site_dirs: list[Path], load_plugins: str | None) -> list[Any]:
+def fingerprint(config_files: Sequence[str | Path], site_dirs: Sequence[str | Path],
+                load_plugins: str | None) -> list[Any]:
     """Everything the manifest's content depends on, apart from the plugin files themselves."""
     return [
         __version__,
@@ -211,7 +223,7 @@ def _normalise(value: Any) -> Any:
 def load(key: str, current_fingerprint: list[Any]) -> Manifest | None:
     """The cached manifest for ``key`` if it is still valid, else ``None``."""
     try:
-        raw = manifest_path(key).read_bytes()
+        raw = _read(manifest_path(key))
     except OSError:
         return None
     manifest = Manifest.from_json(raw)
@@ -231,7 +243,7 @@ def load_stale(key: str) -> Manifest | None:
     """The cached manifest for ``key`` whether or not it is still valid (what a rebuild carries
     over: the commands of plugins that loaded then and fail now)."""
     try:
-        manifest = Manifest.from_json(manifest_path(key).read_bytes())
+        manifest = Manifest.from_json(_read(manifest_path(key)))
     except OSError:
         return None
     return manifest if manifest is not None and manifest.key == key else None

@@ -3,46 +3,83 @@
 ``FLOW_HOME`` (default ``~/.flow``) holds the global config (the source of truth for what is
 installed), the flow-managed environment that kits and plugins are installed into, and caches
 that can always be rebuilt. A project's own flow files live under ``<project root>/.flow/``.
+
+Each place comes twice: as a ``Path`` for the commands, and as a plain string (``*_str``) for the
+start-up path (reading the config and the command manifest), which does not import ``pathlib``:
+``pathlib`` with the ``urllib.parse`` and ``ipaddress`` it imports costs ~10% of ``flow --help``.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def flow_home_str() -> str:
+    """The global home, read from ``FLOW_HOME`` on every call so tests can point it anywhere."""
+    env = os.environ.get("FLOW_HOME")
+    if not env:
+        return os.path.join(os.path.expanduser("~"), ".flow")
+    env = os.path.expanduser(env)
+    return os.path.normpath(env if os.path.isabs(env) else os.path.join(os.getcwd(), env))
+
+
+def global_config_str() -> str:
+    return os.path.join(flow_home_str(), "config.json")
+
+
+def cache_dir_str() -> str:
+    return os.path.join(flow_home_str(), "cache")
+
+
+def global_env_str() -> str:
+    return os.path.join(flow_home_str(), "env")
+
+
+def project_env_str(project_root: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(project_root), ".flow", "env")
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
 
 
 def flow_home() -> Path:
-    """The global home, read from ``FLOW_HOME`` on every call so tests can point it anywhere."""
-    env = os.environ.get("FLOW_HOME")
-    return Path(env).expanduser().absolute() if env else Path.home() / ".flow"
+    """The global home (``FLOW_HOME``, default ``~/.flow``)."""
+    return _path(flow_home_str())
 
 
 def global_config_path() -> Path:
-    return flow_home() / "config.json"
+    return _path(global_config_str())
 
 
 def cache_dir() -> Path:
     """Rebuildable caches (command manifests); deleting it is always safe."""
-    return flow_home() / "cache"
+    return _path(cache_dir_str())
 
 
 def global_env_dir() -> Path:
     """The flow-managed environment for globally installed kits and plugins."""
-    return flow_home() / "env"
+    return _path(global_env_str())
 
 
 def template_store_dir() -> Path:
     """Git repositories of the kits' and plugins' templates, one tag per version (for update)."""
-    return flow_home() / "templates"
+    return _path(os.path.join(flow_home_str(), "templates"))
 
 
 def project_env_dir(project_root: Path) -> Path:
     """The flow-managed environment for plugins installed into one project."""
-    return project_root / ".flow" / "env"
+    return _path(project_env_str(project_root))
 
 
 def log_dir() -> Path:
     """Where debug logs with full tracebacks go (platformdirs' user log dir)."""
     import platformdirs
 
-    return Path(platformdirs.user_log_dir("flow", appauthor=False))
+    return _path(platformdirs.user_log_dir("flow", appauthor=False))

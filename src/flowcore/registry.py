@@ -109,20 +109,20 @@ class CommandRegistry:
 
     def _key_and_fingerprint(self) -> tuple[str, list[Any]]:
         from flowcore import manifest
-        from flowcore.environment import env_dirs_for, site_packages_dir
+        from flowcore.environment import env_dir_strs, site_packages_str
 
         config = self.flow.config  # raises ConfigError when a config file is broken
         project = config.project if config.scope == "project" else None
-        envs = env_dirs_for(config)
+        envs = env_dir_strs(config)
         load_plugins = os.environ.get("FLOW_LOAD_PLUGINS")
         key = "|".join([
-            f"project:{project.root}" if project else "global",
+            f"project:{project.root_dir}" if project else "global",
             f"kit:{config.active_kit}",
             f"load:{load_plugins}",
         ])
-        files = [config.global_config.path] + ([project.file] if project else [])
+        files = [config.global_config.filename] + ([project.filename] if project else [])
         fingerprint = manifest.fingerprint(
-            files, [site_packages_dir(e) for e in envs], load_plugins
+            files, [site_packages_str(e) for e in envs], load_plugins
         )
         return key, fingerprint
 
