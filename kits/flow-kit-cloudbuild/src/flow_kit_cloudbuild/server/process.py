@@ -58,15 +58,13 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
     budget runs out (the group is killed first), and CancelledError passes through after the
     group is killed.
     """
-    preexec = None
     if confine is not None:
         sandbox, spec = confine
         argv = sandbox.wrap(argv, spec, cwd)
-        preexec = sandbox.preexec()
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, limit=1 << 20, preexec_fn=preexec)
+        start_new_session=True, limit=1 << 20)
     lock = asyncio.Lock()  # one batch at a time reaches the sink
 
     async def pump(stream: asyncio.StreamReader, name: str) -> None:
