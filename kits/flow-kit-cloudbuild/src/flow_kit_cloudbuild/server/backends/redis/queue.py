@@ -8,7 +8,8 @@ Nothing here is a protocol of our own; the whole state can be read with ``XPENDI
 
 * ``put``: ``XADD flowcb:jobs * task <id>``.
 * each of ``concurrency`` consumer loops first ``XAUTOCLAIM``s a job idle for longer than the
-  heartbeat timeout (its worker died), else ``XREADGROUP``s a new one (blocking 1 s);
+  heartbeat timeout (its worker died), going on where its last look stopped (one look scans at
+  most ten pending jobs), else ``XREADGROUP``s a new one (blocking 1 s);
 * while the handler runs, a heartbeat ``XCLAIM ... JUSTID``s the job to its own consumer every
   ``heartbeat/4`` s, which resets the idle time without counting a delivery — but only while the
   job is still ours (a Lua script checks the owner first, so a worker that paused never takes a
@@ -165,6 +166,10 @@ class RedisStreamQueue:
         self._unpark = redis.register_script(_UNPARK)
         self._loops: list[asyncio.Task[None]] = []
         self._pending = 0
+        # Where the next XAUTOCLAIM goes on scanning the group's pending list: one call looks
+        # at no more than COUNT x 10 entries (Redis's rule), so starting at 0-0 every time would
+        # never reach a dead worker's job behind ten or more running ones.
+        self._claim_from = "0-0"
 
     # -- JobQueue ------------------------------------------------------------------------------
     async def start(self, handler: Handler) -> None:
@@ -179,12 +184,15 @@ class RedisStreamQueue:
         await self.redis.xadd(STREAM, {"task": task_id, "group": group})
 
     async def stop(self) -> None:
-        for t in self._loops:
-            t.cancel()
-        for t in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._loops = []
+        """Cancel the consumer loops and wait until each has ended. A cancel that lands in
+        redis-py's blocking read can be swallowed (redis/redis-py#2028: the read goes on), so
+        the loops still running are cancelled again every half second."""
+        loops, self._loops = self._loops, []
+        while loops:
+            for t in loops:
+                t.cancel()
+            _, pending = await asyncio.wait(loops, timeout=0.5)
+            loops = list(pending)
 
     def pending(self) -> int:
         return self._pending
@@ -231,7 +239,9 @@ class RedisStreamQueue:
 
     async def _next(self) -> Job | None:
         idle_ms = int(self.heartbeat_timeout * 1000)
-        claimed = await self.redis.xautoclaim(STREAM, GROUP, self.consumer, idle_ms, "0-0", count=1)
+        claimed = await self.redis.xautoclaim(STREAM, GROUP, self.consumer, idle_ms,
+                                              self._claim_from, count=1)
+        self._claim_from = _s(claimed[0]) if claimed else "0-0"  # "0-0": the scan went round
         entries = claimed[1] if claimed else []
         for deleted in (claimed[2] if len(claimed) > 2 else []):  # trimmed away: nothing to run
             await self.redis.xack(STREAM, GROUP, deleted)
