@@ -166,7 +166,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
             raise StepFailed(f"archive entry {_short(self.name)} is a sparse file; archive it as a plain file")
         else:
             tar._flow_chain = 0
-        member = super()._proc_member(tar)
+        member = super()._proc_member(tar)  # type: ignore[misc]  # tarfile private, not in typeshed
         for what, value in (("path", member.name), ("link target", member.linkname)):
             if len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
                 raise StepFailed(f"archive entry {_short(member.name, 60)} has a {what} of more than "
