@@ -16,30 +16,35 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowcore import environment
+from flowcore._plain import Plain
 from flowcore.environment import ENTRY_POINT_GROUPS, canonical_name
 from flowcore.errors import InstallError
+
+if TYPE_CHECKING:
+    import subprocess
 
 BASE_PTH = "_flowcore_base.pth"
 
 
-@dataclass(frozen=True)
-class Dist:
+class Dist(Plain):
     """One installed distribution: canonical name, version, and its flow entry points."""
 
-    name: str
-    version: str
-    entry_points: tuple[tuple[str, str, str], ...]  # (group, name, value), flow groups only
-    requires: tuple[str, ...]
+    __slots__ = ("name", "version", "entry_points", "requires")
+    _hashable = True
+
+    def __init__(self, name: str, version: str,
+                 entry_points: tuple[tuple[str, str, str], ...],  # (group, name, value), flow's
+                 requires: tuple[str, ...]) -> None:
+        self.name = name
+        self.version = version
+        self.entry_points = entry_points
+        self.requires = requires
 
     @property
     def groups(self) -> set[str]:
@@ -47,6 +52,30 @@ class Dist:
 
 
 def _read_dists(paths: Sequence[Path]) -> dict[str, Dist]:
+    """The distributions on ``paths`` by canonical name (the first of a name wins, as for
+    imports), read from their metadata folders (flowcore._distinfo), else importlib.metadata."""
+    from flowcore import _distinfo
+
+    found = _distinfo.metadata_dirs([str(p) for p in paths])
+    if found is not None and not any(d.endswith(".egg-info") for d in found):
+        out: dict[str, Dist] = {}
+        for meta_dir in found:
+            headers = _distinfo.headers(meta_dir)
+            raw_name = (headers or {}).get("name", [None])[0]
+            if not raw_name:
+                continue
+            name = canonical_name(raw_name)
+            if name in out:
+                continue
+            eps = tuple(ep for ep in _distinfo.entry_points(meta_dir)
+                        if ep[0] in ENTRY_POINT_GROUPS)
+            version = (headers or {}).get("version", [""])[0]
+            out[name] = Dist(name, version, eps, tuple((headers or {}).get("requires-dist", ())))
+        return out
+    return _read_dists_with_metadata(paths)
+
+
+def _read_dists_with_metadata(paths: Sequence[Path]) -> dict[str, Dist]:
     from importlib.metadata import distributions
 
     out: dict[str, Dist] = {}
@@ -133,6 +162,12 @@ def _name_and_version(directory: Path, entry: str) -> tuple[str, str] | None:
     return canonical_name(headers["Name"]), headers.get("Version", "")
 
 
+#: A requirement without extras, markers or URL whose specifiers (if any) compare plain versions.
+_PLAIN_REQUIREMENT = re.compile(
+    r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*"
+    r"(?:\(([<>=!0-9., ]*)\)|([<>=!0-9., ]*))\s*")
+
+
 def unsatisfied_base_requirements(
     new: Iterable[Dist], base: dict[str, Dist]
 ) -> list[str]:
@@ -141,11 +176,17 @@ def unsatisfied_base_requirements(
     Returns sentences like ``flow-plugin-x needs click>=99 but flowcore's environment has
     click 8.1.7``.
     """
-    from packaging.requirements import InvalidRequirement, Requirement
-
     problems: list[str] = []
     for dist in new:
         for text in dist.requires:
+            plain = _PLAIN_REQUIREMENT.fullmatch(text)
+            if plain is not None:  # "name", "name>=1.0,<2", "name (>=1.0)": no packaging needed
+                have = base.get(canonical_name(plain.group(1)))
+                spec = (plain.group(2) or plain.group(3) or "").strip()
+                if have is None or not spec or plain_contains(spec, have.version) is True:
+                    continue
+            from packaging.requirements import InvalidRequirement, Requirement
+
             try:
                 req = Requirement(text)
             except InvalidRequirement:
@@ -163,19 +204,48 @@ def unsatisfied_base_requirements(
     return problems
 
 
+def plain_contains(spec: str, version: str) -> bool | None:
+    """Whether release ``version`` satisfies ``spec`` when both are plain (``>=1``, ``>=1,<2``:
+    comparisons with dotted numbers only), as PEP 440 compares them (zero padded); ``None`` for
+    anything else, which packaging decides (its import costs ~4 ms of an add, and ``FLOW_API``
+    and the requirements on flowcore's packages are usually this plain)."""
+    if not re.fullmatch(r"[0-9]+(?:\.[0-9]+)*", version):
+        return None
+    mine = _release(version)
+    for clause in spec.split(","):
+        match = re.fullmatch(r"\s*(>=|<=|==|!=|>|<)\s*([0-9]+(?:\.[0-9]+)*)\s*", clause)
+        if match is None:
+            return None
+        op, theirs = match.group(1), _release(match.group(2))
+        width = max(len(mine), len(theirs))
+        a, b = mine + (0,) * (width - len(mine)), theirs + (0,) * (width - len(theirs))
+        ok = {">=": a >= b, "<=": a <= b, "==": a == b, "!=": a != b, ">": a > b, "<": a < b}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 # --------------------------------------------------------------------------------------------
 # The managed environment
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ManagedEnv:
-    """A flow-managed virtual environment at ``root``."""
+class ManagedEnv(Plain):
+    """A flow-managed virtual environment at ``root``.
 
-    root: Path
-    #: The environment lives in a folder of the user's tree (a project's ``.flow/``): create that
-    #: folder git-ignored.
-    in_user_tree: bool = False
+    ``in_user_tree``: the environment lives in a folder of the user's tree (a project's
+    ``.flow/``): create that folder git-ignored.
+    """
+
+    __slots__ = ("root", "in_user_tree")
+
+    def __init__(self, root: Path, in_user_tree: bool = False) -> None:
+        self.root = root
+        self.in_user_tree = in_user_tree
 
     @property
     def python(self) -> Path:
@@ -223,6 +293,8 @@ class ManagedEnv:
             atomic_write_bytes(self.site_packages / BASE_PTH, self.base_pth_text().encode())
 
     def create(self) -> None:
+        import shutil
+
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +341,39 @@ def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
     except OSError:
+        import shutil
+
         shutil.copy2(src, dst)
+
+
+def _link_tree(src: str, dst: str) -> None:
+    """``shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)`` without
+    importing shutil before the installer starts (it is imported while it runs, see
+    ``flowcore.packages._warm_up``): files hard-linked, symbolic links copied as links,
+    directories made with their source's mode and times (copytree's ``copystat``; the times
+    of links and extended attributes are not copied, nothing in an environment depends on them).
+    """
+    os.mkdir(dst)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            target = os.path.join(dst, entry.name)
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir():
+                _link_tree(entry.path, target)
+            else:
+                _link_or_copy(entry.path, target)
+    st = os.stat(src)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(dst, st.st_mode & 0o7777)
+
+
+def _remove_tree(path: str | Path) -> None:
+    """``shutil.rmtree(path, ignore_errors=True)``, importing shutil only when there is one."""
+    if os.path.lexists(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class EnvSnapshot:
@@ -286,11 +390,11 @@ class EnvSnapshot:
         self.env = env
         self.path = env.root.with_name(f".{env.root.name}.before")
         self.fingerprints = env.fingerprints()
-        shutil.rmtree(self.path, ignore_errors=True)  # left by a run that was killed
+        _remove_tree(self.path)  # left by a run that was killed
         try:
-            shutil.copytree(env.root, self.path, symlinks=True, copy_function=_link_or_copy)
+            _link_tree(str(env.root), str(self.path))
         except OSError as exc:
-            shutil.rmtree(self.path, ignore_errors=True)
+            _remove_tree(self.path)
             raise InstallError(f"cannot keep a copy of the flow environment at {env.root} "
                                f"before changing it: {exc}",
                                "Check the free space and permissions there") from exc
@@ -304,14 +408,14 @@ class EnvSnapshot:
     def restore(self) -> None:
         """Put the environment back exactly as it was when the snapshot was taken."""
         aside = self.env.root.with_name(f".{self.env.root.name}.failed")
-        shutil.rmtree(aside, ignore_errors=True)
+        _remove_tree(aside)
         if self.env.root.exists():
             os.rename(self.env.root, aside)
         os.rename(self.path, self.env.root)
-        shutil.rmtree(aside, ignore_errors=True)
+        _remove_tree(aside)
 
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        _remove_tree(self.path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,6 +427,14 @@ def find_uv() -> str | None:
     """The uv binary, unless ``FLOW_INSTALLER=pip`` asks for pip."""
     if os.environ.get("FLOW_INSTALLER", "").lower() == "pip":
         return None
+    if os.name == "posix" and sys.prefix != sys.base_prefix:
+        # In a virtual environment, where uv.find_uv_bin (environment.uv_binary) looks first:
+        # <prefix>/bin, the scripts directory of the "venv" scheme. Without its sysconfig work.
+        import importlib.util
+
+        candidate = os.path.join(sys.prefix, "bin", "uv")
+        if os.path.isfile(candidate) and importlib.util.find_spec("uv") is not None:
+            return candidate
     return environment.uv_binary()
 
 
@@ -345,32 +457,116 @@ def summarise(output: str) -> str:
     return text[:400] + ("..." if len(text) > 400 else "") or "no output"
 
 
-def run_tool(cmd: Sequence[str], what: str, fix: str = "") -> subprocess.CompletedProcess[str]:
-    """Run an installer; its full output goes to the debug log, its error into one line."""
-    import logging
+def run_tool(cmd: Sequence[str], what: str, fix: str = "",
+             meanwhile: Callable[[], object] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an installer; its full output goes to the debug log, its error into one line.
 
-    log = logging.getLogger("flow")
-    log.debug("running %s", " ".join(cmd))
+    ``meanwhile`` is called while the installer runs (work that would otherwise wait for it).
+    """
+    # No logging import just for this: with logging not imported, no debug log is set up.
+    logging = sys.modules.get("logging")
+    log = logging.getLogger("flow") if logging is not None else None
+    if log is not None:
+        log.debug("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+        code, out, err = _run(list(cmd), meanwhile)
     except OSError as exc:
         raise InstallError(f"{what}: cannot run {cmd[0]}: {exc.strerror}", fix) from exc
-    log.debug("%s", (proc.stdout + proc.stderr).rstrip())
+    import subprocess  # (imported by now: flowcore._probe, in packages._warm_up)
+
+    proc = subprocess.CompletedProcess(list(cmd), code, _text(out), _text(err))
+    if log is not None:
+        log.debug("%s", (proc.stdout + proc.stderr).rstrip())
     if proc.returncode != 0:
         raise InstallError(f"{what}: {summarise(proc.stderr + proc.stdout)}", fix)
     return proc
 
 
-@dataclass
-class InstallOptions:
-    """Where distributions may come from. Recorded with each install for ``doctor --fix``."""
+def _text(data: bytes) -> str:
+    """Captured output as text (subprocess's ``text=True``: universal newlines)."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
 
-    find_links: list[str] = field(default_factory=list)
-    no_index: bool = False
-    build_isolation: bool = True
-    #: The configured package source (flowcore._package_source), ignored under ``no_index``.
-    index_url: str | None = None
-    extra_index_urls: list[str] = field(default_factory=list)
+
+def _run(cmd: list[str], meanwhile: Callable[[], object] | None) -> tuple[int, bytes, bytes]:
+    """Exit code, stdout and stderr of ``cmd``, with ``meanwhile()`` called while it runs.
+
+    Started with ``os.posix_spawn`` as subprocess would (its default signal handling restored,
+    no descriptor but the two pipes inherited), without importing subprocess: that import
+    (~1.5 ms) is made while the installer runs instead of before it starts.
+    """
+    if not hasattr(os, "posix_spawn") or not os.path.isabs(cmd[0]):
+        import subprocess
+
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as popen:
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+                out, err = popen.communicate()
+            except BaseException:
+                popen.kill()
+                raise
+        return popen.returncode, out, err
+    import select
+    import signal
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawn(cmd[0], cmd, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, out_w, 1),
+                                           (os.POSIX_SPAWN_DUP2, err_w, 2)],
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except BaseException:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    status = None
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        open_fds = [out_r, err_r]
+        while open_fds:
+            ready, _, _ = select.select(open_fds, [], [])
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    open_fds.remove(fd)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        if status is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        os.close(out_r)
+        os.close(err_r)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
+
+
+class InstallOptions(Plain):
+    """Where distributions may come from. Recorded with each install for ``doctor --fix``.
+
+    ``index_url``/``extra_index_urls``: the configured package source
+    (flowcore._package_source), ignored under ``no_index``.
+    """
+
+    __slots__ = ("find_links", "no_index", "build_isolation", "index_url", "extra_index_urls")
+
+    def __init__(self, find_links: list[str] | None = None, no_index: bool = False,
+                 build_isolation: bool = True, index_url: str | None = None,
+                 extra_index_urls: list[str] | None = None) -> None:
+        self.find_links = find_links if find_links is not None else []
+        self.no_index = no_index
+        self.build_isolation = build_isolation
+        self.index_url = index_url
+        self.extra_index_urls = extra_index_urls if extra_index_urls is not None else []
 
     def args(self) -> list[str]:
         out: list[str] = []
@@ -400,19 +596,26 @@ class Installer:
                 "--disable-pip-version-check", "--no-input", *args]
 
     def install(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
-                base: dict[str, Dist], what: str) -> None:
-        """Install ``specs`` into ``env`` without touching any base distribution."""
+                base: dict[str, Dist], what: str,
+                meanwhile: Callable[[], object] | None = None) -> None:
+        """Install ``specs`` into ``env`` without touching any base distribution (``meanwhile``:
+        see ``run_tool``)."""
         if self.uv:
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+            # Next to the environment (the caller holds its lock), not a tempfile: that module
+            # is imported (by _warm_up) while uv runs, instead of before.
+            excludes = os.path.join(env.root.parent, f".uv-excludes-{os.getpid()}.txt")
+            with open(excludes, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(sorted(base)) + "\n")
             try:
                 run_tool([self.uv, "pip", "install", "--python", str(env.python),
-                          "--excludes", fh.name, *options.args(), *specs], what)
+                          "--excludes", excludes, *options.args(), *specs], what,
+                         meanwhile=meanwhile)
             finally:
-                os.unlink(fh.name)
+                os.unlink(excludes)
             return
         self._refuse_base_changes(env, specs, options, base, what)
-        run_tool(self._pip(env, "install", "--quiet", *options.args(), *specs), what)
+        run_tool(self._pip(env, "install", "--quiet", *options.args(), *specs), what,
+                 meanwhile=meanwhile)
 
     def _refuse_base_changes(self, env: ManagedEnv, specs: Sequence[str],
                              options: InstallOptions, base: dict[str, Dist], what: str) -> None:

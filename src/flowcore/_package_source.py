@@ -22,10 +22,10 @@ and ``flow doctor --fix`` pass them to the installer.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowcore._plain import Plain
 from flowcore.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,24 +87,31 @@ def redact(url: str) -> str:
     return f"{scheme}://{shown}@{host}{sep}{tail}"
 
 
-@dataclass
-class Setting:
-    """One setting's effective value and where it came from (a file, a variable, the default)."""
+class Setting(Plain):
+    """One setting's effective value and where it came from (a file, a variable, the default);
+    ``base``: where relative paths are taken from."""
 
-    name: str
-    value: Any
-    origin: str
-    base: Path | None = None  # relative paths are taken from here
-    fix: str = ""
+    __slots__ = ("name", "value", "origin", "base", "fix")
+
+    def __init__(self, name: str, value: Any, origin: str, base: Path | None = None,
+                 fix: str = "") -> None:
+        self.name = name
+        self.value = value
+        self.origin = origin
+        self.base = base
+        self.fix = fix
 
 
-@dataclass
-class PackageSource:
+class PackageSource(Plain):
     """The effective package source of one run."""
 
-    index_url: str | None = None
-    extra_index_urls: list[str] = field(default_factory=list)
-    find_links: list[str] = field(default_factory=list)
+    __slots__ = ("index_url", "extra_index_urls", "find_links")
+
+    def __init__(self, index_url: str | None = None, extra_index_urls: list[str] | None = None,
+                 find_links: list[str] | None = None) -> None:
+        self.index_url = index_url
+        self.extra_index_urls = extra_index_urls if extra_index_urls is not None else []
+        self.find_links = find_links if find_links is not None else []
 
 
 def _setting(config: EffectiveConfig, name: str) -> Setting:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from flowcore._installer import ManagedEnv
 from flowcore.errors import InstallError
@@ -72,11 +73,28 @@ def read_declarations(env: ManagedEnv, values: Sequence[str], *,
     An import that hangs is bounded: after ``timeout`` seconds the probe is killed and
     InstallError raised.
     """
+    return read_declarations_and(env, values, None, timeout=timeout)[0]
+
+
+def read_declarations_and(
+    env: ManagedEnv, values: Sequence[str],
+    then: Callable[[dict[str, Declarations]], Any] | None, *, timeout: float = 120,
+) -> tuple[dict[str, Declarations], Pending | None]:
+    """``read_declarations``, and ``then(declarations)`` called in the same child process after
+    the imports, when that child is a fork of flow: a ``Pending`` for its result (JSON data; None
+    when ``then`` raised or did not finish in time: its work is never the reason an install
+    fails), else None (no fork). This returns with the declarations, while ``then`` may still
+    run.
+    """
     if not values:
-        return {}
-    items = _forked(env, values, timeout) if _can_fork(env) else None
-    if items is None:
-        items = _subprocess(env, values, timeout)
+        return {}, None
+    found = _forked(env, values, timeout, then) if _can_fork(env) else None
+    if found is None:
+        return _declarations(_subprocess(env, values, timeout)), None
+    return _declarations(found[0]), found[1]
+
+
+def _declarations(items: list[dict]) -> dict[str, Declarations]:
     out: dict[str, Declarations] = {}
     for item in items:
         kits = item.get("FLOW_BUILD_KITS")
@@ -139,11 +157,15 @@ def _can_fork(env: ManagedEnv) -> bool:
     return env.python.exists() and env.site_packages.is_dir()
 
 
-def _forked(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[dict]:
-    """The probe in a fork of this process; what it prints is kept for an error message."""
+def _forked(env: ManagedEnv, values: Sequence[str], timeout: float,
+            then: Callable[[dict[str, Declarations]], Any] | None = None,
+            ) -> tuple[list[dict], Pending | None]:
+    """The probe in a fork of this process; what it prints is kept for an error message.
+
+    The child writes the declarations as one JSON line, then what ``then`` gives as another:
+    this returns as soon as the first came, the second is the ``Pending``'s ``result()``.
+    """
     import os
-    import select
-    import signal
     import sys
     import time
 
@@ -162,7 +184,7 @@ def _forked(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[dict
             os.close(output_r)
             os.dup2(output_w, 1)
             os.dup2(output_w, 2)
-            _child(env, values, result_w)
+            _child(env, values, result_w, then)
             code = 0
         except BaseException:  # noqa: BLE001 - reported through the output pipe
             import traceback
@@ -175,42 +197,130 @@ def _forked(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[dict
                 os._exit(code)
     os.close(result_w)
     os.close(output_w)
-    chunks: dict[int, list[bytes]] = {result_r: [], output_r: []}
-    open_fds = [result_r, output_r]
-    reaped = False
+    child = _Child(pid, result_r, output_r, time.monotonic() + timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while open_fds:
-            remaining = deadline - time.monotonic()
+        finished = child.read(child.answered if then is not None else None)
+        if not finished and not child.answered():
+            raise _hung(values, timeout)
+        if finished or then is None:
+            child.reap(kill=not finished)  # (killed: the declarations came, it hung after)
+        try:
+            items = json.loads(child.lines()[0].decode("utf-8"))
+        except ValueError:
+            raise _failed(child.output()) from None
+    except BaseException:
+        child.reap(kill=True)
+        raise
+    return items, (Pending(child) if then is not None else None)
+
+
+class _Child:
+    """A forked probe: its pipes (its answer, what it prints) and what came through them."""
+
+    def __init__(self, pid: int, result_fd: int, output_fd: int, deadline: float) -> None:
+        self.pid = pid
+        self.result_fd = result_fd
+        self.output_fd = output_fd
+        self.deadline = deadline
+        self.chunks: dict[int, list[bytes]] = {result_fd: [], output_fd: []}
+        self.open_fds = [result_fd, output_fd]
+        self.reaped = False
+
+    def answered(self) -> bool:
+        """Whether the first line (the declarations) came."""
+        return any(b"\n" in chunk for chunk in self.chunks[self.result_fd])
+
+    def read(self, enough: Callable[[], bool] | None = None) -> bool:
+        """Read until both pipes closed (True), or ``enough()``, or the deadline (False)."""
+        import os
+        import select
+        import time
+
+        while self.open_fds:
+            if enough is not None and enough():
+                return False
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                raise _hung(values, timeout)
-            ready, _, _ = select.select(open_fds, [], [], remaining)
+                return False
+            ready, _, _ = select.select(self.open_fds, [], [], remaining)
             for fd in ready:
                 data = os.read(fd, 65536)
                 if data:
-                    chunks[fd].append(data)
+                    self.chunks[fd].append(data)
                 else:
-                    open_fds.remove(fd)
-        os.waitpid(pid, 0)
-        reaped = True
-    finally:
-        if not reaped:
+                    self.open_fds.remove(fd)
+        return True
+
+    def reap(self, *, kill: bool) -> None:
+        import os
+        import signal
+
+        if self.reaped:
+            return
+        self.reaped = True
+        if kill:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            os.waitpid(pid, 0)
-        os.close(result_r)
-        os.close(output_r)
-    try:
-        return json.loads(b"".join(chunks[result_r]).decode("utf-8"))
-    except ValueError:
-        raise _failed(b"".join(chunks[output_r]).decode("utf-8", "replace")) from None
+        os.waitpid(self.pid, 0)
+        os.close(self.result_fd)
+        os.close(self.output_fd)
+
+    def lines(self) -> list[bytes]:
+        return b"".join(self.chunks[self.result_fd]).split(b"\n")
+
+    def output(self) -> str:
+        return b"".join(self.chunks[self.output_fd]).decode("utf-8", "replace")
 
 
-def _child(env: ManagedEnv, values: Sequence[str], fd: int) -> None:
+_PENDING: set[Pending] = set()
+_CANCEL_AT_EXIT = False
+
+
+class Pending:
+    """What ``then`` gives in a forked probe, while its child may still be computing it: flow
+    goes on with the declarations meanwhile. A child nobody asks is killed at exit."""
+
+    def __init__(self, child: _Child) -> None:
+        global _CANCEL_AT_EXIT
+        self.child = child
+        if not _CANCEL_AT_EXIT:
+            import atexit
+
+            atexit.register(_cancel_pending)
+            _CANCEL_AT_EXIT = True
+        _PENDING.add(self)
+
+    def result(self) -> Any:
+        """The JSON data ``then`` returned, or None (it raised, or did not finish in time)."""
+        _PENDING.discard(self)
+        child = self.child
+        if not child.reaped:
+            finished = child.read()
+            child.reap(kill=not finished)
+            if not finished:
+                return None
+        lines = child.lines()
+        try:
+            return json.loads(lines[1].decode("utf-8")) if lines[1:] != [b""] else None
+        except (ValueError, IndexError):
+            return None
+
+    def cancel(self) -> None:
+        _PENDING.discard(self)
+        self.child.reap(kill=True)
+
+
+def _cancel_pending() -> None:
+    for pending in list(_PENDING):
+        pending.cancel()
+
+
+def _child(env: ManagedEnv, values: Sequence[str], fd: int,
+           then: Callable[[dict[str, Declarations]], Any] | None = None) -> None:
     """In the forked child: import ``values`` as the environment holds them now, write the
-    declarations as JSON to ``fd``."""
+    declarations as JSON to ``fd`` (one line), then ``then``'s result (another)."""
     import importlib
     import os
     import sys
@@ -221,10 +331,13 @@ def _child(env: ManagedEnv, values: Sequence[str], fd: int) -> None:
     # What flow imported from the environment before the install is not what it holds now.
     roots = tuple({os.path.join(os.path.abspath(env.root), ""),
                    os.path.join(os.path.realpath(env.root), "")})
-    for name, module in list(sys.modules.items()):
-        where = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or ())]
-        if any(isinstance(p, str) and p.startswith(roots) for p in where):
-            del sys.modules[name]
+    # (Nothing can have been imported from there while no sys.path entry is in it.)
+    if any(isinstance(p, str) and os.path.join(os.path.abspath(p), "").startswith(roots)
+           for p in sys.path):
+        for name, module in list(sys.modules.items()):
+            where = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or ())]
+            if any(isinstance(p, str) and p.startswith(roots) for p in where):
+                del sys.modules[name]
     # Like `python -I`: neither the working directory nor the script's folder is searched.
     cwd = os.getcwd()
     sys.path[:] = [p for p in sys.path if p not in ("", cwd, os.path.dirname(sys.argv[0] or ""))]
@@ -235,7 +348,23 @@ def _child(env: ManagedEnv, values: Sequence[str], fd: int) -> None:
     add_to_sys_path(env.root)
     namespace: dict = {}
     exec(_DECLARE, namespace)  # noqa: S102 - flowcore's own code, shared with _SCRIPT
-    data = (json.dumps([namespace["_declare"](v) for v in values]) + "\n").encode("utf-8")
+    items = [namespace["_declare"](v) for v in values]
+    _write(fd, json.dumps(items) + "\n")
+    if then is not None:
+        try:
+            extra = json.dumps(then(_declarations(items)))
+        except Exception:  # noqa: BLE001 - then's work is optional; the parent gets None
+            import traceback
+
+            traceback.print_exc()
+            return
+        _write(fd, extra + "\n")
+
+
+def _write(fd: int, text: str) -> None:
+    import os
+
+    data = text.encode("utf-8")
     while data:
         data = data[os.write(fd, data):]
 
@@ -245,12 +374,17 @@ def api_problem(name: str, api: str | None) -> str | None:
 
     A plugin that declares nothing is taken to support every API version.
     """
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
     from flowcore import FLOW_API_VERSION
 
     if api is None or api.strip() in ("", "*"):
         return None
+    from flowcore._installer import plain_contains
+
+    plain = plain_contains(api, FLOW_API_VERSION)
+    if plain is True:
+        return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         spec = SpecifierSet(api)
     except InvalidSpecifier:
@@ -259,3 +393,4 @@ def api_problem(name: str, api: str | None) -> str | None:
         return None
     return (f"{name} supports flow plugin API {api} but this flowcore provides API "
             f"{FLOW_API_VERSION}")
+

@@ -15,13 +15,12 @@ scope) are this module's business. Every change is a transaction:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowcore import _progress, paths
-from flowcore._doctor import Problem
 from flowcore._installer import (
     Dist,
     EnvSnapshot,
@@ -34,9 +33,34 @@ from flowcore._installer import (
     unsatisfied_base_requirements,
     write_record,
 )
+from flowcore._plain import Plain
 from flowcore.config import EffectiveConfig
 from flowcore.environment import KIT_GROUP, PLUGIN_GROUP, canonical_name
 from flowcore.errors import InstallError, UsageError
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from flowcore._doctor import Problem
+
+    class CommitWatch(Protocol):
+        """Follows an install: ``in_probe`` runs in the probe's child process (a fork of
+        flow, after the new plugins were imported there) with the kind each plugin will load
+        as, and ``probed`` gets a ``flowcore._probe.Pending`` for its result (JSON data), or
+        None;
+        ``before_config`` and ``after_config`` are called right before (environment changed)
+        and after (config and install record written) the install is committed, with the
+        installed distributions' names.
+        """
+
+        def in_probe(self, kinds: dict[str, str]) -> Any: ...
+
+        def probed(self, pending: Any) -> None: ...
+
+        def before_config(self, added: list[str]) -> None: ...
+
+        def after_config(self, added: list[str]) -> Any: ...
+
 
 KIT = "kit"
 PLUGIN = "plugin"
@@ -46,30 +70,36 @@ _WHAT = {KIT: "build kit", PLUGIN: "plugin"}
 _UNCHANGED = "The config and the flow environment are unchanged"
 
 
-@dataclass(frozen=True)
-class InstalledPackage:
-    """The outcome of installing one kit or plugin."""
+class InstalledPackage(Plain):
+    """The outcome of installing one kit or plugin (``build_kits``: the kits a kit-bound plugin
+    is bound to)."""
 
-    name: str
-    version: str
-    kind: str
-    build_kits: tuple[str, ...] = ()  # kit-bound plugins: the kits they are bound to
-    source: str = ""
+    __slots__ = ("name", "version", "kind", "build_kits", "source")
+    _hashable = True
 
-@dataclass
-class _Spec:
+    def __init__(self, name: str, version: str, kind: str, build_kits: tuple[str, ...] = (),
+                 source: str = "") -> None:
+        self.name = name
+        self.version = version
+        self.kind = kind
+        self.build_kits = build_kits
+        self.source = source
+
+
+class _Spec(Plain):
     """One requirement as given, what to pass the installer, and the name if known upfront."""
 
-    given: str
-    arg: str
-    name: str | None
-    is_dir: bool = False
+    __slots__ = ("given", "arg", "name", "is_dir")
+
+    def __init__(self, given: str, arg: str, name: str | None, is_dir: bool = False) -> None:
+        self.given = given
+        self.arg = arg
+        self.name = name
+        self.is_dir = is_dir
 
 
 def parse_spec(spec: str) -> _Spec:
     """Tell paths from requirements; fail early (one line) on a path that does not exist."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     looks_like_path = (
         spec.endswith((".whl", ".tar.gz", ".zip")) or spec.startswith((".", "/", "~"))
         or os.sep in spec
@@ -82,21 +112,37 @@ def parse_spec(spec: str) -> _Spec:
         if path.is_file():
             if path.suffix != ".whl":
                 return _Spec(spec, str(path), None)
-            from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
-            try:
-                return _Spec(spec, str(path), canonical_name(parse_wheel_filename(path.name)[0]))
-            except InvalidWheelFilename as exc:
-                raise InstallError(f"cannot install {spec}: {exc}", _UNCHANGED) from exc
+            return _Spec(spec, str(path), _wheel_name(spec, path.name))
         return _Spec(spec, str(path), _project_name(path), is_dir=True)
     if "://" in spec and "@" not in spec.split("://")[0]:
         return _Spec(spec, spec, None)
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         return _Spec(spec, spec, canonical_name(Requirement(spec).name))
     except InvalidRequirement as exc:
         raise UsageError(f"'{spec}' is neither a requirement nor an existing path",
                          "Pass a name (flow-plugin-x, flow-plugin-x>=1.0), a directory or a "
                          "wheel file") from exc
+
+
+#: ``name-version-python-abi-platform.whl`` with a plain name and a plain release version: the
+#: usual wheel file name, read without packaging (whose import costs ~4 ms of an add).
+_PLAIN_WHEEL = re.compile(r"([A-Za-z0-9._]+)-[0-9]+(?:\.[0-9]+)*-[^-]+-[^-]+-[^-]+\.whl")
+
+
+def _wheel_name(spec: str, filename: str) -> str:
+    """The canonical distribution name of wheel ``filename`` (PEP 427: the part before the first
+    ``-``); any name packaging's ``parse_wheel_filename`` would question is left to it."""
+    plain = _PLAIN_WHEEL.fullmatch(filename)
+    if plain is not None and "__" not in plain.group(1):
+        return canonical_name(plain.group(1))
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        return canonical_name(parse_wheel_filename(filename)[0])
+    except InvalidWheelFilename as exc:
+        raise InstallError(f"cannot install {spec}: {exc}", _UNCHANGED) from exc
 
 
 def _project_name(directory: Path) -> str | None:
@@ -168,36 +214,40 @@ class PackageManager:
         return results
 
     def add_plugins(self, specs: Sequence[str], find_links: Sequence[str] = (),
-                    no_index: bool = False) -> list[InstalledPackage]:
+                    no_index: bool = False,
+                    watch: CommitWatch | None = None) -> list[InstalledPackage]:
         """Install plugins into this scope's environment and add them to its config.
 
         Global scope: a plugin with ``FLOW_BUILD_KITS`` is bound to those kits (declaring the
         ones not in the config yet); any other is a general plugin. Project scope: added to
-        ``[tool.flow] plugins``.
+        ``[tool.flow] plugins``. ``watch`` is told right before and after the config is written
+        (``flow plugin add`` keeps the command manifest valid that way).
         """
         env = self.env()
         options = self.install_options(find_links, no_index)
         with env.lock():
-            results, snapshot = self.install_checked(env, specs, options, PLUGIN)
+            results, snapshot = self.install_checked(env, specs, options, PLUGIN, watch)
             self._commit(env, results, snapshot, options, lambda: self.config.bind_plugins(
-                [(r.name, r.build_kits) for r in results]))
+                [(r.name, r.build_kits) for r in results]), watch)
         return results
 
     def _commit(self, env: ManagedEnv, results: list[InstalledPackage],
                 snapshot: EnvSnapshot | None, options: InstallOptions,
-                write_config: Callable[[], Any]) -> None:
+                write_config: Callable[[], Any], watch: CommitWatch | None = None) -> None:
         """Write the config (and the install record); undo the install if that fails.
 
         A distribution the install left as it was (``flow plugin add NAME`` of an installed
         plugin: the installer found it satisfied) keeps its recorded source, so ``flow doctor
         --fix`` still reinstalls it from the directory or wheel it came from.
         """
+        names = [r.name for r in results]
+        changed = snapshot.changed() if snapshot is not None else None
+        _tell(watch, "before_config", names)
         try:
             write_config()
         except BaseException:
             self._rollback(env, snapshot)
             raise
-        changed = snapshot.changed() if snapshot is not None else None
         if snapshot is not None:
             snapshot.discard()
         record = read_record(env)
@@ -210,9 +260,11 @@ class PackageManager:
             record[r.name] = {"version": r.version, "kind": r.kind, "source": r.source,
                               "findLinks": options.find_links, "noIndex": options.no_index}
         write_record(env, record)
+        _tell(watch, "after_config", names)
 
     def install_checked(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
-                        kind: str) -> tuple[list[InstalledPackage], EnvSnapshot | None]:
+                        kind: str, watch: CommitWatch | None = None,
+                        ) -> tuple[list[InstalledPackage], EnvSnapshot | None]:
         """Install ``specs`` as ``kind`` into ``env`` and check them; all or nothing.
 
         Without touching the config: ``add_kits``/``add_plugins`` record the result, and
@@ -243,9 +295,9 @@ class PackageManager:
         try:
             with _progress.step(f"installing {label}"):
                 self.installer.install(env, [p.arg for p in parsed], options, base,
-                                       what=f"cannot install {label}")
+                                       what=f"cannot install {label}", meanwhile=_warm_up)
             with _progress.step(f"checking {label}"):
-                return self._check_installed(env, parsed, snapshot, base, kind), snapshot
+                return self._check_installed(env, parsed, snapshot, base, kind, watch), snapshot
         except BaseException as exc:
             self._rollback(env, snapshot)
             if isinstance(exc, InstallError) and not exc.fix:
@@ -254,8 +306,8 @@ class PackageManager:
 
     def _check_installed(self, env: ManagedEnv, parsed: list[_Spec],
                          snapshot: EnvSnapshot | None, base: dict[str, Dist],
-                         kind: str) -> list[InstalledPackage]:
-        from flowcore._probe import api_problem, read_declarations
+                         kind: str, watch: CommitWatch | None = None) -> list[InstalledPackage]:
+        from flowcore._probe import Declarations, api_problem, read_declarations_and
 
         after = env.distributions()
         rewritten = snapshot.changed() if snapshot is not None else set(after)
@@ -290,7 +342,21 @@ class PackageManager:
                     f"Add one to its pyproject.toml ([project.entry-points.\"{group}\"]). "
                     f"{_UNCHANGED}")
             values += [v for g, _, v in dist.entry_points if g == group]
-        declared = read_declarations(env, values)
+
+        def in_probe(declared: dict[str, Declarations]) -> Any:
+            """``watch.in_probe`` with the kind each plugin will load as once it is bound."""
+            assert watch is not None
+            kinds = {}
+            for _, dist in targets:
+                kits = [k for g, _, v in dist.entry_points if g == group
+                        for k in declared[v].build_kits or ()]
+                kinds[dist.name] = ("project" if self.scope == "project"
+                                    else "kit-plugin" if kits else "general")
+            return watch.in_probe(kinds)
+
+        declared, pending = read_declarations_and(env, values, in_probe if watch else None)
+        if watch is not None:
+            _tell(watch, "probed", pending)
         results: list[InstalledPackage] = []
         for p, dist in targets:
             kits: list[str] = []
@@ -390,12 +456,47 @@ class PackageManager:
         return fix(self)
 
 
+def _warm_up() -> None:
+    """Imports the rest of an install needs, made while the installer runs instead of after it:
+    the probe (flowcore._probe), and pluggy with flow's markers and hook specs, which almost every
+    plugin imports (``from flowcore import hookimpl``, ``flowcore.api``) in the probe's fork,
+    where the new plugins are also loaded for the command manifest; and tempfile."""
+    import tempfile  # noqa: F401 - the config and the install record are written through it
+
+    import flowcore._distinfo
+    import flowcore._markers
+    import flowcore._probe
+    import flowcore.api
+    import flowcore.hookspecs
+    import flowcore.plugins  # noqa: F401
+
+
+def _tell(watch: CommitWatch | None, event: str, argument: Any) -> None:
+    """Call ``watch``'s ``event``; what it raises is logged, never the install's failure."""
+    if watch is None:
+        return
+    try:
+        getattr(watch, event)(argument)
+    except Exception:  # noqa: BLE001 - a watcher keeps a cache; a stale one is rebuilt later
+        import logging
+
+        logging.getLogger("flow").debug("%s of %r failed", event, watch, exc_info=True)
+
+
 # ---------------------------------------------------------------------- install record
 
 def _api() -> str:
     from flowcore import FLOW_API_VERSION
 
     return FLOW_API_VERSION
+
+
+def __getattr__(name: str) -> object:
+    if name == "Problem":  # flowcore._doctor, imported when asked for (not by an install)
+        from flowcore._doctor import Problem
+
+        return Problem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["InstalledPackage", "PackageManager", "Problem", "parse_spec"]

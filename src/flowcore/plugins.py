@@ -212,17 +212,15 @@ class PluginSystem:
             return list(self.loaded.values())
         self._all_loaded = True
         self._activate_envs()
-        from importlib.metadata import distributions
-
         imported: list[LoadedPlugin | None] = []
+        listings: dict[str, list[str]] = {}
         for name, kind in self.plan():
             if name in self.loaded or any(f.name == name for f in self.failures):
                 continue
-            dist = next(iter(distributions(name=name)), None)
-            if dist is None:
+            values = entry_point_values(name, listings)
+            if values is None:
                 self._fail(name, kind, NOT_INSTALLED)
                 continue
-            values = [ep.value for ep in dist.entry_points if ep.group in ENTRY_POINT_GROUPS]
             if not values:
                 self._fail(name, kind, "it declares no '{}' or '{}' entry point".format(
                     *ENTRY_POINT_GROUPS))
@@ -618,3 +616,25 @@ def _plugin_kind(config_kind: str) -> str:
     """The PluginSystem's kind for a config's ``PluginRef.kind`` (a kit-bound one is
     ``kit-plugin``, so that it is never mistaken for the kit itself)."""
     return "kit-plugin" if config_kind == "kit" else config_kind
+
+def entry_point_values(name: str, listings: dict[str, list[str]] | None = None) -> list[str] | None:
+    """The values of the ``flow.kits``/``flow.plugins`` entry points of distribution ``name``
+    (in file order) as found first on ``sys.path``; ``None`` when it is not installed.
+
+    The same distribution ``importlib.metadata.distributions(name=name)`` finds first, read
+    from its ``.dist-info`` folder (flowcore._distinfo: no importlib.metadata import, no
+    metadata parse); importlib.metadata itself only where its search could differ.
+    """
+    from flowcore import _distinfo
+
+    found = _distinfo.metadata_dirs(list(sys.path), name, listings)
+    if found is not None:
+        if not found:
+            return None
+        return [v for g, _, v in _distinfo.entry_points(found[0]) if g in ENTRY_POINT_GROUPS]
+    from importlib.metadata import distributions
+
+    dist = next(iter(distributions(name=name)), None)
+    if dist is None:
+        return None
+    return [ep.value for ep in dist.entry_points if ep.group in ENTRY_POINT_GROUPS]

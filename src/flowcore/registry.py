@@ -351,3 +351,178 @@ def _resolve(
     ]
     live = {name: command for name, (_, command) in winners.items()}
     return records, warnings, live
+
+
+
+class ManifestAfterAdd:
+    """Leaves a valid command manifest behind ``flow plugin add``, so that the next command does
+    not rebuild it (importing every kit and plugin) because the add changed the environment.
+
+    The new plugins are loaded (by the PluginSystem's own loading) in the install's probe, a
+    fork of flow that imported them already (``in_probe``): their records, hooks and commands
+    come back as data, and plugin code never runs in flow's process. A rebuild would give this
+    run's manifest (valid when the run started) plus those, when all of this holds, and only
+    then is that written (else the manifest stays stale and the next command rebuilds it):
+
+    * between the start of the run and the config write (``before_config``, under the install
+      lock), the environments gained the added distributions and nothing else changed; after
+      it (``after_config``), nothing but the config files;
+    * the manifest had no failures (a rebuild would try those again), and the load plan is the
+      old one with the new plugins inserted (same kit, same kinds and order for the others),
+      each new one of the kind it was probed as;
+    * each new plugin loaded, passed the ``FLOW_API`` check, registered its commands without
+      failing, installs no ``.pth`` file, and takes no name a built-in, another source or a
+      failed plugin has: then precedence never comes into play, and the old commands and
+      warnings stay as they were.
+    """
+
+    def __init__(self, registry: CommandRegistry) -> None:
+        self.registry = registry
+        self.old = registry._manifest
+        self.pending: Any = None  # flowcore._probe.Pending: what in_probe returned, to come
+        self.probe: dict[str, Any] | None = None
+        self.middle: list[Any] | None = None
+
+    def in_probe(self, kinds: dict[str, str]) -> dict[str, Any] | None:
+        """In the probe's child: load the new plugins as ``kinds`` says; their records and
+        command records as JSON data, or None when one would fail in a rebuild."""
+        from flowcore.plugins import PluginSystem
+
+        if self.old is None:
+            return None
+        records = _fresh_records(list(kinds.items()), self.old.env_dirs)
+        if records is None:
+            return None
+        plugins = PluginSystem(self.registry.flow)
+        plugins.load_records(records, self.old.env_dirs)
+        loaded = list(plugins.loaded.values())
+        if plugins.failures or len(loaded) != len(records) or not all(map(_api_ok, loaded)):
+            return None
+        commands, warnings, _ = _resolve(plugins.collect_commands())
+        if plugins.failures or warnings:
+            return None
+        return {"plugins": [p.record(plugins.hooks_of(p)).as_dict() for p in loaded],
+                "commands": [c.as_dict() for c in commands]}
+
+    def probed(self, pending: Any) -> None:
+        """The probe answered (``pending``: a ``flowcore._probe.Pending`` for ``in_probe``'s
+        result, or None); that result is asked for in ``after_config``."""
+        self.pending = pending
+
+    def _fingerprint(self) -> list[Any] | None:
+        from flowcore import manifest as mf
+
+        key, fingerprint = self.registry._key_and_fingerprint()
+        if self.old is None or key != self.old.key:
+            return None
+        return mf._normalise(fingerprint)
+
+    def before_config(self, added: list[str]) -> None:
+        """With the environment changed and the config not yet written."""
+        from flowcore import manifest as mf
+
+        self.middle = None
+        if self.old is None or self.old.failures or self.pending is None:
+            return
+        now = self._fingerprint()
+        gained = mf.gained_distributions(self.old.fingerprint, now) if now is not None else None
+        if gained is not None and gained <= set(added):
+            self.middle = now
+
+    def after_config(self, added: list[str]) -> bool:
+        """With the config written: save the merged manifest if it is what a rebuild gives."""
+        from flowcore import manifest as mf
+
+        if self.middle is None:
+            return False
+        now = self._fingerprint()
+        if now is None or not mf.only_config_changed(self.middle, now):
+            return False
+        result = self.pending.result()
+        self.probe = result if isinstance(result, dict) else None
+        if self.probe is None:
+            return False
+        merged = self._merged(set(added), now)
+        if merged is None:
+            return False
+        mf.save(merged)
+        return True
+
+    def _merged(self, added: set[str], fingerprint: list[Any]) -> Manifest | None:
+        from flowcore import manifest as mf
+        from flowcore.plugins import PluginSystem
+
+        old, probe = self.old, self.probe
+        assert old is not None and probe is not None
+        plan = PluginSystem(self.registry.flow).plan()
+        known = {p.name: p for p in old.plugins}
+        if [(p.name, p.kind) for p in old.plugins] != [(n, k) for n, k in plan if n in known]:
+            return None
+        probed = {p["name"]: mf.PluginRecord(**p) for p in probe["plugins"]}
+        fresh = [(n, k) for n, k in plan if n not in known]
+        if any(n not in added or n not in probed or probed[n].kind != k for n, k in fresh):
+            return None
+        commands = [mf.CommandRecord(**c) for c in probe["commands"]
+                    if c["source"] in dict(fresh)]
+        taken = ({c.name for c in old.commands} | _builtin_names()
+                 | {n for f in old.failures for n in f.commands})
+        if any(c.name in taken for c in commands):
+            return None
+        return mf.Manifest(
+            key=old.key, fingerprint=fingerprint, kit=old.kit,
+            plugins=[known[n] if n in known else probed[n] for n, _ in plan],
+            commands=sorted(old.commands + commands, key=lambda c: c.name),
+            failures=[], warnings=list(old.warnings), env_dirs=list(old.env_dirs),
+        )
+
+
+def _fresh_records(plugins: list[tuple[str, str]], env_dirs: list[str]) -> list[Any] | None:
+    """Records of newly installed plugins as ``load_all`` would find them (their entry points
+    on the environments' path), or None when one would fail there or installs a ``.pth`` file
+    (a process that had the environment on its path before would not have read it).
+
+    Called in the probe's child, whose import caches were invalidated after the install.
+    """
+    from flowcore import _distinfo
+    from flowcore.environment import add_to_sys_path, site_packages_str
+    from flowcore.manifest import PluginRecord
+    from flowcore.plugins import entry_point_values
+
+    for env_dir in env_dirs:
+        add_to_sys_path(env_dir)
+    records = []
+    for name, kind in plugins:
+        values = entry_point_values(name)
+        if not values:
+            return None
+        for env_dir in env_dirs:
+            found = _distinfo.metadata_dirs([site_packages_str(env_dir)], name)
+            if found is None:
+                return None
+            for meta_dir in found:
+                try:
+                    with open(f"{meta_dir}/RECORD", encoding="utf-8") as fh:
+                        if any(line.split(",", 1)[0].endswith(".pth") for line in fh):
+                            return None
+                except OSError:
+                    return None
+        records.append(PluginRecord(name, kind, values, [], []))
+    return records
+
+
+def _api_ok(plugin: Any) -> bool:
+    """Whether ``plugin`` passes the PluginSystem's ``FLOW_API`` check (``load_all`` makes it;
+    ``load_records`` does not), without importing packaging for the usual ``">=1"``."""
+    from flowcore import FLOW_API_VERSION
+    from flowcore._installer import plain_contains
+    from flowcore.plugins import PluginSystem
+
+    for obj in plugin.objects:
+        spec = getattr(obj, "FLOW_API", None)
+        if spec is None or plain_contains(str(spec), FLOW_API_VERSION) is True:
+            continue
+        try:
+            PluginSystem._check_api(obj)
+        except Exception:  # noqa: BLE001 - load_all records it as a failure
+            return False
+    return True

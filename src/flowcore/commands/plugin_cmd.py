@@ -53,7 +53,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
     """Install plugins: a name, name with version, directory or wheel file."""
     config = flow.config
     installed_kits = set(config.global_config.installed_kits)
-    for r in flow.packages.add_plugins(specs, find_links, no_index):
+    for r in flow.packages.add_plugins(specs, find_links, no_index, watch=_manifest_watch()):
         if config.scope == "project" and config.project is not None:
             where = f"into project {config.project.root}"
         elif r.build_kits:
@@ -83,6 +83,17 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
                              command="flow plugin delete"))
     for name in flow.packages.delete_plugins(names):
         click.echo(f"deleted plugin {name}")
+
+
+def _manifest_watch() -> Any:
+    """What keeps the command manifest valid across the add (flowcore.registry.ManifestAfterAdd),
+    when this run has one (it is loaded before every command, for ``flow_before_command``)."""
+    registry = click.get_current_context().find_root().meta.get("flow.registry")
+    if registry is None or registry._manifest is None:
+        return None
+    from flowcore.registry import ManifestAfterAdd
+
+    return ManifestAfterAdd(registry)
 
 
 def _refuse_global_plugins(config: Any, names: tuple[str, ...]) -> None:
