@@ -113,6 +113,34 @@ def test_a_kit_bound_plugin_of_the_active_kit(run_flow, flow_home, tmp_path):
     assert rebuilt(run_flow, flow_home, "flow-kit-demo") == data
 
 
+def test_after_delete_the_next_command_does_not_rebuild(run_flow, flow_home, tmp_path):
+    wheels = tmp_path / "wheels"
+    kept, gone = tmp_path / "kept.log", tmp_path / "gone.log"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-kept", "kept-cmd", kept))
+    add(run_flow, counting_plugin(wheels, "flow-plugin-gone", "gone-cmd", gone))
+    r = run_flow("plugin", "delete", "flow-plugin-gone")
+    assert r.returncode == 0, r.stderr
+    path = manifest_file(flow_home)
+    stamp, written, count = path.stat().st_mtime_ns, path.read_text(), imports(kept)
+    r = run_flow("--help")
+    assert "kept-cmd" in r.stdout and "gone-cmd" not in r.stdout
+    assert path.stat().st_mtime_ns == stamp and imports(kept) == count
+    assert rebuilt(run_flow, flow_home) == json.loads(written)
+
+
+def test_a_delete_that_uncovers_a_shadowed_command_is_left_to_a_rebuild(run_flow, flow_home,
+                                                                       tmp_path):
+    wheels = tmp_path / "wheels"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-aaa", "same", tmp_path / "a.log"))
+    add(run_flow, counting_plugin(wheels, "flow-plugin-bbb", "same", tmp_path / "b.log"))
+    assert run_flow("--help").returncode == 0  # rebuilt: aaa wins, bbb's is skipped
+    assert run_flow("plugin", "delete", "flow-plugin-aaa").returncode == 0
+    r = run_flow("--help")
+    assert "[flow-plugin-bbb]" in r.stdout and "skipped" not in r.stderr
+    assert json.loads(manifest_file(flow_home).read_text())["commands"][0]["source"] == (
+        "flow-plugin-bbb")
+
+
 def test_a_command_name_taken_twice_is_left_to_a_rebuild(run_flow, flow_home, tmp_path):
     """Precedence is only ever decided by a rebuild: an add whose plugin registers a name that
     is taken leaves the manifest stale, and the next command resolves it."""

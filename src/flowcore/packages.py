@@ -405,15 +405,21 @@ class PackageManager:
             forget_record(env, wanted)
         return wanted
 
-    def delete_plugins(self, names: Sequence[str]) -> list[str]:
-        """Uninstall plugins and remove them from every kit and plugin list of this scope."""
+    def delete_plugins(self, names: Sequence[str], watch: Any = None) -> list[str]:
+        """Uninstall plugins and remove them from every kit and plugin list of this scope.
+
+        ``watch`` (``before_config``/``after_config`` of a ``CommitWatch``) is told right
+        before and after the config changes, with the names removed.
+        """
         env = self.env()
         with env.lock():
             wanted = self._check_known(names, self.config.configured_plugins, PLUGIN)
             with _progress.step(f"removing {', '.join(wanted)}"):
                 self.installer.uninstall(env, wanted)
+            _tell(watch, "before_config", wanted)
             self.config.unbind_plugins(wanted)
             forget_record(env, wanted)
+            _tell(watch, "after_config", wanted)
         return wanted
 
     def _check_known(self, names: Sequence[str], known: list[str], kind: str) -> list[str]:

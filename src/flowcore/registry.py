@@ -410,12 +410,7 @@ class ManifestAfterAdd:
         self.pending = pending
 
     def _fingerprint(self) -> list[Any] | None:
-        from flowcore import manifest as mf
-
-        key, fingerprint = self.registry._key_and_fingerprint()
-        if self.old is None or key != self.old.key:
-            return None
-        return mf._normalise(fingerprint)
+        return _fingerprint_now(self.registry, self.old)
 
     def before_config(self, added: list[str]) -> None:
         """With the environment changed and the config not yet written."""
@@ -474,6 +469,70 @@ class ManifestAfterAdd:
             commands=sorted(old.commands + commands, key=lambda c: c.name),
             failures=[], warnings=list(old.warnings), env_dirs=list(old.env_dirs),
         )
+
+
+
+class ManifestAfterRemove:
+    """Leaves a valid command manifest behind ``flow plugin delete``: this run's manifest without
+    the removed plugins and their commands, saved with the new fingerprint when that is exactly
+    what a rebuild gives: the environments lost some of the removed distributions and nothing
+    else changed (before the config write, ``before_config``; after it, only the config files),
+    the manifest had no failures and no duplicate warnings (so no command of a removed plugin
+    shadowed another one, which a rebuild would bring back), and the load plan is the old one
+    without the removed plugins. Else the next command rebuilds it, as before.
+    """
+
+    def __init__(self, registry: CommandRegistry) -> None:
+        self.registry = registry
+        self.old = registry._manifest
+        self.middle: list[Any] | None = None
+
+    def _fingerprint(self) -> list[Any] | None:
+        return _fingerprint_now(self.registry, self.old)
+
+    def before_config(self, removed: list[str]) -> None:
+        from flowcore import manifest as mf
+
+        self.middle = None
+        if self.old is None or self.old.failures or self.old.warnings:
+            return
+        now = self._fingerprint()
+        # (what the old listing has that the new one lacks, when nothing else differs)
+        lost = mf.gained_distributions(now, self.old.fingerprint) if now is not None else None
+        if lost is not None and lost <= set(removed):
+            self.middle = now
+
+    def after_config(self, removed: list[str]) -> bool:
+        from flowcore import manifest as mf
+        from flowcore.environment import canonical_name
+        from flowcore.plugins import PluginSystem
+
+        old = self.old
+        if self.middle is None or old is None:
+            return False
+        now = self._fingerprint()
+        if now is None or not mf.only_config_changed(self.middle, now):
+            return False
+        gone = {p.name for p in old.plugins if canonical_name(p.name) in set(removed)}
+        kept = [p for p in old.plugins if p.name not in gone]
+        if PluginSystem(self.registry.flow).plan() != [(p.name, p.kind) for p in kept]:
+            return False
+        mf.save(mf.Manifest(
+            key=old.key, fingerprint=now, kit=old.kit, plugins=kept,
+            commands=[c for c in old.commands if c.source not in gone],
+            failures=[], warnings=[], env_dirs=list(old.env_dirs),
+        ))
+        return True
+
+
+def _fingerprint_now(registry: CommandRegistry, old: Manifest | None) -> list[Any] | None:
+    """The (normalised) fingerprint of ``old``'s key now; None when the key is another one."""
+    from flowcore import manifest as mf
+
+    key, fingerprint = registry._key_and_fingerprint()
+    if old is None or key != old.key:
+        return None
+    return mf._normalise(fingerprint)
 
 
 def _fresh_records(plugins: list[tuple[str, str]], env_dirs: list[str]) -> list[Any] | None:

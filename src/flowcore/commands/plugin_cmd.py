@@ -81,19 +81,20 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 
         names = tuple(choose("Delete which plugins?", known, multiple=True, argument="NAME",
                              command="flow plugin delete"))
-    for name in flow.packages.delete_plugins(names):
+    for name in flow.packages.delete_plugins(names, watch=_manifest_watch("delete")):
         click.echo(f"deleted plugin {name}")
 
 
-def _manifest_watch() -> Any:
-    """What keeps the command manifest valid across the add (flowcore.registry.ManifestAfterAdd),
-    when this run has one (it is loaded before every command, for ``flow_before_command``)."""
+def _manifest_watch(change: str = "add") -> Any:
+    """What keeps the command manifest valid across the add or delete
+    (flowcore.registry.ManifestAfterAdd/ManifestAfterRemove), when this run has one (it is
+    loaded before every command, for ``flow_before_command``)."""
     registry = click.get_current_context().find_root().meta.get("flow.registry")
     if registry is None or registry._manifest is None:
         return None
-    from flowcore.registry import ManifestAfterAdd
+    from flowcore.registry import ManifestAfterAdd, ManifestAfterRemove
 
-    return ManifestAfterAdd(registry)
+    return ManifestAfterAdd(registry) if change == "add" else ManifestAfterRemove(registry)
 
 
 def _refuse_global_plugins(config: Any, names: tuple[str, ...]) -> None:
