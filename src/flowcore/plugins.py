@@ -32,7 +32,6 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Generator, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,8 @@ from flowcore.errors import PluginLoadError, warn
 from flowcore.manifest import Failure, PluginRecord, file_stamp
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
     import pluggy
 
@@ -186,11 +187,11 @@ class PluginSystem:
 
         return env_dirs_for(self.flow.config)
 
-    def _activate_envs(self, env_dirs: list[Path] | None = None) -> None:
+    def _activate_envs(self, env_dirs: Sequence[str | Path] | None = None) -> None:
         from flowcore.environment import add_to_sys_path
 
         for env_dir in env_dirs if env_dirs is not None else self.env_dirs():
-            add_to_sys_path(Path(env_dir))
+            add_to_sys_path(env_dir)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class PluginSystem:
         They passed the API check when the manifest was built, and any upgrade since would have
         changed the manifest's fingerprint, so the check is not repeated here.
         """
-        self._activate_envs([Path(d) for d in env_dirs])
+        self._activate_envs(env_dirs)
         failed = {f.name for f in self.failures}
         self._add([self._import(r.name, r.kind, r.entry_points) for r in records
                    if r.name not in self.loaded and r.name not in failed])
@@ -616,6 +617,7 @@ def _plugin_kind(config_kind: str) -> str:
     """The PluginSystem's kind for a config's ``PluginRef.kind`` (a kit-bound one is
     ``kit-plugin``, so that it is never mistaken for the kit itself)."""
     return "kit-plugin" if config_kind == "kit" else config_kind
+
 
 def entry_point_values(name: str, listings: dict[str, list[str]] | None = None) -> list[str] | None:
     """The values of the ``flow.kits``/``flow.plugins`` entry points of distribution ``name``
