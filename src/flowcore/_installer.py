@@ -346,34 +346,10 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _link_tree(src: str, dst: str) -> None:
-    """``shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)`` without
-    importing shutil before the installer starts (it is imported while it runs, see
-    ``flowcore.packages._warm_up``): files hard-linked, symbolic links copied as links,
-    directories made with their source's mode and times (copytree's ``copystat``; the times
-    of links and extended attributes are not copied, nothing in an environment depends on them).
-    """
-    os.mkdir(dst)
-    with os.scandir(src) as entries:
-        for entry in entries:
-            target = os.path.join(dst, entry.name)
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry.path), target)
-            elif entry.is_dir():
-                _link_tree(entry.path, target)
-            else:
-                _link_or_copy(entry.path, target)
-    st = os.stat(src)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-    os.chmod(dst, st.st_mode & 0o7777)
-
-
 def _remove_tree(path: str | Path) -> None:
-    """``shutil.rmtree(path, ignore_errors=True)``, importing shutil only when there is one."""
-    if os.path.lexists(path):
-        import shutil
+    import shutil
 
-        shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class EnvSnapshot:
@@ -392,7 +368,9 @@ class EnvSnapshot:
         self.fingerprints = env.fingerprints()
         _remove_tree(self.path)  # left by a run that was killed
         try:
-            _link_tree(str(env.root), str(self.path))
+            import shutil
+
+            shutil.copytree(env.root, self.path, symlinks=True, copy_function=_link_or_copy)
         except OSError as exc:
             _remove_tree(self.path)
             raise InstallError(f"cannot keep a copy of the flow environment at {env.root} "
@@ -472,7 +450,7 @@ def run_tool(cmd: Sequence[str], what: str, fix: str = "",
         code, out, err = _run(list(cmd), meanwhile)
     except OSError as exc:
         raise InstallError(f"{what}: cannot run {cmd[0]}: {exc.strerror}", fix) from exc
-    import subprocess  # (imported by now: flowcore._probe, in packages._warm_up)
+    import subprocess
 
     proc = subprocess.CompletedProcess(list(cmd), code, _text(out), _text(err))
     if log is not None:
@@ -488,66 +466,18 @@ def _text(data: bytes) -> str:
 
 
 def _run(cmd: list[str], meanwhile: Callable[[], object] | None) -> tuple[int, bytes, bytes]:
-    """Exit code, stdout and stderr of ``cmd``, with ``meanwhile()`` called while it runs.
+    """Exit code, stdout and stderr of ``cmd``, with ``meanwhile()`` called while it runs."""
+    import subprocess
 
-    Started with ``os.posix_spawn`` as subprocess would (its default signal handling restored,
-    no descriptor but the two pipes inherited), without importing subprocess: that import
-    (~1.5 ms) is made while the installer runs instead of before it starts.
-    """
-    if not hasattr(os, "posix_spawn") or not os.path.isabs(cmd[0]):
-        import subprocess
-
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as popen:
-            try:
-                if meanwhile is not None:
-                    meanwhile()
-                out, err = popen.communicate()
-            except BaseException:
-                popen.kill()
-                raise
-        return popen.returncode, out, err
-    import select
-    import signal
-
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        pid = os.posix_spawn(cmd[0], cmd, os.environ,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, out_w, 1),
-                                           (os.POSIX_SPAWN_DUP2, err_w, 2)],
-                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-    except BaseException:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    status = None
-    try:
-        if meanwhile is not None:
-            meanwhile()
-        open_fds = [out_r, err_r]
-        while open_fds:
-            ready, _, _ = select.select(open_fds, [], [])
-            for fd in ready:
-                data = os.read(fd, 65536)
-                if data:
-                    chunks[fd].append(data)
-                else:
-                    open_fds.remove(fd)
-        status = os.waitpid(pid, 0)[1]
-    finally:
-        if status is None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-        os.close(out_r)
-        os.close(err_r)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as popen:
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            out, err = popen.communicate()
+        except BaseException:
+            popen.kill()
+            raise
+    return popen.returncode, out, err
 
 
 class InstallOptions(Plain):

@@ -1,9 +1,10 @@
-"""``Plain``: the base of small record classes on the install path.
+"""``Plain``: the base of flowcore's small record classes (config entries, manifest records,
+the installer's distributions and options).
 
-What ``@dataclass`` would generate for them (``__eq__``, ``__repr__``, ``__hash__`` for the
-immutable ones), written once: the dataclasses import and the code it generates per class cost
-~2.5 ms of every ``flow plugin add`` before the installer could start. Each subclass lists its
-fields in ``__slots__`` and writes its own ``__init__``.
+What ``@dataclass`` would generate for them (``__init__``, ``__eq__``, ``__repr__``, ``__hash__``
+for the immutable ones), written once: the dataclasses import and the code it generates per
+class cost ~2.5 ms of a start or a ``flow plugin add``. Each subclass lists its fields in
+``__slots__``; one with defaults writes its own ``__init__``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ class Plain:
     __slots__: tuple[str, ...] = ()
     #: Hashable by value (a frozen dataclass); the others are not hashable, as with dataclasses.
     _hashable = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for name, value in zip(self.__slots__, args, strict=False):
+            setattr(self, name, value)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)

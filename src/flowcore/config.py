@@ -26,6 +26,7 @@ from flowcore._fileio import (
     read_limited,
     remove_stale_temp_files,
 )
+from flowcore._plain import Plain
 from flowcore.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,26 +66,13 @@ PROJECT_KEYS = frozenset({"buildkit", "plugins", "watch-ignore"})
 # --------------------------------------------------------------------------------------------
 
 
-class KitEntry:
-    """One entry of ``buildKits``: a kit that is installed or only declared by a plugin.
-
-    Plain classes instead of dataclasses here: this module is on every start-up path, and
-    building dataclasses costs more than the rest of the module.
-    """
+class KitEntry(Plain):
+    """One entry of ``buildKits``: a kit that is installed or only declared by a plugin."""
 
     __slots__ = ("name", "installed", "plugins")
-
-    def __init__(self, name: str, installed: bool, plugins: tuple[str, ...]) -> None:
-        self.name = name
-        self.installed = installed
-        self.plugins = plugins
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, KitEntry) and (self.name, self.installed, self.plugins) == (
-            other.name, other.installed, other.plugins)
-
-    def __repr__(self) -> str:
-        return f"KitEntry({self.name!r}, installed={self.installed}, plugins={self.plugins!r})"
+    name: str
+    installed: bool
+    plugins: tuple[str, ...]
 
 
 def _as_path(text: str) -> Path:
@@ -572,20 +560,12 @@ class RunOptions:
         self.strict_plugins = strict_plugins
 
 
-class PluginRef:
+class PluginRef(Plain):
     """A plugin to load this run, and why (``general``, ``kit`` or ``project``)."""
 
     __slots__ = ("name", "kind")
-
-    def __init__(self, name: str, kind: str) -> None:
-        self.name = name
-        self.kind = kind
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PluginRef) and (self.name, self.kind) == (other.name, other.kind)
-
-    def __repr__(self) -> str:
-        return f"PluginRef({self.name!r}, {self.kind!r})"
+    name: str
+    kind: str
 
 
 class EffectiveConfig:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowcore import __version__, paths
+from flowcore._plain import Plain
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,29 +30,7 @@ if TYPE_CHECKING:
 FORMAT = 2
 
 
-class _Record:
-    """A small record: plain classes, because building dataclasses costs more at start-up than
-    reading the whole manifest."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        for name, value in zip(self.__slots__, args, strict=False):
-            setattr(self, name, value)
-        for name, value in kwargs.items():
-            setattr(self, name, value)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_dict() == other.as_dict()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.as_dict()!r})"
-
-
-class CommandRecord(_Record):
+class CommandRecord(Plain):
     """One kit or plugin command as help lists it: name, short help, source (the distribution
     name of the kit or plugin) and kind ("kit", "kit-plugin", "project" or "general")."""
 
@@ -62,7 +41,7 @@ class CommandRecord(_Record):
     kind: str
 
 
-class PluginRecord(_Record):
+class PluginRecord(Plain):
     """One loaded kit or plugin: how to import it again (entry point values), which hooks it
     implements, and the stamps of its module files."""
 
@@ -74,7 +53,7 @@ class PluginRecord(_Record):
     files: list[str]
 
 
-class Failure(_Record):
+class Failure(Plain):
     """A kit or plugin that could not be loaded or whose hook raised, and why.
 
     ``commands`` are the names it registered the last time it loaded (carried over from the

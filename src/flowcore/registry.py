@@ -17,6 +17,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from flowcore._plain import Plain
 from flowcore.commands import BUILTIN_COMMANDS
 
 if TYPE_CHECKING:
@@ -34,28 +35,14 @@ RESERVED = frozenset({"buildkit", "plugin", "config"})
 PRECEDENCE = {BUILTIN: 0, "kit": 1, "kit-plugin": 2, "project": 2, "general": 3}
 
 
-class CommandInfo:
-    """What ``flow --help`` shows for one command, without loading it.
-
-    (A plain class: a dataclass costs more to define than the help path spends on listing.)
-    """
+class CommandInfo(Plain):
+    """What ``flow --help`` shows for one command, without loading it."""
 
     __slots__ = ("name", "help", "source")
-
-    def __init__(self, name: str, help: str, source: str) -> None:
-        self.name = name
-        self.help = help
-        self.source = source
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CommandInfo) and (self.name, self.help, self.source) == (
-            other.name, other.help, other.source)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.help, self.source))
-
-    def __repr__(self) -> str:
-        return f"CommandInfo({self.name!r}, {self.help!r}, {self.source!r})"
+    _hashable = True
+    name: str
+    help: str
+    source: str
 
 
 def load_object(target: str) -> object:
@@ -353,7 +340,6 @@ def _resolve(
     return records, warnings, live
 
 
-
 class ManifestAfterAdd:
     """Leaves a valid command manifest behind ``flow plugin add``, so that the next command does
     not rebuild it (importing every kit and plugin) because the add changed the environment.
@@ -469,7 +455,6 @@ class ManifestAfterAdd:
             commands=sorted(old.commands + commands, key=lambda c: c.name),
             failures=[], warnings=list(old.warnings), env_dirs=list(old.env_dirs),
         )
-
 
 
 class ManifestAfterRemove:
