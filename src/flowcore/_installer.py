@@ -407,11 +407,10 @@ def find_uv() -> str | None:
         return None
     if os.name == "posix" and sys.prefix != sys.base_prefix:
         # In a virtual environment, where uv.find_uv_bin (environment.uv_binary) looks first:
-        # <prefix>/bin, the scripts directory of the "venv" scheme. Without its sysconfig work.
-        import importlib.util
-
+        # <prefix>/bin, the scripts directory of the "venv" scheme (where installing flowcore
+        # put its uv). Without its sysconfig work.
         candidate = os.path.join(sys.prefix, "bin", "uv")
-        if os.path.isfile(candidate) and importlib.util.find_spec("uv") is not None:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return environment.uv_binary()
 
