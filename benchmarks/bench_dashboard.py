@@ -13,6 +13,10 @@ One command (`.venv/bin/python benchmarks/bench_dashboard.py`) starts a real ser
 
 Also once: the same on the *running* task (the page opened while the build prints).
 Prints medians and the ratios browser / CLI, then ``RESULT {...}``.
+
+First (no browser needed): the task list API on a server whose data dir holds 10,000 finished
+tasks against one holding 100, the same requests interleaved (first page, a filtered page, a page
+deep in the list): "a server with 10,000 tasks stays fast" as a ratio, not as a timed test.
 """
 
 from __future__ import annotations
@@ -127,17 +131,98 @@ def browser_open(browser, url: str, task_id: str, cookie: str, want_last: str) -
         ctx.close()
 
 
+def seed_tasks(data: Path, count: int) -> None:
+    """``count`` finished tasks of TOKEN written into a data dir as the file store keeps them
+    (what a server that has run that many builds holds); the dashboard indexes them at start."""
+    from flow_kit_cloudbuild import protocol
+
+    tasks = data / "tasks"
+    tasks.mkdir(parents=True)
+    owner = protocol.token_hash(TOKEN)
+    now = int(time.time() * 1000) - 10_000_000
+    for i in range(count):
+        task_id = f"{i:024x}"
+        state = ["done", "failed"][i % 2]
+        rec = {"taskId": task_id, "name": f"proj{i % 7}", "version": f"1.0.{i}", "state": state,
+               "step": "publish", "createdAt": now + i * 1000, "startedAt": now + i * 1000 + 200,
+               "finishedAt": now + i * 1000 + 900, "prod": i % 3 == 0, "artifacts": [], "error": None,
+               "tokenHash": owner, "request": {"source": "upload"}, "attempt": 1}
+        d = tasks / task_id
+        d.mkdir()
+        (d / "task.json").write_text(json.dumps(rec))
+        msgs = [protocol.make_message(task_id, 1, "log", "hello", step="build", stream="stdout", lines=1),
+                protocol.make_message(task_id, 2, state, "over", step="build")]
+        (d / "messages.jsonl").write_text("".join(json.dumps(m, separators=(",", ":")) + "\n" for m in msgs))
+
+
+def task_list(tmp: Path, env: dict[str, str], rounds: int) -> dict[str, float]:
+    """The task list API with 10,000 tasks vs 100, interleaved; medians in ms and the ratios."""
+    sizes = (100, 10_000)
+    servers = {}
+    for n in sizes:
+        seed_tasks(tmp / f"list-{n}", n)
+        servers[n] = start_server(tmp / f"list-{n}", env)
+    queries = {"first page": "limit=50", "filtered": "limit=20&project=proj3&state=failed",
+               "deep page": "limit=50&cursor={deep}"}
+    samples: dict[tuple[int, str], list[float]] = {(n, q): [] for n in sizes for q in queries}
+    try:
+        cookies = {n: login_cookie(url) for n, (_, url) in servers.items()}
+        deep = {}
+        for n, (_, url) in servers.items():  # the cursor of the page just past the middle
+            page = get_json(url, f"limit={n // 2}", cookies[n])
+            deep[n] = page["next"]
+            # what is timed below is real: full pages, the filter applied
+            assert len(get_json(url, "limit=50", cookies[n])["tasks"]) == 50
+            assert len(get_json(url, queries["deep page"].format(deep=deep[n]), cookies[n])["tasks"]) == 50
+            found = get_json(url, queries["filtered"], cookies[n])["tasks"]
+            assert found and all(t["name"] == "proj3" and t["state"] == "failed" for t in found), found
+        for _ in range(rounds * 10 + 1):
+            for n, (_, url) in servers.items():
+                for name, query in queries.items():
+                    t0 = time.perf_counter()
+                    get_json(url, query.format(deep=deep[n]), cookies[n])
+                    samples[(n, name)].append((time.perf_counter() - t0) * 1000)
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
+    out: dict[str, float] = {}
+    print(f"task list API, medians of {rounds * 10} interleaved rounds (the first one dropped):")
+    for name in queries:
+        small, big = (statistics.median(samples[(n, name)][1:]) for n in sizes)
+        print(f"  {name:<10}  100 tasks {small:6.2f} ms   10,000 tasks {big:6.2f} ms   ratio {big / small:5.2f}x")
+        key = name.replace(" ", "_")
+        out.update({f"list_{key}_100_ms": small, f"list_{key}_10000_ms": big,
+                    f"ratio_list_{key}_10000_vs_100": big / small})
+    return out
+
+
+def get_json(url: str, query: str, cookie: str) -> dict:
+    req = urllib.request.Request(f"{url}/ui/api/tasks?{query}", headers={"Cookie": f"flowcb_session={cookie}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    list_env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    list_env.update(PYTHONPATH=str(KIT_SRC), FLOW_CLOUDBUILD_TOKENS=TOKEN)
+    list_tmp = Path(tempfile.mkdtemp(prefix="bench-dashboard-list-"))
+    try:
+        list_results = task_list(list_tmp, list_env, args.rounds)
+    finally:
+        shutil.rmtree(list_tmp, ignore_errors=True)
     try:
         import playwright.sync_api as pw
     except ImportError:
-        print("bench_dashboard: skipped (pip install playwright)")
+        print("bench_dashboard: the browser part skipped (pip install playwright)")
+        print("RESULT " + json.dumps({k: round(v, 3) for k, v in list_results.items()}))
         return 0
     if not Path(CHROMIUM).exists() or shutil.which("npm") is None:
-        print("bench_dashboard: skipped (needs /usr/bin/chromium and npm)")
+        print("bench_dashboard: the browser part skipped (needs /usr/bin/chromium and npm)")
+        print("RESULT " + json.dumps({k: round(v, 3) for k, v in list_results.items()}))
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
     base = tmp / "git"
@@ -148,7 +233,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
     env.update(PYTHONPATH=str(KIT_SRC), FLOW_CLOUDBUILD_TOKENS=TOKEN)
     server, url = start_server(tmp / "data", env)
-    results: dict[str, float] = {}
+    results: dict[str, float] = dict(list_results)
     from flow_kit_cloudbuild.client.session import Session
 
     try:

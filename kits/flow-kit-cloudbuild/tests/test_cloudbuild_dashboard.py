@@ -429,32 +429,29 @@ def seeded(tmp_path_factory):
     s.stop()
 
 
-def test_the_task_list_is_newest_first_filtered_paged_and_fast_with_10000_tasks(browser, seeded):
+def test_the_task_list_is_newest_first_filtered_and_paged_with_10000_tasks(browser, seeded):
+    """(How fast with 10,000 tasks against 100: benchmarks/bench_dashboard.py, not a timed test.)"""
     cookie = _login(seeded.url, TOKEN)
 
-    def get(query: str) -> tuple[dict, float]:
-        t0 = time.perf_counter()
+    def get(query: str) -> dict:
         status, body = http_request("GET", f"{seeded.url}/ui/api/tasks?{query}", headers={"Cookie": cookie})
         assert status == 200, body
-        return json.loads(body), time.perf_counter() - t0
+        return json.loads(body)
 
-    get("limit=50")  # warm
-    page, took = get("limit=50")
-    assert took < 0.25, f"the first page took {took:.3f}s"
+    page = get("limit=50")
     ids = [t["taskId"] for t in page["tasks"]]
     assert ids == [f"{i:024x}" for i in range(9_999, 9_949, -1)]
     assert f"{5:024x}" not in ids
-    older, _ = get(f"limit=50&cursor={page['next']}")
+    older = get(f"limit=50&cursor={page['next']}")
     assert older["tasks"][0]["taskId"] == f"{9_949:024x}"
-    proj, took = get("limit=20&project=proj3")
+    proj = get("limit=20&project=proj3")
     assert {t["name"] for t in proj["tasks"]} == {"proj3"} and len(proj["tasks"]) == 20
-    failed, took = get("limit=20&state=failed")
+    failed = get("limit=20&state=failed")
     assert {t["state"] for t in failed["tasks"]} == {"failed"} and len(failed["tasks"]) == 20
-    assert took < 0.5
     last_page = None
     cursor, pages = "", 0
     while True:
-        data, took = get(f"limit=200&cursor={cursor}")
+        data = get(f"limit=200&cursor={cursor}")
         pages += 1
         if not data["next"]:
             last_page = data
@@ -486,7 +483,10 @@ def test_the_task_list_is_newest_first_filtered_paged_and_fast_with_10000_tasks(
 
 
 # -- a big log ----------------------------------------------------------------------------------------
-def test_a_200000_line_log_opens_fast_and_stays_responsive(tab, server, git_daemon):
+def test_a_200000_line_log_is_shown_whole_through_a_virtual_list(tab, server, git_daemon):
+    """Every line arrives, in order, and only the visible rows are in the DOM; scrolling to the
+    end shows the last line. (Time to the first line, to the whole log, the scroll and the
+    longest frame gap: benchmarks/bench_dashboard.py, against the CLI client in the same run.)"""
     files = slow_files()
     files["big.js"] = BIG_JS % (200_000, 4000)
     url = new_repo(git_daemon, files)
@@ -497,32 +497,20 @@ def test_a_200000_line_log_opens_fast_and_stays_responsive(tab, server, git_daem
             assert time.monotonic() < deadline
             time.sleep(0.05)
         tab.sign_in()
-        # a frame monitor: the longest time between two animation frames while the log loads
-        tab.page.add_init_script("""window.__gaps = []; (function tick(t0) { requestAnimationFrame((t) => {
-            if (t0) window.__gaps.push(t - t0); tick(t); }); })();""")
-        t0 = time.perf_counter()
         tab.page.goto(f"{server.url}/tasks/{task_id}")
         tab.page.wait_for_selector("#log-rows .log-row")
-        first_line = time.perf_counter() - t0
         lines = tab.wait_log(lambda ls: "big line 200000" in ls, timeout=60, what="the 200,000th line")
-        loaded = time.perf_counter() - t0
-        took = tab.page.evaluate("""async () => {
-            const s = document.getElementById('log'); const t0 = performance.now();
+        tab.page.evaluate("""async () => {
+            const s = document.getElementById('log');
             s.scrollTop = 0; await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-            s.scrollTop = s.scrollHeight; await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-            return performance.now() - t0; }""")
+            s.scrollTop = s.scrollHeight;
+            await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); }""")
         last_rows = tab.page.locator("#log-rows .log-row .tx").all_text_contents()
-        worst_gap = tab.page.evaluate("Math.max(...window.__gaps)")
         rows_in_dom = tab.page.locator("#log-rows .log-row").count()
         tab.wait_final()
         client.wait(task_id)
-    print(f"RESULT first_line={first_line:.3f}s all_loaded={loaded:.2f}s scroll_to_end={took:.0f}ms "
-          f"worst_frame_gap={worst_gap:.0f}ms rows_in_dom={rows_in_dom}")
-    assert first_line < 1.0 + 1.0  # 1 s on an idle machine; this one is shared
     assert "big line 200000" in last_rows
-    assert took < 500
     assert rows_in_dom < 300  # only what is visible is in the DOM
-    assert worst_gap < 1000, f"the tab froze for {worst_gap:.0f} ms"
     assert sum(1 for line in lines if line.startswith("big line ")) == 200_000
 
 
