@@ -20,6 +20,14 @@ needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="the Redis-mode tests need redis-server (.ci/run installs it)")
 
 
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server for one test (import this fixture into the test module)."""
+    r = RedisServer(tmp_path / "redis").start()
+    yield r
+    r.stop()
+
+
 class RedisServer:
     def __init__(self, base: Path) -> None:
         self.dir = base

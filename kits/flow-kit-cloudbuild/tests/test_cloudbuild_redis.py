@@ -12,7 +12,7 @@ import time
 
 import pytest
 import socketio
-from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for, worker_pid
+from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, wait_for, worker_pid  # noqa: F401 - redis_server: a fixture
 from cloudbuild_server_support import TOKEN, Client, final, http_get, http_request, logs, npm_project, tar_gz
 
 pytestmark = [needs_redis, pytest.mark.skipif(shutil.which("npm") is None, reason="builds npm projects")]
@@ -46,13 +46,6 @@ def publish(client: Client, gateway, name: str, files: dict[str, str], cmd: str 
 
 def assert_complete(msgs: list[dict]) -> None:
     assert [m["meta"]["seq"] for m in msgs] == list(range(1, len(msgs) + 1))
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    r = RedisServer(tmp_path / "redis").start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
-from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis, wait_for
+from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, wait_for  # noqa: F401 - redis_server: a fixture
 from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get, logs, npm_project
 from test_cloudbuild_redis import publish, slow_project
 
@@ -22,13 +22,6 @@ pytestmark = [needs_redis, needs_node]
 HEARTBEAT = 2.0
 QUEUE_TIMEOUT = 3.0
 NO_WORKER = "no worker is running"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    r = RedisServer(tmp_path / "redis").start()
-    yield r
-    r.stop()
 
 
 def _cluster(tmp_path, redis_server, name: str) -> Cluster:

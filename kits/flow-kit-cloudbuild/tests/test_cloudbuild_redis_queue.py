@@ -6,20 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cloudbuild_redis_support import RedisServer, needs_redis
+from cloudbuild_redis_support import needs_redis, redis_server  # noqa: F401 - redis_server: a fixture
 
 from flow_kit_cloudbuild.server.backends.redis.queue import GROUP, STREAM, RedisStreamQueue
 
 pytestmark = [needs_redis]
 
 HEARTBEAT = 1.0
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    r = RedisServer(tmp_path / "redis").start()
-    yield r
-    r.stop()
 
 
 def test_a_dead_workers_job_behind_a_dozen_running_ones_is_taken_over(redis_server):
