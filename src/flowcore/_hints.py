@@ -146,23 +146,6 @@ def _elsewhere_error(flow: Flow, name: str, record: CommandRecord, kit: str) -> 
 
 _warned: set[str] = set()  # one warning per key and file per process (temporary Flows repeat)
 
-#: ``buildKits[]`` entries belong to flow: every key it does not know is reported.
-KIT_ENTRY_KEYS = ("name", "installed", "plugins")
-
-
-def _global_keys() -> set[str]:
-    from flowcore import config
-
-    return (set(config._DEFAULTS) | {"latestVersion", "kitConfig", "pluginConfig"}
-            | set(getattr(config, "_SOURCE_KEYS_GLOBAL", ())))
-
-
-def _project_keys() -> set[str]:
-    from flowcore import config
-
-    return set(config.PROJECT_KEYS) | set(getattr(config, "_SOURCE_KEYS_PROJECT", ()))
-
-
 def _warn_key(where: str, key: str, known: Iterable[str], cutoff: float = 0.6) -> None:
     from flowcore.errors import warn
 
@@ -188,11 +171,12 @@ def warn_unknown_keys(effective: object) -> None:
     and plugins may keep their own keys) only a near miss of one of flow's keys
     (``activeBuildkit``).
     """
-    from flowcore.context import short_name_of
+    from flowcore.config import GLOBAL_KEYS, KIT_ENTRY_KEYS, PROJECT_KEYS
+    from flowcore.environment import short_name_of
 
     g = effective.global_config  # type: ignore[attr-defined]
     project = effective.project  # type: ignore[attr-defined]
-    top = _global_keys()
+    top = GLOBAL_KEYS
     for key in g.data:
         if key not in top and closest(key, top, 0.8) and not isinstance(g.data[key], dict):
             _warn_key(str(g.path), key, top, 0.8)
@@ -202,7 +186,7 @@ def warn_unknown_keys(effective: object) -> None:
                 _warn_key(f"{g.path} (buildKits[{i}])", key, KIT_ENTRY_KEYS)
     if project is None:
         return
-    flat = _project_keys()
+    flat = PROJECT_KEYS
     sections = {short_name_of(n) for n in [*g.installed_kits, *g.all_plugins, *project.plugins]}
     where = f"[tool.flow] of {project.file}"
     for key, value in project.data.items():
@@ -217,7 +201,7 @@ def warn_unknown_keys(effective: object) -> None:
 def missing_kit_fix(kit: str, installed: list[str], use: str = "") -> str:
     """The fix for a kit name that is not installed: the installed kit it is probably a typo
     of (``use`` formats the command that uses it), else how to install it."""
-    from flowcore.context import short_name_of
+    from flowcore.environment import short_name_of
 
     # compared without the common 'flow-kit-' prefix, which makes every kit name look alike
     shorts = {short_name_of(k): k for k in installed}

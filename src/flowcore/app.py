@@ -30,9 +30,9 @@ class Flow:
 
     @cached_property
     def cwd(self) -> Path:
-        from pathlib import Path
+        from flowcore.paths import as_path
 
-        return Path(self.cwd_str)
+        return as_path(self.cwd_str)
 
     @cached_property
     def logger(self) -> logging.Logger:
@@ -63,34 +63,22 @@ class Flow:
         return PluginSystem(self)
 
 
-#: What the global config (top level, ``buildKits[]`` entries) and ``[tool.flow]`` may hold
-#: without a second look (the rest is checked by ``flowcore._hints.warn_unknown_keys``).
-_PLAIN_GLOBAL = frozenset({"schemaVersion", "activeBuildKit", "buildKits", "plugins",
-                           "lastUpdateDate", "latestVersion", "kitConfig", "pluginConfig"})
-
-
 def _has_unknown_keys(config: EffectiveConfig) -> bool:
-    """A cheap pre-check on every start: anything beyond the keys flow knows at once (the
-    package source keys, and a project's tables named after its kits' and plugins' short
-    names, included)."""
-    from flowcore import config as config_module
+    """A cheap pre-check on every start (``flowcore._hints`` is imported only past it): any key
+    beyond those flow knows, and beyond a project's tables named after its kits' and plugins'
+    short names."""
+    from flowcore.config import GLOBAL_KEYS, KIT_ENTRY_KEYS, PROJECT_KEYS
+    from flowcore.environment import short_name_of
 
     data = config.global_config.data
-    known_global = _PLAIN_GLOBAL | set(getattr(config_module, "_SOURCE_KEYS_GLOBAL", ()))
-    if any(k not in known_global for k in data):
+    if any(k not in GLOBAL_KEYS for k in data):
         return True
-    if any(set(kit) - {"name", "installed", "plugins"} for kit in data.get("buildKits", ())):
+    if any(set(kit) - KIT_ENTRY_KEYS for kit in data.get("buildKits", ())):
         return True
     project = config.project
     if project is None:
         return False
     g = config.global_config
-    known: set[str] = {*config_module.PROJECT_KEYS,
-                       *getattr(config_module, "_SOURCE_KEYS_PROJECT", ())}
-    for name in (*g.installed_kits, *g.all_plugins, *project.plugins):
-        for prefix in ("flow-kit-", "flow-plugin-"):  # short names, as flowcore.context has them
-            if name.startswith(prefix) and len(name) > len(prefix):
-                name = name[len(prefix):]
-                break
-        known.add(name)
+    known = PROJECT_KEYS | {short_name_of(n)
+                            for n in (*g.installed_kits, *g.all_plugins, *project.plugins)}
     return any(k not in known for k in project.data)

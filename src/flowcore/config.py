@@ -49,16 +49,20 @@ def _defaults() -> dict[str, Any]:
     }
 
 
-_DEFAULTS: dict[str, Any] = _defaults()  # read-only: the key names and default values
 
 _REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
 
 #: The package source settings (see flowcore._package_source): key -> holds a list.
 _SOURCE_KEYS_GLOBAL = {"indexUrl": False, "extraIndexUrls": True, "findLinks": True}
 _SOURCE_KEYS_PROJECT = {"index-url": False, "extra-index-urls": True, "find-links": True}
-#: The plain keys of ``[tool.flow]`` (besides the package source keys and one table per kit or
-#: plugin): ``watch-ignore`` is read by ``flowcore.watching`` for every kit's ``--watch``.
-PROJECT_KEYS = frozenset({"buildkit", "plugins", "watch-ignore"})
+#: The keys of config.json flow knows (users and plugins may keep their own beside them).
+GLOBAL_KEYS = frozenset({*_defaults(), "latestVersion", "kitConfig", "pluginConfig",
+                         *_SOURCE_KEYS_GLOBAL})
+#: The keys of a ``buildKits[]`` entry: all of them belong to flow.
+KIT_ENTRY_KEYS = frozenset({"name", "installed", "plugins"})
+#: The plain keys of ``[tool.flow]`` (beside them: one table per kit or plugin, by short name);
+#: ``watch-ignore`` is read by ``flowcore.watching`` for every kit's ``--watch``.
+PROJECT_KEYS = frozenset({"buildkit", "plugins", "watch-ignore", *_SOURCE_KEYS_PROJECT})
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,12 +79,6 @@ class KitEntry(Plain):
     plugins: tuple[str, ...]
 
 
-def _as_path(text: str) -> Path:
-    from pathlib import Path
-
-    return Path(text)
-
-
 class GlobalConfig:
     """A validated ``config.json``. ``data`` is the raw mapping, unknown keys included.
 
@@ -95,7 +93,7 @@ class GlobalConfig:
 
     @cached_property
     def path(self) -> Path:
-        return _as_path(self.filename)
+        return paths.as_path(self.filename)
 
     @property
     def active_kit(self) -> str | None:
@@ -327,11 +325,11 @@ class ProjectConfig:
 
     @cached_property
     def root(self) -> Path:
-        return _as_path(self.root_dir)
+        return paths.as_path(self.root_dir)
 
     @cached_property
     def file(self) -> Path:
-        return _as_path(self.filename)
+        return paths.as_path(self.filename)
 
     @property
     def buildkit(self) -> str | None:

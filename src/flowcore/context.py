@@ -21,6 +21,8 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
+from flowcore.environment import short_name_of
+
 if TYPE_CHECKING:
     import logging
     from pathlib import Path
@@ -36,14 +38,6 @@ _CURRENT: ContextVar[CoreContext | None] = ContextVar("flow_plugin_context", def
 
 #: How a context calls a hook on every kit and plugin of the run (``PluginSystem.call``).
 HookCall = Callable[..., list[object]]
-
-
-def short_name_of(dist_name: str) -> str:
-    """Default short name: the distribution name without ``flow-kit-`` / ``flow-plugin-``."""
-    for prefix in ("flow-kit-", "flow-plugin-"):
-        if dist_name.startswith(prefix) and len(dist_name) > len(prefix):
-            return dist_name[len(prefix):]
-    return dist_name
 
 
 def current() -> CoreContext:

@@ -25,15 +25,19 @@ PLUGIN_GROUP = "flow.plugins"
 ENTRY_POINT_GROUPS = (KIT_GROUP, PLUGIN_GROUP)
 
 
+#: Where a managed environment keeps its packages, below its root.
+_SITE_PACKAGES = os.path.join("lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                              "site-packages")
+
+
 def site_packages_dir(env_dir: Path) -> Path:
     """The ``site-packages`` directory of the managed environment at ``env_dir``."""
-    return env_dir / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    return env_dir / _SITE_PACKAGES
 
 
 def site_packages_str(env_dir: str | os.PathLike[str]) -> str:
     """``site_packages_dir`` as a string, for the start-up path (see ``flowcore.paths``)."""
-    return os.path.join(os.fspath(env_dir), "lib",
-                        f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    return os.path.join(os.fspath(env_dir), _SITE_PACKAGES)
 
 
 def add_to_sys_path(env_dir: str | os.PathLike[str]) -> bool:
@@ -61,6 +65,15 @@ def canonical_name(name: str) -> str:
     path of a plugin command does not import ``packaging``.
     """
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def short_name_of(dist_name: str) -> str:
+    """Default short name: the distribution name without ``flow-kit-`` / ``flow-plugin-`` (the
+    name of its config section and of its ``[tool.flow]`` table)."""
+    for prefix in ("flow-kit-", "flow-plugin-"):
+        if dist_name.startswith(prefix) and len(dist_name) > len(prefix):
+            return dist_name[len(prefix):]
+    return dist_name
 
 
 def env_dirs_for(config: EffectiveConfig) -> list[Path]:
