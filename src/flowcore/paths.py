@@ -43,7 +43,8 @@ def project_env_str(project_root: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(project_root), ".flow", "env")
 
 
-def _path(text: str) -> Path:
+def as_path(text: str) -> Path:
+    """``Path(text)``, importing pathlib only when a ``Path`` is asked for."""
     from pathlib import Path
 
     return Path(text)
@@ -51,35 +52,35 @@ def _path(text: str) -> Path:
 
 def flow_home() -> Path:
     """The global home (``FLOW_HOME``, default ``~/.flow``)."""
-    return _path(flow_home_str())
+    return as_path(flow_home_str())
 
 
 def global_config_path() -> Path:
-    return _path(global_config_str())
+    return as_path(global_config_str())
 
 
 def cache_dir() -> Path:
     """Rebuildable caches (command manifests); deleting it is always safe."""
-    return _path(cache_dir_str())
+    return as_path(cache_dir_str())
 
 
 def global_env_dir() -> Path:
     """The flow-managed environment for globally installed kits and plugins."""
-    return _path(global_env_str())
+    return as_path(global_env_str())
 
 
 def template_store_dir() -> Path:
     """Git repositories of the kits' and plugins' templates, one tag per version (for update)."""
-    return _path(os.path.join(flow_home_str(), "templates"))
+    return as_path(os.path.join(flow_home_str(), "templates"))
 
 
 def project_env_dir(project_root: Path) -> Path:
     """The flow-managed environment for plugins installed into one project."""
-    return _path(project_env_str(project_root))
+    return as_path(project_env_str(project_root))
 
 
 def log_dir() -> Path:
     """Where debug logs with full tracebacks go (platformdirs' user log dir)."""
     import platformdirs
 
-    return _path(platformdirs.user_log_dir("flow", appauthor=False))
+    return as_path(platformdirs.user_log_dir("flow", appauthor=False))
