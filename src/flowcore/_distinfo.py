@@ -17,14 +17,15 @@ in ``requires.txt``), the functions here return ``None`` and the caller asks imp
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable
+
+from flowcore.environment import canonical_name
 
 
 def _normalize(name: str) -> str:
     """importlib.metadata's ``Prepared.normalize``: PEP 503 plus dashes as underscores."""
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    return canonical_name(name).replace("-", "_")
 
 
 def _plain_finders() -> bool:

@@ -340,7 +340,46 @@ def _resolve(
     return records, warnings, live
 
 
-class ManifestAfterAdd:
+class _ManifestAfterChange:
+    """What both kinds of change share: this run's manifest (``old``), and the fingerprint taken
+    right before the config write (``middle``), set only when the environments changed in the
+    expected way; after the write, nothing but the config files may have changed."""
+
+    def __init__(self, registry: CommandRegistry) -> None:
+        self.registry = registry
+        self.old = registry._manifest
+        self.middle: list[Any] | None = None
+
+    def _fingerprint(self) -> list[Any] | None:
+        return _fingerprint_now(self.registry, self.old)
+
+    def _note_env_change(self, expected: list[str], *, gained: bool) -> None:
+        """``before_config``: keep the fingerprint now when the distributions the environments
+        ``gained`` (else lost) since the run started are among ``expected`` and nothing else
+        differs."""
+        from flowcore import manifest as mf
+
+        self.middle = None
+        now = self._fingerprint()
+        if now is None or self.old is None:
+            return
+        before, after = (self.old.fingerprint, now) if gained else (now, self.old.fingerprint)
+        changed = mf.gained_distributions(before, after)
+        if changed is not None and changed <= set(expected):
+            self.middle = now
+
+    def _config_only_since(self) -> list[Any] | None:
+        """``after_config``: the fingerprint now, when only the config files changed since
+        ``before_config`` (None: the manifest stays stale)."""
+        from flowcore import manifest as mf
+
+        if self.middle is None:
+            return None
+        now = self._fingerprint()
+        return now if now is not None and mf.only_config_changed(self.middle, now) else None
+
+
+class ManifestAfterAdd(_ManifestAfterChange):
     """Leaves a valid command manifest behind ``flow plugin add``, so that the next command does
     not rebuild it (importing every kit and plugin) because the add changed the environment.
 
@@ -363,11 +402,9 @@ class ManifestAfterAdd:
     """
 
     def __init__(self, registry: CommandRegistry) -> None:
-        self.registry = registry
-        self.old = registry._manifest
+        super().__init__(registry)
         self.pending: Any = None  # flowcore._probe.Pending: what in_probe returned, to come
         self.probe: dict[str, Any] | None = None
-        self.middle: list[Any] | None = None
 
     def in_probe(self, kinds: dict[str, str]) -> dict[str, Any] | None:
         """In the probe's child: load the new plugins as ``kinds`` says; their records and
@@ -395,29 +432,18 @@ class ManifestAfterAdd:
         result, or None); that result is asked for in ``after_config``."""
         self.pending = pending
 
-    def _fingerprint(self) -> list[Any] | None:
-        return _fingerprint_now(self.registry, self.old)
-
     def before_config(self, added: list[str]) -> None:
         """With the environment changed and the config not yet written."""
-        from flowcore import manifest as mf
-
         self.middle = None
-        if self.old is None or self.old.failures or self.pending is None:
-            return
-        now = self._fingerprint()
-        gained = mf.gained_distributions(self.old.fingerprint, now) if now is not None else None
-        if gained is not None and gained <= set(added):
-            self.middle = now
+        if self.old is not None and not self.old.failures and self.pending is not None:
+            self._note_env_change(added, gained=True)
 
     def after_config(self, added: list[str]) -> bool:
         """With the config written: save the merged manifest if it is what a rebuild gives."""
         from flowcore import manifest as mf
 
-        if self.middle is None:
-            return False
-        now = self._fingerprint()
-        if now is None or not mf.only_config_changed(self.middle, now):
+        now = self._config_only_since()
+        if now is None:
             return False
         result = self.pending.result()
         self.probe = result if isinstance(result, dict) else None
@@ -457,7 +483,7 @@ class ManifestAfterAdd:
         )
 
 
-class ManifestAfterRemove:
+class ManifestAfterRemove(_ManifestAfterChange):
     """Leaves a valid command manifest behind ``flow plugin delete``: this run's manifest without
     the removed plugins and their commands, saved with the new fingerprint when that is exactly
     what a rebuild gives: the environments lost some of the removed distributions and nothing
@@ -467,25 +493,10 @@ class ManifestAfterRemove:
     without the removed plugins. Else the next command rebuilds it, as before.
     """
 
-    def __init__(self, registry: CommandRegistry) -> None:
-        self.registry = registry
-        self.old = registry._manifest
-        self.middle: list[Any] | None = None
-
-    def _fingerprint(self) -> list[Any] | None:
-        return _fingerprint_now(self.registry, self.old)
-
     def before_config(self, removed: list[str]) -> None:
-        from flowcore import manifest as mf
-
         self.middle = None
-        if self.old is None or self.old.failures or self.old.warnings:
-            return
-        now = self._fingerprint()
-        # (what the old listing has that the new one lacks, when nothing else differs)
-        lost = mf.gained_distributions(now, self.old.fingerprint) if now is not None else None
-        if lost is not None and lost <= set(removed):
-            self.middle = now
+        if self.old is not None and not self.old.failures and not self.old.warnings:
+            self._note_env_change(removed, gained=False)
 
     def after_config(self, removed: list[str]) -> bool:
         from flowcore import manifest as mf
@@ -493,10 +504,8 @@ class ManifestAfterRemove:
         from flowcore.plugins import PluginSystem
 
         old = self.old
-        if self.middle is None or old is None:
-            return False
-        now = self._fingerprint()
-        if now is None or not mf.only_config_changed(self.middle, now):
+        now = self._config_only_since()
+        if now is None or old is None:
             return False
         gone = {p.name for p in old.plugins if canonical_name(p.name) in set(removed)}
         kept = [p for p in old.plugins if p.name not in gone]
