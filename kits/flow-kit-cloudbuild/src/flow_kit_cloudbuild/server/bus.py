@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from . import sio_adapter
@@ -70,6 +70,18 @@ async def wait_for_socket(sio: Any, eio_sid: str) -> bool:
             if size <= BACKLOG_LIMIT and sio_adapter.queued_bytes(sio, eio_sid) <= REPLAY_QUEUE_BYTES:
                 return True
         await asyncio.sleep(0.005)
+
+
+async def catch_up(replay: Callable[[int], Awaitable[int | None]], after_seq: int) -> int | None:
+    """Replay stored messages after ``after_seq`` pass after pass, while the build goes on, until
+    a pass finds nothing new; the last seq sent (None: the socket went away). Done without the
+    task's lock; the caller then takes it for what came meanwhile and joins the live room."""
+    seq = after_seq
+    while True:
+        sent = await replay(seq)
+        if sent is None or sent == seq:
+            return sent
+        seq = sent
 
 
 class ReplaySlots:

@@ -20,7 +20,7 @@ from typing import Any
 from ... import protocol
 from .. import sio_adapter
 from ..artifacts import ArtifactStore, LocalArtifactStore
-from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, ReplayPacer, ReplaySlots, TaskLocks
+from ..bus import BACKLOG_LIMIT, BACKPRESSURE_EVERY, ReplayPacer, ReplaySlots, TaskLocks, catch_up
 from ..config import ServerConfig
 from ..queue import InProcessQueue, JobQueue
 from ..service import TaskService
@@ -162,14 +162,9 @@ class RoomBus:
         """
         async with self._replays.take(sid, task_id):
             await self.sio.leave_room(sid, task_id)
-            seq = after_seq
-            while True:  # catch up without the lock, while the build goes on
-                sent = await self._replay_stored(sid, task_id, seq)
-                if sent is None:
-                    return  # the socket went away
-                if sent == seq:
-                    break
-                seq = sent
+            seq = await catch_up(lambda after: self._replay_stored(sid, task_id, after), after_seq)
+            if seq is None:
+                return  # the socket went away
             async with self.locks.get(task_id):  # what came meanwhile; then live, with nothing between
                 if await self._replay_stored(sid, task_id, seq) is None:
                     return

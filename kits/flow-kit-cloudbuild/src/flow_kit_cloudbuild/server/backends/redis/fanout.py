@@ -33,8 +33,9 @@ from typing import Any
 
 from .... import protocol
 from ... import sio_adapter
-from ...bus import ReplayPacer, ReplaySlots
+from ...bus import ReplayPacer, ReplaySlots, catch_up
 from ...policy import is_id
+from .stopping import stop_tasks
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 SWEEP_EVERY = 1.0
@@ -66,10 +67,7 @@ class TaskFanout:
         self._sweeper = asyncio.create_task(self._sweep(), name="cloudbuild-fanout-sweep")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_tasks(self._sweeper)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         return self._locks.setdefault(task_id, asyncio.Lock())
@@ -89,14 +87,9 @@ class TaskFanout:
             eio_sid = sio_adapter.engineio_sid(self.sio, sid)
             if eio_sid is None:
                 return
-            seq = after_seq
-            while True:  # catch up without the lock, while the build goes on
-                sent = await self._replay(task_id, eio_sid, seq)
-                if sent is None:
-                    return  # the socket went away
-                if sent == seq:
-                    break
-                seq = sent
+            seq = await catch_up(lambda after: self._replay(task_id, eio_sid, after), after_seq)
+            if seq is None:
+                return  # the socket went away
             async with self._lock(task_id):  # what came meanwhile; then live, with nothing between
                 sent = await self._replay(task_id, eio_sid, seq)
                 if sent is None:

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from .stopping import stop_tasks
+
 _REFRESH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -45,15 +47,8 @@ class RedisLocks:
                 await on_wait((holder.decode() if isinstance(holder, bytes) else str(holder or "?")).rsplit(":", 1)[0])
                 told = True
             await asyncio.sleep(0.1)
-        keeper = asyncio.create_task(self._keep(key, token))
-        try:
+        async with self._kept(key, token):
             yield
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(BaseException):
-                await keeper
-            with contextlib.suppress(Exception):
-                await self._release(keys=[key], args=[token])
 
     @contextlib.asynccontextmanager
     async def try_hold(self, name: str, owner: str) -> AsyncIterator[bool]:
@@ -63,13 +58,17 @@ class RedisLocks:
         if not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
             yield False
             return
+        async with self._kept(key, token):
+            yield True
+
+    @contextlib.asynccontextmanager
+    async def _kept(self, key: str, token: str) -> AsyncIterator[None]:
+        """The lock ``key`` held with ``token`` is kept alive for the block, then released."""
         keeper = asyncio.create_task(self._keep(key, token))
         try:
-            yield True
+            yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(BaseException):
-                await keeper
+            await stop_tasks(keeper)
             with contextlib.suppress(Exception):
                 await self._release(keys=[key], args=[token])
 

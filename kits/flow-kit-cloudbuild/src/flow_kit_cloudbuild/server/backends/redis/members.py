@@ -41,6 +41,7 @@ from typing import Any
 from .... import protocol
 from ...errors import ServerConfigError
 from .queue import GROUP, PARKED, STREAM
+from .stopping import stop_tasks
 from .store import RETENTION, key
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -251,11 +252,8 @@ class Presence:
         self._task = asyncio.create_task(_every(self.every, self.beat, "presence beat"), name="cloudbuild-presence")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hdel(MEMBERS, self.member.id)
@@ -299,12 +297,8 @@ class NoWorkerWatch:
                                          name="cloudbuild-no-worker-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
+        await stop_tasks(self._task)
+        self._task = None
 
     async def check(self) -> None:
         if int(await self._workers_up(keys=[WORKERS, NOWORKER])) > 0:

@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .stopping import stop_tasks
+
 log = logging.getLogger("flow_kit_cloudbuild.server")
 
 STREAM = "flowcb:jobs"
@@ -184,15 +186,8 @@ class RedisStreamQueue:
         await self.redis.xadd(STREAM, {"task": task_id, "group": group})
 
     async def stop(self) -> None:
-        """Cancel the consumer loops and wait until each has ended. A cancel that lands in
-        redis-py's blocking read can be swallowed (redis/redis-py#2028: the read goes on), so
-        the loops still running are cancelled again every half second."""
         loops, self._loops = self._loops, []
-        while loops:
-            for t in loops:
-                t.cancel()
-            _, pending = await asyncio.wait(loops, timeout=0.5)
-            loops = list(pending)
+        await stop_tasks(*loops)
 
     def pending(self) -> int:
         return self._pending
@@ -289,9 +284,7 @@ class RedisStreamQueue:
                     await self.redis.xack(STREAM, GROUP, job.entry_id)
             await self._release(job)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await stop_tasks(beat)
             _current.reset(token)
 
     async def _beat(self, job: Job) -> None:
