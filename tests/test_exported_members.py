@@ -38,6 +38,8 @@ PUBLIC = [
     "InstallError",
     "PluginLoadError",
     "warn",
+    "printable",
+    "printable_line",
     "choose",
     "interactive",
     "atomic_write_bytes",

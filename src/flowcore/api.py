@@ -18,6 +18,9 @@ What there is, by purpose:
 * **Errors**: raise :class:`FlowError` (failed work, exit 1) or :class:`UsageError` (bad command
   line, exit 2) with a cause and a fix; flow prints ``flow: error: <cause>. <fix>``. :func:`warn`
   prints a warning in the same shape without stopping.
+* **Text from outside**: :func:`printable` and :func:`printable_line` remove control characters
+  and escape sequences (a window title, the clipboard, cursor moves) from text a kit prints but
+  did not write, such as a server's or a tool's output; errors and warnings get it from flow.
 * **Prompts**: :func:`choose` asks on a terminal and, without one, fails naming the flag or
   argument to pass instead; :func:`interactive` says whether anyone can be asked.
 * **Files and tools**: :func:`atomic_write_bytes` (readers see the old or the new file, never a
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from flowcore import FLOW_API_VERSION, __version__
 from flowcore._fileio import atomic_write_bytes
+from flowcore._printable import printable, printable_line
 from flowcore.context import current as _current
 from flowcore.environment import site_packages_dir, uv_binary
 from flowcore.errors import (
@@ -77,6 +81,9 @@ __all__ = [
     "InstallError",
     "PluginLoadError",
     "warn",
+    # text from outside, safe for a terminal
+    "printable",
+    "printable_line",
     # prompts
     "choose",
     "interactive",

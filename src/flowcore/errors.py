@@ -7,6 +7,11 @@ anywhere else raises and never prints or exits on its own.
 Problems that do not stop the command (a plugin skipped, a setting ignored) go through
 :func:`warn`, the one place that prints ``flow: warning:``, so every warning looks the same and
 reads as one line with its cause and fix.
+
+Errors and warnings carry text flow did not write (plugin and template names, exception
+messages from plugin code, config keys and values, a server's answer), so both pass it through
+``flowcore._printable.printable`` here, where every one of them is made: no caller has to
+remember, and no escape sequence in that text reaches the user's terminal.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ class FlowError(Exception):
 
     @property
     def message(self) -> str:
-        return f"{self.cause}. {self.fix}".strip() if self.fix else f"{self.cause}."
+        """``<cause>. <fix>``, without control characters (see the module docs)."""
+        from flowcore._printable import printable
+
+        return printable(f"{self.cause}. {self.fix}".strip() if self.fix else f"{self.cause}.")
 
 
 class UsageError(FlowError):
@@ -59,5 +67,7 @@ def warn(cause: str, fix: str = "") -> None:
         return  # completing a command line in a shell: nothing may reach the terminal
     import click
 
-    click.echo(f"flow: warning: {cause.rstrip('.')}. {fix}" if fix else f"flow: warning: {cause}",
-               err=True)
+    from flowcore._printable import printable
+
+    line = f"flow: warning: {cause.rstrip('.')}. {fix}" if fix else f"flow: warning: {cause}"
+    click.echo(printable(line), err=True)

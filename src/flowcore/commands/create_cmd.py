@@ -157,8 +157,10 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
             for t in templates]}, indent=2))
         return
     if list_only:
+        from flowcore._printable import printable_line as cell  # plugins' text: no controls
+
         for t in templates:
-            click.echo(f"{t.name:<20} {t.description}  [{t.origin}]")
+            click.echo(f"{cell(t.name):<20} {cell(t.description)}  [{cell(t.origin)}]")
         return
     if as_json:
         raise UsageError("--json is for the list of templates", "Use it with --list")

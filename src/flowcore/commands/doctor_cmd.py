@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from flowcore._printable import printable
 from flowcore.app import Flow
 from flowcore.errors import InstallError
 
@@ -30,16 +31,17 @@ def doctor(flow: Flow, fix: bool, as_json: bool) -> None:
         total = sum(len(v) for v in packages.expected().values())
         click.echo(f"ok: all {total} kits and plugins in the config are installed and load")
         return
+    # problems name kits and plugins from the config and carry their import errors: no controls
     for problem in problems:
-        click.echo(str(problem))
+        click.echo(printable(str(problem)))
     if not fix:
         raise InstallError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found",
                            "Run: flow doctor --fix")
     for line in packages.fix():
-        click.echo(line)
+        click.echo(printable(line))
     remaining = packages.diagnose()
     for problem in remaining:
-        click.echo(f"still {problem}")
+        click.echo(printable(f"still {problem}"))
     if remaining:
         n = len(remaining)
         raise InstallError(f"{n} problem{'s remain' if n != 1 else ' remains'} after --fix",
