@@ -34,7 +34,7 @@ from flow_kit_cloudbuild.protocol import (
     STATE_DONE,
     STATE_TIMED_OUT,
 )
-from flowcore.api import CoreContext, current, interactive
+from flowcore.api import CoreContext, current, interactive, printable_line
 
 KIT = "flow-kit-cloudbuild"
 
@@ -261,7 +261,7 @@ def _cancel(session: Session, renderer: Renderer, task_id: str) -> None:
         quiet.quiet = False
         quiet.message(final)
     else:
-        click.echo(f"task {task_id}: {action}")
+        click.echo(printable_line(f"task {task_id}: {action}"))  # the server's word
     if action not in (STATE_CANCELLED,):
         raise TaskFailed(f"task {task_id} had already ended ({action}) before it could be "
                          "cancelled")
