@@ -407,3 +407,89 @@ def _cookiecutter_questions(directory: Path, label: str) -> list[Question]:
         raise FlowError(f"template {label} failed to render: {COOKIECUTTER_FILE} is not an "
                         "object", "Fix the template")
     return [Question(k, True) for k in data if not k.startswith("_")]
+
+
+# --------------------------------------------------------------------------------------------
+# Trust: what a template may do without --trust (docs/create.md, "Trust")
+# --------------------------------------------------------------------------------------------
+
+#: ``_jinja2_env_vars`` a cookiecutter template may set without ``--trust``: delimiters and
+#: whitespace handling. Anything else (``extensions``, ``finalize``, a loader, ...) is code.
+SAFE_JINJA_ENV_VARS = frozenset({
+    "block_start_string", "block_end_string", "variable_start_string", "variable_end_string",
+    "comment_start_string", "comment_end_string", "line_statement_prefix",
+    "line_comment_prefix", "trim_blocks", "lstrip_blocks", "newline_sequence",
+    "keep_trailing_newline", "autoescape",
+})
+_TRUST_FIX = "Pass --trust if you trust this template"
+
+
+def link_escapes(link: Path, root: Path) -> bool:
+    """Whether the symlink ``link`` points outside ``root`` (an absolute target always counts:
+    it would name another file once the project is moved, or a file of this machine)."""
+    target = os.readlink(link)
+    if os.path.isabs(target):
+        return True
+    try:
+        resolved = link.parent.resolve() / target
+        return not resolved.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a loop: nothing it could name is safe to follow
+        return True
+
+
+def escaping_links(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(relative path, target)`` of every symlink under ``root`` that points outside it."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        if base == root:
+            dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in sorted(filenames + dirnames):
+            path = base / name
+            if path.is_symlink() and link_escapes(path, root):
+                out.append((path.relative_to(root).as_posix(), os.readlink(path)))
+    return out
+
+
+def check_template_links(template: ResolvedTemplate) -> None:
+    """Refuse a template holding a symlink to a file outside it, whatever ``--trust`` says:
+    both engines would copy the file it names (``~/.ssh/id_rsa``, say) into the project."""
+    found = escaping_links(template.local, skip=(".git",))
+    if found:
+        rel, target = found[0]
+        raise FlowError(f"template {template.label} has a symlink {rel} -> {target}, which "
+                        "points outside the template", "A template may link only to its own "
+                        "files: replace the link with the file, or use another template")
+
+
+def check_cookiecutter_trust(template: ResolvedTemplate, trust: bool) -> None:
+    """Refuse, without ``--trust``, a cookiecutter template that would run its own code:
+    ``_extensions`` (modules imported into Jinja, the template's own ones included), hooks,
+    ``_jinja2_env_vars`` beyond delimiters, and nested templates (``templates``), which flow's
+    sandboxed renderer leaves to cookiecutter itself."""
+    if trust:
+        return
+    import json
+
+    data = json.loads((template.local / COOKIECUTTER_FILE).read_text(encoding="utf-8"))
+    label = template.label
+    if data.get("_extensions"):
+        names = ", ".join(str(e) for e in data["_extensions"]) if isinstance(
+            data["_extensions"], list) else str(data["_extensions"])
+        raise FlowError(f"template {label} loads Jinja extensions (_extensions: {names} in "
+                        f"{COOKIECUTTER_FILE}), which run the template's own code", _TRUST_FIX)
+    hooks = sorted(p.name for p in (template.local / "hooks").glob("*")
+                   if p.stem in ("pre_prompt", "pre_gen_project", "post_gen_project"))
+    if hooks:
+        raise FlowError(f"template {label} has cookiecutter hooks (hooks/{', hooks/'.join(hooks)}), "
+                        "which run code while rendering", _TRUST_FIX)
+    env_vars = data.get("_jinja2_env_vars") or {}
+    unsafe = sorted(str(k) for k in env_vars if k not in SAFE_JINJA_ENV_VARS) if isinstance(
+        env_vars, dict) else ["_jinja2_env_vars"]
+    if unsafe:
+        raise FlowError(f"template {label} configures Jinja with {', '.join(unsafe)} "
+                        f"(_jinja2_env_vars in {COOKIECUTTER_FILE}), which can run code",
+                        _TRUST_FIX)
+    if "templates" in data or "template" in data:
+        raise FlowError(f"template {label} is a set of nested cookiecutter templates, which "
+                        "flow renders only through cookiecutter itself, unsandboxed", _TRUST_FIX)

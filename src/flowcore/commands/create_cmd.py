@@ -118,7 +118,8 @@ def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: 
               help="Where to create the project (default: ./NAME).")
 @click.option("--vcs-ref", metavar="REF", help="Git tag, branch or commit of a git template.")
 @click.option("--trust", is_flag=True,
-              help="Allow the template to run its own code (copier tasks, cookiecutter hooks).")
+              help="Allow the template to run its own code (copier tasks and Jinja extensions; "
+                   "cookiecutter hooks and _extensions, rendered by cookiecutter unsandboxed).")
 @click.option("--list", "list_only", is_flag=True, help="List the kit's templates and exit.")
 @click.option("--json", "as_json", is_flag=True, expose_value=False,
               callback=lambda ctx, _, value: ctx.meta.__setitem__("create.json", value),

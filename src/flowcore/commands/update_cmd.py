@@ -96,8 +96,15 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
     import copier
     from copier.errors import CopierError, CopierWarning, ExtensionNotFoundError, UnsafeTemplateError
 
+    from flowcore import _render
+    from flowcore._templates import escaping_links
+
     asking = interactive()
+    links_before = set(escaping_links(root, skip=(".git",)))
     try:
+        recorded = {k: v for k, v in before.items() if not str(k).startswith("_")}
+        _render.check_update(str(before["_src_path"]), label, {**recorded, **answers},
+                             trust=trust, vcs_ref=vcs_ref)
         with warnings.catch_warnings():
             if not flow.options.debug:
                 warnings.simplefilter("ignore", CopierWarning)
@@ -122,6 +129,7 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
         raise FlowError(f"cannot update {root.name}: {detail}",
                         "Commit your changes first; the project must be a clean git "
                         "repository and the template a git repository with version tags") from exc
+    _undo_new_links(root, links_before, label)
     after = read_answers(path)
     old, new = before.get("_commit"), after.get("_commit")
     changed = _changed_files(root)
@@ -183,3 +191,21 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
                          f"{kit}", f"Install {origin} again with: {what} {origin}, or pass "
                          "--vcs-ref VERSION to update to a version flow has kept")
     return label, resolved.vcs_ref
+
+
+def _undo_new_links(root: Path, before: set[tuple[str, str]], label: str) -> None:
+    """Undo an update that made a symlink out of the project after all (an answer given on the
+    terminal can render a link differently from the check before it): copier updates only a
+    clean git work tree, so restoring the tracked files and removing the untracked ones puts
+    the project back as it was."""
+    from flowcore._templates import escaping_links
+
+    new = sorted(set(escaping_links(root, skip=(".git",))) - before)
+    if not new:
+        return
+    subprocess.run(["git", "checkout", "--quiet", "HEAD", "--", "."], cwd=root, check=False)
+    subprocess.run(["git", "clean", "-fdq"], cwd=root, check=False)
+    rel, target = new[0]
+    raise FlowError(f"the template {label} makes a symlink {rel} -> {target}, which points "
+                    "outside the project; the update was undone", "A template may link only to "
+                    "the project's own files: use another version (--vcs-ref) or template")
