@@ -332,9 +332,109 @@ class ManagedEnv(Plain):
                 st = os.stat(os.path.join(entry.path, "RECORD"))
             except OSError:
                 continue
-            out[canonical_name(entry.name[:-len(".dist-info")].rsplit("-", 1)[0])] = (
-                st.st_ino, st.st_mtime_ns)
+            out[_dist_info_name(entry.name)] = (st.st_ino, st.st_mtime_ns)
         return out
+
+    def records(self) -> dict[str, list[str]]:
+        """``{name: [paths of RECORD files]}`` of every ``*.dist-info`` in site-packages, named
+        as ``fingerprints`` names them (two folders of one name are one owner)."""
+        out: dict[str, list[str]] = {}
+        try:
+            entries = list(os.scandir(self.site_packages))
+        except OSError:
+            return out
+        for entry in entries:
+            if entry.name.endswith(".dist-info"):
+                out.setdefault(_dist_info_name(entry.name), []).append(
+                    os.path.join(entry.path, "RECORD"))
+        return out
+
+
+def _dist_info_name(folder: str) -> str:
+    """The canonical distribution name of a ``name-version.dist-info`` folder."""
+    return canonical_name(folder[:-len(".dist-info")].rsplit("-", 1)[0])
+
+
+def record_files(record: str) -> set[str]:
+    """The files a ``RECORD`` lists, relative to site-packages and normalised (a script is
+    ``../../../bin/NAME``), read as the CSV file it is (PEP 376/627).
+
+    Bytecode (``.pyc``, ``__pycache__/``) is left out: it is compiled from a listed source file,
+    and some installers list it while others do not. A missing or unreadable RECORD lists
+    nothing: a distribution without one cannot be told apart from its neighbours anyway.
+    """
+    import csv
+    import posixpath
+
+    out: set[str] = set()
+    try:
+        with open(record, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return out
+    for row in rows:
+        if not row or not row[0].strip():
+            continue
+        path = row[0]
+        if "./" in path or "//" in path or "\\" in path or path.endswith("."):
+            # ../ (a script: ../../../bin/NAME), ./, a doubled or Windows separator; the rest
+            # (nearly every line) is normal already, and normpath is half the time of this
+            path = posixpath.normpath(path.replace("\\", "/"))
+        if path.endswith(".pyc") or "__pycache__/" in path:
+            continue
+        out.add(path)
+    return out
+
+
+def files_owned_twice(env: ManagedEnv, new: set[str]) -> list[tuple[str, str, str]]:
+    """``(new distribution, other distribution, file)`` for every file (relative to
+    site-packages) that a distribution of ``new`` and another distribution of ``env`` both list
+    in their ``RECORD``, sorted by file. Clashes between two distributions outside ``new`` are
+    not this install's doing and are left alone.
+
+    Installers do not check this: the second distribution overwrites the first one's file
+    silently, and uninstalling either later deletes it for both. An upgrade is not a clash:
+    the installer removed the old version's ``.dist-info``, and two of one name are one owner.
+    """
+    if not new:  # the installer left every distribution as it was
+        return []
+    owners: dict[str, set[str]] = {}
+    for name, records in env.records().items():
+        for record in records:
+            for path in record_files(record):
+                owners.setdefault(path, set()).add(name)
+    clashes: list[tuple[str, str, str]] = []
+    for path, names in sorted(owners.items()):
+        if len(names) < 2:
+            continue
+        mine = sorted(names & new)
+        if mine:
+            others = sorted(names - set(mine)) or mine[1:]
+            clashes.append((mine[0], others[0], path))
+    return clashes
+
+
+def refuse_files_owned_twice(env: ManagedEnv, before: dict[str, tuple[int, int]],
+                             what: str) -> None:
+    """Raise InstallError when a distribution the install added or rewrote (its ``RECORD``
+    differs from ``before``, ``ManagedEnv.fingerprints`` taken before the installer ran) shares
+    a file with another one: a plugin that ships another plugin's module would replace it
+    silently, and deleting it later would delete the other plugin's file too."""
+    now = env.fingerprints()
+    clashes = files_owned_twice(env, {n for n, fp in now.items() if before.get(n) != fp})
+    if not clashes:
+        return
+    mine, other, path = clashes[0]
+    if path.startswith("../"):  # a script or data file outside site-packages: from the env root
+        import posixpath
+
+        site = os.path.relpath(env.site_packages, env.root).replace(os.sep, "/")
+        path = posixpath.normpath(posixpath.join(site, path))
+    more = f" (and {len(clashes) - 1} more files)" if len(clashes) > 1 else ""
+    raise InstallError(
+        f"{what}: {mine} ships {path}, which {other} also ships{more}",
+        f"Use {mine} or {other}, not both: files owned by two distributions overwrite each "
+        "other and are deleted with either. The config and the flow environment are unchanged")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -528,7 +628,12 @@ class Installer:
                 base: dict[str, Dist], what: str,
                 meanwhile: Callable[[], object] | None = None) -> None:
         """Install ``specs`` into ``env`` without touching any base distribution (``meanwhile``:
-        see ``run_tool``)."""
+        see ``run_tool``).
+
+        Raises InstallError when the result has a file owned by two distributions
+        (``refuse_files_owned_twice``); the caller rolls the environment back.
+        """
+        before = env.fingerprints()
         if self.uv:
             # Next to the environment (the caller holds its lock), not a tempfile: that module
             # is imported (by _warm_up) while uv runs, instead of before.
@@ -541,10 +646,11 @@ class Installer:
                          meanwhile=meanwhile)
             finally:
                 os.unlink(excludes)
-            return
-        self._refuse_base_changes(env, specs, options, base, what)
-        run_tool(self._pip(env, "install", "--quiet", *options.args(), *specs), what,
-                 meanwhile=meanwhile)
+        else:
+            self._refuse_base_changes(env, specs, options, base, what)
+            run_tool(self._pip(env, "install", "--quiet", *options.args(), *specs), what,
+                     meanwhile=meanwhile)
+        refuse_files_owned_twice(env, before, what)
 
     def _refuse_base_changes(self, env: ManagedEnv, specs: Sequence[str],
                              options: InstallOptions, base: dict[str, Dist], what: str) -> None:

@@ -11,13 +11,16 @@ the environment's packages the way flow's PluginSystem will load them, and impor
 saves starting an interpreter and importing click again, ~50 ms of each ``flow plugin add``.
 Elsewhere, or with ``FLOW_PROBE=subprocess``, the environment's own interpreter (``-I``) runs
 the same code in a subprocess.
+
+Either way the plugin code runs with a reduced environment (``probe_environ``): no token or
+other secret of the user's environment reaches code that nobody has vetted yet.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +56,40 @@ out = [_declare(value) for value in json.loads(sys.argv[1])]
 result.write(json.dumps(out) + "\n")
 result.flush()
 """
+
+
+#: The variables of the user's environment that the import check passes on (``probe_environ``
+#: says why): by name (compared upper-cased, as Windows names them), and every ``LC_*``.
+PROBE_ENV_NAMES = frozenset({
+    "PATH",                                 # programs an import runs
+    "HOME", "USER", "LOGNAME",              # the user's home and name (expanduser, getpass)
+    "LANG", "LANGUAGE", "TZ",               # encoding, messages and time zone (with LC_*)
+    "TMPDIR", "TEMP", "TMP",                # where temporary files go
+    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH",  # shared libraries of compiled extensions
+    "DYLD_FALLBACK_LIBRARY_PATH",
+    "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT",  # Windows' own basics
+    "USERPROFILE", "HOMEDRIVE", "HOMEPATH", "APPDATA", "LOCALAPPDATA",
+    "FLOW_HOME",                            # flowcore's home, as the flow that installs sees it
+})
+PROBE_ENV_PREFIXES = ("LC_",)
+
+
+def probe_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment plugin code gets in the import check: ``environ`` (default: flow's)
+    reduced to ``PROBE_ENV_NAMES`` and ``PROBE_ENV_PREFIXES``.
+
+    An allowlist, because ``flow plugin add`` runs code nobody has vetted yet (a wheel from an
+    index, a directory a repository brought) before anything is committed, and the user's
+    environment holds secrets under names no list could foresee (``FLOW_CLOUDBUILD_TOKEN``,
+    ``GITHUB_TOKEN``, ``AWS_*``, a password in ``FLOW_INDEX_URL``): only what an import needs
+    passes. No ``PYTHON*`` variable: the subprocess probe is ``python -I``, which ignores them,
+    and the fork's interpreter was set up with flow's own when it started.
+    """
+    import os
+
+    source = os.environ if environ is None else environ
+    return {key: value for key, value in source.items()
+            if key.upper() in PROBE_ENV_NAMES or key.upper().startswith(PROBE_ENV_PREFIXES)}
 
 
 @dataclass(frozen=True)
@@ -127,7 +164,7 @@ def _subprocess(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[
     try:
         proc = subprocess.run(
             [str(env.python), "-I", "-c", _SCRIPT, json.dumps(list(values))],
-            capture_output=True, text=True, check=False, timeout=timeout,
+            capture_output=True, text=True, check=False, timeout=timeout, env=probe_environ(),
         )
     except subprocess.TimeoutExpired as exc:
         raise _hung(values, timeout) from exc
@@ -159,11 +196,13 @@ def _can_fork(env: ManagedEnv) -> bool:
 
 def _forked(env: ManagedEnv, values: Sequence[str], timeout: float,
             then: Callable[[dict[str, Declarations]], Any] | None = None,
-            ) -> tuple[list[dict], Pending | None]:
+            ) -> tuple[list[dict], Pending | None] | None:
     """The probe in a fork of this process; what it prints is kept for an error message.
 
     The child writes the declarations as one JSON line, then what ``then`` gives as another:
     this returns as soon as the first came, the second is the ``Pending``'s ``result()``.
+    None when the child could not reduce its environment (``_enter_probe_environ``) and
+    imported nothing: the caller runs the subprocess probe instead.
     """
     import os
     import sys
@@ -211,6 +250,9 @@ def _forked(env: ManagedEnv, values: Sequence[str], timeout: float,
     except BaseException:
         child.reap(kill=True)
         raise
+    if items is None:
+        child.reap(kill=True)
+        return None
     return items, (Pending(child) if then is not None else None)
 
 
@@ -327,6 +369,9 @@ def _child(env: ManagedEnv, values: Sequence[str], fd: int,
 
     from flowcore.environment import add_to_sys_path
 
+    if not _enter_probe_environ():
+        _write(fd, "null\n")  # no plugin code without it: the parent uses the subprocess probe
+        return
     sys.stdout = sys.stderr  # what plugins print is output, never the answer
     # What flow imported from the environment before the install is not what it holds now.
     roots = tuple({os.path.join(os.path.abspath(env.root), ""),
@@ -359,6 +404,44 @@ def _child(env: ManagedEnv, values: Sequence[str], fd: int,
             traceback.print_exc()
             return
         _write(fd, extra + "\n")
+
+
+def _enter_probe_environ() -> bool:
+    """In the forked probe, before any plugin code runs: leave only ``probe_environ()`` in each
+    place this copy of flow keeps its environment. ``os.environ`` (and through it the C
+    library's, which child processes inherit), ``posix.environ`` (the copy Python took at
+    start-up), and the block flow was started with, which ``/proc/self/environ`` shows: no longer
+    referenced once ``os.environ`` was reset, it is overwritten with zeros.
+
+    False when that block cannot be shown to be blank: then the probe must not be a fork.
+    """
+    import os
+    import posix
+
+    kept = probe_environ()
+    os.environ.clear()
+    os.environ.update(kept)
+    posix.environ.clear()
+    posix.environ.update({os.fsencode(k): os.fsencode(v) for k, v in kept.items()})
+    return _blank_initial_environ()
+
+
+def _blank_initial_environ() -> bool:
+    """Overwrite this process's initial environment (``env_start``..``env_end`` of
+    ``/proc/self/stat``, fields 50 and 51) through ``/proc/self/mem``; whether
+    ``/proc/self/environ`` then reads as blank."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # after the name, which may hold spaces
+        start, end = int(fields[47]), int(fields[48])
+        if end > start:
+            with open("/proc/self/mem", "r+b", buffering=0) as mem:
+                mem.seek(start)
+                mem.write(bytes(end - start))
+        with open("/proc/self/environ", "rb") as fh:
+            return not fh.read().strip(b"\0")
+    except (OSError, ValueError, IndexError, OverflowError):
+        return False
 
 
 def _write(fd: int, text: str) -> None:
