@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,21 +29,40 @@ def redis_server(tmp_path):
     r.stop()
 
 
+#: The ACL user of a deployment, as docs/cloud-build.md ("Who may use Redis") makes it: its own
+#: keys and Socket.IO channel, no dangerous commands.
+ACL_RULES = ("~flowcb:*", "&flowcb-socketio", "+@all", "-@dangerous")
+
+
 class RedisServer:
-    def __init__(self, base: Path) -> None:
+    """``password``: the default user's (``requirepass``); ``users``: ACL users (name, password)
+    with the rights docs/cloud-build.md gives the deployment's user (``ACL_RULES``)."""
+
+    def __init__(self, base: Path, *, password: str | None = None,
+                 users: tuple[tuple[str, str], ...] = ()) -> None:
         self.dir = base
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.password = password
+        self.users = users
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL with the default user's password, if it has one."""
+        return self.url_for(None, self.password)
+
+    def url_for(self, user: str | None, password: str | None) -> str:
+        auth = f"{user or ''}:{password}@" if password is not None else (f"{user}@" if user else "")
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        auth: list[str] = ["--requirepass", self.password] if self.password is not None else []
+        for name, password in self.users:
+            auth += ["--user", name, "on", f">{password}", *ACL_RULES]
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--bind", "127.0.0.1", "--dir", str(self.dir)],
+             "--bind", "127.0.0.1", "--dir", str(self.dir), *auth],
             stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT, cwd=str(self.dir))
         _wait_port(self.port)
         return self
@@ -63,6 +83,16 @@ class RedisServer:
         return redis.Redis.from_url(self.url, socket_timeout=5)
 
 
+def secret_file(where: Path) -> Path:
+    """A deployment's --secret-file (every gateway and worker of it gets the same one)."""
+    path = where / "flowcb-secret"
+    if not path.exists():
+        where.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return path
+
+
 class Cluster:
     """Gateways and workers of one deployment (same Redis, same shared dir)."""
 
@@ -75,14 +105,20 @@ class Cluster:
         self.max_attempts = max_attempts
         self.config = config or {"checks": [], "freeze-windows": []}
         self.extra = extra  # more server options for every process
+        self.secret = secret_file(base)
         self.procs: list[ServerProc] = []
 
-    def add(self, role: str, concurrency: int = 1) -> ServerProc:
+    def add(self, role: str, concurrency: int = 1, *, url: str | None = None,
+            extra: tuple[str, ...] = ()) -> ServerProc:
+        """A process of the deployment; ``url`` (say, with a password) goes in the environment
+        (FLOW_CLOUDBUILD_REDIS_URL), as the docs advise, instead of the command line."""
         n = len(self.procs)
-        proc = ServerProc(self.base / f"{role}{n}" / "data", "--redis-url", self.redis.url, "--role", role,
+        where = ("--redis-url", self.redis.url) if url is None else ()
+        proc = ServerProc(self.base / f"{role}{n}" / "data", *where, "--role", role,
                           "--shared-dir", str(self.shared), "--heartbeat-timeout", str(self.heartbeat),
                           "--max-attempts", str(self.max_attempts), "--concurrency", str(concurrency),
-                          *self.extra, config=dict(self.config))
+                          "--secret-file", str(self.secret), *self.extra, *extra, config=dict(self.config),
+                          env={"FLOW_CLOUDBUILD_REDIS_URL": url} if url is not None else None)
         # artifact URLs must point at a gateway: every process uses the first gateway's base
         proc.start()
         self.procs.append(proc)

@@ -363,6 +363,29 @@ def test_state_changing_requests_need_the_csrf_token_and_the_same_origin(server,
     assert http_request("GET", server.url + "/ui/api/session", headers={"Cookie": cookie})[0] == 401
 
 
+def test_the_origin_is_checked_against_the_servers_url_not_the_host_header(server, tmp_path):
+    """DNS rebinding: a page on evil.example whose name now points at the server sends
+    ``Host: evil.example:PORT`` and ``Origin: http://evil.example:PORT``, which agree."""
+    body = json.dumps({"token": TOKEN}).encode()
+    rebound = f"evil.example:{server.port}"
+    status, raw = http_request("POST", server.url + "/ui/api/login", body=body, headers={
+        "Host": rebound, "Origin": f"http://{rebound}", "Content-Type": "application/json"})
+    assert status == 403 and b"Origin" in raw, raw
+    for origin in (server.url, f"http://localhost:{server.port}"):  # the server's own names
+        status, _ = http_request("POST", server.url + "/ui/api/login", body=body, headers={
+            "Origin": origin, "Content-Type": "application/json"})
+        assert status == 200, origin
+    # with --public-url, that origin is the one
+    public = "https://build.example.com"
+    with ServerProc(tmp_path / "pub" / "data", "--public-url", public) as s:
+        status, _ = http_request("POST", s.url + "/ui/api/login", body=body, headers={
+            "Host": "build.example.com", "Origin": public, "Content-Type": "application/json"})
+        assert status == 200
+        status, _ = http_request("POST", s.url + "/ui/api/login", body=body, headers={
+            "Origin": s.url, "Content-Type": "application/json"})
+        assert status == 403
+
+
 # -- hostile content ----------------------------------------------------------------------------------
 def test_hostile_log_lines_and_published_pages_execute_nothing(tab, server, git_daemon):
     url = new_repo(git_daemon, slow_files(lines=3, interval_ms=10))

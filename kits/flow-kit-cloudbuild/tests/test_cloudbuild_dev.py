@@ -153,6 +153,40 @@ def test_only_html_gets_the_live_reload_script(flow, site):
         no_live.stop()
 
 
+def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_only_requests_for_localhost_are_served(flow, site):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 would read the
+    unreleased site and its build errors; its requests carry ``Host: evil.example``."""
+    dev = Dev(flow, site, "--port", "0")
+    try:
+        dev.until("watching for changes")
+        port = int(dev.url.rsplit(":", 1)[1].strip("/"))
+        for host in ("evil.example", f"evil.example:{port}", f"localhost.evil.example:{port}",
+                     f"localhost:{port + 1}", ""):
+            for path in ("/", "/__flow/events", "/__flow/live.js"):
+                status, body = _get(port, path, host)
+                assert status == 403, (host, path, status)
+                assert b"dev-site" not in body and len(body) < 300 and b"Host" in body
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+            status, body = _get(port, "/", host)
+            assert status == 200 and b"dev-site" in body, host
+    finally:
+        dev.stop()
+
+
 def test_a_taken_port_and_a_missing_build_script_are_one_line_errors(flow, site):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

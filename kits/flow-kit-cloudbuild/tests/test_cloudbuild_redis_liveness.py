@@ -13,7 +13,7 @@ import time
 
 import pytest
 from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
-from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, wait_for  # noqa: F401 - redis_server: a fixture
+from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, secret_file, wait_for  # noqa: F401 - redis_server: a fixture
 from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get, logs, npm_project
 from test_cloudbuild_redis import publish, slow_project
 
@@ -164,7 +164,7 @@ def test_a_paused_worker_whose_task_was_failed_meanwhile_stops_it_quietly(tmp_pa
 
 def _role(tmp_path, redis_server, name: str, role: str, *extra: str) -> ServerProc:
     return ServerProc(tmp_path / name / "data", "--redis-url", redis_server.url, "--role", role,
-                      "--heartbeat-timeout", str(HEARTBEAT), *extra,
+                      "--heartbeat-timeout", str(HEARTBEAT), "--secret-file", str(secret_file(tmp_path)), *extra,
                       config={"checks": [], "freeze-windows": []})
 
 

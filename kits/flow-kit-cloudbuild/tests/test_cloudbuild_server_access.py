@@ -141,6 +141,77 @@ def test_the_11th_failed_attempt_within_the_window_is_refused_with_retry_after(t
             assert c.sio.connected
 
 
+def _login_from(s: ServerProc, token: str, forwarded_for: str | None = None) -> int:
+    """The status of a dashboard sign-in from 127.0.0.1, optionally claiming another client."""
+    headers = {"Content-Type": "application/json", "Origin": s.url}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    return http_request("POST", s.url + "/ui/api/login", body=json.dumps({"token": token}).encode(),
+                        headers=headers)[0]
+
+
+def _bearer_from(s: ServerProc, token: str, source: str, forwarded_for: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=15, source_address=(source, 0))
+    try:
+        conn.request("GET", "/api/tasks/" + "0" * 24,
+                     headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": forwarded_for})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_neither_escapes_nor_redirects_the_limit(tmp_path):
+    """A build can reach the server's port from loopback; by default no peer is a trusted proxy,
+    so its X-Forwarded-For is ignored: its failures count against its own address (one per
+    guess, whatever address it claims), and a real client elsewhere is not locked out."""
+    with ServerProc(tmp_path / "d", config={"auth-failures": 4, "auth-window": 60}) as s:
+        victim = "127.0.0.2"
+        for _ in range(2):  # bearer routes and the dashboard sign-in, each claiming the victim's address
+            assert _bearer_from(s, BAD, "127.0.0.1", victim) == 401
+            assert _login_from(s, BAD, forwarded_for=victim) == 401
+        # the spoofer is now limited, whatever it claims to be
+        assert _bearer_from(s, BAD, "127.0.0.1", "198.51.100.8") == 429
+        assert _login_from(s, TOKEN, forwarded_for="198.51.100.99") == 429
+        ws = websocket.create_connection(f"ws://127.0.0.1:{s.port}{WS_PATH}", timeout=15,
+                                         header=["X-Forwarded-For: 203.0.113.50"])
+        try:
+            assert ws.recv().startswith("0{")
+            ws.send("40" + json.dumps({"token": TOKEN}))
+            assert refusal(until_closed(ws))["code"] == "refused"
+        finally:
+            ws.close()
+        # the real client at the address the spoofer named still gets through with a valid token
+        assert bearer(s, TOKEN, source=victim)[0] == 404
+        assert _bearer_from(s, TOKEN, victim, victim) == 404
+
+
+def test_forwarded_allow_ips_names_the_proxy_whose_x_forwarded_for_is_honoured(tmp_path):
+    with ServerProc(tmp_path / "d", "--forwarded-allow-ips", "127.0.0.1",
+                    config={"auth-failures": 3, "auth-window": 60}) as s:
+        for _ in range(3):  # through the proxy on 127.0.0.1: the client it names is counted
+            assert _bearer_from(s, BAD, "127.0.0.1", "203.0.113.7") == 401
+        assert _bearer_from(s, TOKEN, "127.0.0.1", "203.0.113.7") == 429
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=15)
+        try:
+            conn.request("GET", "/api/tasks/" + "0" * 24,
+                         headers={"Authorization": f"Bearer {TOKEN}", "X-Forwarded-For": "203.0.113.7"})
+            resp = conn.getresponse()
+            status, body = resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+        assert status == 429 and "from 203.0.113.7" in body["error"]["message"]
+        # other clients behind the proxy, and the proxy's own address, are not limited
+        assert _bearer_from(s, TOKEN, "127.0.0.1", "203.0.113.8") == 404
+        assert bearer(s, TOKEN)[0] == 404
+        # a peer that is not the proxy is its own address, whatever it claims
+        for _ in range(3):
+            assert _bearer_from(s, BAD, "127.0.0.3", "203.0.113.9") == 401
+        assert _bearer_from(s, TOKEN, "127.0.0.1", "203.0.113.9") == 404
+        assert _bearer_from(s, TOKEN, "127.0.0.3", "203.0.113.10") == 429
+
+
 def test_a_connection_that_never_authenticates_is_dropped_after_the_deadline(tmp_path):
     with ServerProc(tmp_path / "d", config={"auth-timeout": 1}) as s, Client(s.url, TOKEN) as c:
         ws = raw_socket(s)

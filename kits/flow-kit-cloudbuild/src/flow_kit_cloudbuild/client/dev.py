@@ -12,6 +12,10 @@ kit whose build is a command that writes ``dist/``:
 - live reload: HTML responses get one ``<script src="/__flow/live.js">`` before ``</body>``;
   that script listens on ``/__flow/events`` (server-sent events, which reconnect by themselves)
   and reloads the page when a newer build is served. Nothing else is changed in any response.
+- only requests for this machine are answered: ``Host`` must be ``localhost``, ``127.0.0.1`` or
+  ``[::1]`` (or the ``--host`` given) with the server's port; anything else gets 403. Why: a web
+  page the developer visits can point a name of its own at 127.0.0.1 (DNS rebinding) and would
+  then read the unreleased site and its build errors as same-origin.
 
 The server is the standard library's threading HTTP server: local, one user, no dependency.
 """
@@ -38,6 +42,8 @@ LIVE_PATH = "/__flow/live.js"
 EVENTS_PATH = "/__flow/events"
 KEEPALIVE = 15.0
 ERROR_TAIL = 40          # lines of a failed build's output shown in the overlay
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 LIVE_JS = r"""// flow dev: reload this page when a newer build is served; show build errors over it.
 (function () {
@@ -95,7 +101,19 @@ class DevState:
             return self.build, self.error
 
 
-def _handler(state: DevState, live: bool) -> type[BaseHTTPRequestHandler]:
+def served_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` values (lower case) this server answers: the loopback names, and the
+    ``--host`` given unless it is a wildcard, each with ``port`` (bare too on port 80)."""
+    names = set(LOOPBACK_NAMES)
+    if host.lower() not in WILDCARDS:
+        names.add(f"[{host.strip('[]')}]" if ":" in host else host)
+    out = {f"{name.lower()}:{port}" for name in names}
+    if port == 80:
+        out |= {name.lower() for name in names}
+    return frozenset(out)
+
+
+def _handler(state: DevState, live: bool, host: str = "127.0.0.1") -> type[BaseHTTPRequestHandler]:
     import mimetypes
     from http.server import BaseHTTPRequestHandler
 
@@ -106,6 +124,12 @@ def _handler(state: DevState, live: bool) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            port = int(self.connection.getsockname()[1])  # the port this request came to
+            asked = (self.headers.get("Host") or "").strip()
+            if asked.lower() not in served_hosts(host, port):
+                return self._send(403, (f"flow dev: refused Host {asked[:80]!r}; open http://localhost:{port}/ "
+                                        "(other names are refused against DNS rebinding)\n").encode(),
+                                  "text/plain; charset=utf-8")
             path = self.path.split("?", 1)[0].split("#", 1)[0]
             if live and path == LIVE_PATH:
                 return self._send(200, LIVE_JS.encode(), "text/javascript; charset=utf-8")
@@ -263,7 +287,7 @@ def run(root: Path, configured: list[str] | None, *, host: str, port: int | None
     argv = build_command(root, configured)
     state = DevState()
     server = bind(host, port)
-    server.RequestHandlerClass = _handler(state, live)
+    server.RequestHandlerClass = _handler(state, live, host)
     url = f"http://{host}:{server.server_address[1]}/"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     snapshots = Path(tempfile.mkdtemp(prefix="flow-dev-"))

@@ -24,7 +24,18 @@ import click
 from flowcore.api import FlowError
 
 from .. import __version__, protocol
-from .config import MIN_TOKEN_LENGTH, ServerConfig, apply_file, default_data_dir, load_file, parse_size, read_tokens
+from .config import (
+    GENERATE_SECRET,
+    MIN_TOKEN_LENGTH,
+    ServerConfig,
+    apply_file,
+    default_data_dir,
+    load_file,
+    parse_size,
+    parse_uid_range,
+    read_secret,
+    read_tokens,
+)
 from .errors import ServerConfigError
 from .sandbox import make_sandbox
 
@@ -53,6 +64,15 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(f"{value[:40]!r} is not a size; write it like 4G, 512M or 65536") from None
 
 
+def _uid_range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_uid_range(value)
+    except ValueError:
+        raise click.BadParameter(f"{value[:40]!r} is not a uid range; write it like 1000000-1999999") from None
+
+
 def sandbox_options(f: _Command) -> _Command:
     """The build sandbox's options (docs/cloud-build.md, "Threat model")."""
     options = [
@@ -70,6 +90,10 @@ def sandbox_options(f: _Command) -> _Command:
                      help="Largest file a build may write (default 2G)."),
         click.option("--build-disk", callback=_size, default=None,
                      help="Disk a build's work directory may use (default 10G)."),
+        click.option("--build-files", type=click.IntRange(1), default=None,
+                     help="Files and directories a build's work directory may hold (default 200000)."),
+        click.option("--build-uid-range", callback=_uid_range, default=None, metavar="START-END",
+                     help="As root: the uids given to token owners' builds, one each (default 1000000-1999999)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -79,7 +103,7 @@ def sandbox_options(f: _Command) -> _Command:
 def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | None, ...]) -> None:
     """Merge the sandbox options into ``cfg`` and check a sandbox can be made (else refuse)."""
     for key in ("build_user", "build_network", "build_memory", "build_processes", "build_file_size",
-                "build_disk"):
+                "build_disk", "build_files", "build_uid_range"):
         if opts.get(key) is not None:
             setattr(cfg, key, opts[key])
     if opts.get("no_sandbox"):
@@ -129,6 +153,14 @@ def access_options(f: _Command) -> _Command:
                      help="Uploads one token may hold that no task used yet (default 16)."),
         click.option("--upload-retention-hours", type=click.FloatRange(0, min_open=True), default=None,
                      help="Delete an upload no task used after this many hours (default 1)."),
+        click.option("--artifact-max-bytes", callback=_size, default=None,
+                     help="Total size of one task's artifacts, sparse files at their full size (default 1G)."),
+        click.option("--artifact-max-files", type=click.IntRange(1), default=None,
+                     help="Files one task may publish (default 10000)."),
+        click.option("--cache-max-bytes", callback=_size, default=None,
+                     help="Size of one token's package caches; the least recently used go first (default 2G)."),
+        click.option("--cache-max-files", type=click.IntRange(1), default=None,
+                     help="Files in one token's package caches (default 200000)."),
         click.option("--retention-days", type=click.FloatRange(0), default=None,
                      help="Delete finished tasks and their artifacts after this many days; prod releases "
                           "stay (default 30; 0: keep everything)."),
@@ -140,7 +172,8 @@ def access_options(f: _Command) -> _Command:
 
 def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
     for key in ("auth_timeout", "max_builds_per_token", "max_pending_upload_bytes", "max_pending_uploads",
-                "upload_retention_hours", "retention_days"):
+                "upload_retention_hours", "retention_days", "artifact_max_bytes", "artifact_max_files",
+                "cache_max_bytes", "cache_max_files"):
         value = opts.pop(key, None)
         if value is not None:
             setattr(cfg, key, value)
@@ -159,11 +192,22 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Server config file (TOML or JSON): allowlists, release gates, limits.")
 @click.option("--max-upload-bytes", type=click.IntRange(1), default=None, help="Largest source upload accepted.")
-@click.option("--public-url", default=None, help="Base URL of artifact links (default http://host:port).")
+@click.option("--public-url", default=None,
+              help="The URL clients use: artifact links, and the only Origin the dashboard accepts "
+                   "(default http://host:port).")
+@click.option("--forwarded-allow-ips", default=None,
+              help="Comma-separated addresses (or networks) of the reverse proxies whose X-Forwarded-For "
+                   "names the client (default: none; the TCP peer is the client).")
+@click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The server secret that signs sessions and Redis records; the same file for every "
+                   "process of a Redis deployment (required with --redis-url).")
 @click.option("--offline", is_flag=True, default=None, help="Builds get no network index (uv/npm/pip offline).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
-@click.option("--redis-url", default=None,
-              help="Keep tasks, the job queue and Socket.IO fan-out in Redis (several gateways and workers).")
+@click.option("--redis-url", default=None, envvar="FLOW_CLOUDBUILD_REDIS_URL", show_envvar=True,
+              help="Keep tasks, the job queue and Socket.IO fan-out in Redis (several gateways and workers); "
+                   "rediss:// for TLS. With a password, pass it in the environment or --redis-password-file.")
+@click.option("--redis-password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --redis-url: a file whose first line is the Redis password (of the URL's user).")
 @click.option("--role", type=click.Choice(["all", "gateway", "worker"]), default="all", show_default=True,
               help="With --redis-url: serve clients (gateway), run builds (worker), or both.")
 @click.option("--shared-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -180,25 +224,34 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.version_option(__version__, prog_name="flow-cloudbuild-server",
                       message="%(prog)s %(version)s")  # as `flow --version`: NAME VERSION
 def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
-          public_url, offline, log_level, redis_url, role, shared_dir, heartbeat_timeout,
-          max_attempts, queue_timeout, **sandbox_opts) -> None:
+          public_url, forwarded_allow_ips, secret_file, offline, log_level, redis_url, redis_password_file,
+          role, shared_dir, heartbeat_timeout, max_attempts, queue_timeout, **sandbox_opts) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
     if redis_url:
-        from .roles import RedisOptions, check_reachable
+        from .backends.redis import connect
+        from .roles import RedisOptions
 
-        why = check_reachable(redis_url)
-        if why is not None:
-            raise ServerConfigError(f"cannot reach Redis at {redis_url}: {why}",
-                                    "Start Redis or fix --redis-url")
+        if secret_file is None:
+            raise ServerConfigError(
+                "Redis mode needs --secret-file: it signs the sessions and jobs every process reads from Redis",
+                f"Make one with: {GENERATE_SECRET} > FILE (mode 0600), and pass the same --secret-file to every "
+                "gateway and worker")
+        _warn_password_on_argv(redis_url)
+        redis_url = connect.with_password(redis_url, redis_password_file)
+        problem = connect.problem(redis_url)
+        if problem is not None:
+            raise problem
         redis_opts = RedisOptions(redis_url, role, shared_dir, heartbeat_timeout, max_attempts)
-    elif role != "all" or shared_dir is not None:
-        raise ServerConfigError("--role and --shared-dir need --redis-url", "Pass --redis-url redis://HOST:PORT/0")
+    elif role != "all" or shared_dir is not None or redis_password_file is not None:
+        raise ServerConfigError("--role, --shared-dir and --redis-password-file need --redis-url",
+                                "Pass --redis-url redis://HOST:PORT/0 (or set FLOW_CLOUDBUILD_REDIS_URL)")
     cfg = ServerConfig(data_dir=default_data_dir())
     if config_file is not None:
         apply_file(cfg, load_file(config_file), config_file)
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
+                        ("forwarded_allow_ips", forwarded_allow_ips),
                         ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)
@@ -213,7 +266,10 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
         generated = _server_token(cfg.data_dir)
         found = {generated}
     cfg.tokens = frozenset(found)
-    apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file))
+    if secret_file is not None:
+        cfg.secret = read_secret(secret_file)
+    apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file, secret_file,
+                                                      redis_password_file))
 
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
@@ -241,13 +297,41 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
     if generated:
         click.echo(f"token: {generated} (kept in {cfg.data_dir / 'server-token'})")
     if redis_opts is not None:
-        click.echo(f"redis: {redis_url} (role {role})")
+        from .backends.redis.connect import redact
+
+        click.echo(f"redis: {redact(redis_url)} (role {role})")
     sys.stdout.flush()
+    # Whose X-Forwarded-For names the client: only the proxies the operator named. uvicorn's own
+    # default trusts 127.0.0.1, where a build's install step can connect from, and would let it
+    # pick the address its failed tokens count against (docs/cloud-build.md, "Tokens").
+    trusted = [a.strip() for a in (cfg.forwarded_allow_ips or "").split(",") if a.strip()]
+    if not trusted and os.environ.get("FORWARDED_ALLOW_IPS"):
+        click.echo("flow-cloudbuild-server: warning: FORWARDED_ALLOW_IPS is ignored; name your proxy with "
+                   "--forwarded-allow-ips", err=True)
+    if not cfg.public_url and cfg.host in ("0.0.0.0", "::", ""):
+        click.echo(f"flow-cloudbuild-server: warning: without --public-url the dashboard accepts sign-ins only "
+                   f"from pages at {cfg.base_url}; pass the URL browsers use, e.g. --public-url "
+                   f"http://build.example.com:{cfg.port}", err=True)
     uv_cfg = uvicorn.Config(server.asgi, log_level=log_level, lifespan="on", ws="auto",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, proxy_headers=bool(trusted),
+                            forwarded_allow_ips=trusted)
     # Redis mode: a stopping worker's tasks are another worker's to retry, not failed here
     service = server.service
     _uvicorn_server(uv_cfg, service.drain if service.policy.drains_on_sigterm else None).run(sockets=[sock])
+
+
+def _warn_password_on_argv(url: str) -> None:
+    """A password written into --redis-url on the command line is visible to every user in ps."""
+    from urllib.parse import urlsplit
+
+    ctx = click.get_current_context()
+    try:
+        has_password = urlsplit(url).password is not None
+    except ValueError:
+        return
+    if has_password and ctx.get_parameter_source("redis_url") == click.core.ParameterSource.COMMANDLINE:
+        click.echo("flow-cloudbuild-server: warning: the password in --redis-url is visible to every user in ps; "
+                   "set FLOW_CLOUDBUILD_REDIS_URL or use --redis-password-file instead", err=True)
 
 
 def _uvicorn_server(uv_cfg: Any, drain: Callable[[], Awaitable[None]] | None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,8 @@ DEFAULT_BUILD_COMMANDS: list[list[str]] = [
 ]
 DEFAULT_PROTOCOLS = ("https", "git")
 MIN_TOKEN_LENGTH = 16  # client tokens shorter than this are refused at start
+MIN_SECRET_LENGTH = 32  # characters of a --secret-file (hex: 128 bits)
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class ServerConfig:
     data_dir: Path
     host: str = protocol.DEFAULT_HOST
     port: int = protocol.DEFAULT_PORT
-    public_url: str | None = None          # base of artifact URLs; default http://host:port
+    public_url: str | None = None          # base of artifact URLs and the dashboard's origin; default http://host:port
+    forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed; None: no peer
     concurrency: int = 2
     tokens: frozenset[str] = frozenset()
     build_commands: list[list[str]] = field(default_factory=lambda: [list(c) for c in DEFAULT_BUILD_COMMANDS])
@@ -82,6 +86,13 @@ class ServerConfig:
     build_processes: int = 512             # processes per build user
     build_file_size: int = 2 * 1024 ** 3   # largest file a build writes
     build_disk: int = 10 * 1024 ** 3       # the work directory's total size
+    build_files: int = 200_000             # files and directories in the work directory (inodes)
+    build_uid_range: tuple[int, int] = (1_000_000, 1_999_999)  # root servers: per-owner build uids
+    # What comes out of a build (docs/cloud-build.md "Quotas and retention").
+    artifact_max_bytes: int = 1024 ** 3    # a task's artifacts, apparent size in all
+    artifact_max_files: int = 10_000       # a task's artifacts, files
+    cache_max_bytes: int = 2 * 1024 ** 3   # one token's package caches (npm, uv, pip) in all
+    cache_max_files: int = 200_000         # one token's package caches, files and directories
     sandbox_ro_paths: tuple[Path, ...] = ()      # more read-only paths for builds (toolchains)
     secret_paths: tuple[Path, ...] = ()          # server files builds must never see
     # Access and quotas (docs/cloud-build.md "Tokens" and "Quotas and retention").
@@ -93,6 +104,10 @@ class ServerConfig:
     max_pending_uploads: int = 16          # per token, not yet published
     upload_retention_hours: float = 1.0    # an upload no task used is deleted after this
     retention_days: float = 30.0           # finished tasks and their artifacts; 0: keep forever
+    # What signs sessions and Redis records (access.Signer): --secret-file, shared by every process
+    # of a Redis deployment; an embedded server without one makes its own for each run (its
+    # sessions live in memory and end with the process anyway).
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
     def builds_per_token(self) -> int:
@@ -143,6 +158,21 @@ def read_tokens(tokens: tuple[str, ...] | list[str], tokens_file: Path | None) -
     return found
 
 
+def read_secret(path: Path) -> bytes:
+    """The server secret from ``--secret-file``: one line of at least MIN_SECRET_LENGTH characters."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise ServerConfigError(f"cannot read secret file {path}: {why}",
+                                f"Pass an existing file to --secret-file; make one with: {GENERATE_SECRET} > FILE"
+                                ) from None
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ServerConfigError(f"secret file {path} holds fewer than {MIN_SECRET_LENGTH} characters",
+                                f"Make one with: {GENERATE_SECRET} > FILE")
+    return text.encode("utf-8")
+
+
 def load_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
@@ -187,7 +217,8 @@ def _argv(value: Any, where: str) -> list[str]:
 
 def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     """Merge a config file's settings into ``cfg`` (validating each one)."""
-    known = {"host", "port", "public-url", "concurrency", "data-dir", "build-commands", "allowed-protocols",
+    known = {"host", "port", "public-url", "forwarded-allow-ips", "concurrency", "data-dir", "build-commands",
+             "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user",
@@ -214,7 +245,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
         v = num(key, 0 if key == "port" else 1)
         if v is not None:
             setattr(cfg, attr, v)
-    for key, attr in (("host", "host"), ("public-url", "public_url")):
+    for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips")):
         if key in data:
             if not isinstance(data[key], str):
                 raise ServerConfigError(f"{source}: {key} must be a string", "Fix the value")
@@ -309,7 +340,18 @@ ACCESS_SETTINGS = {
     "max-pending-upload-bytes": ("max_pending_upload_bytes", "size"),
     "max-pending-uploads": ("max_pending_uploads", "count"),
     "upload-retention-hours": ("upload_retention_hours", "hours"), "retention-days": ("retention_days", "days"),
+    "artifact-max-bytes": ("artifact_max_bytes", "size"), "artifact-max-files": ("artifact_max_files", "count"),
+    "cache-max-bytes": ("cache_max_bytes", "size"), "cache-max-files": ("cache_max_files", "count"),
+    "build-files": ("build_files", "count"), "build-uid-range": ("build_uid_range", "uid-range"),
 }
+
+
+def parse_uid_range(value: object) -> tuple[int, int]:
+    """``START-END`` (inclusive) of build uids; both above 0, START <= END."""
+    start, sep, end = str(value).strip().partition("-")
+    if not sep or not start.isdigit() or not end.isdigit() or not 0 < int(start) <= int(end):
+        raise ValueError(value)
+    return int(start), int(end)
 
 
 def _apply_access(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
@@ -323,12 +365,18 @@ def _apply_access(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None
             except (TypeError, ValueError):
                 v = -1
             ok = v >= 1
+        elif kind == "uid-range":
+            try:
+                v, ok = parse_uid_range(v), True
+            except ValueError:
+                ok = False
         elif kind == "count":
             ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
         else:  # seconds and hours must be > 0; days may be 0 (keep forever)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if kind == "days" else v > 0)
         if not ok:
             want = {"size": "a size like 200M (>= 1 byte)", "count": "an integer >= 1",
+                    "uid-range": "a uid range like 1000000-1999999",
                     "days": "a number of days >= 0 (0: keep forever)"}.get(kind, f"a number of {kind} > 0")
             raise ServerConfigError(f"{source}: {key} must be {want}", "Fix the value")
         setattr(cfg, attr, v)

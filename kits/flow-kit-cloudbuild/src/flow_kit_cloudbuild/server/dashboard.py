@@ -16,11 +16,14 @@ Routes (``Dashboard.route`` answers them; the app's router hands every request h
 ``POST /ui/api/tasks/<id>/cancel``     cancel (CSRF header)
 
 Security: the token is only ever sent in a POST body and never stored (sessions keep its hash);
-every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` and a
-same-origin ``Origin``; API requests a browser marks as cross-site (``Sec-Fetch-Site``) are
-refused; pages carry a strict Content-Security-Policy (no inline script, ``script-src 'self'``)
-and the script renders all data with ``textContent``. Sessions live in memory (embedded) or in
-Redis (every gateway of a deployment accepts them), keyed by a hash of the cookie value.
+every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` and an
+``Origin`` equal to the server's own URL (``--public-url``, else the bind address; never the
+request's ``Host``, which a DNS-rebinding page controls); API requests a browser marks as
+cross-site (``Sec-Fetch-Site``) are refused; pages carry a strict Content-Security-Policy (no
+inline script, ``script-src 'self'``) and the script renders all data with ``textContent``.
+Sessions live in memory (embedded) or in Redis (every gateway of a deployment accepts them),
+keyed by a hash of the cookie value and signed with the server secret (``access.Signer``): a
+record written into Redis by anyone else is no session.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any, TypedDict
 from urllib.parse import parse_qs, quote, urlsplit
 
 from .. import protocol
+from .access import Signer
 from .errors import RequestError
 from .store import FileTaskStore
 
@@ -231,6 +235,7 @@ class Dashboard:
         redis = getattr(self.store, "redis", None) if self.redis_mode else None
         self.sessions: Any = RedisSessions(redis) if redis is not None else MemorySessions()
         self._token_hashes = frozenset(protocol.token_hash(t) for t in self.cfg.tokens)
+        self.signer = Signer(self.cfg.secret)
         self._final_records: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES
                         if (STATIC_DIR / name).is_file()}
@@ -329,17 +334,24 @@ class Dashboard:
         return out
 
     def _same_origin(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Whether the request's ``Origin`` is this server's own (see ``origins``)."""
         origin = headers.get("origin")
-        if not origin:
-            return False
-        allowed = set()
-        host = headers.get("host")
-        if host:
-            allowed |= {f"http://{host}", f"https://{host}"}
-        base = urlsplit(self.cfg.base_url)
-        if base.scheme and base.netloc:
-            allowed.add(f"{base.scheme}://{base.netloc}")
-        return origin.rstrip("/") in allowed
+        return origin is not None and _origin(origin) in self.origins()
+
+    def origins(self) -> frozenset[str]:
+        """The origins the dashboard's pages are served from: the ``--public-url``'s, else the
+        bind address's, plus ``localhost``/``127.0.0.1``/``[::1]`` when that is a loopback one.
+
+        Never derived from the request's ``Host``: a page on evil.example whose name an attacker
+        pointed at this server (DNS rebinding) sends ``Host`` and ``Origin`` that agree.
+        """
+        if self.cfg.public_url:
+            return frozenset({_origin(self.cfg.public_url)})
+        host, port = self.cfg.host.strip("[]"), self.cfg.port
+        names = {f"[{host}]" if ":" in host else host}
+        if host in ("localhost", "::1") or host.startswith("127."):
+            names |= {"localhost", "127.0.0.1", "[::1]"}
+        return frozenset(_origin(f"http://{name}:{port}") for name in names)
 
     async def _session(self, headers: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
         cookie = headers.get("cookie", "")
@@ -348,9 +360,14 @@ class Dashboard:
             if name == COOKIE and value:
                 key = hashlib.sha256(value.encode()).hexdigest()
                 sess = await self.sessions.get(key)
-                if sess is not None and sess.get("th") in self._token_hashes:
+                if sess is not None and sess.get("th") in self._token_hashes and self._signed(key, sess):
                     return key, sess
         return None
+
+    def _signed(self, key: str, sess: dict[str, Any]) -> bool:
+        """Whether ``sess`` is the session this server made under ``key`` (not one written into
+        its store by someone else, nor a real one copied under another key or edited)."""
+        return self.signer.check(sess.get("sig"), "session", key, sess.get("th"), sess.get("csrf"), sess.get("exp"))
 
     async def _body(self, receive: Callable, limit: int = 8192) -> Any:
         data = b""
@@ -444,8 +461,10 @@ class Dashboard:
             raise _Reply(401, protocol.ERROR_AUTH, "invalid token")
         value = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
-        await self.sessions.put(hashlib.sha256(value.encode()).hexdigest(),
-                                {"th": th, "csrf": csrf, "exp": time.time() + SESSION_TTL})
+        key = hashlib.sha256(value.encode()).hexdigest()
+        exp = int(time.time()) + SESSION_TTL
+        await self.sessions.put(key, {"th": th, "csrf": csrf, "exp": exp,
+                                      "sig": self.signer.sign("session", key, th, csrf, exp)})
         await self._json(send, 200, {"ok": True, "who": label(th), "csrf": csrf},
                          [self._cookie(scope, value, SESSION_TTL)])
 
@@ -503,7 +522,7 @@ class Dashboard:
             fresh = {}
             for task_id, raw in zip(want, raws, strict=True):  # one reply per HGETALL
                 rec = _decode(raw) if raw else {}
-                if rec.get("taskId") == task_id:
+                if rec.get("taskId") == task_id and self.store.verified(rec):  # signed by this deployment
                     fresh[task_id] = rec
         else:
             fresh = {t: r for t in want if (r := await self.store.get(t)) is not None}
@@ -653,6 +672,22 @@ class _Artifact(TypedDict):
     name: str
     size: Any  # as the task record has it (an int from this server)
     path: str
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` as a browser sends it in ``Origin`` (lower case, no
+    default port, no path)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _first(query: dict[str, list[str]], key: str) -> str | None:

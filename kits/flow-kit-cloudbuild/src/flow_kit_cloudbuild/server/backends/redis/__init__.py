@@ -31,16 +31,20 @@ def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
     """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
     import redis.asyncio as aioredis
 
+    from ...access import Signer
+
+    signer = Signer(cfg.secret)  # --secret-file: what this process writes, the others check
     shared = shared_path(cfg, opts)
     r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
                                 retry_on_timeout=True)
     me = opts.process_id
     # records and logs expire a day after retention-days (the sweep deletes them on time, and
     # keeps prod releases); retention-days 0 keeps them
-    store = RedisTaskStore(r, retention=int((cfg.retention_days + 1) * 86400) if cfg.retention_days > 0 else None)
+    store = RedisTaskStore(r, retention=int((cfg.retention_days + 1) * 86400) if cfg.retention_days > 0 else None,
+                           signer=signer)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
-                             consume=opts.runs_builds, per_group=cfg.max_builds_per_token)
-    artifacts = SharedArtifactStore(shared / "artifacts", r)
+                             consume=opts.runs_builds, per_group=cfg.max_builds_per_token, signer=signer)
+    artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer)
     manager = sio.manager
     fanout = None
     if opts.serves_clients:

@@ -346,7 +346,8 @@ class NoWorkerWatch:
         error = (f"no worker ran this task: none was running for {self.queue_timeout:g} s (--queue-timeout); "
                  f"{START_WORKER}, then publish again")
         got = await self._no_worker(keys=keys, args=[
-            task_id, timeout_ms, json.dumps(protocol.STATE_FAILED), json.dumps(error), RETENTION, CLOSED,
+            task_id, timeout_ms, json.dumps(protocol.STATE_FAILED), json.dumps(error), RETENTION,
+            self.service.store.cancel_value(task_id, CLOSED),  # signed: workers ignore a flag that is not
             *map(json.dumps, protocol.FINAL)])
         code = int(got[0])
         if code == 0:

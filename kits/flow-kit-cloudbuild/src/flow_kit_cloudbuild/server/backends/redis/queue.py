@@ -30,6 +30,12 @@ jobs whose token has room back to the stream's end (reserving their slot), oldes
 token. Without a configured limit it is every live worker's slots but one (at least 1), like
 the embedded queue's ``concurrency - 1``.
 
+**Signed entries.** With a ``signer`` (``--secret-file``, the same in every process), a job
+carries ``sig``, the HMAC of its task id and group, made by the gateway that queued it (and kept
+when it is parked and unparked). A consumer drops an entry without a valid signature (acks and
+deletes it, logs why) instead of running it: whoever can write to Redis but has not the secret
+cannot queue a build, nor move one to another token's slots.
+
 The handler sees the job as ``current_job()`` (delivery count = attempt number; ``lost`` says
 whether the job was taken over by another worker or vanished with Redis's data).
 """
@@ -51,7 +57,7 @@ log = logging.getLogger("flow_kit_cloudbuild.server")
 STREAM = "flowcb:jobs"
 GROUP = "workers"
 SLOTS = "flowcb:slots:"          # + group: sorted set, task id -> when its slot expires (ms)
-PARKED = "flowcb:parked"         # sorted set, "<task> <group> <attempts so far>" -> order
+PARKED = "flowcb:parked"         # sorted set, "<task> <group> <attempts so far> <sig>" -> order
 PARK_SEQ = "flowcb:parked:seq"   # the order of the next parked job
 WORKERS, MEMBERS = "flowcb:workers", "flowcb:members"  # redis_members: the live workers' slots
 RESERVE_FOR = 10                 # heartbeat timeouts a slot stays reserved for an unparked job
@@ -112,7 +118,7 @@ _UNPARK = _NOW + _LIMIT + """
 local moved, full = 0, {}
 local limit = limit_of(tonumber(ARGV[1]), KEYS[3], KEYS[4])
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
-  local task, group, prior = string.match(m, '^(%S+) (%S*) (%d+)$')
+  local task, group, prior, sig = string.match(m, '^(%S+) (%S*) (%d+) ?(%S*)$')
   if not task then
     redis.call('ZREM', KEYS[1], m)
   elseif not full[group] then
@@ -121,7 +127,7 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
     if redis.call('ZCARD', slots) < limit then
       redis.call('ZADD', slots, now + tonumber(ARGV[2]), task)
       redis.call('ZREM', KEYS[1], m)
-      redis.call('XADD', KEYS[2], '*', 'task', task, 'group', group, 'prior', prior)
+      redis.call('XADD', KEYS[2], '*', 'task', task, 'group', group, 'prior', prior, 'sig', sig)
       moved = moved + 1
     else
       full[group] = true
@@ -156,8 +162,9 @@ def _s(v: Any) -> str:
 
 class RedisStreamQueue:
     def __init__(self, redis: Any, consumer: str, *, concurrency: int, heartbeat_timeout: float,
-                 consume: bool = True, per_group: int | None = None) -> None:
+                 consume: bool = True, per_group: int | None = None, signer: Any = None) -> None:
         self.redis = redis
+        self.signer = signer  # access.Signer; None (tests of the queue alone): entries unsigned, unchecked
         self.consumer = consumer
         self.concurrency = max(1, concurrency)
         self.heartbeat_timeout = heartbeat_timeout
@@ -183,7 +190,10 @@ class RedisStreamQueue:
                        for i in range(self.concurrency)]
 
     async def put(self, task_id: str, group: str = "") -> None:
-        await self.redis.xadd(STREAM, {"task": task_id, "group": group})
+        fields = {"task": task_id, "group": group}
+        if self.signer is not None:  # what a worker checks before it runs the job (_next)
+            fields["sig"] = self.signer.sign("job", task_id, group)
+        await self.redis.xadd(STREAM, fields)
 
     async def stop(self) -> None:
         loops, self._loops = self._loops, []
@@ -249,12 +259,20 @@ class RedisStreamQueue:
             return None
         entry_id, fields = entries[0]
         entry_id = _s(entry_id)
-        task_id, group, prior = (_s(fields.get(k.encode()) or fields.get(k) or "") for k in ("task", "group", "prior"))
+        task_id, group, prior, sig = (_s(fields.get(k.encode()) or fields.get(k) or "")
+                                      for k in ("task", "group", "prior", "sig"))
+        if self.signer is not None and not self.signer.check(sig, "job", task_id, group):
+            log.warning("job queue: entry %s (task %s) has no valid signature (not queued by a server with "
+                        "this --secret-file); dropped", entry_id, task_id[:40])
+            await self.redis.xack(STREAM, GROUP, entry_id)
+            await self.redis.xdel(STREAM, entry_id)
+            return None
         info = await self.redis.xpending_range(STREAM, GROUP, min=entry_id, max=entry_id, count=1)
         deliveries = (int(info[0]["times_delivered"]) if info else 1) + (int(prior) if prior.isdigit() else 0)
         if group and task_id and not await self._take(
                 keys=[SLOTS + group, PARKED, PARK_SEQ, STREAM, WORKERS, MEMBERS],
-                args=[task_id, self.per_group, self._ttl_ms, GROUP, entry_id, f"{task_id} {group} {deliveries - 1}"]):
+                args=[task_id, self.per_group, self._ttl_ms, GROUP, entry_id,
+                      f"{task_id} {group} {deliveries - 1} {sig}".rstrip()]):
             return None  # its token is at its limit: parked until one of its builds ends
         return Job(entry_id, task_id, deliveries, group)
 

@@ -15,6 +15,12 @@ it wrote, so that after Redis lost its data (a restart without persistence) the 
 on where the client left off instead of starting again at 1. When a task ends, ``close`` makes
 its keys expire after ``retention`` seconds (None: never), a safety net behind the retention
 sweep (housekeeping.py), which deletes them at ``retention-days`` and keeps prod releases.
+
+**Signatures.** With a ``signer`` (every server process has one: ``--secret-file``), a record
+carries ``sig``, the HMAC of its fields that never change (``SIGNED_FIELDS``: who made it and
+what to build), and a cancel key's value carries its own (``<value>:<sig>``). A record or a
+cancel flag without a valid signature reads as absent, so whoever can write to Redis but has
+not the secret cannot make a worker build something, change whose task it is, or cancel it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +39,9 @@ PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
 RETENTION = 7 * 24 * 3600   # seconds a finished task's record and log are kept (default)
 PARTS = ("", "seq", "log", "cancel")
+#: The fields of a task record that never change after ``create``: what its signature covers.
+SIGNED_FIELDS = ("taskId", "tokenHash", "name", "version", "prod", "request", "createdAt")
+log = logging.getLogger("flow_kit_cloudbuild.server")
 APPEND_RETRY_FOR = 60.0     # seconds an append is retried while Redis is away (workers go on building)
 
 _APPEND = """
@@ -96,9 +106,11 @@ def _message(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
 class RedisTaskStore:
     """``TaskStore`` on Redis (see the module docstring for the keys)."""
 
-    def __init__(self, redis: Any, retention: float | None = RETENTION) -> None:
+    def __init__(self, redis: Any, retention: float | None = RETENTION, signer: Any = None) -> None:
         self.redis = redis
         self.retention = retention
+        self.signer = signer  # access.Signer; None (tests of the store alone): nothing signed or checked
+        self._warned: set[str] = set()  # what was reported as unsigned (once each: readers poll)
         self._append = redis.register_script(_APPEND)
         self._claim = redis.register_script(_CLAIM)
         self._cancel_queued = redis.register_script(_CANCEL_QUEUED)
@@ -109,7 +121,30 @@ class RedisTaskStore:
     async def create(self, record: dict[str, Any]) -> None:
         task_id = record["taskId"]
         body = {k: v for k, v in record.items() if k != "lastSeq"}
+        if self.signer is not None:
+            body["sig"] = self._record_sig(body)
         await self.redis.hset(key(task_id), mapping=_encode(body))
+
+    def _record_sig(self, record: dict[str, Any]) -> str:
+        return self.signer.sign("task", *(record.get(f) for f in SIGNED_FIELDS))
+
+    def verified(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` (as read from Redis) is one a server of this deployment created."""
+        if self.signer is None:
+            return True
+        if self.signer.check(record.get("sig"), "task", *(record.get(f) for f in SIGNED_FIELDS)):
+            return True
+        self._warn_once(f"task record {str(record.get('taskId'))[:40]}")
+        return False
+
+    def _warn_once(self, what: str) -> None:
+        if what in self._warned:
+            return
+        if len(self._warned) > 10_000:
+            self._warned.clear()
+        self._warned.add(what)
+        log.warning("%s in Redis has no valid signature (not written by a server with this --secret-file); "
+                    "ignored", what)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         try:
@@ -124,6 +159,8 @@ class RedisTaskStore:
             return None
         record = _decode(raw)
         if "taskId" not in record:  # only a stray field survived: not a record
+            return None
+        if record.get("taskId") != task_id or not self.verified(record):
             return None
         record["lastSeq"] = int(seq or 0)
         return record
@@ -207,16 +244,33 @@ class RedisTaskStore:
             args += [k, v]
         return bool(await self._cancel_queued(keys=[key(task_id)], args=args))
 
+    def cancel_value(self, task_id: str, value: str) -> str:
+        """What a cancel key holds for ``value`` ("1" or "closed"): with its signature."""
+        if self.signer is None:
+            return value
+        return f"{value}:{self.signer.sign('cancel', task_id, value)}"
+
     async def request_cancel(self, task_id: str) -> None:
-        await self.redis.set(key(task_id, "cancel"), "1", ex=int(self.retention or RETENTION))
+        await self.redis.set(key(task_id, "cancel"), self.cancel_value(task_id, "1"),
+                             ex=int(self.retention or RETENTION))
 
     async def cancel_requested(self, task_id: str) -> bool:
-        return bool(await self.redis.exists(key(task_id, "cancel")))
+        return await self.cancel_flag(task_id) is not None
 
     async def cancel_flag(self, task_id: str) -> str | None:
-        """The cancel key's value: "1" (a client asked), "closed" (a gateway failed the task), or None."""
+        """The cancel key's value: "1" (a client asked), "closed" (a gateway failed the task), or
+        None (no key, or one without a valid signature)."""
         got = await self.redis.get(key(task_id, "cancel"))
-        return None if got is None else (got.decode() if isinstance(got, bytes) else str(got))
+        if got is None:
+            return None
+        raw = got.decode() if isinstance(got, bytes) else str(got)
+        if self.signer is None:
+            return raw
+        value, _, sig = raw.partition(":")
+        if self.signer.check(sig, "cancel", task_id, value):
+            return value
+        self._warn_once(f"the cancel flag of task {task_id}")
+        return None
 
     async def close(self, task_id: str | None = None) -> None:
         if task_id is None:  # the process stops: its connection goes
