@@ -9,6 +9,9 @@ medians (ms) and the ratios the issue sets targets for:
   was 1.5x, issue 4);
 * `flow bench49` (a plugin's command, run) with 50 plugins within 1.3x of the same (issue 14);
 * `flow --help` with 50 plugins within 10% of the same with 0 plugins.
+* `flow --help` inside a trusted project (its own plugin and `.flow/env`, 1 kit + 10 plugins)
+  within 5% of the same outside any project (issue 24: the trust check is a stat of a few
+  files compared with the recorded ones).
 
 Run: .venv/bin/python -m benchmarks (all benchmarks) or .venv/bin/python benchmarks/bench_startup.py
 Options: --rounds N (default 21).
@@ -64,6 +67,20 @@ def make_home(root: Path, n_plugins: int, wheels: Path) -> Path:
     return home
 
 
+def make_trusted_project(root: Path, home: Path) -> Path:
+    """A project with its own plugin and ``.flow/env``, trusted with ``flow trust``."""
+    project = root / "trusted-project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nversion = "1"\n\n[tool.flow]\nplugins = ["flow-plugin-bench00"]\n')
+    make_env(project / ".flow" / "env")
+    r = subprocess.run([*flow_command(), "trust"], env=run_env(home), cwd=project,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"flow trust failed: {r.stderr}")
+    return project
+
+
 def run_env(home: Path | None) -> dict[str, str]:
     # As installed: bytecode caches are written (pip and uv compile them at install time).
     env = {k: v for k, v in os.environ.items()
@@ -95,6 +112,7 @@ def main() -> None:
         cwd.mkdir()
         wheels = root / "wheels"
         homes = {n: make_home(root, n, wheels) for n in (0, 10, 50)}
+        project = make_trusted_project(root, homes[10])
         cases = {
             'python -c "import click"': ([sys.executable, "-c", "import click"], None),
             "flow --help, 1 kit + 0 plugins": ([*flow, "--help"], homes[0]),
@@ -102,14 +120,16 @@ def main() -> None:
             "flow --help, 1 kit + 50 plugins": ([*flow, "--help"], homes[50]),
             "flow bench49 --help, 1 kit + 50 plugins": ([*flow, "bench49", "--help"], homes[50]),
             "flow bench49 (run), 1 kit + 50 plugins": ([*flow, "bench49"], homes[50]),
+            "flow --help, trusted project, 1 kit + 10 plugins": ([*flow, "--help"], homes[10]),
         }
-        for argv, home in cases.values():  # warm: builds each manifest once, fills OS caches
-            timed(argv, run_env(home), cwd)
-            timed(argv, run_env(home), cwd)
+        where = {name: project if "trusted project" in name else cwd for name in cases}
+        for name, (argv, home) in cases.items():  # warm: builds each manifest, fills OS caches
+            timed(argv, run_env(home), where[name])
+            timed(argv, run_env(home), where[name])
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(opts.rounds):
             for name, (argv, home) in cases.items():
-                samples[name].append(timed(argv, run_env(home), cwd))
+                samples[name].append(timed(argv, run_env(home), where[name]))
         cold_home = make_home(root / "cold", 50, wheels)
         cold = timed([*flow, "--help"], run_env(cold_home), cwd)
 
@@ -129,6 +149,9 @@ def main() -> None:
         "help_50_vs_import_click": round(p50 / base, 3),
         "run_50_vs_import_click": round(run50 / base, 3),
         "help_50_vs_help_0": round(p50 / p0, 3),
+        "help_trusted_project_vs_outside": round(
+            med["flow --help, trusted project, 1 kit + 10 plugins"]
+            / med["flow --help, 1 kit + 10 plugins"], 3),
     }
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     print(f"ratio flow --help (50 plugins) / import click: {results['help_50_vs_import_click']:.2f}"
@@ -137,6 +160,8 @@ def main() -> None:
           f"  (target <= 1.3)")
     print(f"ratio flow --help (50 plugins) / (0 plugins):  {results['help_50_vs_help_0']:.2f}"
           f"  (target <= 1.10)")
+    print(f"ratio flow --help trusted project / outside:   "
+          f"{results['help_trusted_project_vs_outside']:.2f}  (target <= 1.05)")
     print("RESULT " + json.dumps(results))
 
 

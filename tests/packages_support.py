@@ -59,8 +59,12 @@ def env_python_sees(env_dir: Path, module: str) -> str:
     return out.stdout.strip()
 
 
+#: What `flow plugin add` / `buildkit add` say first when a package source is configured.
+SOURCE_LINES = ("flow: indexUrl ", "flow: extraIndexUrls ", "flow: findLinks ")
+
+
 def one_line_error(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(SOURCE_LINES)]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("flow: error: "), stderr
     return lines[0]

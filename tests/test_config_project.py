@@ -40,7 +40,12 @@ def test_project_found_walking_up(run_flow, flow_home: Path, tmp_path: Path) -> 
     deep = project / "src" / "pkg"
     deep.mkdir(parents=True)
     (project / "pyproject.toml").write_text(PYPROJECT)
+    untrusted = _describe(run_flow, cwd=deep)  # the project's plugins load once it is trusted
+    assert [p["value"] for p in untrusted["plugins"]] == ["flow-plugin-general"]
+    assert untrusted["projectTrust"]["value"] == "not trusted: plugins flow-plugin-y unused"
+    assert run_flow("trust", cwd=deep).returncode == 0
     described = _describe(run_flow, cwd=deep)
+    assert described["projectTrust"]["value"] == "trusted"
     assert described["projectRoot"]["value"] == str(project)
     assert described["scope"]["value"] == "project"
     assert described["activeBuildKit"] == {
@@ -130,6 +135,7 @@ def test_wrong_project_shape_names_key(run_flow, tmp_path: Path) -> None:
 def test_project_kit_not_installed_names_install_command(run_flow, flow_home: Path,
                                                         tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    assert run_flow("trust", cwd=tmp_path).returncode == 0
     result = run_flow("build", cwd=tmp_path)
     assert result.returncode == 2
     assert "build kit 'flow-kit-python'" in result.stderr

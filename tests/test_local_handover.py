@@ -1,7 +1,10 @@
-"""flowcore.local_handover: a project's own flowcore takes over the command line.
+"""flowcore.local_handover: a project's own flowcore takes over the command line, only when the
+user trusts the project and the environment is a real one of theirs.
 
-Real directory trees; the hand-over itself runs in a subprocess whose "local flowcore" is a shell
-script that prints how it was started (the exec replaces the process, so there is nothing to mock).
+Real directory trees and real interpreters: a "local flowcore" is a real virtual environment
+(``python -m venv``) holding a stand-in ``flowcore`` package of another version that prints how it
+was started, so the exec that replaces the process is observed, not mocked. The hostile case is
+what a cloned repository can commit: a ``.flow/env/bin/python`` that is a shell script.
 """
 
 from __future__ import annotations
@@ -11,96 +14,187 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from conftest import FLOW, offline_env
 from flowcore import __version__
 from flowcore.environment import site_packages_dir
 from flowcore.local_handover import find_local_flowcore
 
-FAKE_PYTHON = """#!/bin/sh
-echo "local flowcore: $*"
-echo "FLOW_NO_LOCAL=$FLOW_NO_LOCAL"
+STRANGER_SCRIPT = """#!/bin/sh
+echo "STRANGER CODE RAN: $0 $*"
+touch "$(dirname "$0")/../../../ran"
+"""
+
+LOCAL_MAIN = """import os, sys
+print("local flowcore 9.9.9:", " ".join(sys.argv[1:]))
+print("FLOW_NO_LOCAL=" + os.environ.get("FLOW_NO_LOCAL", ""))
 """
 
 
-def project(root: Path, version: str | None, *, python: bool = True) -> Path:
-    """A project root with a ``.flow/env``, holding flowcore ``version`` (or none)."""
+def fake_project(root: Path, version: str | None, *, python: bool = True) -> Path:
+    """What a hostile repository commits: a ``.flow/env`` with a script for ``bin/python``."""
     env = root / ".flow" / "env"
     site_packages_dir(env).mkdir(parents=True)
     if version is not None:
         (site_packages_dir(env) / f"flowcore-{version}.dist-info").mkdir()
     if python:
         (env / "bin").mkdir()
-        (env / "bin" / "python").write_text(FAKE_PYTHON)
+        (env / "bin" / "python").write_text(STRANGER_SCRIPT)
         (env / "bin" / "python").chmod(0o755)
     return root
 
 
+def real_project(root: Path, version: str = "9.9.9") -> Path:
+    """A project whose ``.flow/env`` is a real virtual environment with flowcore ``version``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-python"\n')
+    env = root / ".flow" / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    sp = site_packages_dir(env)
+    (sp / "flowcore").mkdir()
+    (sp / "flowcore" / "__init__.py").write_text("")
+    (sp / "flowcore" / "__main__.py").write_text(LOCAL_MAIN)
+    info = sp / f"flowcore-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: flowcore\nVersion: {version}\n")
+    return root
+
+
+def flow(flow_home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``flow`` entry (``python -m flowcore``), which hands over before parsing."""
+    return subprocess.run([*FLOW, *args], cwd=cwd, env=offline_env(flow_home), capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+# -- finding a local flowcore (no decision yet) -------------------------------------------------
+
+
 def test_a_different_flowcore_in_the_nearest_project_is_found_from_below(tmp_path: Path) -> None:
-    root = project(tmp_path / "proj", "9.9.9")
+    root = fake_project(tmp_path / "proj", "9.9.9")
     deep = root / "src" / "pkg"
     deep.mkdir(parents=True)
-    found = find_local_flowcore(deep)
-    assert found == (root / ".flow" / "env" / "bin" / "python", "9.9.9")
+    assert find_local_flowcore(deep) == (root / ".flow" / "env" / "bin" / "python", "9.9.9")
 
 
 def test_the_same_flowcore_no_flowcore_or_no_python_means_no_hand_over(tmp_path: Path) -> None:
-    assert find_local_flowcore(project(tmp_path / "same", __version__)) is None
-    assert find_local_flowcore(project(tmp_path / "none", None)) is None
-    assert find_local_flowcore(project(tmp_path / "nopython", "9.9.9", python=False)) is None
+    assert find_local_flowcore(fake_project(tmp_path / "same", __version__)) is None
+    assert find_local_flowcore(fake_project(tmp_path / "none", None)) is None
+    assert find_local_flowcore(fake_project(tmp_path / "nopython", "9.9.9", python=False)) is None
     assert find_local_flowcore(tmp_path) is None  # no project at all
 
 
 def test_the_nearest_project_decides_even_without_a_flowcore_of_its_own(tmp_path: Path) -> None:
-    outer = project(tmp_path / "outer", "9.9.9")
-    inner = project(outer / "inner", None)
+    outer = fake_project(tmp_path / "outer", "9.9.9")
+    inner = fake_project(outer / "inner", None)
     assert find_local_flowcore(inner) is None
-    assert find_local_flowcore(outer / "elsewhere") is not None  # a folder without .flow/env: walks on
+    assert find_local_flowcore(outer / "elsewhere") is not None
 
 
-def test_a_relative_start_is_taken_from_the_working_directory(tmp_path: Path, monkeypatch) -> None:
-    root = project(tmp_path / "proj", "9.9.9")
-    (root / "sub").mkdir()
-    monkeypatch.chdir(root)
-    assert find_local_flowcore(Path("sub")) == (root / ".flow" / "env" / "bin" / "python", "9.9.9")
+# -- the attack: a committed .flow/env runs nothing ---------------------------------------------
 
 
-def hand_over(args: list[str], cwd: Path, debug: bool = False) -> subprocess.CompletedProcess[str]:
-    code = ("import sys\nfrom flowcore.local_handover import hand_over_to_local\n"
-            f"hand_over_to_local({args!r}, debug={debug!r})\nprint('stayed')\n")
-    env = {k: v for k, v in os.environ.items() if k != "FLOW_NO_LOCAL"}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["config"], ["doctor"],
+                                  ["plugin", "list"]])
+def test_a_committed_env_is_not_run_by_any_command(flow_home: Path, tmp_path: Path,
+                                                   args: list[str]) -> None:
+    root = fake_project(tmp_path / "cloned", "0.0.1")
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.flow]\nplugins = []\n')
+    r = flow(flow_home, root, *args)
+    assert "STRANGER CODE RAN" not in r.stdout + r.stderr
+    assert not (root / "ran").exists()
+    notes = [line for line in r.stderr.splitlines() if ".flow/env" in line]
+    assert notes == ["flow: not using ./.flow/env: it holds flowcore 0.0.1 but this project is "
+                     "not trusted. Review it, then run 'flow trust' there."]
 
 
-def test_the_command_line_is_handed_over_whole_and_loops_are_stopped(tmp_path: Path) -> None:
-    root = project(tmp_path / "proj", "9.9.9")
-    r = hand_over(["build", "--watch", "--", "x y"], root)
+def test_trusting_a_script_for_an_interpreter_still_runs_nothing(flow_home: Path,
+                                                                 tmp_path: Path) -> None:
+    root = fake_project(tmp_path / "cloned", "0.0.1")
+    r = flow(flow_home, root, "trust")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["local flowcore: -m flowcore build --watch -- x y", "FLOW_NO_LOCAL=1"]
-    assert r.stderr == ""
+    assert "its .flow/env still will not run" in r.stderr and "not a Python interpreter" in r.stderr
+    r = flow(flow_home, root, "--help")
+    assert r.returncode == 0 and not (root / "ran").exists()
+    assert "STRANGER CODE RAN" not in r.stdout
+    assert "flow: not using ./.flow/env: " in r.stderr and "is not a Python interpreter" in r.stderr
 
 
-def test_root_option_picks_the_project_and_is_passed_on(tmp_path: Path) -> None:
-    root = project(tmp_path / "proj", "9.9.9")
+# -- a trusted, real environment is handed over, with one line every time ------------------------
+
+
+def test_a_trusted_project_hands_over_and_says_so(flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    r = flow(flow_home, root, "build", "--watch", "--", "x y")
+    assert "local flowcore" not in r.stdout  # not trusted yet
+    assert "is not trusted" in r.stderr
+
+    assert flow(flow_home, root, "trust").returncode == 0
+    r = flow(flow_home, root / ".flow", "build", "--watch", "--", "x y")  # from below the root
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["local flowcore 9.9.9: build --watch -- x y", "FLOW_NO_LOCAL=1"]
+    assert r.stderr == "flow: using flowcore 9.9.9 from ./env\n"
+    r = flow(flow_home, root, "--help")
+    assert r.stderr == "flow: using flowcore 9.9.9 from ./.flow/env\n"
+
+
+def test_a_change_after_trust_asks_again(flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    assert flow(flow_home, root, "trust").returncode == 0
+    assert flow(flow_home, root, "--help").stdout.startswith("local flowcore")
+    # What a `git pull` does: the project config changes.
+    (root / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-python"\nplugins = ["x"]\n')
+    r = flow(flow_home, root, "--help")
+    assert not r.stdout.startswith("local flowcore")
+    assert "the project changed since you trusted it (flow.toml)" in r.stderr
+    # ... or the interpreter is swapped for another program.
+    assert flow(flow_home, root, "trust").returncode == 0
+    python = root / ".flow" / "env" / "bin" / "python"
+    python.unlink()
+    python.write_text(STRANGER_SCRIPT)
+    python.chmod(0o755)
+    r = flow(flow_home, root, "--help")
+    assert "STRANGER CODE RAN" not in r.stdout and not (root / "ran").exists()
+    assert "changed since you trusted it (.flow/env/bin/python)" in r.stderr
+
+
+def test_revoke_and_list(flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    assert flow(flow_home, root, "trust").returncode == 0
+    listed = flow(flow_home, tmp_path, "trust", "--list").stdout
+    assert listed == f"{os.path.realpath(root)}  [trusted]\n"
+    r = flow(flow_home, root, "trust", "--revoke")
+    assert r.stdout == f"No longer trusted: {os.path.realpath(root)}\n"
+    assert not flow(flow_home, root, "--help").stdout.startswith("local flowcore")
+    assert flow(flow_home, tmp_path, "trust", "--list").stdout == "No trusted projects.\n"
+
+
+def test_an_env_writable_by_others_is_not_handed_over_even_when_trusted(
+        flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    assert flow(flow_home, root, "trust").returncode == 0
+    (root / ".flow" / "env").chmod(0o777)
+    r = flow(flow_home, root, "--help")
+    assert not r.stdout.startswith("local flowcore")
+    assert "is writable by other users" in r.stderr
+
+
+def test_root_option_picks_the_project_and_is_passed_on(flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    assert flow(flow_home, root, "trust").returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    r = hand_over(["--root", str(root), "build"], elsewhere)
-    assert r.stdout.splitlines()[0] == f"local flowcore: -m flowcore --root {root} build"
-    r = hand_over([f"--root={root}", "build"], elsewhere)
-    assert r.stdout.splitlines()[0] == f"local flowcore: -m flowcore --root={root} build"
-    # after "--" it is an argument of the command, not flow's option
-    r = hand_over(["run", "--", "--root", str(root)], elsewhere)
-    assert r.stdout == "stayed\n"
+    r = flow(flow_home, elsewhere, "--root", str(root), "build")
+    assert r.stdout.splitlines()[0] == f"local flowcore 9.9.9: --root {root} build"
+    r = flow(flow_home, elsewhere, f"--root={root}", "build")
+    assert r.stdout.splitlines()[0] == f"local flowcore 9.9.9: --root={root} build"
+    r = flow(flow_home, elsewhere, "--version")  # no project here: this flowcore answers
+    assert r.stdout == f"flow {__version__}\n"
 
 
-def test_without_a_local_flowcore_the_process_carries_on(tmp_path: Path) -> None:
-    r = hand_over(["build"], project(tmp_path / "same", __version__))
-    assert (r.returncode, r.stdout) == (0, "stayed\n")
-
-
-def test_debug_says_what_is_handed_over_and_how_to_stop_it(tmp_path: Path) -> None:
-    root = project(tmp_path / "proj", "9.9.9")
-    r = hand_over(["build"], root, debug=True)
-    assert r.stdout.startswith("local flowcore: -m flowcore build")
-    assert r.stderr == (f"flow: debug: handing over to flowcore 9.9.9 of the project "
-                        f"({root / '.flow' / 'env' / 'bin' / 'python'}); this is flowcore "
-                        f"{__version__}. Set FLOW_NO_LOCAL=1 to stop this.\n")
+def test_flow_no_local_stops_the_hand_over(flow_home: Path, tmp_path: Path) -> None:
+    root = real_project(tmp_path / "proj")
+    assert flow(flow_home, root, "trust").returncode == 0
+    r = subprocess.run([*FLOW, "--version"], cwd=root, capture_output=True, text=True, timeout=60,
+                       env=offline_env(flow_home, FLOW_NO_LOCAL="1"), check=False)
+    assert r.stdout == f"flow {__version__}\n" and r.stderr == ""

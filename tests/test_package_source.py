@@ -69,6 +69,10 @@ def test_environment_and_project_settings_win_and_show_their_origin(
         (project / "pyproject.toml").write_text(
             f'[project]\nname = "app"\n\n[tool.flow]\nbuildkit = "flow-kit-python"\n'
             f'index-url = "{package_index.url}"\n')
+        # ... once the user trusts the project: a cloned repository must not pick the index.
+        shown = run_flow("config", cwd=project).stdout
+        assert f"indexUrl: {empty.url}  from {flow_home / 'config.json'}" in shown
+        assert run_flow("trust", cwd=project).returncode == 0
         shown = run_flow("config", cwd=project).stdout
         assert f"indexUrl: {package_index.url}  from {project / 'pyproject.toml'}" in shown
         r = run_flow("plugin", "add", "flow-plugin-pyclean", cwd=project, env=INDEX_ENV)
@@ -141,6 +145,7 @@ def test_bad_values_in_the_files_are_reported_with_their_origin(run_flow, flow_h
     project = tmp_path / "app"
     project.mkdir()
     (project / "flow.toml").write_text('[tool.flow]\nfind-links = ["../nowhere"]\n')
+    assert run_flow("trust", cwd=project).returncode == 0
     r = run_flow("plugin", "add", "flow-plugin-env", cwd=project)
     assert r.returncode == 2
     line = one_line_error(r.stderr)

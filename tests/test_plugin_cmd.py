@@ -75,6 +75,10 @@ def test_global_list_shows_only_the_active_kits_plugins(flow, flow_home):
 def test_project_scope_add_list_delete(flow, flow_home, project):
     assert flow("plugin", "add", "flow-plugin-general").returncode == 0  # global
     r = flow("plugin", "add", "flow-plugin-pyclean", cwd=project)
+    assert r.returncode == 2 and "is not trusted" in r.stderr  # its [tool.flow] lists plugins
+    assert not (project / ".flow").exists()
+    assert flow("trust", cwd=project).returncode == 0
+    r = flow("plugin", "add", "flow-plugin-pyclean", cwd=project)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"installed plugin flow-plugin-pyclean 0.1.0 into project {project}"
     # Into the project's own environment and [tool.flow] plugins, comments kept.

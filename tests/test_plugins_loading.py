@@ -111,6 +111,9 @@ def test_project_scope_loads_the_projects_kit_and_plugins(run_flow, world, tmp_p
     (project / "pyproject.toml").write_text(
         '[project]\nname = "p"\n[tool.flow]\nbuildkit = "flow-kit-other"\n'
         'plugins = ["flow-plugin-proj"]\n')
+    untrusted = run_flow("--help", cwd=project)  # a project's own plugins: only once trusted
+    assert "proj" not in commands_in_help(untrusted.stdout) and "not trusted" in untrusted.stderr
+    assert run_flow("trust", cwd=project).returncode == 0
     cmds = commands_in_help(run_flow("--help", cwd=project).stdout)
     assert cmds.get("other-build") == "flow-kit-other"
     assert cmds.get("proj") == "flow-plugin-proj"
@@ -285,6 +288,8 @@ def test_project_plugins_come_from_the_project_environment(run_flow, menv, tmp_p
     env_dir = make_env(project / ".flow" / "env")
     install(env_dir, plugin_wheel(tmp_path / "w2", "flow-plugin-local", command_plugin("local")))
     menv.config()
+    assert run_flow("local", cwd=project).returncode == 2  # not trusted yet
+    assert run_flow("trust", cwd=project).returncode == 0
     r = run_flow("local", cwd=project)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("local: CoreContext plugin=flow-plugin-local")

@@ -230,11 +230,16 @@ def project_with_local_flowcore(tmp_path: Path) -> Path:
 
 def test_global_flow_hands_over_to_the_projects_own_flowcore(
         run_flow, project_with_local_flowcore):
+    r = run_flow("config", "--json", cwd=project_with_local_flowcore / "src")
+    assert "LOCAL FLOWCORE" not in r.stdout and "is not trusted" in r.stderr  # not yet trusted
+    assert run_flow("trust", cwd=project_with_local_flowcore).returncode == 0
     r = run_flow("--debug", "config", "--json", cwd=project_with_local_flowcore / "src")
     assert r.returncode == 0
     assert r.stdout.strip() == ("LOCAL FLOWCORE 9.9.9 ['--debug', 'config', '--json'] "
                                 "FLOW_NO_LOCAL=1")
-    assert "flow: debug: handing over to flowcore 9.9.9" in r.stderr
+    env_dir = project_with_local_flowcore / ".flow" / "env"
+    assert r.stderr.startswith(f"flow: using flowcore 9.9.9 from {env_dir}\n")
+    assert "flow: debug: this is flowcore " in r.stderr
 
     r = run_flow("config", "--json", cwd=project_with_local_flowcore,
                  env={"FLOW_NO_LOCAL": "1"})

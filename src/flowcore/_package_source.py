@@ -120,7 +120,9 @@ def _setting(config: EffectiveConfig, name: str) -> Setting:
     if raw.strip():
         return Setting(name, raw.split() if is_list else raw.strip(), f"environment ({var})",
                        Path.cwd(), f"Fix or unset {var}")
-    project = config.project if config.scope == "project" else None
+    # A project's own package source only in a trusted project (flowcore.trust): an untrusted
+    # repository must not choose what `flow plugin add NAME` installs.
+    project = config.project if config.scope == "project" and config.trusted else None
     if project is not None and project.data.get(toml_key) is not None:
         return Setting(name, project.data[toml_key], str(project.file), project.root,
                        f"Fix '{toml_key}' in [tool.flow] of {project.file}")

@@ -55,6 +55,9 @@ _REPAIR = "Fix the file by hand, or move it aside to start from an empty config"
 #: The package source settings (see flowcore._package_source): key -> holds a list.
 _SOURCE_KEYS_GLOBAL = {"indexUrl": False, "extraIndexUrls": True, "findLinks": True}
 _SOURCE_KEYS_PROJECT = {"index-url": False, "extra-index-urls": True, "find-links": True}
+#: The ``[tool.flow]`` keys that choose where ``flow plugin add`` downloads from (used only in a
+#: trusted project: flowcore.trust).
+PROJECT_SOURCE_KEYS = tuple(_SOURCE_KEYS_PROJECT)
 #: The keys of config.json flow knows (users and plugins may keep their own beside them).
 GLOBAL_KEYS = frozenset({*_defaults(), "latestVersion", "kitConfig", "pluginConfig",
                          *_SOURCE_KEYS_GLOBAL})
@@ -171,6 +174,47 @@ def _read_config(path: str | Path, aside: str) -> bytes | None:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "Check its permissions") from exc
 
 
+#: How deeply a config file may nest objects and arrays: flow's own keys need 3 levels, kits'
+#: and plugins' sections a few more. Past it the file is refused with one line, never a
+#: RecursionError from a parser or from code walking the data later.
+MAX_CONFIG_DEPTH = 32
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why a parser gave up on a file that is well-formed text: too deep, or a huge number."""
+    if isinstance(exc, RecursionError):
+        return "it nests objects or arrays too deeply"
+    return f"it holds a number too large to read ({str(exc).split(';')[0].strip()})"
+
+
+def shape_limit_problem(data: Any) -> str | None:
+    """What makes parsed config data unusable although it parsed, if anything: nesting deeper
+    than ``MAX_CONFIG_DEPTH`` or a string that is not valid Unicode (a lone surrogate from a
+    ``\ud800`` escape, which fails later wherever flow writes or prints it). Iterative, so
+    that no depth makes it recurse."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            items: Any = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            items = node
+        else:
+            items = [node]
+            depth -= 1
+        if depth > MAX_CONFIG_DEPTH:
+            return f"it nests objects or arrays more than {MAX_CONFIG_DEPTH} levels deep"
+        for item in items:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"it holds a string that is not valid Unicode: {ascii(item)[:60]}"
+            elif isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return None
+
+
 def _json_error(path: str | Path, exc: json.JSONDecodeError) -> ConfigError:
     return ConfigError(
         f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
@@ -248,6 +292,11 @@ def load_global(path: str | Path | None = None) -> GlobalConfig:
         raise _json_error(path, exc) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text", _REPAIR) from exc
+    except (RecursionError, ValueError) as exc:  # nesting past the parser's stack; a number
+        raise ConfigError(f"{path} cannot be read: {_unreadable(exc)}", _REPAIR) from None
+    problem = shape_limit_problem(data)
+    if problem:
+        raise ConfigError(f"{path} cannot be used: {problem}", _REPAIR)
     return GlobalConfig(path, validate_global(data, path), exists=True)
 
 
@@ -360,9 +409,15 @@ def _parse_toml(path: str | Path, text: str) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "Fix the file's syntax") from exc
+    except (RecursionError, ValueError) as exc:  # nesting past the parser's stack; a number
+        raise ConfigError(f"{path} cannot be read: {_unreadable(exc)}", "Fix the file") from None
+    problem = shape_limit_problem(data)
+    if problem:
+        raise ConfigError(f"{path} cannot be used: {problem}", "Fix the file")
+    return data
 
 
 def _flow_table(path: str | Path) -> dict[str, Any] | None:
@@ -589,6 +644,43 @@ class EffectiveConfig:
     def active_kit(self) -> str | None:
         return self._active()[0]
 
+    @cached_property
+    def trusted(self) -> bool:
+        """Whether this run may use what the project asks for: its ``.flow/env``, its plugins,
+        its package source (``flowcore.trust``). Outside a project, or with ``-g``, there is
+        nothing to trust. The first access tells the user (or asks, on a terminal) if not."""
+        if self.scope != "project" or self.project is None:
+            return True
+        from flowcore import trust
+
+        return trust.check_project(self.project)
+
+    @property
+    def project_env_usable(self) -> bool:
+        """Whether the project's ``.flow/env`` may be imported from this run."""
+        if self.scope != "project" or self.project is None or not self.trusted:
+            return False
+        from flowcore import trust
+
+        return trust.env_problem(self.project.root_dir) is None
+
+    def require_trust(self, action: str) -> None:
+        """Raise ``ConfigError`` unless the project may be changed by ``action`` (it is trusted,
+        the user says so now on a terminal, or it asks for nothing flow would run)."""
+        if self.scope != "project" or self.project is None:
+            return
+        from flowcore import trust
+
+        if not trust.requests(self.project):
+            return
+        if "trusted" not in self.__dict__:  # asks on a terminal; says nothing else: we raise
+            self.__dict__["trusted"] = trust.check_project(self.project, quiet=True)
+        if self.trusted:
+            return
+        raise ConfigError(
+            f"cannot {action}: project {self.project.root_dir} is not trusted",
+            "Review its [tool.flow] and .flow/env, then run 'flow trust' (or use -g)")
+
     def _active(self) -> tuple[str | None, str]:
         if self.options.build_kit:
             return self.options.build_kit, "command line (-k/--build-kit)"
@@ -601,7 +693,8 @@ class EffectiveConfig:
         """Plugins for this run in load order: kit-bound or project plugins, then general ones."""
         refs: list[PluginRef] = []
         if self.scope == "project" and self.project is not None:
-            refs += [PluginRef(p, "project") for p in self.project.plugins]
+            if self.project.plugins and self.trusted:
+                refs += [PluginRef(p, "project") for p in self.project.plugins]
         else:
             kit = self.global_config.kit(self.active_kit) if self.active_kit else None
             if kit is not None:
@@ -633,9 +726,16 @@ class EffectiveConfig:
         return self.global_config
 
     def _edit_project(self, mutate: Callable[[Any], Any]) -> None:
+        """Edit ``[tool.flow]``; a project trusted before flow's own edit stays trusted."""
         if self.project is None:
             raise ConfigError("no project config to change", "Run the command inside a project")
+        from flowcore import trust
+
+        keep_trust = not trust.requests(self.project) or self.trusted
         edit_project(self.project, mutate)
+        if keep_trust:
+            trust.record(self.project.root_dir, extra=[self.project.filename])
+            self.__dict__["trusted"] = True
         self._refresh()
 
     def _refresh(self) -> None:
@@ -804,6 +904,7 @@ class EffectiveConfig:
                              "exists": self.global_config.exists},
             "projectRoot": {"value": str(self.project.root) if self.project else None,
                             "from": self._project_origin()},
+            **self._describe_trust(),
             "activeBuildKit": {"value": kit, "from": kit_origin},
             "plugins": [{"value": r.name, "kind": r.kind,
                          "from": str(self.project.file) if r.kind == "project" and self.project
@@ -813,6 +914,18 @@ class EffectiveConfig:
 
         out.update(describe(self))
         return out
+
+    def _describe_trust(self) -> dict[str, Any]:
+        """``projectTrust`` for ``flow config``, in project scope: whether the project's own
+        plugins, environment and package source are used, and where that is recorded."""
+        if self.scope != "project" or self.project is None:
+            return {}
+        from flowcore import trust
+
+        asked = trust.requests(self.project)
+        value = ("trusted" if self.trusted else "not trusted: " + "; ".join(asked) + " unused"
+                 ) if asked else "not needed (the project runs nothing of its own)"
+        return {"projectTrust": {"value": value, "from": trust.store_path()}}
 
     def _project_origin(self) -> str:
         if self.project is None:

@@ -88,8 +88,8 @@ def env_dir_strs(config: EffectiveConfig) -> list[str]:
     from flowcore import paths
 
     dirs = []
-    if config.scope == "project" and config.project is not None:
-        dirs.append(paths.project_env_str(config.project.root_dir))
+    if config.project_env_usable:  # only in a trusted project (flowcore.trust)
+        dirs.append(paths.project_env_str(config.project.root_dir))  # type: ignore[union-attr]
     dirs.append(paths.global_env_str())
     return dirs
 

@@ -223,6 +223,9 @@ class PackageManager:
         ``[tool.flow] plugins``. ``watch`` is told right before and after the config is written
         (``flow plugin add`` keeps the command manifest valid that way).
         """
+        # A repository can commit a .flow/env whose bin/python is any program, and a package
+        # source: flow runs pip there, or uses that source, only in a trusted project.
+        self.config.require_trust("install plugins into it")
         env = self.env()
         options = self.install_options(find_links, no_index)
         with env.lock():
@@ -411,6 +414,7 @@ class PackageManager:
         ``watch`` (``before_config``/``after_config`` of a ``CommitWatch``) is told right
         before and after the config changes, with the names removed.
         """
+        self.config.require_trust("remove plugins from it")
         env = self.env()
         with env.lock():
             wanted = self._check_known(names, self.config.configured_plugins, PLUGIN)
@@ -446,7 +450,7 @@ class PackageManager:
         for name in g.all_plugins:
             glob.setdefault(canonical_name(name), PLUGIN)
         out = {"global": glob}
-        if self.scope == "project":
+        if self.scope == "project" and self.config.trusted:
             out["project"] = {canonical_name(p): PLUGIN for p in self.config.configured_plugins}
         return out
     def diagnose(self) -> list[Problem]:

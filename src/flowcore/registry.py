@@ -103,7 +103,9 @@ class CommandRegistry:
         envs = env_dir_strs(config)
         load_plugins = os.environ.get("FLOW_LOAD_PLUGINS")
         key = "|".join([
-            f"project:{project.root_dir}" if project else "global",
+            # an untrusted project loads none of its own plugins: another manifest
+            f"project:{project.root_dir}:{'trusted' if config.trusted else 'untrusted'}"
+            if project else "global",
             f"kit:{config.active_kit}",
             f"load:{load_plugins}",
         ])
@@ -190,7 +192,13 @@ class CommandRegistry:
     # -- listing and dispatch --------------------------------------------------------------
 
     def list(self) -> list[CommandInfo]:
-        """Every command of this run, sorted by name. A broken config leaves only built-ins."""
+        """Every command of this run, sorted by name. A broken config leaves only built-ins.
+
+        Names, help and sources are made printable here (``flowcore._printable``), the one
+        path from the manifest, which records what plugins said, to ``flow --help``, shell
+        completion and the did-you-mean hints: a plugin's escape sequences never reach a
+        terminal, whichever flowcore wrote the cached manifest.
+        """
         from flowcore.errors import ConfigError
 
         infos = [CommandInfo(n, h, BUILTIN) for n, (_, h) in BUILTIN_COMMANDS.items()]
@@ -203,6 +211,11 @@ class CommandRegistry:
             infos += [CommandInfo(c.name, c.help, c.source) for c in manifest.commands]
             infos += [CommandInfo(n, f"(unavailable: it failed to load; see 'flow {n}')", f.name)
                       for f in manifest.failures for n in f.commands]
+        if not all(f"{i.name}{i.help}{i.source}".isprintable() for i in infos):
+            from flowcore._printable import printable_line
+
+            infos = [CommandInfo(printable_line(i.name), printable_line(i.help),
+                                 printable_line(i.source)) for i in infos]
         return sorted(infos, key=lambda i: i.name)
 
     def failed_command(self, name: str) -> Failure | None:

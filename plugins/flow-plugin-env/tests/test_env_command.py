@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from flow_plugin_env import env
+from flowcore import trust
 from flowcore.app import Flow
 from flowcore.config import RunOptions
 
@@ -44,6 +45,7 @@ def test_reports_project_scope(home: Path, tmp_path: Path) -> None:
     project.mkdir()
     (project / "pyproject.toml").write_text(
         '[tool.flow]\nbuildkit = "flow-kit-other"\nplugins = ["flow-plugin-p"]\n')
+    trust.record(project)  # what `flow trust` does: a project's own plugins load only then
     flow = Flow(RunOptions(), cwd=project)
     result = CliRunner().invoke(env, [], obj=flow)
     assert result.exit_code == 0, result.output

@@ -16,5 +16,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
                "Check installed kits and plugins against the config; --fix rebuilds."),
     "create": ("flowcore.commands.create_cmd:create", "Create a new project from a build kit's template."),
     "init": ("flowcore.commands.init_cmd:init", "Make an existing project a flow project: record its build kit."),
+    "trust": ("flowcore.commands.trust_cmd:trust",
+              "Trust this project: use its .flow/env, plugins and package source."),
     "update": ("flowcore.commands.update_cmd:update", "Update this project to a newer version of its copier template."),
 }

@@ -12,7 +12,7 @@ from typing import TypedDict
 import click
 
 from flowcore.app import Flow
-from flowcore.commands._install_options import install_options
+from flowcore.commands._install_options import announce_source, install_options
 from flowcore.errors import InstallError, UsageError
 
 
@@ -55,15 +55,19 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
         return
     if not kits:
         click.echo("no build kits. Add one with: flow buildkit add NAME")
+    # names come from the config file, versions from installed metadata: no controls
+    from flowcore._printable import printable_line as cell
+
     for kit in kits:
         mark = "*" if kit["active"] else " "
-        state = (kit["version"] or "(missing from the environment: run flow doctor)") \
+        state = (cell(kit["version"] or "") or "(missing from the environment: run flow doctor)") \
             if kit["installed"] else "(declared, not installed)"
-        click.echo(f"{mark} {kit['name']} {state}")
+        click.echo(f"{mark} {cell(kit['name'])} {state}")
         if show_plugins:
             for p in kit["plugins"]:
-                click.echo(f"    {p['name']} {p['version'] or '(not installed)'}")
+                click.echo(f"    {cell(p['name'])} {cell(p['version'] or '') or '(not installed)'}")
     if active and not any(k["active"] for k in kits):
+        active = cell(active)
         click.echo(f"active build kit {active} is not installed: flow buildkit add {active}")
 
 
@@ -74,6 +78,7 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
 def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_index: bool) -> None:
     """Install build kits: a name, name with version, directory or wheel file."""
     before = flow.config.global_config.active_kit
+    announce_source(flow, no_index)
     for r in flow.packages.add_kits(specs, find_links, no_index):
         click.echo(f"installed build kit {r.name} {r.version}")
     now = flow.config.global_config.active_kit  # the config's edits refresh its view

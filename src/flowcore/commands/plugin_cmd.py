@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from flowcore.app import Flow
-from flowcore.commands._install_options import install_options
+from flowcore.commands._install_options import announce_source, install_options
 from flowcore.errors import InstallError
 
 
@@ -40,9 +40,13 @@ def list_(flow: Flow, as_json: bool) -> None:
         return
     if not rows:
         click.echo("no plugins. Add one with: flow plugin add NAME")
-    width = max((len(str(r["name"])) for r in rows), default=0)
-    for r in rows:
-        click.echo(f"{r['name']:<{width}}  {r['version'] or '(not installed)'}  ({r['kind']})")
+    # names come from config files, versions from installed metadata: cells without controls
+    from flowcore._printable import printable_line
+
+    cells = [[printable_line(str(r[k] or "")) for k in ("name", "version", "kind")] for r in rows]
+    width = max((len(name) for name, _, _ in cells), default=0)
+    for name, version, kind in cells:
+        click.echo(f"{name:<{width}}  {version or '(not installed)'}  ({kind})")
 
 
 @plugin.command()
@@ -52,6 +56,8 @@ def list_(flow: Flow, as_json: bool) -> None:
 def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_index: bool) -> None:
     """Install plugins: a name, name with version, directory or wheel file."""
     config = flow.config
+    config.require_trust("install plugins into it")  # before naming the project's package source
+    announce_source(flow, no_index)
     installed_kits = set(config.global_config.installed_kits)
     for r in flow.packages.add_plugins(specs, find_links, no_index, watch=_manifest_watch()):
         if config.scope == "project" and config.project is not None:
@@ -62,7 +68,9 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
             where = f"for build kit{'s' if len(r.build_kits) > 1 else ''} {kits}"
         else:
             where = "as a general plugin"
-        click.echo(f"installed plugin {r.name} {r.version} {where}")
+        from flowcore._printable import printable_line  # kit names are the plugin's FLOW_BUILD_KITS
+
+        click.echo(printable_line(f"installed plugin {r.name} {r.version} {where}"))
 
 
 @plugin.command()
