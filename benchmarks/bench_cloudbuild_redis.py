@@ -97,6 +97,18 @@ def start_server(data: Path, *args: str, config: dict | None = None) -> tuple[su
             time.sleep(0.05)
 
 
+def secret_file(where: Path) -> Path:
+    """The deployment's --secret-file: every gateway and worker of it signs with the same one."""
+    import secrets
+
+    path = where / "flowcb-secret"
+    if not path.exists():
+        where.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return path
+
+
 def wait_port(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -178,6 +190,7 @@ def measure(tmp: Path, mode: str, workers: int, reps: int) -> list[float]:
                                          stdout=subprocess.DEVNULL)
                 wait_port(port)
                 common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared"),
+                          "--secret-file", str(secret_file(base)),  # shared by the deployment
                           "--max-builds-per-token", str(workers),  # the one bench token may use every slot
                           "--max-pending-uploads", str(N)]  # and upload the whole batch before publishing it
                 proc, url = start_server(base / "gateway", *common, "--role", "gateway")
@@ -285,6 +298,7 @@ def scale_run(tmp: Path, workers: int, n: int, lines: int) -> dict[str, float]:
     try:
         wait_port(port)
         common = ["--redis-url", f"redis://127.0.0.1:{port}/0", "--shared-dir", str(base / "shared"),
+                  "--secret-file", str(secret_file(base)),  # shared by the deployment
                   "--max-builds-per-token", "64", "--max-pending-uploads", "1000"]
         config = {"offline": True, "checks": [], "build-commands": [["sh", "build.sh"]]}
         gateways = []
