@@ -78,12 +78,16 @@ def sandbox_options(f: _Command) -> _Command:
     options = [
         click.option("--no-sandbox", "no_sandbox", is_flag=True, default=False,
                      help="Run builds without the bubblewrap sandbox: only for a trusted, single-user server."),
+        click.option("--no-cgroups", "no_cgroups", is_flag=True, default=False,
+                     help="Run builds without cgroups where none can be had: their memory, CPU and IO are "
+                          "then unbounded."),
         click.option("--build-user", default=None,
                      help="As root: the user builds run as (default: one unprivileged uid per token)."),
         click.option("--build-network/--no-build-network", default=None,
                      help="Give the build step network access (install always has it; default off)."),
         click.option("--build-memory", callback=_size, default=None,
-                     help="Address space per build process, e.g. 4G (default 4G; 0: no limit)."),
+                     help="Memory of a build's processes together, its /tmp and page cache included, "
+                          "e.g. 4G (default 4G; 0: no limit)."),
         click.option("--build-processes", type=click.IntRange(0), default=None,
                      help="Processes a build may run at once (default 512; 0: no limit)."),
         click.option("--build-file-size", callback=_size, default=None,
@@ -108,14 +112,21 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
             setattr(cfg, key, opts[key])
     if opts.get("no_sandbox"):
         cfg.sandbox = False
+    if opts.get("no_cgroups"):
+        cfg.build_cgroups = False
     cfg.secret_paths = tuple(Path(p).expanduser().resolve() for p in secrets if p is not None)
     if not cfg.sandbox:
         click.echo("flow-cloudbuild-server: warning: --no-sandbox: builds run as this server's user with "
                    "access to its files, tokens and other tenants' artifacts; use it only on a trusted "
                    "single-user machine", err=True)
         return
+    from .cgroups import CgroupsUnavailable
     from .sandbox import SandboxUnavailable
 
+    if not cfg.build_cgroups:
+        click.echo("flow-cloudbuild-server: warning: --no-cgroups: a build's memory (its /tmp included), CPU and "
+                   "IO are unbounded and its processes are limited per user only (docs/cloud-build.md, "
+                   "\"Threat model\")", err=True)
     try:
         make_sandbox(cfg).probe()
     except SandboxUnavailable as exc:
@@ -123,6 +134,13 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
             f"cannot make a build sandbox: {exc}",
             "Install bubblewrap (apt-get install bubblewrap), or pass --no-sandbox on a trusted "
             "single-user machine") from None
+    except CgroupsUnavailable as exc:
+        raise ServerConfigError(
+            f"cannot limit builds with cgroups: {exc}",
+            "Run the server as root with the memory and pids cgroup controllers, or in a cgroup v2 subtree "
+            "delegated to it (systemd: Delegate=yes); or pass --no-cgroups, which leaves builds' memory, "
+            "CPU and IO unbounded") from None
+
 
 
 GENERATE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe())"'

@@ -82,8 +82,9 @@ class ServerConfig:
     sandbox: bool = True                   # False only with --no-sandbox: trusted setups
     build_user: str = "auto"               # root servers: "auto" = one uid per token
     build_network: bool = False            # the build step's network (install always has it)
-    build_memory: int = 4 * 1024 ** 3      # address space per build process
-    build_processes: int = 512             # processes per build user
+    build_memory: int = 4 * 1024 ** 3      # memory of a build's processes together (cgroup), /tmp included
+    build_processes: int = 512             # processes of a build at once (cgroup pids.max)
+    build_cgroups: bool = True             # False only with --no-cgroups: memory, CPU and IO unbounded
     build_file_size: int = 2 * 1024 ** 3   # largest file a build writes
     build_disk: int = 10 * 1024 ** 3       # the work directory's total size
     build_files: int = 200_000             # files and directories in the work directory (inodes)
@@ -221,7 +222,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
              "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
-             "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "build-user",
+             "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
              "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
@@ -270,7 +271,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
             raise ServerConfigError(f"{source}: sandbox-ro-paths must be a list of absolute paths", "Fix the value")
         cfg.sandbox_ro_paths = tuple(Path(x) for x in v)
     for key, attr in (("offline", "offline"), ("keep-workdirs", "keep_workdirs"), ("sandbox", "sandbox"),
-                      ("build-network", "build_network")):
+                      ("cgroups", "build_cgroups"), ("build-network", "build_network")):
         if key in data:
             if not isinstance(data[key], bool):
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")

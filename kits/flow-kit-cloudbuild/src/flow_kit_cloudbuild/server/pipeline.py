@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -23,9 +24,11 @@ from flowcore.api import uv_binary
 from .. import protocol
 from . import policy
 from .artifacts import ArtifactStore, safe_artifact_name
+from .cgroups import CgroupsUnavailable, Outcome
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
 from .process import LogBudget, run_command
+from .runtime import CommandRuntime
 from .sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from .sources import GitSource, unpack_archive
 
@@ -118,6 +121,7 @@ class Pipeline:
         self.identity = sandbox.identity(tenant) if sandbox is not None else None
         self.caches = owner_dirs(paths.cache, tenant, CACHE_KINDS)
         self._seen_limit_hint = ""
+        self._outcome = Outcome()   # what the kernel refused the last command (its cgroup)
         self.req = request
         self.cfg = cfg
         self.paths = paths
@@ -182,6 +186,7 @@ class Pipeline:
             confine = (self.sandbox, SandboxSpec(work=self.dir, caches=tuple(self.caches.values()),
                                                  network=network, uid=uid, gid=gid))
         self._seen_limit_hint = ""
+        confine, runtime = self._with_runtime(confine)
         command = asyncio.ensure_future(run_command(
             argv, cwd=self.src, env=env, on_line=self._log, budget=self.budget,
             max_line=self.cfg.max_log_line, confine=confine))
@@ -203,14 +208,33 @@ class Pipeline:
                     t.cancel()
                     with contextlib.suppress(BaseException):
                         await t
+            if runtime is not None:  # run_command finished it, unless it never started
+                self._outcome = await asyncio.to_thread(runtime.finish)
         if self.sandbox is not None:
             await self._check_disk()
         if code != 0:
             raise StepFailed(f"{what}: `{' '.join(argv)}` {self._how(code)}")
 
+    def _with_runtime(self, confine: tuple[Sandbox, SandboxSpec] | None
+                      ) -> tuple[tuple[Sandbox, SandboxSpec] | None, CommandRuntime | None]:
+        """``confine`` with a new cgroup and seccomp fd for the command (finished after it)."""
+        self._outcome = Outcome()
+        if confine is None:
+            return None, None
+        sandbox, spec = confine
+        try:
+            runtime = sandbox.command_runtime()
+        except CgroupsUnavailable as exc:
+            raise StepFailed(f"the server could not limit this command: {exc}; ask the operator") from None
+        return (sandbox, dataclasses.replace(spec, runtime=runtime)), runtime
+
     def _how(self, code: int) -> str:
         """How a command ended, naming the sandbox limit it most likely hit."""
         limits = self.sandbox.limits if self.sandbox is not None else None
+        hit = self._limit_hit()
+        if hit:
+            ended = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            return f"{ended}; it {hit}"
         if code < 0 or code > 128:  # killed by a signal (bubblewrap reports 128 + signal)
             sig = -code if code < 0 else code - 128
             if limits is not None and sig == signal.SIGXFSZ:
@@ -220,13 +244,26 @@ class Pipeline:
         how = f"exited with status {code}"
         if limits is not None and self._seen_limit_hint == "file size" and limits.file_size:
             how += f"; it {_file_too_large(limits.file_size)}"
-        elif limits is not None and self._seen_limit_hint == "memory" and limits.memory:
-            how += (f"; it ran out of memory: builds may use {_size(limits.memory)} per process "
-                    "(--build-memory)")
         elif limits is not None and self._seen_limit_hint == "processes" and limits.processes:
             how += (f"; it could not start more processes: builds may run {limits.processes} "
                     "(--build-processes)")
         return how
+
+    def _limit_hit(self) -> str:
+        """The cgroup limit the kernel enforced on the last command ("" for none): an OOM kill, or
+        the limit reached while the build printed that it ran out of memory; refused forks."""
+        if self.sandbox is None:
+            return ""
+        limits, got = self.sandbox.limits, self._outcome
+        if self.sandbox.enforces_memory and (
+                got.oom_kills or (got.memory_at_limit and self._seen_limit_hint == "memory")):
+            return (f"ran out of memory: it reached the memory limit of {_size(limits.memory)} for all its "
+                    "processes together, /tmp and page cache included (--build-memory); make the build use "
+                    "less or ask the operator to raise it")
+        if self.sandbox.cgroups and limits.processes and got.forks_refused:
+            return (f"reached the process limit: a build may run {limits.processes} processes and threads at "
+                    "once (--build-processes); make it start fewer or ask the operator to raise it")
+        return ""
 
     async def _watch_disk(self) -> None:
         while True:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .. import protocol
+from .runtime import CommandRuntime
 from .sandbox import Sandbox, SandboxSpec
 
 LineSink = Callable[[list[str], str], Awaitable[None]]  # (lines, "stdout"|"stderr")
@@ -52,19 +54,43 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
     """Run ``argv`` and return its exit status (negative: killed by that signal).
 
     With ``confine`` the command runs inside that sandbox (see sandbox.py): killing the group
-    then kills bubblewrap, and with it every process in the build's PID namespace.
+    then kills bubblewrap, and with it every process in the build's PID namespace. Its runtime
+    (cgroup and seccomp fd: the spec's, else a new one) is finished when the command ended, so
+    its cgroup is gone and ``runtime.outcome`` says which limit was enforced.
 
     Raises FileNotFoundError when the program does not exist, LogLimitExceeded when the output
     budget runs out (the group is killed first), and CancelledError passes through after the
     group is killed.
     """
+    runtime: CommandRuntime | None = None
     if confine is not None:
         sandbox, spec = confine
+        if spec.runtime is None:
+            spec = dataclasses.replace(spec, runtime=sandbox.command_runtime())
+        runtime = spec.runtime
         argv = sandbox.wrap(argv, spec, cwd)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, limit=1 << 20)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, limit=1 << 20, pass_fds=runtime.pass_fds if runtime else ())
+    except BaseException:
+        if runtime is not None:
+            await asyncio.to_thread(runtime.finish)
+        raise
+    if runtime is not None:
+        runtime.started()
+    try:
+        return await _follow(proc, on_line=on_line, budget=budget, max_line=max_line)
+    finally:
+        if runtime is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.to_thread(runtime.finish)
+
+
+async def _follow(proc: asyncio.subprocess.Process, *, on_line: LineSink, budget: LogBudget,
+                  max_line: int) -> int:
+    """Pump the output of the started ``proc`` to ``on_line`` until it exited (see run_command)."""
     lock = asyncio.Lock()  # one batch at a time reaches the sink
 
     async def pump(stream: asyncio.StreamReader, name: str) -> None:

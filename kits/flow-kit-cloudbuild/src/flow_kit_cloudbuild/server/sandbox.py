@@ -13,11 +13,17 @@ unprivileged (through a user namespace) and as root. Each command gets:
   the owner's own package caches. The data dir, other tasks, uploads, artifacts, git mirrors
   and the server's token and config files are not mounted at all.
 - no network unless the step needs it (install: yes; build: only with ``--build-network``).
-- resource limits: address space per process, number of processes, file size (set by
-  util-linux's ``prlimit``, which then runs bubblewrap: a ``preexec_fn`` would make Python
-  fork the whole server instead of vfork, ~8 ms per command for a 200 MB server, on the event
-  loop, and is not safe with threads), and the work directory's disk use (watched by the
-  pipeline).
+- resource limits by what the build uses, summed over its processes: memory (page cache and
+  its ``/tmp`` included), processes, CPU and IO shares, through a cgroup of its own per command
+  (``cgroups.py``); file size and no core files (set by util-linux's ``prlimit``); and the work
+  directory's disk use (watched by the pipeline). Both the cgroup join and ``prlimit`` are
+  commands that exec the next one, never a ``preexec_fn``: that would make Python fork the
+  whole server instead of vfork, ~8 ms per command for a 200 MB server, on the event loop, and
+  is not safe with threads.
+- a smaller kernel: a seccomp filter (``seccomp.py``, passed to bubblewrap as ``--seccomp FD``)
+  refuses namespaces, mounts, ptrace, keyrings, eBPF and the rest of what builds never need,
+  and no user namespaces can be made inside (``--disable-userns`` where bubblewrap has it, and
+  the filter everywhere).
 
 When the server runs as root, the command runs as an unprivileged user: by default one uid per
 token (``BUILD_UID_BASE`` + a hash of the token), so process limits and package caches are per
@@ -38,6 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import seccomp
+from .cgroups import CgroupsUnavailable, server_tree
+from .runtime import CommandRuntime
+
 if TYPE_CHECKING:
     from .config import ServerConfig
 
@@ -55,8 +65,8 @@ class SandboxUnavailable(Exception):
 class Limits:
     """Per-build resource limits (bytes and counts); 0 means no limit."""
 
-    memory: int = 4 * GIB          # address space of each process (RLIMIT_AS)
-    processes: int = 512           # processes of the build's user (RLIMIT_NPROC)
+    memory: int = 4 * GIB          # memory of all the build's processes together (cgroup), /tmp included
+    processes: int = 512           # processes of the build at once (cgroup pids.max)
     file_size: int = 2 * GIB       # largest file a build may write (RLIMIT_FSIZE)
     disk: int = 10 * GIB           # the work directory's total size, checked while it runs
 
@@ -70,6 +80,7 @@ class SandboxSpec:
     network: bool = False
     uid: int | None = None          # run as this uid/gid (root servers only)
     gid: int | None = None
+    runtime: CommandRuntime | None = None   # the command's cgroup and seccomp fd (command_runtime)
 
 
 @dataclass
@@ -82,10 +93,13 @@ class Sandbox:
     ro_paths: tuple[Path, ...] = ()       # extra read-only paths (e.g. a toolchain in /srv)
     bwrap: str = "bwrap"
     prlimit: str = "prlimit"
+    cgroups: bool = True                  # False only with --no-cgroups: memory, CPU, IO unbounded
 
     def __post_init__(self) -> None:
         self.is_root = os.geteuid() == 0
         self._readonly: list[Path] | None = None
+        self._seccomp: bytes | None = None
+        self._disable_userns: bool | None = None
 
     # -- identity -----------------------------------------------------------------------------
     def identity(self, owner: str) -> tuple[int, int] | None:
@@ -128,13 +142,19 @@ class Sandbox:
         """The command line that runs ``argv`` in ``cwd`` confined by ``spec``: ``prlimit``
         setting the limits, bubblewrap, and (root servers) ``setpriv`` dropping to the build's
         user. Run it without a ``preexec_fn``."""
-        args = [*self.limit_args(), self.bwrap, "--die-with-parent", "--new-session",
+        runtime = spec.runtime
+        join = runtime.cgroup.join_argv() if runtime is not None and runtime.cgroup is not None else []
+        args = [*join, *self.limit_args(), self.bwrap, "--die-with-parent", "--new-session",
                 "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--hostname", "flow-build"]
         if not spec.network:
             args.append("--unshare-net")
         if not self.is_root:
             args.append("--unshare-user")
+            if self._bwrap_disables_userns():
+                args.append("--disable-userns")
+        if runtime is not None and runtime.seccomp_fd is not None:
+            args += ["--seccomp", str(runtime.seccomp_fd)]
         mounted: list[Path] = []     # bound from the host: everything below them exists
         made: set[Path] = {Path("/")}  # directories made inside the sandbox
 
@@ -177,18 +197,42 @@ class Sandbox:
         """``prlimit`` with the build's limits, ending in ``--``: it sets them on itself and
         execs bubblewrap, so they hold for every process of the build (no core files ever)."""
         limits = self.limits
-        nproc = limits.processes
+        nproc = 0 if self.cgroups else limits.processes   # with cgroups: pids.max, per build
         if nproc and not self.is_root:
             # Unprivileged, RLIMIT_NPROC counts every process of the server's user; leave room
             # for those that exist already so the limit bounds what the build adds.
             nproc += _processes_of(os.getuid())
         args = [self.prlimit, "--core=0"]
-        for flag, which, value in (("--as", resource.RLIMIT_AS, limits.memory),
-                                   ("--nproc", resource.RLIMIT_NPROC, nproc),
+        # No address-space limit: V8 reserves ~10 GiB of it per WebAssembly memory; the memory
+        # cgroup bounds what is used instead.
+        for flag, which, value in (("--nproc", resource.RLIMIT_NPROC, nproc),
                                    ("--fsize", resource.RLIMIT_FSIZE, limits.file_size)):
             if value:
                 args.append(f"{flag}={_within_hard_limit(which, value)}")
         return [*args, "--"]
+
+    def command_runtime(self) -> CommandRuntime:
+        """A new command's cgroup (limited, empty) and seccomp program fd; ``finish`` it after.
+        Raises CgroupsUnavailable when the cgroup cannot be made."""
+        if self._seccomp is None:
+            self._seccomp = seccomp.build_filter()
+        cgroup = server_tree().command(self.limits.memory, self.limits.processes) if self.cgroups else None
+        return CommandRuntime(cgroup, seccomp.filter_fd(self._seccomp))
+
+    @property
+    def enforces_memory(self) -> bool:
+        """Whether ``limits.memory`` holds (it needs the memory cgroup)."""
+        return self.cgroups and bool(self.limits.memory)
+
+    def _bwrap_disables_userns(self) -> bool:
+        """Whether this bubblewrap has ``--disable-userns`` (0.8.0 and later; asked once)."""
+        if self._disable_userns is None:
+            try:
+                text = subprocess.run([self.bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                text = ""
+            self._disable_userns = "--disable-userns" in text
+        return self._disable_userns
 
     # -- setup --------------------------------------------------------------------------------
     def prepare_dir(self, path: Path, ident: tuple[int, int] | None) -> None:
@@ -215,14 +259,25 @@ class Sandbox:
             work = Path(tmp)
             ident = self.identity("probe")
             self.prepare_dir(work, ident)
-            spec = SandboxSpec(work=work, uid=ident[0] if ident else None, gid=ident[1] if ident else None)
+            try:
+                runtime = self.command_runtime()
+            except seccomp.SeccompUnavailable as exc:
+                raise SandboxUnavailable(str(exc)) from None
+            spec = SandboxSpec(work=work, uid=ident[0] if ident else None, gid=ident[1] if ident else None,
+                               runtime=runtime)
             argv = self.wrap([sys.executable, "-c", "import os; open('ok', 'w').write(str(os.getpid()))"],
                              spec, work)
+            joins = runtime.cgroup is not None
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=30, pass_fds=runtime.pass_fds,
                                       env={"PATH": os.environ.get("PATH", os.defpath)})
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise SandboxUnavailable(f"bwrap did not run ({exc})") from None
+            finally:
+                runtime.finish()
+            if done.returncode == 125 and joins:
+                why = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                raise CgroupsUnavailable(f"cannot move a command into its cgroup: {why}")
             if done.returncode != 0 or not (work / "ok").is_file():
                 why = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
                 raise SandboxUnavailable(f"bwrap failed: {why}")
@@ -304,5 +359,5 @@ def make_sandbox(cfg: ServerConfig) -> Sandbox:
     """The sandbox a server with ``cfg`` runs its builds in."""
     return Sandbox(limits=Limits(memory=cfg.build_memory, processes=cfg.build_processes,
                                  file_size=cfg.build_file_size, disk=cfg.build_disk),
-                   build_user=cfg.build_user, hidden=tuple(cfg.secret_paths),
+                   build_user=cfg.build_user, hidden=tuple(cfg.secret_paths), cgroups=cfg.build_cgroups,
                    ro_paths=tuple(cfg.sandbox_ro_paths))
