@@ -120,10 +120,87 @@ def get_task(server: str, token: str, task_id: str) -> dict[str, Any]:
     return _request(server, "GET", PATH_TASKS + task_id, token)
 
 
-def download(url: str, dest: Path) -> None:
-    """Download one artifact to ``dest`` (artifact downloads need no token)."""
+#: The largest artifact ``download`` writes (the server's own default quota is 1 GiB a task).
+MAX_DOWNLOAD_BYTES = 2 * 1024 ** 3
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL; None for any other scheme or a malformed URL."""
+    from urllib.parse import urlsplit
+
     try:
-        with urllib.request.urlopen(url, timeout=TRANSFER_TIMEOUT) as response:
-            dest.write_bytes(response.read())
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    except ValueError:
+        return None
+    return (scheme, host, port) if scheme in ("http", "https") and host else None
+
+
+def same_server(url: str, server: str) -> bool:
+    """Whether ``url`` is on ``server`` (same scheme, host and port): the only place artifact
+    URLs a server sends may point to."""
+    origin = _origin(url)
+    return origin is not None and origin == _origin(server)
+
+
+class _SameServerRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the server itself."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> Any:
+        if not same_server(newurl, self.server):
+            raise PublishError(f"the build server at {self.server} redirected an artifact download to "
+                               f"{newurl[:200]}, which is not on that server; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(server: str) -> urllib.request.OpenerDirector:
+    """http(s) only (urllib's default opener also reads file://, ftp:// and data: URLs)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
+                    _SameServerRedirects(server)):
+        opener.add_handler(handler)
+    return opener
+
+
+def download(url: str, dest: Path, *, server: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> int:
+    """Download one artifact to ``dest`` (artifact downloads need no token); returns its size.
+
+    Only from ``server`` (the URL ``flow publish`` talks to: same scheme, host and port; no
+    file:// or other hosts, no redirect away), streamed to a temporary file beside ``dest`` in
+    chunks and stopped past ``max_bytes``, so a hostile server can neither make the client read
+    a local file or another host nor fill its memory or disk.
+    """
+    if not same_server(url, server):
+        raise PublishError(f"the build server at {server} sent the artifact URL {url[:200]!r}, which is "
+                           "not on that server; refused (artifacts are downloaded only from the server "
+                           "flow publish talks to)")
+    part = dest.with_name(f".{dest.name}.part")
+    written = 0
+    try:
+        with _opener(server).open(url, timeout=TRANSFER_TIMEOUT) as response, open(part, "wb") as out:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise _too_large(url, max_bytes)
+            while chunk := response.read(DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise _too_large(url, max_bytes)
+                out.write(chunk)
+        part.replace(dest)
     except (urllib.error.URLError, OSError) as exc:
         raise PublishError(f"cannot download {url}: {exc}") from None
+    finally:
+        part.unlink(missing_ok=True)
+    return written
+
+
+def _too_large(url: str, max_bytes: int) -> PublishError:
+    return PublishError(f"the artifact {url[:200]} is larger than {max_bytes} bytes, the most flow publish "
+                        "downloads; refused")

@@ -242,7 +242,8 @@ def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, 
             dest.mkdir(parents=True, exist_ok=True)
             for artifact in task["artifacts"]:
                 if isinstance(artifact, dict) and artifact.get("url") and artifact.get("name"):
-                    http.download(str(artifact["url"]), dest / Path(str(artifact["name"])).name)
+                    http.download(str(artifact["url"]), dest / Path(str(artifact["name"])).name,
+                                  server=str(task["target"]))
             renderer.notice(f"artifacts copied to {dest} (target '{name}')")
         else:
             renderer.notice(f"artifact target '{name}' of kind '{kind}' is not supported by "

@@ -6,6 +6,9 @@ the task. Until then it is *pending* and counts against its token's quota (count
 It is deleted when its task ends (any final state), or by the sweep once its task is final or,
 unclaimed, after ``upload-retention-hours``.
 
+Directory listings and deletions run in worker threads: the event loop serves every client
+meanwhile.
+
 The sweep (at start, then every ``sweep_interval(cfg)`` seconds) also deletes finished tasks
 (``tasks/<id>``) and their artifacts once they are older than ``retention-days``; the task of a
 current prod release is kept, with its artifacts, for as long as it is the release.
@@ -115,7 +118,7 @@ async def _sweep_uploads(service: Any, now: float) -> int:
     cutoff = now - service.cfg.upload_retention_hours * 3600
     deleted = 0
     try:
-        entries = list(uploads.iterdir())
+        entries = await asyncio.to_thread(lambda: list(uploads.iterdir()))
     except OSError:
         return 0
     ids: set[str] = set()
@@ -161,15 +164,11 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
         return 0  # a store this sweep does not know
     keep = artifacts.release_task_ids()
     deleted = 0
-    try:
-        task_dirs = [d for d in store.root.iterdir() if is_id(d.name)]
-    except OSError:
-        task_dirs = []
-    for d in task_dirs:
+    for d in await asyncio.to_thread(_id_dirs, store.root):
         task_id = d.name
         if task_id in keep:
             continue
-        record = _read_json(d / "task.json")
+        record = await asyncio.to_thread(_read_json, d / "task.json")
         if record is None or record.get("state") not in protocol.FINAL:
             continue
         finished = record.get("finishedAt")
@@ -179,11 +178,8 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
         await artifacts.delete(task_id)
         await store.close(task_id)
         deleted += 1
-    try:  # artifacts whose task is gone (e.g. a replaced prod release)
-        artifact_dirs = [d for d in artifacts.root.iterdir() if is_id(d.name)]
-    except OSError:
-        artifact_dirs = []
-    for d in artifact_dirs:
+    # artifacts whose task is gone (e.g. a replaced prod release)
+    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
         if d.name not in keep and not (store.root / d.name).exists() and _mtime(d) < cutoff:
             await artifacts.delete(d.name)
     return deleted
@@ -201,11 +197,8 @@ async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float) -> int:
     for task_id in old:
         await store.delete(task_id)
         await artifacts.delete(task_id)
-    try:  # artifacts whose task is gone (a replaced prod release, a record Redis lost)
-        artifact_dirs = [d for d in artifacts.root.iterdir() if is_id(d.name)]
-    except OSError:
-        artifact_dirs = []
-    for d in artifact_dirs:
+    # artifacts whose task is gone (a replaced prod release, a record Redis lost)
+    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
         if d.name not in keep and _mtime(d) < cutoff and not await store.exists(d.name):
             await artifacts.delete(d.name)
     return len(old)
@@ -232,6 +225,14 @@ async def run_periodically(service: Any) -> None:
         except Exception:  # never let housekeeping stop the server
             log.exception("retention sweep failed; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
+
+
+def _id_dirs(root: Path) -> list[Path]:
+    """The entries of ``root`` named like a task id (listed in a thread: there may be many)."""
+    try:
+        return [d for d in root.iterdir() if is_id(d.name)]
+    except OSError:
+        return []
 
 
 def _mtime(path: Path) -> float:

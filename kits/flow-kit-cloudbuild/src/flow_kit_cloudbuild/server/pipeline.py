@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from flowcore.api import uv_binary
 
 from .. import protocol
-from . import policy
-from .artifacts import ArtifactStore, safe_artifact_name
+from . import cache_quota, policy, uids
+from .artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
 from .cgroups import CgroupsUnavailable, Outcome
 from .config import ServerConfig
 from .errors import RequestError, StepFailed
@@ -34,6 +34,10 @@ from .sources import GitSource, unpack_archive
 
 OUTPUT_DIRS = ("dist", "build")
 CACHE_KINDS = ("npm", "uv", "pip")
+#: The caches a command uses, by its program's name (their LRU markers are touched when it runs).
+CACHES_OF = {"npm": ("npm",), "npx": ("npm",), "node": ("npm",), "uv": ("uv",),
+             "python": ("pip", "uv"), "python3": ("pip", "uv"), "pip": ("pip",)}
+SKIPPED_EXAMPLES = 3  # names a "skipped N files" line shows
 DISK_CHECK_EVERY = 1.0   # seconds between two looks at the work directory's size
 #: What a build prints when it hits a sandbox limit (any case), by hint.
 _LIMIT_WORDS = {"memory": ("MemoryError", "Cannot allocate memory", "out of memory", "ENOMEM"),
@@ -118,7 +122,7 @@ class Pipeline:
         self.task_id = task_id
         self.tenant = tenant        # the token hash that owns the task: its caches, its build uid
         self.sandbox = sandbox      # None: --no-sandbox (trusted single-user setups only)
-        self.identity = sandbox.identity(tenant) if sandbox is not None else None
+        self.identity: tuple[int, int] | None = None  # the build's uid/gid, found in prepare()
         self.caches = owner_dirs(paths.cache, tenant, CACHE_KINDS)
         self._seen_limit_hint = ""
         self._outcome = Outcome()   # what the kernel refused the last command (its cgroup)
@@ -186,6 +190,9 @@ class Pipeline:
             confine = (self.sandbox, SandboxSpec(work=self.dir, caches=tuple(self.caches.values()),
                                                  network=network, uid=uid, gid=gid))
         self._seen_limit_hint = ""
+        used = [self.caches[k] for k in CACHES_OF.get(os.path.basename(argv[0]), ())]
+        if used:
+            await asyncio.to_thread(cache_quota.touch, used)
         confine, runtime = self._with_runtime(confine)
         command = asyncio.ensure_future(run_command(
             argv, cwd=self.src, env=env, on_line=self._log, budget=self.budget,
@@ -271,22 +278,42 @@ class Pipeline:
             await self._check_disk()
 
     async def _check_disk(self) -> None:
+        """Stop the build past the work dir's disk or file-count limit (the walk runs in a thread)."""
         assert self.sandbox is not None
-        limit = self.sandbox.limits.disk
-        if not limit:
+        limit, max_files = self.sandbox.limits.disk, self.cfg.build_files
+        if not limit and not max_files:
             return
-        used = await asyncio.to_thread(disk_usage, self.dir, limit)
-        if used > limit:
+        used = await asyncio.to_thread(disk_usage, self.dir, limit, max_files)
+        if limit and used.bytes > limit:
             raise StepFailed(f"the build's work directory passed the disk limit of {_size(limit)} "
-                             "(--build-disk); make the build write less or ask the operator to raise it")
+                             "(--build-disk; sparse files count at their full size); make the build "
+                             "write less or ask the operator to raise it")
+        if max_files and used.files > max_files:
+            raise StepFailed(f"the build's work directory passed the limit of {max_files:,} files and "
+                             "directories (--build-files); make the build write fewer files or ask the "
+                             "operator to raise it")
 
     # -- the steps ---------------------------------------------------------------------------
     async def run(self) -> list[dict[str, Any]]:
-        await self.prepare()
-        await self.download()
-        await self.install()
-        await self.build()
-        return await self.publish()
+        try:
+            await self.prepare()
+            await self.download()
+            await self.install()
+            await self.build()
+            return await self.publish()
+        finally:
+            await self._enforce_cache_quota()
+
+    async def _enforce_cache_quota(self) -> None:
+        """After the build, whatever its outcome: the owner's caches back under their quota."""
+        cfg = self.cfg
+        if not cfg.cache_max_bytes and not cfg.cache_max_files:
+            return
+        try:
+            await asyncio.to_thread(cache_quota.enforce, list(self.caches.values()),
+                                    cfg.cache_max_bytes, cfg.cache_max_files)
+        except OSError as exc:  # never fail a task for it; the next build tries again
+            await self._log([f"could not trim the package caches: {exc}"], "stderr")
 
     async def prepare(self) -> None:
         await self._enter("prepare", "preparing a fresh work directory")
@@ -294,6 +321,15 @@ class Pipeline:
             await asyncio.to_thread(shutil.rmtree, self.dir)
         for d in (self.dir, self.dir / "home", self.dir / "tmp", *self.caches.values()):
             d.mkdir(parents=True, exist_ok=True)
+        if self.sandbox is not None:
+            # Redis mode: the deployment's shared record, so every worker gives an owner one uid
+            redis = getattr(self.artifacts, "redis", None)
+            shared = (uids.RedisUidAllocator(redis, *self.cfg.build_uid_range)
+                      if redis is not None else None)
+            try:
+                self.identity = await self.sandbox.identity(self.tenant, shared)
+            except uids.UidRangeExhausted as exc:
+                raise StepFailed(str(exc)) from None
         if self.identity is not None:  # root server: the caches belong to this tenant's build uid
             for cache in self.caches.values():
                 if cache.stat().st_uid != self.identity[0]:  # new (or the build user changed)
@@ -404,36 +440,74 @@ class Pipeline:
                     if (self.src / d).is_dir() and not (self.src / d).is_symlink()), None)
         if out is None:
             raise StepFailed("the build produced no dist/ or build/ directory; make it write its output there")
-        files = await asyncio.to_thread(collect_files, out)
-        for name in files.skipped:
-            await self._log([f"skipped {name}: not a regular file inside the output directory"], "stderr")
+        files = await asyncio.to_thread(collect_files, out, self.cfg.artifact_max_files)
+        if files.skipped:
+            await self._log_skipped(files)
         if not files.found:
             raise StepFailed(f"the build's {out.name}/ directory holds no files; check the build output")
+        max_files, max_bytes = self.cfg.artifact_max_files, self.cfg.artifact_max_bytes
+        if max_files and len(files.found) > max_files:
+            raise StepFailed(f"the build's {out.name}/ directory holds more than {max_files:,} files, the "
+                             "artifact limit of a task (--artifact-max-files); publish fewer files or ask "
+                             "the operator to raise it")
+        if max_bytes and files.bytes > max_bytes:
+            raise StepFailed(_artifacts_too_large(out.name, files.bytes, max_bytes))
         if self.req["prod"] and not self.req["force"]:
             if await self.artifacts.find_release(self.req["name"], self.req["version"]):
                 raise StepFailed(f"{self.req['name']} {self.req['version']} was released to prod while "
                                  "this task ran; publish with force to overwrite")
-        stored = await self.artifacts.put(self.task_id, files.found)
+        try:
+            stored = await self.artifacts.put(self.task_id, files.found, max_bytes=max_bytes)
+        except ArtifactQuotaExceeded:  # a file grew after it was measured
+            raise StepFailed(_artifacts_too_large(out.name, max_bytes + 1, max_bytes)) from None
         if self.req["prod"]:
             await self.artifacts.record_release(self.req["name"], self.req["version"], self.task_id)
         return stored
+
+    async def _log_skipped(self, files: Collected) -> None:
+        """One line for every skipped file, however many: 20,000 of them are one line of the log
+        (charged to the log budget like build output), not 20,000 messages outside it."""
+        shown = ", ".join(files.skipped)
+        more = files.skipped_count - len(files.skipped)
+        text = (f"skipped {files.skipped_count:,} file(s) that are not regular files inside the output "
+                f"directory or have unsafe names, e.g. {shown}" + (f" (and {more:,} more)" if more else ""))
+        text = text[:self.cfg.max_log_line]
+        self.budget.spend(len(text.encode("utf-8")) + 1)
+        await self._log([text], "stderr")
+
+
+def _artifacts_too_large(out: str, size: int, limit: int) -> str:
+    return (f"the build's {out}/ directory holds {_size(size)} of files (sparse files at their full "
+            f"size), more than the artifact limit of a task, {_size(limit)} (--artifact-max-bytes); "
+            "publish less or ask the operator to raise it")
 
 
 class Collected:
     def __init__(self) -> None:
         self.found: list[tuple[str, Path]] = []
-        self.skipped: list[str] = []
+        self.bytes = 0                    # apparent size of the found files: what a copy writes
+        self.skipped: list[str] = []      # the first few skipped names (SKIPPED_EXAMPLES)
+        self.skipped_count = 0
+
+    def skip(self, name: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < SKIPPED_EXAMPLES:
+            self.skipped.append(name)
 
 
-def collect_files(out: Path) -> Collected:
-    """Regular files under ``out``, walked without following any symlink (hidden files skipped)."""
+def collect_files(out: Path, max_files: int = 0) -> Collected:
+    """Regular files under ``out``, walked without following any symlink (hidden files skipped).
+
+    Stops once more than ``max_files`` (0: no limit) were found: the caller refuses that many.
+    Run it in a thread (it walks a tree the build made).
+    """
     got = Collected()
     for dirpath, dirnames, filenames in os.walk(out, followlinks=False):
         base = Path(dirpath)
         for d in list(dirnames):
             if (base / d).is_symlink():
                 dirnames.remove(d)
-                got.skipped.append((base / d).relative_to(out).as_posix())
+                got.skip((base / d).relative_to(out).as_posix())
         dirnames.sort()
         for f in sorted(filenames):
             p = base / f
@@ -442,9 +516,12 @@ def collect_files(out: Path) -> Collected:
             if f.startswith("."):  # .gitignore and friends that tools drop into dist/
                 continue
             if not stat.S_ISREG(st.st_mode) or not safe_artifact_name(name):
-                got.skipped.append(name)
+                got.skip(name)
                 continue
             got.found.append((name, p))
+            got.bytes += st.st_size
+            if max_files and len(got.found) > max_files:
+                return got
     return got
 
 

@@ -26,8 +26,9 @@ unprivileged (through a user namespace) and as root. Each command gets:
   the filter everywhere).
 
 When the server runs as root, the command runs as an unprivileged user: by default one uid per
-token (``BUILD_UID_BASE`` + a hash of the token), so process limits and package caches are per
-tenant; ``--build-user`` names a fixed user instead. Without root, the command keeps the
+token owner, handed out from ``--build-uid-range`` and recorded (``uids.py``), so process limits
+and package caches are per tenant and no two tokens share a uid; ``--build-user`` names a fixed
+user instead. Without root, the command keeps the
 server's uid inside a user namespace.
 """
 
@@ -48,11 +49,13 @@ from . import seccomp
 from .cgroups import CgroupsUnavailable, server_tree
 from .runtime import CommandRuntime
 
+from .uids import RECORD_NAME, FileUidAllocator, UidAllocator
+
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-BUILD_UID_BASE = 1_000_000        # per-token uids: BUILD_UID_BASE .. + BUILD_UID_SPAN
-BUILD_UID_SPAN = 1 << 20
+DEFAULT_UID_START = 1_000_000
+
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 GIB = 1024 ** 3
 
@@ -93,6 +96,7 @@ class Sandbox:
     ro_paths: tuple[Path, ...] = ()       # extra read-only paths (e.g. a toolchain in /srv)
     bwrap: str = "bwrap"
     prlimit: str = "prlimit"
+    uids: UidAllocator | None = None      # build_user "auto" on a root server: the owners' uids
     cgroups: bool = True                  # False only with --no-cgroups: memory, CPU, IO unbounded
 
     def __post_init__(self) -> None:
@@ -102,13 +106,29 @@ class Sandbox:
         self._disable_userns: bool | None = None
 
     # -- identity -----------------------------------------------------------------------------
-    def identity(self, owner: str) -> tuple[int, int] | None:
-        """The uid/gid a build of ``owner`` (a token hash) runs as; None: the server's own."""
+    async def identity(self, owner: str, uids: UidAllocator | None = None) -> tuple[int, int] | None:
+        """The uid/gid a build of ``owner`` (a token hash) runs as; None: the server's own.
+
+        ``uids`` (Redis mode: the deployment's shared record) overrides the sandbox's own
+        allocator. Raises ``uids.UidRangeExhausted`` for a new owner when the range is used up.
+        """
         if not self.is_root:
             return None
         if self.build_user == "auto":
-            uid = BUILD_UID_BASE + int(hashlib.sha256(owner.encode()).hexdigest()[:8], 16) % BUILD_UID_SPAN
+            allocator = uids or self.uids
+            if allocator is None:
+                raise SandboxUnavailable("no build uid allocator is configured")
+            uid = await allocator.allocate(owner)
             return uid, uid
+        return resolve_user(self.build_user)
+
+    def _probe_identity(self) -> tuple[int, int] | None:
+        """Who the start-up probe runs as: a build uid without recording an owner for it."""
+        if not self.is_root:
+            return None
+        if self.build_user == "auto":
+            start = self.uids.start if isinstance(self.uids, FileUidAllocator) else DEFAULT_UID_START
+            return start, start
         return resolve_user(self.build_user)
 
     # -- argv ---------------------------------------------------------------------------------
@@ -257,7 +277,7 @@ class Sandbox:
 
         with tempfile.TemporaryDirectory(prefix="flow-sandbox-probe-") as tmp:
             work = Path(tmp)
-            ident = self.identity("probe")
+            ident = self._probe_identity()
             self.prepare_dir(work, ident)
             try:
                 runtime = self.command_runtime()
@@ -326,9 +346,23 @@ def _inside(path: Path, parent: Path) -> bool:
     return path != parent
 
 
-def disk_usage(root: Path, stop_after: int) -> int:
-    """Bytes allocated under ``root`` (no symlinks followed); stops counting past ``stop_after``."""
-    total = 0
+@dataclass(frozen=True)
+class Usage:
+    """What a tree holds: bytes and entries (files, directories, links: inodes)."""
+
+    bytes: int = 0
+    files: int = 0
+
+
+def disk_usage(root: Path, stop_bytes: int = 0, stop_files: int = 0) -> Usage:
+    """Bytes and entries under ``root`` (no symlinks followed; ``root`` itself not counted).
+
+    Each entry counts the larger of its allocated blocks and its apparent size (``st_size``):
+    blocks alone let a sparse file of 500 MiB pass as a few KB and then become 500 MiB when it
+    is copied out; apparent size alone misses directories full of small files. Counting stops
+    early once past ``stop_bytes`` or ``stop_files`` (0: no early stop). Run it in a thread.
+    """
+    total = files = 0
     stack = [str(root)]
     while stack:
         try:
@@ -341,16 +375,21 @@ def disk_usage(root: Path, stop_after: int) -> int:
                     st = e.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                total += st.st_blocks * 512
+                files += 1
+                total += max(st.st_blocks * 512, st.st_size)
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
-        if total > stop_after:
+        if (stop_bytes and total > stop_bytes) or (stop_files and files > stop_files):
             break
-    return total
+    return Usage(total, files)
 
 
 def owner_dirs(cache_root: Path, owner: str, kinds: Iterable[str]) -> dict[str, Path]:
-    """Package cache directories of one owner (token hash): a tenant cannot poison another's."""
+    """Package cache directories of one owner (token hash): a tenant cannot poison another's.
+
+    Each is one subtree that the cache quota (``cache_quota.py``) evicts whole; its marker
+    ``<dir>.used`` beside it (outside what the build can write) says when a build last used it.
+    """
     key = hashlib.sha256(owner.encode()).hexdigest()[:24]
     return {k: cache_root / k / key for k in kinds}
 
@@ -360,4 +399,5 @@ def make_sandbox(cfg: ServerConfig) -> Sandbox:
     return Sandbox(limits=Limits(memory=cfg.build_memory, processes=cfg.build_processes,
                                  file_size=cfg.build_file_size, disk=cfg.build_disk),
                    build_user=cfg.build_user, hidden=tuple(cfg.secret_paths), cgroups=cfg.build_cgroups,
-                   ro_paths=tuple(cfg.sandbox_ro_paths))
+                   ro_paths=tuple(cfg.sandbox_ro_paths),
+                   uids=FileUidAllocator(cfg.data_dir / RECORD_NAME, *cfg.build_uid_range))
