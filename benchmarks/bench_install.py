@@ -13,9 +13,10 @@ whole processes (what a user waits for), in the same run:
   (every later install).
 
 flow's side does more than copy files: it locks, snapshots the environment, checks the plugin's
-requirements against flowcore's packages, imports its entry point in a subprocess to read
-FLOW_API / FLOW_BUILD_KITS (and what the command manifest needs), and writes the config, the
-install record and the command manifest.
+requirements against flowcore's packages, imports its entry point in a subprocess (the
+environment's ``python -I``, reduced environment) to read FLOW_API / FLOW_BUILD_KITS, writes
+the config and the install record, then loads the plugins in its own process to rebuild the
+command manifest (so the next command does not).
 
 flowcore's bytecode is compiled before the clock starts, as an installed flowcore's is (pip's
 side has its own from its install): run from a checkout with PYTHONDONTWRITEBYTECODE set, every

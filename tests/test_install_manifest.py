@@ -1,8 +1,11 @@
-"""`flow plugin add` leaves a valid command manifest behind (flowcore.registry.ManifestAfterAdd),
-and what makes an add cheap reads metadata exactly as importlib.metadata and packaging do.
+"""After `flow plugin add`/`delete` and `flow buildkit add`/`delete` the command manifest is
+valid (the command refreshes it once the change is committed: CommandRegistry.refresh), so the
+next command does not rebuild it; and what makes an add cheap reads metadata exactly as
+importlib.metadata and packaging do.
 
 Real wheels installed offline by the real CLI; a plugin that counts its imports shows whether a
-command imported it (a manifest rebuild imports every plugin).
+command imported it (a manifest rebuild imports every plugin). Every manifest a change leaves
+behind is compared with the one a rebuild writes.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from wheelfactory import build_wheel, plugin_wheel
 
 
 def counting_plugin(wheels: Path, name: str, command: str, counter: Path, *,
-                    kits: list[str] | None = None, extra: str = "") -> Path:
+                    kits: list[str] | None = None, extra: str = "",
+                    version: str = "0.1.0") -> Path:
     """A plugin with one command that appends a line to ``counter`` whenever it is imported."""
     body = (f"open({str(counter)!r}, 'a').write('imported\\n')\n"
             f"@click.command(name={command!r})\ndef cmd():\n    '''Say {command}.'''\n"
             f"    click.echo({command!r})\n"
             "@hookimpl\ndef flow_register_commands(registry):\n    registry.add(cmd)\n" + extra)
-    return plugin_wheel(wheels, name, body, kits=kits)
+    return plugin_wheel(wheels, name, body, kits=kits, version=version)
 
 
 def imports(counter: Path) -> int:
@@ -128,45 +132,99 @@ def test_after_delete_the_next_command_does_not_rebuild(run_flow, flow_home, tmp
     assert rebuilt(run_flow, flow_home) == json.loads(written)
 
 
-def test_a_delete_that_uncovers_a_shadowed_command_is_left_to_a_rebuild(run_flow, flow_home,
-                                                                       tmp_path):
-    wheels = tmp_path / "wheels"
-    add(run_flow, counting_plugin(wheels, "flow-plugin-aaa", "same", tmp_path / "a.log"))
-    add(run_flow, counting_plugin(wheels, "flow-plugin-bbb", "same", tmp_path / "b.log"))
-    assert run_flow("--help").returncode == 0  # rebuilt: aaa wins, bbb's is skipped
-    assert run_flow("plugin", "delete", "flow-plugin-aaa").returncode == 0
-    r = run_flow("--help")
-    assert "[flow-plugin-bbb]" in r.stdout and "skipped" not in r.stderr
-    assert json.loads(manifest_file(flow_home).read_text())["commands"][0]["source"] == (
-        "flow-plugin-bbb")
-
-
-def test_a_command_name_taken_twice_is_left_to_a_rebuild(run_flow, flow_home, tmp_path):
-    """Precedence is only ever decided by a rebuild: an add whose plugin registers a name that
-    is taken leaves the manifest stale, and the next command resolves it."""
-    wheels = tmp_path / "wheels"
-    add(run_flow, counting_plugin(wheels, "flow-plugin-aaa", "same", tmp_path / "a.log"))
-    add(run_flow, counting_plugin(wheels, "flow-plugin-bbb", "same", tmp_path / "b.log"))
-    path = manifest_file(flow_home)
+def unchanged_by_help(run_flow, path: Path) -> str:
+    """Run ``flow --help`` and check it neither rebuilt nor rewrote the manifest at ``path``;
+    its output."""
     stamp = path.stat().st_mtime_ns
     r = run_flow("--help")
     assert r.returncode == 0, r.stderr
-    assert path.stat().st_mtime_ns != stamp  # rebuilt
-    assert ("command 'same' of plugin 'flow-plugin-bbb' is skipped: plugin 'flow-plugin-aaa' "
-            "already provides it") in r.stderr
-    assert json.loads(path.read_text())["commands"][0]["source"] == "flow-plugin-aaa"
+    assert path.stat().st_mtime_ns == stamp
+    return r.stdout + r.stderr
 
 
-def test_a_plugin_failing_in_flow_register_commands_is_left_to_a_rebuild(run_flow, flow_home,
-                                                                        tmp_path):
+def test_a_delete_that_uncovers_a_shadowed_command(run_flow, flow_home, tmp_path):
+    wheels = tmp_path / "wheels"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-aaa", "same", tmp_path / "a.log"))
+    add(run_flow, counting_plugin(wheels, "flow-plugin-bbb", "same", tmp_path / "b.log"))
+    assert run_flow("plugin", "delete", "flow-plugin-aaa").returncode == 0
+    path = manifest_file(flow_home)
+    written = json.loads(path.read_text())
+    out = unchanged_by_help(run_flow, path)
+    assert "[flow-plugin-bbb]" in out and "skipped" not in out
+    assert written["commands"][0]["source"] == "flow-plugin-bbb"
+    assert rebuilt(run_flow, flow_home) == written
+
+
+def test_a_command_name_taken_twice_is_resolved_by_the_add(run_flow, flow_home, tmp_path):
+    """Precedence is decided by the refresh after the add, which warns right away."""
+    wheels = tmp_path / "wheels"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-aaa", "same", tmp_path / "a.log"))
+    r = add(run_flow, counting_plugin(wheels, "flow-plugin-bbb", "same", tmp_path / "b.log"))
+    skipped = ("command 'same' of plugin 'flow-plugin-bbb' is skipped: plugin 'flow-plugin-aaa' "
+               "already provides it")
+    assert skipped in r.stderr
+    path = manifest_file(flow_home)
+    written = json.loads(path.read_text())
+    assert skipped in unchanged_by_help(run_flow, path)
+    assert written["commands"][0]["source"] == "flow-plugin-aaa"
+    assert rebuilt(run_flow, flow_home) == written
+
+
+def test_a_plugin_failing_in_flow_register_commands_is_reported_and_stays_installed(
+        run_flow, flow_home, tmp_path):
+    """It passed the import check: the add commits, and the refresh reports its failure as a
+    warning (even with --strict-plugins: the install stands; the next command is strict)."""
     wheels = tmp_path / "wheels"
     add(run_flow, counting_plugin(wheels, "flow-plugin-fine", "fine", tmp_path / "f.log"))
     body = "@hookimpl\ndef flow_register_commands(registry):\n    raise RuntimeError('no')\n"
-    add(run_flow, plugin_wheel(wheels, "flow-plugin-raises", body))
-    r = run_flow("--help")
+    r = add(run_flow, plugin_wheel(wheels, "flow-plugin-raises", body), "--strict-plugins")
+    assert "installed plugin flow-plugin-raises" in r.stdout
+    assert "plugin 'flow-plugin-raises' failed" in r.stderr
+    assert "flow-plugin-raises" in read_config(flow_home)["plugins"]
+    path = manifest_file(flow_home)
+    written = json.loads(path.read_text())
+    out = unchanged_by_help(run_flow, path)
+    assert "plugin 'flow-plugin-raises' failed" in out and "fine" in out
+    assert rebuilt(run_flow, flow_home) == written
+
+
+def test_an_upgrade_of_a_plugin_this_run_had_imported_is_loaded_as_installed(
+        run_flow, flow_home, tmp_path):
+    """A plugin implementing flow_before_command is imported before the add runs; the refresh
+    loads the upgraded files, not the module flow's process held."""
+    wheels = tmp_path / "wheels"
+    hook = "@hookimpl\ndef flow_before_command(command_name):\n    pass\n"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-up", "old-cmd", tmp_path / "o.log",
+                                  extra=hook))
+    add(run_flow, counting_plugin(wheels, "flow-plugin-up", "new-cmd", tmp_path / "n.log",
+                                  extra=hook, version="0.2.0"))
+    path = manifest_file(flow_home)
+    written = json.loads(path.read_text())
+    out = unchanged_by_help(run_flow, path)
+    assert "new-cmd" in out and "old-cmd" not in out
+    assert rebuilt(run_flow, flow_home) == written
+
+
+def test_after_buildkit_add_and_delete_the_next_command_does_not_rebuild(run_flow, flow_home,
+                                                                         tmp_path):
+    wheels = tmp_path / "wheels"
+    add(run_flow, counting_plugin(wheels, "flow-plugin-kept", "kept-cmd", tmp_path / "k.log"))
+    r = run_flow("buildkit", "add", str(kit_wheel(wheels, "flow-kit-demo")), "--no-index")
     assert r.returncode == 0, r.stderr
-    assert "plugin 'flow-plugin-raises' failed to load" in r.stderr
-    assert "fine" in r.stdout
+    path = manifest_file(flow_home, "flow-kit-demo")
+    written = json.loads(path.read_text())
+    out = unchanged_by_help(run_flow, path)
+    assert "hello" in out and "kept-cmd" in out
+    assert rebuilt(run_flow, flow_home, "flow-kit-demo") == written
+
+    r = run_flow("buildkit", "delete", "flow-kit-demo")
+    assert r.returncode == 0, r.stderr
+    kit = read_config(flow_home).get("activeBuildKit")  # (no kit installed: none active)
+    path = manifest_file(flow_home, kit)
+    written = json.loads(path.read_text())
+    out = unchanged_by_help(run_flow, path)
+    assert "hello" not in out and "kept-cmd" in out
+    assert rebuilt(run_flow, flow_home, kit) == written
 
 
 def test_a_plugin_that_does_not_import_is_still_refused_before_the_config_changes(

@@ -34,17 +34,6 @@ MODULES = {
 }
 
 
-@pytest.fixture(autouse=True, params=["fork", "subprocess"])
-def probe_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with both probes: a fork of flow (the default on Linux) and the
-    environment's own interpreter (FLOW_PROBE=subprocess, and elsewhere)."""
-    if request.param == "subprocess":
-        monkeypatch.setenv("FLOW_PROBE", "subprocess")
-    else:
-        monkeypatch.delenv("FLOW_PROBE", raising=False)
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> ManagedEnv:
     root = make_env(tmp_path_factory.mktemp("probe") / "env", visible=False)
@@ -83,11 +72,17 @@ def test_a_module_printing_at_import_does_not_confuse_the_probe(env: ManagedEnv)
 
 
 def test_the_probe_runs_outside_flows_process(env: ManagedEnv) -> None:
+    """In the environment's own interpreter, started with -I (no PYTHON* variable, no working
+    directory on sys.path)."""
     import sys
 
-    got = read_declarations(env, ["good_kit", "raises"])
+    (env.site_packages / "where.py").write_text(
+        "import os, sys\nFLOW_BUILD_KITS = [str(os.getpid()), str(sys.flags.isolated)]\n")
+    got = read_declarations(env, ["good_kit", "raises", "where"])
     assert got["good_kit"].error is None and got["raises"].error
-    assert not {"good_kit", "raises"} & set(sys.modules)
+    assert not {"good_kit", "raises", "where"} & set(sys.modules)
+    pid, isolated = got["where"].build_kits or []
+    assert int(pid) != os.getpid() and isolated == "1"
 
 
 def test_no_values_runs_nothing() -> None:
@@ -129,21 +124,8 @@ def test_api_versions_this_flowcore_does_not_provide() -> None:
         "flow-plugin-x declares FLOW_API = 'one or more', which is not a version specifier")
 
 
-def test_the_fork_probe_is_the_default_on_linux(env: ManagedEnv, probe_mode: str) -> None:
-    import sys
-    import threading
-
-    from flowcore._probe import _can_fork
-
-    if sys.platform.startswith("linux"):
-        # A process with other threads running (a test server thread left by an earlier test)
-        # must not fork: then the subprocess probe is used, whatever the mode.
-        alone = threading.active_count() == 1
-        assert _can_fork(env) is (probe_mode == "fork" and alone)
-
-
 def test_a_module_flow_imported_before_the_install_is_imported_as_it_is_now(
-        env: ManagedEnv, probe_mode: str) -> None:
+        env: ManagedEnv) -> None:
     """flow's process may have imported a plugin (building the command manifest) that the
     install then replaced: the probe sees the new files, not the module flow holds."""
     import sys

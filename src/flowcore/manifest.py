@@ -242,36 +242,3 @@ def save(manifest: Manifest) -> None:
         atomic_write_bytes(manifest_path(manifest.key), manifest.to_json())
     except OSError:
         pass
-
-
-def gained_distributions(old: list[Any], new: list[Any]) -> set[str] | None:
-    """The canonical names of the distributions the managed environments gained between two
-    normalised fingerprints, when that is all that differs between them; ``None`` when anything
-    else does (a distribution removed or rewritten, a config file, flowcore, the environments).
-    """
-    from flowcore.environment import canonical_name
-
-    if len(old) != len(new) or any(o != n for i, (o, n) in enumerate(zip(old, new, strict=True)) if i != 4):
-        return None
-    if len(old[4]) != len(new[4]):
-        return None
-    gained: set[str] = set()
-    for (where, before), (where_now, after) in zip(old[4], new[4], strict=True):
-        if where != where_now or (before is not None and after is None):
-            return None  # (an environment created since has gained all it holds)
-        known = {entry[0]: entry for entry in before or ()}
-        for entry in after or ():
-            if entry[0] not in known:
-                gained.add(canonical_name(entry[0][:-len(".dist-info")].partition("-")[0]))
-            elif known.pop(entry[0]) != entry:
-                return None
-        if known:
-            return None
-    return gained
-
-
-def only_config_changed(old: list[Any], new: list[Any]) -> bool:
-    """Whether two normalised fingerprints differ in the stats of their config files at most."""
-    return (len(old) == len(new)
-            and all(o == n for i, (o, n) in enumerate(zip(old, new, strict=True)) if i != 2)
-            and [f[0] for f in old[2]] == [f[0] for f in new[2]])

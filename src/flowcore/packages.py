@@ -39,27 +39,7 @@ from flowcore.environment import KIT_GROUP, PLUGIN_GROUP, canonical_name
 from flowcore.errors import InstallError, UsageError
 
 if TYPE_CHECKING:
-    from typing import Protocol
-
     from flowcore._doctor import Problem
-
-    class CommitWatch(Protocol):
-        """Follows an install: ``in_probe`` runs in the probe's child process (a fork of
-        flow, after the new plugins were imported there) with the kind each plugin will load
-        as, and ``probed`` gets a ``flowcore._probe.Pending`` for its result (JSON data), or
-        None;
-        ``before_config`` and ``after_config`` are called right before (environment changed)
-        and after (config and install record written) the install is committed, with the
-        installed distributions' names.
-        """
-
-        def in_probe(self, kinds: dict[str, str]) -> Any: ...
-
-        def probed(self, pending: Any) -> None: ...
-
-        def before_config(self, added: list[str]) -> None: ...
-
-        def after_config(self, added: list[str]) -> Any: ...
 
 
 KIT = "kit"
@@ -214,14 +194,12 @@ class PackageManager:
         return results
 
     def add_plugins(self, specs: Sequence[str], find_links: Sequence[str] = (),
-                    no_index: bool = False,
-                    watch: CommitWatch | None = None) -> list[InstalledPackage]:
+                    no_index: bool = False) -> list[InstalledPackage]:
         """Install plugins into this scope's environment and add them to its config.
 
         Global scope: a plugin with ``FLOW_BUILD_KITS`` is bound to those kits (declaring the
         ones not in the config yet); any other is a general plugin. Project scope: added to
-        ``[tool.flow] plugins``. ``watch`` is told right before and after the config is written
-        (``flow plugin add`` keeps the command manifest valid that way).
+        ``[tool.flow] plugins``.
         """
         # A repository can commit a .flow/env whose bin/python is any program, and a package
         # source: flow runs pip there, or uses that source, only in a trusted project.
@@ -229,23 +207,21 @@ class PackageManager:
         env = self.env()
         options = self.install_options(find_links, no_index)
         with env.lock():
-            results, snapshot = self.install_checked(env, specs, options, PLUGIN, watch)
+            results, snapshot = self.install_checked(env, specs, options, PLUGIN)
             self._commit(env, results, snapshot, options, lambda: self.config.bind_plugins(
-                [(r.name, r.build_kits) for r in results]), watch)
+                [(r.name, r.build_kits) for r in results]))
         return results
 
     def _commit(self, env: ManagedEnv, results: list[InstalledPackage],
                 snapshot: EnvSnapshot | None, options: InstallOptions,
-                write_config: Callable[[], Any], watch: CommitWatch | None = None) -> None:
+                write_config: Callable[[], Any]) -> None:
         """Write the config (and the install record); undo the install if that fails.
 
         A distribution the install left as it was (``flow plugin add NAME`` of an installed
         plugin: the installer found it satisfied) keeps its recorded source, so ``flow doctor
         --fix`` still reinstalls it from the directory or wheel it came from.
         """
-        names = [r.name for r in results]
         changed = snapshot.changed() if snapshot is not None else None
-        _tell(watch, "before_config", names)
         try:
             write_config()
         except BaseException:
@@ -263,11 +239,9 @@ class PackageManager:
             record[r.name] = {"version": r.version, "kind": r.kind, "source": r.source,
                               "findLinks": options.find_links, "noIndex": options.no_index}
         write_record(env, record)
-        _tell(watch, "after_config", names)
 
     def install_checked(self, env: ManagedEnv, specs: Sequence[str], options: InstallOptions,
-                        kind: str, watch: CommitWatch | None = None,
-                        ) -> tuple[list[InstalledPackage], EnvSnapshot | None]:
+                        kind: str) -> tuple[list[InstalledPackage], EnvSnapshot | None]:
         """Install ``specs`` as ``kind`` into ``env`` and check them; all or nothing.
 
         Without touching the config: ``add_kits``/``add_plugins`` record the result, and
@@ -300,7 +274,7 @@ class PackageManager:
                 self.installer.install(env, [p.arg for p in parsed], options, base,
                                        what=f"cannot install {label}", meanwhile=_warm_up)
             with _progress.step(f"checking {label}"):
-                return self._check_installed(env, parsed, snapshot, base, kind, watch), snapshot
+                return self._check_installed(env, parsed, snapshot, base, kind), snapshot
         except BaseException as exc:
             self._rollback(env, snapshot)
             if isinstance(exc, InstallError) and not exc.fix:
@@ -309,8 +283,8 @@ class PackageManager:
 
     def _check_installed(self, env: ManagedEnv, parsed: list[_Spec],
                          snapshot: EnvSnapshot | None, base: dict[str, Dist],
-                         kind: str, watch: CommitWatch | None = None) -> list[InstalledPackage]:
-        from flowcore._probe import Declarations, api_problem, read_declarations_and
+                         kind: str) -> list[InstalledPackage]:
+        from flowcore._probe import api_problem, read_declarations
 
         after = env.distributions()
         rewritten = snapshot.changed() if snapshot is not None else set(after)
@@ -346,20 +320,7 @@ class PackageManager:
                     f"{_UNCHANGED}")
             values += [v for g, _, v in dist.entry_points if g == group]
 
-        def in_probe(declared: dict[str, Declarations]) -> Any:
-            """``watch.in_probe`` with the kind each plugin will load as once it is bound."""
-            assert watch is not None
-            kinds = {}
-            for _, dist in targets:
-                kits = [k for g, _, v in dist.entry_points if g == group
-                        for k in declared[v].build_kits or ()]
-                kinds[dist.name] = ("project" if self.scope == "project"
-                                    else "kit-plugin" if kits else "general")
-            return watch.in_probe(kinds)
-
-        declared, pending = read_declarations_and(env, values, in_probe if watch else None)
-        if watch is not None:
-            _tell(watch, "probed", pending)
+        declared = read_declarations(env, values)
         results: list[InstalledPackage] = []
         for p, dist in targets:
             kits: list[str] = []
@@ -408,22 +369,16 @@ class PackageManager:
             forget_record(env, wanted)
         return wanted
 
-    def delete_plugins(self, names: Sequence[str], watch: Any = None) -> list[str]:
-        """Uninstall plugins and remove them from every kit and plugin list of this scope.
-
-        ``watch`` (``before_config``/``after_config`` of a ``CommitWatch``) is told right
-        before and after the config changes, with the names removed.
-        """
+    def delete_plugins(self, names: Sequence[str]) -> list[str]:
+        """Uninstall plugins and remove them from every kit and plugin list of this scope."""
         self.config.require_trust("remove plugins from it")
         env = self.env()
         with env.lock():
             wanted = self._check_known(names, self.config.configured_plugins, PLUGIN)
             with _progress.step(f"removing {', '.join(wanted)}"):
                 self.installer.uninstall(env, wanted)
-            _tell(watch, "before_config", wanted)
             self.config.unbind_plugins(wanted)
             forget_record(env, wanted)
-            _tell(watch, "after_config", wanted)
         return wanted
 
     def _check_known(self, names: Sequence[str], known: list[str], kind: str) -> list[str]:
@@ -468,9 +423,10 @@ class PackageManager:
 
 def _warm_up() -> None:
     """Imports the rest of an install needs, made while the installer runs instead of after it:
-    the probe (flowcore._probe), and pluggy with flow's markers and hook specs, which almost every
-    plugin imports (``from flowcore import hookimpl``, ``flowcore.api``) in the probe's fork,
-    where the new plugins are also loaded for the command manifest; and tempfile."""
+    the probe (flowcore._probe), tempfile, and what the command manifest's refresh after the
+    commit needs (``flow plugin add`` loads every plugin then): the PluginSystem, pluggy with
+    flow's markers and hook specs, which almost every plugin imports (``from flowcore import
+    hookimpl``, ``flowcore.api``)."""
     import tempfile  # noqa: F401 - the config and the install record are written through it
 
     import flowcore._distinfo
@@ -479,18 +435,6 @@ def _warm_up() -> None:
     import flowcore.api
     import flowcore.hookspecs
     import flowcore.plugins  # noqa: F401
-
-
-def _tell(watch: CommitWatch | None, event: str, argument: Any) -> None:
-    """Call ``watch``'s ``event``; what it raises is logged, never the install's failure."""
-    if watch is None:
-        return
-    try:
-        getattr(watch, event)(argument)
-    except Exception:  # noqa: BLE001 - a watcher keeps a cache; a stale one is rebuilt later
-        import logging
-
-        logging.getLogger("flow").debug("%s of %r failed", event, watch, exc_info=True)
 
 
 # ---------------------------------------------------------------------- install record

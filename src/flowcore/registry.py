@@ -21,6 +21,8 @@ from flowcore._plain import Plain
 from flowcore.commands import BUILTIN_COMMANDS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
 
     from flowcore.app import Flow
@@ -156,6 +158,23 @@ class CommandRegistry:
         for plugin in plugins.loaded.values():
             for command in (c for c in built.commands if c.source == plugin.name):
                 self._contexts[command.name] = plugins.context(plugin)
+        return built
+
+    def refresh(self) -> Manifest:
+        """Rebuild and save the manifest of this run's config, now that the command changed what
+        is installed (``flow plugin add``/``delete``, ``flow buildkit add``/``delete``, after
+        their change is committed): the next command finds it valid instead of rebuilding it.
+
+        The kits and plugins are loaded here as that next command would load them (new ones
+        passed the install's import check already), from the environments as they are now
+        (``_forget_environments``). One that fails to load is reported as a warning, even with
+        ``--strict-plugins``: the change stands, and the next command is strict about it.
+        """
+        _forget_environments(self.flow.plugins.env_dirs())
+        self._manifest = None  # (this run's may have another key: buildkit add activates a kit)
+        self._live, self._contexts = {}, {}
+        built = self._rebuild()
+        self._report_failures(strict=False)
         return built
 
     def _plugins(self) -> PluginSystem:
@@ -353,242 +372,36 @@ def _resolve(
     return records, warnings, live
 
 
-class _ManifestAfterChange:
-    """What both kinds of change share: this run's manifest (``old``), and the fingerprint taken
-    right before the config write (``middle``), set only when the environments changed in the
-    expected way; after the write, nothing but the config files may have changed."""
+def of_run() -> CommandRegistry:
+    """The CommandRegistry of the running command, which ``cli.FlowGroup`` keeps in the click
+    context (``flow.registry``)."""
+    import click
 
-    def __init__(self, registry: CommandRegistry) -> None:
-        self.registry = registry
-        self.old = registry._manifest
-        self.middle: list[Any] | None = None
-
-    def _fingerprint(self) -> list[Any] | None:
-        return _fingerprint_now(self.registry, self.old)
-
-    def _note_env_change(self, expected: list[str], *, gained: bool) -> None:
-        """``before_config``: keep the fingerprint now when the distributions the environments
-        ``gained`` (else lost) since the run started are among ``expected`` and nothing else
-        differs."""
-        from flowcore import manifest as mf
-
-        self.middle = None
-        now = self._fingerprint()
-        if now is None or self.old is None:
-            return
-        before, after = (self.old.fingerprint, now) if gained else (now, self.old.fingerprint)
-        changed = mf.gained_distributions(before, after)
-        if changed is not None and changed <= set(expected):
-            self.middle = now
-
-    def _config_only_since(self) -> list[Any] | None:
-        """``after_config``: the fingerprint now, when only the config files changed since
-        ``before_config`` (None: the manifest stays stale)."""
-        from flowcore import manifest as mf
-
-        if self.middle is None:
-            return None
-        now = self._fingerprint()
-        return now if now is not None and mf.only_config_changed(self.middle, now) else None
+    return click.get_current_context().find_root().meta["flow.registry"]
 
 
-class ManifestAfterAdd(_ManifestAfterChange):
-    """Leaves a valid command manifest behind ``flow plugin add``, so that the next command does
-    not rebuild it (importing every kit and plugin) because the add changed the environment.
+def _forget_environments(env_dirs: list[Path]) -> None:
+    """Make this process import from the managed environments as a new process would: forget
+    the modules it imported from them (an upgrade replaced their files), take them off
+    ``sys.path`` (``add_to_sys_path`` puts them back and reads every ``.pth`` file, new ones
+    too) and drop the import system's cached directory listings.
 
-    The new plugins are loaded (by the PluginSystem's own loading) in the install's probe, a
-    fork of flow that imported them already (``in_probe``): their records, hooks and commands
-    come back as data, and plugin code never runs in flow's process. A rebuild would give this
-    run's manifest (valid when the run started) plus those, when all of this holds, and only
-    then is that written (else the manifest stays stale and the next command rebuilds it):
-
-    * between the start of the run and the config write (``before_config``, under the install
-      lock), the environments gained the added distributions and nothing else changed; after
-      it (``after_config``), nothing but the config files;
-    * the manifest had no failures (a rebuild would try those again), and the load plan is the
-      old one with the new plugins inserted (same kit, same kinds and order for the others),
-      each new one of the kind it was probed as;
-    * each new plugin loaded, passed the ``FLOW_API`` check, registered its commands without
-      failing, installs no ``.pth`` file, and takes no name a built-in, another source or a
-      failed plugin has: then precedence never comes into play, and the old commands and
-      warnings stay as they were.
+    An environment flow itself runs from (a project's ``.flow/env`` after the local hand-over)
+    is left alone: its modules are flow's own.
     """
+    import sys
 
-    def __init__(self, registry: CommandRegistry) -> None:
-        super().__init__(registry)
-        self.pending: Any = None  # flowcore._probe.Pending: what in_probe returned, to come
-        self.probe: dict[str, Any] | None = None
+    from flowcore.manifest import own_site_packages
 
-    def in_probe(self, kinds: dict[str, str]) -> dict[str, Any] | None:
-        """In the probe's child: load the new plugins as ``kinds`` says; their records and
-        command records as JSON data, or None when one would fail in a rebuild."""
-        from flowcore.plugins import PluginSystem
-
-        if self.old is None:
-            return None
-        records = _fresh_records(list(kinds.items()), self.old.env_dirs)
-        if records is None:
-            return None
-        plugins = PluginSystem(self.registry.flow)
-        plugins.load_records(records, self.old.env_dirs)
-        loaded = list(plugins.loaded.values())
-        if plugins.failures or len(loaded) != len(records) or not all(map(_api_ok, loaded)):
-            return None
-        commands, warnings, _ = _resolve(plugins.collect_commands())
-        if plugins.failures or warnings:
-            return None
-        return {"plugins": [p.record(plugins.hooks_of(p)).as_dict() for p in loaded],
-                "commands": [c.as_dict() for c in commands]}
-
-    def probed(self, pending: Any) -> None:
-        """The probe answered (``pending``: a ``flowcore._probe.Pending`` for ``in_probe``'s
-        result, or None); that result is asked for in ``after_config``."""
-        self.pending = pending
-
-    def before_config(self, added: list[str]) -> None:
-        """With the environment changed and the config not yet written."""
-        self.middle = None
-        if self.old is not None and not self.old.failures and self.pending is not None:
-            self._note_env_change(added, gained=True)
-
-    def after_config(self, added: list[str]) -> bool:
-        """With the config written: save the merged manifest if it is what a rebuild gives."""
-        from flowcore import manifest as mf
-
-        now = self._config_only_since()
-        if now is None:
-            return False
-        result = self.pending.result()
-        self.probe = result if isinstance(result, dict) else None
-        if self.probe is None:
-            return False
-        merged = self._merged(set(added), now)
-        if merged is None:
-            return False
-        mf.save(merged)
-        return True
-
-    def _merged(self, added: set[str], fingerprint: list[Any]) -> Manifest | None:
-        from flowcore import manifest as mf
-        from flowcore.plugins import PluginSystem
-
-        old, probe = self.old, self.probe
-        assert old is not None and probe is not None
-        plan = PluginSystem(self.registry.flow).plan()
-        known = {p.name: p for p in old.plugins}
-        if [(p.name, p.kind) for p in old.plugins] != [(n, k) for n, k in plan if n in known]:
-            return None
-        probed = {p["name"]: mf.PluginRecord(**p) for p in probe["plugins"]}
-        fresh = [(n, k) for n, k in plan if n not in known]
-        if any(n not in added or n not in probed or probed[n].kind != k for n, k in fresh):
-            return None
-        commands = [mf.CommandRecord(**c) for c in probe["commands"]
-                    if c["source"] in dict(fresh)]
-        taken = ({c.name for c in old.commands} | _builtin_names()
-                 | {n for f in old.failures for n in f.commands})
-        if any(c.name in taken for c in commands):
-            return None
-        return mf.Manifest(
-            key=old.key, fingerprint=fingerprint, kit=old.kit,
-            plugins=[known[n] if n in known else probed[n] for n, _ in plan],
-            commands=sorted(old.commands + commands, key=lambda c: c.name),
-            failures=[], warnings=list(old.warnings), env_dirs=list(old.env_dirs),
-        )
-
-
-class ManifestAfterRemove(_ManifestAfterChange):
-    """Leaves a valid command manifest behind ``flow plugin delete``: this run's manifest without
-    the removed plugins and their commands, saved with the new fingerprint when that is exactly
-    what a rebuild gives: the environments lost some of the removed distributions and nothing
-    else changed (before the config write, ``before_config``; after it, only the config files),
-    the manifest had no failures and no duplicate warnings (so no command of a removed plugin
-    shadowed another one, which a rebuild would bring back), and the load plan is the old one
-    without the removed plugins. Else the next command rebuilds it, as before.
-    """
-
-    def before_config(self, removed: list[str]) -> None:
-        self.middle = None
-        if self.old is not None and not self.old.failures and not self.old.warnings:
-            self._note_env_change(removed, gained=False)
-
-    def after_config(self, removed: list[str]) -> bool:
-        from flowcore import manifest as mf
-        from flowcore.environment import canonical_name
-        from flowcore.plugins import PluginSystem
-
-        old = self.old
-        now = self._config_only_since()
-        if now is None or old is None:
-            return False
-        gone = {p.name for p in old.plugins if canonical_name(p.name) in set(removed)}
-        kept = [p for p in old.plugins if p.name not in gone]
-        if PluginSystem(self.registry.flow).plan() != [(p.name, p.kind) for p in kept]:
-            return False
-        mf.save(mf.Manifest(
-            key=old.key, fingerprint=now, kit=old.kit, plugins=kept,
-            commands=[c for c in old.commands if c.source not in gone],
-            failures=[], warnings=[], env_dirs=list(old.env_dirs),
-        ))
-        return True
-
-
-def _fingerprint_now(registry: CommandRegistry, old: Manifest | None) -> list[Any] | None:
-    """The (normalised) fingerprint of ``old``'s key now; None when the key is another one."""
-    from flowcore import manifest as mf
-
-    key, fingerprint = registry._key_and_fingerprint()
-    if old is None or key != old.key:
-        return None
-    return mf._normalise(fingerprint)
-
-
-def _fresh_records(plugins: list[tuple[str, str]], env_dirs: list[str]) -> list[Any] | None:
-    """Records of newly installed plugins as ``load_all`` would find them (their entry points
-    on the environments' path), or None when one would fail there or installs a ``.pth`` file
-    (a process that had the environment on its path before would not have read it).
-
-    Called in the probe's child, whose import caches were invalidated after the install.
-    """
-    from flowcore import _distinfo
-    from flowcore.environment import add_to_sys_path, site_packages_str
-    from flowcore.manifest import PluginRecord
-    from flowcore.plugins import entry_point_values
-
-    for env_dir in env_dirs:
-        add_to_sys_path(env_dir)
-    records = []
-    for name, kind in plugins:
-        values = entry_point_values(name)
-        if not values:
-            return None
-        for env_dir in env_dirs:
-            found = _distinfo.metadata_dirs([site_packages_str(env_dir)], name)
-            if found is None:
-                return None
-            for meta_dir in found:
-                try:
-                    with open(f"{meta_dir}/RECORD", encoding="utf-8") as fh:
-                        if any(line.split(",", 1)[0].endswith(".pth") for line in fh):
-                            return None
-                except OSError:
-                    return None
-        records.append(PluginRecord(name, kind, values, [], []))
-    return records
-
-
-def _api_ok(plugin: Any) -> bool:
-    """Whether ``plugin`` passes the PluginSystem's ``FLOW_API`` check (``load_all`` makes it;
-    ``load_records`` does not), without importing packaging for the usual ``">=1"``."""
-    from flowcore import FLOW_API_VERSION
-    from flowcore._installer import plain_contains
-    from flowcore.plugins import PluginSystem
-
-    for obj in plugin.objects:
-        spec = getattr(obj, "FLOW_API", None)
-        if spec is None or plain_contains(str(spec), FLOW_API_VERSION) is True:
-            continue
-        try:
-            PluginSystem._check_api(obj)
-        except Exception:  # noqa: BLE001 - load_all records it as a failure
-            return False
-    return True
+    own = os.path.join(os.path.realpath(own_site_packages()), "")
+    roots = tuple({os.path.join(way(str(d)), "") for d in env_dirs
+                   for way in (os.path.abspath, os.path.realpath)
+                   if not own.startswith(os.path.join(os.path.realpath(d), ""))})
+    if not roots:
+        return
+    sys.path[:] = [p for p in sys.path if not os.path.join(os.path.abspath(p), "").startswith(roots)]
+    for name, module in list(sys.modules.items()):
+        where = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or ())]
+        if any(isinstance(w, str) and w.startswith(roots) for w in where):
+            del sys.modules[name]
+    importlib.invalidate_caches()

@@ -14,6 +14,7 @@ import click
 from flowcore.app import Flow
 from flowcore.commands._install_options import announce_source, install_options
 from flowcore.errors import InstallError, UsageError
+from flowcore.registry import of_run
 
 
 class _PluginRow(TypedDict):
@@ -84,6 +85,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
     now = flow.config.global_config.active_kit  # the config's edits refresh its view
     if now != before:
         click.echo(f"active build kit: {now}")
+    of_run().refresh()  # the next command finds the command manifest valid
 
 
 def _installed(flow: Flow) -> list[str]:
@@ -105,6 +107,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
                              argument="NAME", command="flow buildkit delete"))
     for name in flow.packages.delete_kits(names):
         click.echo(f"deleted build kit {name}")
+    of_run().refresh()  # the next command finds the command manifest valid
 
 
 @buildkit.command()

@@ -15,6 +15,7 @@ import click
 from flowcore.app import Flow
 from flowcore.commands._install_options import announce_source, install_options
 from flowcore.errors import InstallError
+from flowcore.registry import of_run
 
 
 @click.group()
@@ -59,7 +60,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
     config.require_trust("install plugins into it")  # before naming the project's package source
     announce_source(flow, no_index)
     installed_kits = set(config.global_config.installed_kits)
-    for r in flow.packages.add_plugins(specs, find_links, no_index, watch=_manifest_watch()):
+    for r in flow.packages.add_plugins(specs, find_links, no_index):
         if config.scope == "project" and config.project is not None:
             where = f"into project {config.project.root}"
         elif r.build_kits:
@@ -71,6 +72,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
         from flowcore._printable import printable_line  # kit names are the plugin's FLOW_BUILD_KITS
 
         click.echo(printable_line(f"installed plugin {r.name} {r.version} {where}"))
+    of_run().refresh()  # the next command finds the command manifest valid
 
 
 @plugin.command()
@@ -89,20 +91,9 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 
         names = tuple(choose("Delete which plugins?", known, multiple=True, argument="NAME",
                              command="flow plugin delete"))
-    for name in flow.packages.delete_plugins(names, watch=_manifest_watch("delete")):
+    for name in flow.packages.delete_plugins(names):
         click.echo(f"deleted plugin {name}")
-
-
-def _manifest_watch(change: str = "add") -> Any:
-    """What keeps the command manifest valid across the add or delete
-    (flowcore.registry.ManifestAfterAdd/ManifestAfterRemove), when this run has one (it is
-    loaded before every command, for ``flow_before_command``)."""
-    registry = click.get_current_context().find_root().meta.get("flow.registry")
-    if registry is None or registry._manifest is None:
-        return None
-    from flowcore.registry import ManifestAfterAdd, ManifestAfterRemove
-
-    return ManifestAfterAdd(registry) if change == "add" else ManifestAfterRemove(registry)
+    of_run().refresh()  # the next command finds the command manifest valid
 
 
 def _refuse_global_plugins(config: Any, names: tuple[str, ...]) -> None:
