@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING
 from . import seccomp
 from .cgroups import CgroupsUnavailable, server_tree
 from .runtime import CommandRuntime
-
 from .uids import RECORD_NAME, FileUidAllocator, UidAllocator
 
 if TYPE_CHECKING:
@@ -96,8 +95,8 @@ class Sandbox:
     ro_paths: tuple[Path, ...] = ()       # extra read-only paths (e.g. a toolchain in /srv)
     bwrap: str = "bwrap"
     prlimit: str = "prlimit"
-    uids: UidAllocator | None = None      # build_user "auto" on a root server: the owners' uids
     cgroups: bool = True                  # False only with --no-cgroups: memory, CPU, IO unbounded
+    uids: UidAllocator | None = None      # build_user "auto" on a root server: the owners' uids
 
     def __post_init__(self) -> None:
         self.is_root = os.geteuid() == 0
