@@ -93,9 +93,19 @@ EVIL = {EVIL!r}
 def hi():
     click.echo("hi")
 
+@click.command(name="fail-click")
+def fail_click():
+    raise click.ClickException("refused" + EVIL + " by the plugin")
+
+@click.command(name="fail-boom")
+def fail_boom():
+    raise RuntimeError("boom" + EVIL + " in the plugin")
+
 @hookimpl
 def flow_register_commands(registry):
     registry.add(hi)
+    registry.add(fail_click)
+    registry.add(fail_boom)
 
 @hookimpl
 def flow_create_templates(kit):
@@ -198,3 +208,14 @@ def test_errors_carrying_outside_text_are_cleaned(flow):
     assert r.returncode == 2
     assert_clean(r.stderr)
     assert "build kit 'flow-kit-xred' is not installed" in r.stderr
+
+
+def test_a_plugin_commands_own_error_text_is_cleaned(flow):
+    r = flow("fail-click")
+    assert r.returncode == 1
+    assert_clean(r.stderr)
+    assert r.stderr.splitlines()[-1] == "flow: error: refusedred by the plugin"
+    r = flow("fail-boom")
+    assert r.returncode == 1
+    assert_clean(r.stderr)
+    assert "flow: error: unexpected RuntimeError: boomred in the plugin." in r.stderr

@@ -368,6 +368,12 @@ def _sentence(text: str) -> str:
 
 
 def _fail(message: str, code: int) -> None:
+    """The one error line. ``message`` may carry a plugin's exception text: made printable
+    (``flowcore._printable``) so no escape sequence of theirs reaches the terminal."""
+    if not message.isprintable():
+        from flowcore._printable import printable
+
+        message = printable(message)
     click.echo(f"flow: error: {message}", err=True)
     sys.exit(code)
 
