@@ -171,6 +171,7 @@ def test_config_values_reach_warnings_and_lists_without_escapes(flow, flow_home,
     config["buildKits"].append({"name": "flow-kit-ghost" + EVIL, "installed": False,
                                 "plugins": ["flow-plugin-spook" + EVIL]})
     config["buildKits"][0]["nmae" + EVIL] = 1
+    config["kitConfig"] = {"ghost": {"note": "note" + EVIL}}
     (flow_home / "config.json").write_text(json.dumps(config))
 
     listed = flow("plugin", "list")
@@ -191,6 +192,12 @@ def test_config_values_reach_warnings_and_lists_without_escapes(flow, flow_home,
     assert doctor.returncode == 1
     assert_clean(doctor.stdout + doctor.stderr)
     assert "flow-plugin-ghostred" in doctor.stdout
+
+    shown = flow("config")
+    assert_clean(shown.stdout + shown.stderr)
+    assert "plugin: flow-plugin-ghostred (general)" in shown.stdout
+    got = flow("config", "get", "kitConfig.ghost.note")
+    assert (got.returncode, got.stdout) == (0, "notered\n"), got.stderr
 
     project = tmp_path / "app"
     project.mkdir()

@@ -19,7 +19,13 @@ _MANAGED = {
 
 
 def _render(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A config value for the terminal: JSON escapes control characters itself; a string from
+    a config file is made printable (``flowcore._printable``)."""
+    if not isinstance(value, str):
+        return json.dumps(value)
+    from flowcore._printable import printable
+
+    return printable(value)
 
 
 @click.group(invoke_without_command=True)
@@ -40,18 +46,21 @@ def config(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
+    # values come from config files (and folder names): one printable line each
+    from flowcore._printable import printable_line as cell
+
     for key, entry in described.items():
         if key == "plugins":
             if not entry:
                 click.echo("plugins: (none)")
             for plugin in entry:
-                click.echo(f"plugin: {plugin['value']} ({plugin['kind']})  from {plugin['from']}")
+                click.echo(cell(f"plugin: {plugin['value']} ({plugin['kind']})  from {plugin['from']}"))
             continue
         value = entry["value"]
         if isinstance(value, list):
             value = " ".join(value)
         value = value if value not in (None, "") else "(none)"
-        click.echo(f"{key}: {value}  from {entry['from']}")
+        click.echo(cell(f"{key}: {value}  from {entry['from']}"))
 
 
 @config.command()
