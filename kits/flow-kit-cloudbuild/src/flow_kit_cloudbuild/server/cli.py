@@ -84,7 +84,11 @@ def sandbox_options(f: _Command) -> _Command:
         click.option("--build-user", default=None,
                      help="As root: the user builds run as (default: one unprivileged uid per token)."),
         click.option("--build-network/--no-build-network", default=None,
-                     help="Give the build step network access (install always has it; default off)."),
+                     help="Give the build step network access (install reaches the registries; default off)."),
+        click.option("--registry-host", "registry_hosts", multiple=True, metavar="HOST[:PORT][=ADDRESS]",
+                     help="A package registry the install step may reach through the egress proxy (repeatable; "
+                          "replaces the default registry.npmjs.org, pypi.org, files.pythonhosted.org). "
+                          "A private or loopback registry must be named by address, e.g. 10.1.2.3:8081."),
         click.option("--build-memory", callback=_size, default=None,
                      help="Memory of a build's processes together, its /tmp and page cache included, "
                           "e.g. 4G (default 4G; 0: no limit)."),
@@ -114,6 +118,15 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
         cfg.sandbox = False
     if opts.get("no_cgroups"):
         cfg.build_cgroups = False
+    if opts.get("registry_hosts"):
+        from .egress import parse_registry_hosts
+
+        try:
+            parse_registry_hosts(opts["registry_hosts"])
+        except ValueError as exc:
+            raise ServerConfigError(f"--registry-host: {exc}", "Write HOST, HOST:PORT, an address, or "
+                                    "HOST:PORT=ADDRESS, e.g. --registry-host 10.1.2.3:8081") from None
+        cfg.registry_hosts = tuple(opts["registry_hosts"])
     cfg.secret_paths = tuple(Path(p).expanduser().resolve() for p in secrets if p is not None)
     if not cfg.sandbox:
         click.echo("flow-cloudbuild-server: warning: --no-sandbox: builds run as this server's user with "
@@ -140,7 +153,6 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
             "Run the server as root with the memory and pids cgroup controllers, or in a cgroup v2 subtree "
             "delegated to it (systemd: Delegate=yes); or pass --no-cgroups, which leaves builds' memory, "
             "CPU and IO unbounded") from None
-
 
 
 GENERATE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe())"'

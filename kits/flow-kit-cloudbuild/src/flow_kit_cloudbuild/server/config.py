@@ -27,6 +27,8 @@ DEFAULT_BUILD_COMMANDS: list[list[str]] = [
     ["uv", "build"],
 ]
 DEFAULT_PROTOCOLS = ("https", "git")
+#: The package registries the install step may reach (egress.py; --registry-host replaces them).
+DEFAULT_REGISTRY_HOSTS = ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
 MIN_TOKEN_LENGTH = 16  # client tokens shorter than this are refused at start
 MIN_SECRET_LENGTH = 32  # characters of a --secret-file (hex: 128 bits)
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
@@ -81,7 +83,10 @@ class ServerConfig:
     # The build sandbox (sandbox.py, docs/cloud-build.md "Threat model").
     sandbox: bool = True                   # False only with --no-sandbox: trusted setups
     build_user: str = "auto"               # root servers: "auto" = one uid per token
-    build_network: bool = False            # the build step's network (install always has it)
+    build_network: bool = False            # the build step's network (install has the egress proxy)
+    # The hosts the install step's egress proxy lets builds reach (egress.py; "host", "host:port",
+    # an address, or "host:port=address"); loopback and private addresses only when named.
+    registry_hosts: tuple[str, ...] = DEFAULT_REGISTRY_HOSTS
     build_memory: int = 4 * 1024 ** 3      # memory of a build's processes together (cgroup), /tmp included
     build_processes: int = 512             # processes of a build at once (cgroup pids.max)
     build_cgroups: bool = True             # False only with --no-cgroups: memory, CPU and IO unbounded
@@ -223,7 +228,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
-             "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths"}
+             "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths",
+             "registry-hosts"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -276,6 +282,18 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
             if not isinstance(data[key], bool):
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")
             setattr(cfg, attr, data[key])
+    if "registry-hosts" in data:
+        from .egress import parse_registry_hosts
+
+        v = data["registry-hosts"]
+        try:
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError("it must be a list of strings")
+            parse_registry_hosts(v)
+        except ValueError as exc:
+            raise ServerConfigError(f"{source}: registry-hosts: {exc}",
+                                    'Write it like ["registry.npmjs.org", "10.1.2.3:8081"]') from None
+        cfg.registry_hosts = tuple(v)
     if "build-commands" in data:
         cmds = data["build-commands"]
         if not isinstance(cmds, list):

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from flowcore.api import uv_binary
 
 from .. import protocol
-from . import cache_quota, policy, uids
+from . import cache_quota, egress, policy, uids
 from .artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
 from .cgroups import CgroupsUnavailable, Outcome
 from .config import ServerConfig
@@ -140,6 +140,7 @@ class Pipeline:
         self.venv = self.dir / "venv"
         self.step = "queued"
         self.build_cmd: list[str] = []
+        self._egress_socket: Path | None = None  # while an install command runs: its egress proxy
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _enter(self, step: str, message: str) -> None:
@@ -175,20 +176,37 @@ class Pipeline:
             env["VIRTUAL_ENV"] = str(self.venv)
         if self.cfg.offline:
             env.update(UV_OFFLINE="1", npm_config_offline="true", PIP_NO_INDEX="1")
+        env.update(egress.trust_env())  # the server's TLS trust (a proxy's CA): --build-env may override
         env.update(self.cfg.build_env)
         return env
 
-    async def _run(self, argv: list[str], what: str, *, network: bool = False) -> None:
-        """Run one command of the project's, confined by the sandbox unless it is switched off."""
+    async def _run(self, argv: list[str], what: str, *, network: bool = False, via_egress: bool = False) -> None:
+        """Run one command of the project's, confined by the sandbox unless it is switched off.
+
+        ``via_egress`` (install): no network but the egress proxy (egress.py), listening for this
+        command only; ``network``: the host's network (the build step with --build-network).
+        """
+        if via_egress and self.sandbox is not None and self._egress_socket is None:
+            proxy = egress.proxy_for(self.cfg, self.cfg.registry_hosts, own_ports=(self.cfg.port,))
+            async with proxy.listening(owner=self.identity,
+                                       on_refusal=lambda text: self._log([text], "stderr")) as sock:
+                self._egress_socket = sock
+                try:
+                    return await self._run(argv, what)
+                finally:
+                    self._egress_socket = None
         await self._log(["$ " + " ".join(argv)], "stdout")
         env = self.env()
+        if self._egress_socket is not None:
+            env.update(egress.proxy_env())
         confine = None
         if self.sandbox is not None:
             if shutil.which(argv[0], path=env["PATH"]) is None:  # bwrap would only say "execvp"
                 raise _not_installed(what, argv[0])
             uid, gid = self.identity or (None, None)
             confine = (self.sandbox, SandboxSpec(work=self.dir, caches=tuple(self.caches.values()),
-                                                 network=network, uid=uid, gid=gid))
+                                                 network=network, uid=uid, gid=gid, egress=self._egress_socket,
+                                                 trust=egress.trust_paths(env)))
         self._seen_limit_hint = ""
         used = [self.caches[k] for k in CACHES_OF.get(os.path.basename(argv[0]), ())]
         if used:
@@ -372,7 +390,7 @@ class Pipeline:
         await self._enter("install", f"installing dependencies: {what.lstrip(', ')}" if what
                           else "nothing to install (no package.json, pyproject.toml or requirements.txt)")
         for argv, _ in commands:
-            await self._run(argv, "install failed", network=True)
+            await self._run(argv, "install failed", via_egress=True)
         if python:
             await self._install_python()
 
@@ -383,15 +401,15 @@ class Pipeline:
             requirements.append("build")
         if uv:
             await self._run([uv, "venv", "--quiet", "--python", sys.executable, str(self.venv)],
-                            "install failed", network=True)
+                            "install failed", via_egress=True)
             pip = [uv, "pip", "install", "--python", str(self.venv / "bin" / "python")]
         else:
-            await self._run([sys.executable, "-m", "venv", str(self.venv)], "install failed", network=True)
+            await self._run([sys.executable, "-m", "venv", str(self.venv)], "install failed", via_egress=True)
             pip = [str(self.venv / "bin" / "python"), "-m", "pip", "install"]
         if self._plain_file("requirements.txt"):
-            await self._run([*pip, "-r", "requirements.txt"], "install failed", network=True)
+            await self._run([*pip, "-r", "requirements.txt"], "install failed", via_egress=True)
         if requirements:
-            await self._run([*pip, *requirements], "install failed", network=True)
+            await self._run([*pip, *requirements], "install failed", via_egress=True)
 
     def _python_build_requirements(self) -> list[str]:
         if not self._plain_file("pyproject.toml"):

@@ -79,10 +79,17 @@ class SandboxSpec:
 
     work: Path                      # the attempt's work dir: bound read-write at the same path
     caches: tuple[Path, ...] = ()   # the owner's package caches: read-write
-    network: bool = False
+    network: bool = False           # the host's network (else a namespace with only loopback)
     uid: int | None = None          # run as this uid/gid (root servers only)
     gid: int | None = None
     runtime: CommandRuntime | None = None   # the command's cgroup and seccomp fd (command_runtime)
+    # Without ``network``: the egress proxy's unix socket (egress.py). It is bound into the
+    # sandbox as egress.SANDBOX_SOCKET and the command runs behind egress_relay, which exposes it
+    # as 127.0.0.1:egress.RELAY_PORT: the namespace's only way out (the install step).
+    egress: Path | None = None
+    # The files the server's TLS trust settings name (SSL_CERT_FILE, ...): mounted read-only
+    # where they are not inside a mounted system path already.
+    trust: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -206,10 +213,22 @@ class Sandbox:
                 args += ["--ro-bind", "/dev/null", str(secret)]
         for rw in (spec.work, *spec.caches):
             args += [*parents(rw), "--bind", str(rw), str(rw)]
+        for ca in spec.trust:  # network part: the server's TLS trust, unless mounted or a secret
+            if not any(ca == m or _inside(ca, m) for m in (*mounted, *self.hidden)):
+                args += [*parents(ca), "--ro-bind", str(ca), str(ca)]
+                mounted.append(ca)
+        if spec.egress is not None and not spec.network:
+            from .egress import SANDBOX_SOCKET
+
+            args += ["--bind", str(spec.egress), SANDBOX_SOCKET]
         args += ["--chdir", str(cwd), "--"]
         if self.is_root and spec.uid is not None:
             args += ["setpriv", f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        if spec.egress is not None and not spec.network:
+            from .egress import relay_argv
+
+            args += relay_argv(sys.executable)
         return args + argv
 
     def limit_args(self) -> list[str]:
