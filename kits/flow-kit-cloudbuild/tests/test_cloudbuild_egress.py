@@ -542,3 +542,28 @@ def test_a_python_build_fetches_its_backend_over_tls_trusted_through_ssl_cert_fi
     assert end["action"] == "done", (end, logs(msgs)[-30:])
     assert [a["name"] for a in end["payload"]["artifacts"]] == ["pyegress-0.1.0-py3-none-any.whl"]
     assert any("+ setuptools==" in line for line in logs(msgs)), logs(msgs)[-30:]
+
+
+def test_registry_hosts_setting_replaces_the_default_list_and_bad_entries_stop_the_start(tmp_path):
+    from flow_kit_cloudbuild.server.config import DEFAULT_REGISTRY_HOSTS, ServerConfig, apply_file
+    from flow_kit_cloudbuild.server.errors import ServerConfigError
+
+    cfg = ServerConfig(data_dir=tmp_path)
+    assert cfg.registry_hosts == DEFAULT_REGISTRY_HOSTS == ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
+    apply_file(cfg, {"registry-hosts": ["10.1.2.3:8081", "mirror.corp:443=10.1.2.4"]}, tmp_path / "s.toml")
+    assert cfg.registry_hosts == ("10.1.2.3:8081", "mirror.corp:443=10.1.2.4")
+    for bad in (["http://registry.npmjs.org"], "registry.npmjs.org", [3]):
+        with pytest.raises(ServerConfigError, match="registry-hosts"):
+            apply_file(cfg, {"registry-hosts": bad}, tmp_path / "s.toml")
+
+
+def test_a_bad_registry_host_option_stops_the_server_in_one_line(tmp_path):
+    from cloudbuild_server_support import server_env
+
+    argv = [sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir", str(tmp_path / "data"),
+            "--registry-host", "registry.npmjs.org", "--registry-host", "10.0.0.1:99999"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=server_env(FLOW_CLOUDBUILD_TOKENS=TOKEN * 2),
+                          timeout=60)
+    assert done.returncode != 0
+    [line] = done.stderr.strip().splitlines()
+    assert "--registry-host" in line and "1-65535" in line and "10.1.2.3:8081" in line
