@@ -44,6 +44,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KIT_SRC = REPO / "kits" / "flow-kit-cloudbuild" / "src"
+sys.path.insert(0, str(REPO / "kits" / "flow-kit-cloudbuild" / "tests"))
+
+from cloudbuild_redis_support import secret_file  # noqa: E402 - the deployment's --secret-file
+
 TOKEN = "bench-token-0123456789"
 N = 40
 BUILD_JS = ("const fs = require('fs'); fs.mkdirSync('dist', {recursive: true});\n"
@@ -95,18 +99,6 @@ def start_server(data: Path, *args: str, config: dict | None = None) -> tuple[su
             if time.monotonic() > deadline:
                 raise RuntimeError("server never became healthy") from None
             time.sleep(0.05)
-
-
-def secret_file(where: Path) -> Path:
-    """The deployment's --secret-file: every gateway and worker of it signs with the same one."""
-    import secrets
-
-    path = where / "flowcb-secret"
-    if not path.exists():
-        where.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32) + "\n")
-        path.chmod(0o600)
-    return path
 
 
 def wait_port(port: int) -> None:

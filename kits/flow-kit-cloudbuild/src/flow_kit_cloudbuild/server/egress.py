@@ -590,14 +590,7 @@ async def _relay_response_head(up: asyncio.StreamReader, client: asyncio.StreamW
     """Pass the upstream response's head on with ``Connection: close``: one request per
     connection, so the client must not send its next request on this one (it would reach the
     same upstream unchecked, or a closed socket)."""
-    try:
-        async with asyncio.timeout(timeout):
-            head = await up.readuntil(b"\r\n\r\n")
-    except (asyncio.LimitOverrunError, ValueError):
-        raise Refused(502, "Bad Gateway", "the registry's response head is too large") from None
-    except TimeoutError:
-        raise Refused(504, "Gateway Timeout", "the registry did not answer in time") from None
-    lines = head.decode("latin-1")[:-4].split("\r\n")
+    _, _, lines = await _response_head(up, timeout)
     named = {n.strip().lower() for line in lines[1:] if line.lower().startswith("connection:")
              for n in line.partition(":")[2].split(",")}
     kept = [line for line in lines[1:]

@@ -37,21 +37,6 @@ class RedisOptions:
         return self.role in ("all", "worker")
 
 
-def check_reachable(url: str) -> str | None:
-    """None when Redis answers PING at ``url``, else why not (said before the server starts)."""
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure (refused, auth, DNS, bad URL) is reported with its text
-        return str(exc) or type(exc).__name__
-    return None
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
