@@ -36,15 +36,18 @@ ACL_RULES = ("~flowcb:*", "&flowcb-socketio", "+@all", "-@dangerous")
 
 class RedisServer:
     """``password``: the default user's (``requirepass``); ``users``: ACL users (name, password)
-    with the rights docs/cloud-build.md gives the deployment's user (``ACL_RULES``)."""
+    with the rights docs/cloud-build.md gives the deployment's user (``ACL_RULES``); ``tls``:
+    (CA, certificate, key) files, to listen on ``port`` with TLS only (``--port 0 --tls-port``;
+    clients need no certificate) and make ``rediss://`` URLs that name the CA (``ssl_ca_certs``)."""
 
     def __init__(self, base: Path, *, password: str | None = None,
-                 users: tuple[tuple[str, str], ...] = ()) -> None:
+                 users: tuple[tuple[str, str], ...] = (), tls: tuple[Path, Path, Path] | None = None) -> None:
         self.dir = base
         base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
         self.users = users
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -54,18 +57,32 @@ class RedisServer:
 
     def url_for(self, user: str | None, password: str | None) -> str:
         auth = f"{user or ''}:{password}@" if password is not None else (f"{user}@" if user else "")
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         auth: list[str] = ["--requirepass", self.password] if self.password is not None else []
         for name, password in self.users:
             auth += ["--user", name, "on", f">{password}", *ACL_RULES]
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                      "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            ["redis-server", *listen, "--save", "", "--appendonly", "no",
              "--bind", "127.0.0.1", "--dir", str(self.dir), *auth],
             stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT, cwd=str(self.dir))
-        _wait_port(self.port)
+        try:
+            _wait_port(self.port)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"redis-server did not listen on {self.port}: {self.log()[-2000:]}") from None
         return self
+
+    def log(self) -> str:
+        return (self.dir / "redis.log").read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -111,9 +128,10 @@ class Cluster:
     def add(self, role: str, concurrency: int = 1, *, url: str | None = None,
             extra: tuple[str, ...] = ()) -> ServerProc:
         """A process of the deployment; ``url`` (say, with a password) goes in the environment
-        (FLOW_CLOUDBUILD_REDIS_URL), as the docs advise, instead of the command line."""
+        (FLOW_CLOUDBUILD_REDIS_URL), as the docs advise, instead of the command line; a
+        ``--redis-url`` of its own in ``extra`` replaces the Redis's URL."""
         n = len(self.procs)
-        where = ("--redis-url", self.redis.url) if url is None else ()
+        where = ("--redis-url", self.redis.url) if url is None and "--redis-url" not in extra else ()
         proc = ServerProc(self.base / f"{role}{n}" / "data", *where, "--role", role,
                           "--shared-dir", str(self.shared), "--heartbeat-timeout", str(self.heartbeat),
                           "--max-attempts", str(self.max_attempts), "--concurrency", str(concurrency),

@@ -9,13 +9,15 @@ manager, the start-up probe) is made from that one URL. So this module only
   line is visible to every user in ``ps``; the file is hidden from builds like the tokens file);
 * shows the URL without its password (``redact``), wherever the server prints or logs it;
 * says why Redis cannot be used at start (``problem``), in one line naming the cause and the
-  fix, without the password: a refused password is the usual first mistake.
+  fix, without the password: a refused password is the usual first mistake, a TLS certificate
+  signed by a CA the server does not know (``ssl_ca_certs=`` missing or wrong) the next.
 """
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from ...errors import ServerConfigError
 
@@ -77,11 +79,48 @@ FIX_AUTH = (f"Put the right password in the URL (redis://:PASSWORD@HOST:PORT/0, 
             f"for an ACL user) through {URL_ENV}, or give it with --redis-password-file")
 
 
+FIX_TLS = ("Give the CA that signed Redis's certificate in the URL: rediss://HOST:PORT/0?ssl_ca_certs=/path/ca.pem "
+           "(a PEM file readable by the server)")
+
+
+def _ca_file_problem(url: str, shown: str) -> ServerConfigError | None:
+    """The CA file named by ``ssl_ca_certs=``, if it cannot be read (redis-py would say only
+    ``No such file or directory``, as if Redis were the missing file)."""
+    try:
+        named = parse_qs(urlsplit(url).query).get("ssl_ca_certs", [])
+    except ValueError:
+        return None
+    for name in named:
+        try:
+            Path(name).read_bytes()
+        except OSError as exc:
+            return ServerConfigError(f"cannot read the CA file {name} that --redis-url ({shown}) names in "
+                                     f"ssl_ca_certs: {exc.strerror}", FIX_TLS)
+    return None
+
+
+def _tls_problem(exc: BaseException, text: str, shown: str) -> ServerConfigError | None:
+    """The one-line error for a TLS certificate the server does not accept, else None."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None and "CERTIFICATE_VERIFY_FAILED" not in text:
+        return None
+    why = str(getattr(seen, "verify_message", "") or "") or text[:300]
+    if "mismatch" in why:
+        return ServerConfigError(f"Redis at {shown} sent a TLS certificate for another name: {why}",
+                                 "Connect by a host name or address that Redis's certificate holds")
+    return ServerConfigError(f"Redis at {shown} sent a TLS certificate this server does not trust: {why}", FIX_TLS)
+
+
 def problem(url: str) -> ServerConfigError | None:
     """None when Redis answers PING at ``url``; else the one-line error to stop with."""
     import redis
 
     shown = redact(url)
+    ca_problem = _ca_file_problem(url, shown)
+    if ca_problem is not None:
+        return ca_problem
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
         try:
@@ -96,6 +135,9 @@ def problem(url: str) -> ServerConfigError | None:
             if has_password:
                 return ServerConfigError(f"Redis at {shown} refused the password: {text.rstrip('.')[:200]}", FIX_AUTH)
             return ServerConfigError(f"Redis at {shown} wants a password and the URL has none", FIX_AUTH)
+        tls = _tls_problem(exc, text.replace(url, shown), shown)
+        if tls is not None:
+            return tls
         return ServerConfigError(f"cannot reach Redis at {shown}: {text[:300].replace(url, shown)}",
                                  "Start Redis or fix --redis-url (rediss:// for TLS)")
     return None
