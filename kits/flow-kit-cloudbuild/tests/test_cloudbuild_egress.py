@@ -47,6 +47,7 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     new_repo,
 )
 from npm_registry import StaticNpmRegistry
+from tls_support import make_ca
 
 from flow_kit_cloudbuild.server import egress
 from flow_kit_cloudbuild.server.egress import (
@@ -355,26 +356,6 @@ def wheel_of_installed(dist_name: str, dest: Path) -> Path:
     return path
 
 
-def make_ca(where: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for 127.0.0.1 signed by it (openssl): (ca.pem, cert.pem, key.pem)."""
-    where.mkdir(parents=True, exist_ok=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=flow egress test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", *ec, "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1")
-    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
-                                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
-    for f in where.iterdir():
-        f.chmod(0o644 if f.suffix == ".pem" and f.name != "key.pem" else 0o600)
-    return where / "ca.pem", where / "cert.pem", where / "key.pem"
-
-
 class HttpsIndex:
     """tests/package_index.py's PEP 503 layout served over HTTPS with a certificate of ``make_ca``."""
 
@@ -404,7 +385,7 @@ def registries(tmp_path_factory):
     wheels = base / "wheels"
     wheels.mkdir()
     wheel_of_installed("setuptools", wheels)
-    ca, cert, key = make_ca(base / "tls")
+    ca, cert, key = make_ca(base / "tls", "flow egress test CA")
     index = HttpsIndex(wheels, base / "index", cert, key)
     yield npm, index, ca
     npm.stop()

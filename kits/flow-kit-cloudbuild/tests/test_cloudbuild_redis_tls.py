@@ -14,6 +14,7 @@ import sys
 import pytest
 from cloudbuild_redis_support import Cluster, RedisServer, needs_redis, secret_file, wait_for, worker_pid
 from cloudbuild_server_support import TOKEN, Client, final, http_get, npm_project, protocol, server_env, tar_gz, upload
+from tls_support import make_ca
 
 pytestmark = [needs_redis,
               pytest.mark.skipif(shutil.which("openssl") is None, reason="makes the test CA with openssl"),
@@ -22,30 +23,10 @@ pytestmark = [needs_redis,
 PASSWORD = "tls-redis-password-0123"
 
 
-def make_ca(where, name: str):
-    """A CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
-    where.mkdir(parents=True, exist_ok=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", f"/CN=flow redis test CA {name}", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", *ec, "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1")
-    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
-                                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
-    for f in where.iterdir():
-        f.chmod(0o644 if f.suffix == ".pem" and f.name != "key.pem" else 0o600)
-    return where / "ca.pem", where / "cert.pem", where / "key.pem"
-
-
 @pytest.fixture(scope="module")
 def redis_tls(tmp_path_factory):
     base = tmp_path_factory.mktemp("redis-tls")
-    r = RedisServer(base / "redis", password=PASSWORD, tls=make_ca(base / "ca", "of redis"))
+    r = RedisServer(base / "redis", password=PASSWORD, tls=make_ca(base / "ca", "flow redis test CA of redis"))
     try:
         r.start()
     except RuntimeError:
@@ -61,7 +42,7 @@ def redis_tls(tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_ca(tmp_path_factory):
     """A CA that did not sign Redis's certificate."""
-    return make_ca(tmp_path_factory.mktemp("other-ca"), "unrelated")[0]
+    return make_ca(tmp_path_factory.mktemp("other-ca"), "flow redis test CA unrelated")[0]
 
 
 @pytest.fixture(scope="module")
