@@ -10,8 +10,10 @@ In ``console`` blocks, lines starting with ``$ `` are commands and the lines aft
 expected output: each must appear in what the command printed, in order (``...`` inside a line
 matches anything; a line that is only ``...`` skips any output). ``sh`` blocks are scripts.
 
-Also a command: ``python tests/docs_blocks.py README.md`` prints the README's blocks as one bash
-script (what .ci/run runs literally).
+Also a command: ``python tests/docs_blocks.py README.md`` prints the README's runnable blocks as
+one bash script, and ``python tests/docs_blocks.py --test-command README.md`` its test command
+(the block marked "it is the test command itself"): what .ci/run runs literally. Standard
+library only: CI runs it with the machine's python3 before any virtualenv exists.
 """
 
 from __future__ import annotations
@@ -143,5 +145,20 @@ def script(path: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+#: The reason that marks a document's test command (README.md's "Tests" block).
+TEST_COMMAND_REASON = "it is the test command itself"
+
+
+def test_command(path: Path) -> str:
+    """The one block marked as the test command, as a script; SystemExit if not exactly one."""
+    found = [b for b in blocks(path) if b.skip and b.skip.startswith(TEST_COMMAND_REASON)]
+    if len(found) != 1:
+        raise SystemExit(f"{path}: {len(found)} blocks marked '{TEST_COMMAND_REASON}', expected 1")
+    return f"# {found[0].where}\n{found[0].text}\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(script(Path(sys.argv[1]).resolve()))
+    if sys.argv[1] == "--test-command":
+        sys.stdout.write(test_command(Path(sys.argv[2]).resolve()))
+    else:
+        sys.stdout.write(script(Path(sys.argv[1]).resolve()))

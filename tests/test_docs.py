@@ -43,7 +43,7 @@ RUN: dict[str, dict[str, object]] = {
 
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.
 SUBSTITUTIONS = {
-    'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && ': "",
+    'python3 -m venv .venv && .venv/bin/pip install -e . && ': "",
 }
 
 
