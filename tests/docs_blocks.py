@@ -10,6 +10,11 @@ In ``console`` blocks, lines starting with ``$ `` are commands and the lines aft
 expected output: each must appear in what the command printed, in order (``...`` inside a line
 matches anything; a line that is only ``...`` skips any output). ``sh`` blocks are scripts.
 
+A kit or plugin installed by name (``flow plugin add NAME``) must come after the page pointed flow
+at a package index (``flow config set indexUrl URL``), in any example, run or not
+(``name_installs``): this repository's kits and plugins are on no public index, so the docs
+install them from a path.
+
 Also a command: ``python tests/docs_blocks.py README.md`` prints the README's runnable blocks as
 one bash script, and ``python tests/docs_blocks.py --test-command README.md`` its test command
 (the block marked "it is the test command itself"): what .ci/run runs literally. Standard
@@ -137,6 +142,55 @@ def matches(expected: list[str], output: str) -> str | None:
             return want
         at += 1
     return None
+
+
+INSTALL_RE = re.compile(r"\bflow\b[^#;&|\n]*?\b(?:buildkit|plugin)\s+add\s+(?P<args>[^#;&|)\n]*)")
+INDEX_RE = re.compile(r"\bflow\b[^#;&|\n]*?\bconfig\s+set\s+indexUrl\s|\bFLOW_INDEX_URL=")
+
+
+def _from_an_index(args: str) -> list[str]:
+    """The names among the specs of one `flow buildkit add` / `flow plugin add`: what a package
+    index is asked for (a path, a wheel file, ``name @ URL`` or a --no-index install is not)."""
+    words = args.split()
+    if "--no-index" in words or "@" in words:
+        return []
+    names, skip = [], False
+    for word in words:
+        if skip or word.startswith("-"):
+            skip = word in ("--find-links",)
+            continue
+        spec = word.strip("'\"")
+        if "/" in spec or spec.startswith((".", "~", "$")) or spec.endswith((".whl", ".tar.gz", ".zip")):
+            continue
+        names.append(spec)
+    return names
+
+
+def name_installs(path: Path) -> list[str]:
+    """Where a shell example of ``path`` installs a kit or plugin by name before the page has
+    pointed flow at a package index (``flow config set indexUrl URL``): run on a fresh machine,
+    such a name comes from PyPI, where this repository's kits and plugins are not, and where
+    whoever registers the name would have their code run by every reader. One
+    ``"path:line: names"`` each; the index counts when a command earlier on the page (in any
+    shell or plain block, run or not) set it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found, index_set = [], False
+    for i, j, lang, indent in _fences(lines):
+        if lang not in (*SHELL_LANGS, ""):
+            continue
+        for k in range(i + 1, j):
+            line = lines[k][indent:]
+            if lang in ("", "console"):
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
+            if INDEX_RE.search(line):
+                index_set = True
+            for m in INSTALL_RE.finditer(line):
+                names = _from_an_index(m.group("args"))
+                if names and not index_set:
+                    found.append(f"{path.relative_to(REPO)}:{k + 1}: {', '.join(names)}")
+    return found
 
 
 def script(path: Path) -> str:
