@@ -46,7 +46,8 @@ def fake_project(root: Path, version: str | None, *, python: bool = True) -> Pat
 
 
 def real_project(root: Path, version: str = "9.9.9") -> Path:
-    """A project whose ``.flow/env`` is a real virtual environment with flowcore ``version``."""
+    """A project whose ``.flow/env`` is a real virtual environment with flowcore ``version``
+    (``__version__``: the running version, installed apart)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-python"\n')
     env = root / ".flow" / "env"
@@ -54,7 +55,7 @@ def real_project(root: Path, version: str = "9.9.9") -> Path:
     sp = site_packages_dir(env)
     (sp / "flowcore").mkdir()
     (sp / "flowcore" / "__init__.py").write_text("")
-    (sp / "flowcore" / "__main__.py").write_text(LOCAL_MAIN)
+    (sp / "flowcore" / "__main__.py").write_text(LOCAL_MAIN.replace("9.9.9", version))
     info = sp / f"flowcore-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: flowcore\nVersion: {version}\n")
@@ -77,8 +78,19 @@ def test_a_different_flowcore_in_the_nearest_project_is_found_from_below(tmp_pat
     assert find_local_flowcore(deep) == (root / ".flow" / "env" / "bin" / "python", "9.9.9")
 
 
-def test_the_same_flowcore_no_flowcore_or_no_python_means_no_hand_over(tmp_path: Path) -> None:
-    assert find_local_flowcore(fake_project(tmp_path / "same", __version__)) is None
+def test_the_same_version_installed_apart_is_another_flowcore(tmp_path: Path) -> None:
+    root = fake_project(tmp_path / "same", __version__)
+    env = root / ".flow" / "env"
+    assert find_local_flowcore(root) == (env / "bin" / "python", __version__)
+    # ... unless it is the running installation: this process runs that environment's
+    # interpreter (an editable install there), or imports flowcore from its site-packages.
+    elsewhere = str(tmp_path / "elsewhere")
+    assert find_local_flowcore(root, running=(os.path.realpath(env), elsewhere)) is None
+    site = os.path.realpath(site_packages_dir(env))
+    assert find_local_flowcore(root, running=(elsewhere, site)) is None
+
+
+def test_no_flowcore_or_no_python_means_no_hand_over(tmp_path: Path) -> None:
     assert find_local_flowcore(fake_project(tmp_path / "none", None)) is None
     assert find_local_flowcore(fake_project(tmp_path / "nopython", "9.9.9", python=False)) is None
     assert find_local_flowcore(tmp_path) is None  # no project at all
@@ -136,6 +148,40 @@ def test_a_trusted_project_hands_over_and_says_so(flow_home: Path, tmp_path: Pat
     assert r.stderr == "flow: using flowcore 9.9.9 from ./env\n"
     r = flow(flow_home, root, "--help")
     assert r.stderr == "flow: using flowcore 9.9.9 from ./.flow/env\n"
+
+
+def test_the_same_version_installed_apart_is_handed_over(flow_home: Path, tmp_path: Path) -> None:
+    """import-local by installation, not only by version: a project's own flowcore of the very
+    version running here is still the project's (its own dependencies, its own checkout)."""
+    root = real_project(tmp_path / "proj", __version__)
+    assert flow(flow_home, root, "trust").returncode == 0
+    r = flow(flow_home, root, "build")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"local flowcore {__version__}: build", "FLOW_NO_LOCAL=1"]
+    assert r.stderr == f"flow: using flowcore {__version__} from ./.flow/env\n"
+
+
+def test_the_environments_own_flowcore_does_not_hand_over_to_itself(flow_home: Path,
+                                                                    tmp_path: Path) -> None:
+    """Run by the project environment's own interpreter (flowcore installed there editable: a
+    .pth and a dist-info), flow is that installation: it answers, with no line and no loop."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-python"\n')
+    env = root / ".flow" / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    sp = site_packages_dir(env)
+    import flowcore
+
+    paths = [os.path.dirname(os.path.dirname(flowcore.__file__)), *sys.path[1:]]
+    (sp / "_editable_flowcore.pth").write_text("\n".join(p for p in paths if p) + "\n")
+    info = sp / f"flowcore-{__version__}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: flowcore\nVersion: {__version__}\n")
+    assert flow(flow_home, root, "trust").returncode == 0
+    r = subprocess.run([str(env / "bin" / "python"), "-m", "flowcore", "--version"], cwd=root,
+                       env=offline_env(flow_home), capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"flow {__version__}\n", "")
 
 
 def test_a_change_after_trust_asks_again(flow_home: Path, tmp_path: Path) -> None:

@@ -555,8 +555,39 @@ def run_tool(cmd: Sequence[str], what: str, fix: str = "",
     if log is not None:
         log.debug("%s", (proc.stdout + proc.stderr).rstrip())
     if proc.returncode != 0:
+        cache = _unwritable_uv_cache(cmd, proc.stderr + proc.stdout)
+        if cache is not None:
+            from flowcore.errors import ConfigError
+
+            raise ConfigError(f"{what}: uv cannot write its cache {cache}",
+                              "Make it writable, or move it: set UV_CACHE_DIR to a writable "
+                              "directory")
         raise InstallError(f"{what}: {summarise(proc.stderr + proc.stdout)}", fix)
     return proc
+
+
+_CANNOT_WRITE = ("Read-only file system", "Permission denied", "Not a directory",
+                 "os error 30", "os error 13", "os error 20")
+
+
+def _unwritable_uv_cache(cmd: Sequence[str], output: str) -> str | None:
+    """uv's cache directory when ``output`` (of a failed uv ``cmd``) says uv could not write
+    there, else ``None``. The directory is ``UV_CACHE_DIR``, else what ``uv cache dir`` says."""
+    if not os.path.basename(cmd[0]).startswith("uv") or not any(
+            m in output for m in _CANNOT_WRITE):
+        return None
+    cache = os.environ.get("UV_CACHE_DIR")
+    if cache:
+        cache = os.path.abspath(os.path.expanduser(cache))
+    else:
+        import subprocess
+
+        try:
+            cache = subprocess.run([cmd[0], "cache", "dir"], capture_output=True, text=True,
+                                   timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return cache if cache and cache in output else None
 
 
 def _text(data: bytes) -> str:

@@ -295,6 +295,14 @@ def _start_update_check(flow: Flow | None) -> None:
         update_check.maybe_start(flow)
 
 
+def _complete_kits(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """``-k <Tab>``: the installed kits (``flowcore.commands.completion_cmd``, imported only
+    when completing)."""
+    from flowcore.commands.completion_cmd import kit_names
+
+    return kit_names(ctx, param, incomplete)
+
+
 def _flow_from_params(params: dict[str, Any]) -> Flow:
     if params.get("root") or params.get("config"):
         from pathlib import Path  # only then: the start-up path does without (flowcore.paths)
@@ -316,7 +324,8 @@ def _flow_from_params(params: dict[str, Any]) -> Flow:
 @click.option("--debug", is_flag=True, help="Print full tracebacks and debug logging.")
 @click.option("-g", "--global", "global_scope", is_flag=True,
               help="Use the global scope even inside a project.")
-@click.option("-k", "--build-kit", metavar="NAME", help="Use this build kit for this run.")
+@click.option("-k", "--build-kit", metavar="NAME", help="Use this build kit for this run.",
+              shell_complete=_complete_kits)
 @click.option("--no-check-latest", is_flag=True, help="Do not check for a newer flowcore.")
 @click.option("--root", type=click.Path(), metavar="DIR",
               help="Project root (its config is looked for there).")
@@ -408,6 +417,16 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
+        if isinstance(exc, OSError):
+            from flowcore.paths import unwritable_home
+
+            known = unwritable_home(exc)
+            if known is not None:  # a home flow cannot write: a configuration error, no bug
+                if debug:
+                    import traceback
+
+                    traceback.print_exc()
+                _fail(f"{known[0]}. {known[1]}", 2)
         if debug:
             import traceback
 

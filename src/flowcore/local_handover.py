@@ -1,9 +1,11 @@
 """Local version first (Lerna's import-local): a project can pin its own flowcore.
 
 When the global ``flow`` runs inside a project whose flow-managed environment
-(``<root>/.flow/env``) has a *different* flowcore installed, the global one hands the whole
-command line over to that environment's ``python -m flowcore``, so that a project gets the
-flowcore it was tested with. Only in a project the user trusts (``flowcore.trust``), and only to
+(``<root>/.flow/env``) has a flowcore of its own installed (a ``flowcore-*.dist-info`` in its
+site-packages), and that installation is not the one running (another version, or the same
+version installed apart: another site-packages, another editable checkout), the global one hands
+the whole command line over to that environment's ``python -m flowcore``, so that a project gets
+the flowcore it was tested with. Only in a project the user trusts (``flowcore.trust``), and only to
 an environment that is the user's own with a real interpreter: a cloned repository can commit a
 ``.flow/env/bin/python`` that is any program. It says so in one line every time.
 ``FLOW_NO_LOCAL=1`` turns this off, and is set for the local flow to
@@ -56,8 +58,27 @@ def _command_of(args: list[str]) -> str | None:
     return None
 
 
-def find_local_flowcore(start: str | os.PathLike[str]) -> tuple[Path, str] | None:
-    """``(python, version)`` of a different flowcore in the nearest project's ``.flow/env``.
+def _running_installation() -> tuple[str, str]:
+    """Where the running flowcore is installed: ``(sys.prefix, the folder holding the flowcore
+    package)``, both resolved. An installation in an environment is that environment's (its
+    ``site-packages`` holds the package, or, installed editable, its interpreter runs us)."""
+    import flowcore
+
+    package = os.path.dirname(os.path.dirname(os.path.realpath(flowcore.__file__)))
+    return os.path.realpath(sys.prefix), package
+
+
+def _is_running(env: str, site_packages: str, running: tuple[str, str]) -> bool:
+    """Whether the flowcore installed in ``env`` is the one running (see _running_installation)."""
+    prefix, package = running
+    return os.path.realpath(env) == prefix or os.path.realpath(site_packages) == package
+
+
+def find_local_flowcore(start: str | os.PathLike[str], *,
+                        running: tuple[str, str] | None = None) -> tuple[Path, str] | None:
+    """``(python, version)`` of the flowcore in the nearest project's ``.flow/env`` when it is
+    another installation than the running one (``running``: ``_running_installation()``),
+    whatever its version.
 
     Plain ``os.path`` until one is found: this runs on every start (see ``flowcore.paths``).
     Whether it may run is not decided here (``hand_over_to_local`` asks ``flowcore.trust``).
@@ -66,12 +87,15 @@ def find_local_flowcore(start: str | os.PathLike[str]) -> tuple[Path, str] | Non
     while True:
         env = os.path.join(directory, ".flow", "env")
         if os.path.isdir(env):
-            for version in _flowcore_versions(env):
-                python = os.path.join(env, "bin", "python")
-                if version != __version__ and os.path.lexists(python):
-                    from pathlib import Path
+            python = os.path.join(env, "bin", "python")
+            for site_packages, version in _flowcore_versions(env):
+                if not os.path.lexists(python):
+                    break
+                if _is_running(env, site_packages, running or _running_installation()):
+                    return None  # this process is that environment's flowcore
+                from pathlib import Path
 
-                    return Path(python), version
+                return Path(python), version
             return None  # the nearest project decides, even when it has no flowcore of its own
         parent = os.path.dirname(directory)
         if parent == directory:
@@ -79,9 +103,10 @@ def find_local_flowcore(start: str | os.PathLike[str]) -> tuple[Path, str] | Non
         directory = parent
 
 
-def _flowcore_versions(env: str) -> list[str]:
-    """Versions of the ``flowcore-*.dist-info`` in ``env``'s ``lib/python*/site-packages``
-    (``os.listdir``, not ``pathlib``'s glob: this runs on every start inside a project)."""
+def _flowcore_versions(env: str) -> list[tuple[str, str]]:
+    """``(site-packages, version)`` of each ``flowcore-*.dist-info`` in ``env``'s
+    ``lib/python*/site-packages`` (``os.listdir``, not ``pathlib``'s glob: this runs on every
+    start inside a project)."""
     lib = os.path.join(env, "lib")
     try:
         pythons = sorted(n for n in os.listdir(lib) if n.startswith("python"))
@@ -89,11 +114,12 @@ def _flowcore_versions(env: str) -> list[str]:
         return []
     versions = []
     for name in pythons:
+        site_packages = os.path.join(lib, name, "site-packages")
         try:
-            entries = os.listdir(os.path.join(lib, name, "site-packages"))
+            entries = os.listdir(site_packages)
         except OSError:
             continue
-        versions += [e[len("flowcore-"):-len(".dist-info")] for e in sorted(entries)
+        versions += [(site_packages, e[len("flowcore-"):-len(".dist-info")]) for e in sorted(entries)
                      if e.startswith("flowcore-") and e.endswith(".dist-info")]
     return versions
 
@@ -105,14 +131,16 @@ def _shown(path: Path) -> str:
 
 
 def hand_over_to_local(args: list[str], *, debug: bool = False) -> None:
-    """Replace this process with the project's own flowcore, if it has a different one and the
-    user trusts the project (``flowcore.trust``); says so in one line either way."""
+    """Replace this process with the project's own flowcore, if it has another installation and
+    the user trusts the project (``flowcore.trust``); says so in one line either way (not while
+    a shell completes a command line: the project's flowcore answers, and nothing is printed)."""
     if _command_of(args) == "trust":
         return  # answered by this flowcore: the one deciding whether the other may run
     found = find_local_flowcore(_start_dir(args))
     if found is None:
         return
     python, version = found
+    quiet = bool(os.environ.get("_FLOW_COMPLETE"))  # flowcore.cli.COMPLETE_VAR
     from flowcore import trust
 
     env = python.parent.parent
@@ -122,17 +150,20 @@ def hand_over_to_local(args: list[str], *, debug: bool = False) -> None:
         reason = {trust.CHANGED: f"the project changed since you trusted it ({', '.join(changed)})",
                   trust.DENIED: "you declined to trust this project"}.get(
             status, "this project is not trusted")
-        trust.note_skipped_env(root, f"it holds flowcore {version} but {reason}",
-                               "Review it, then run 'flow trust' there")
+        if not quiet:
+            trust.note_skipped_env(root, f"it holds flowcore {version} but {reason}",
+                                   "Review it, then run 'flow trust' there")
         return
     problem = trust.env_problem(root)
     if problem is not None:
-        trust.note_skipped_env(root, problem, "Delete .flow/env; flow plugin add recreates it")
+        if not quiet:
+            trust.note_skipped_env(root, problem, "Delete .flow/env; flow plugin add recreates it")
         return
-    print(f"flow: using flowcore {version} from {_shown(env)}", file=sys.stderr)
-    if debug:
-        print(f"flow: debug: this is flowcore {__version__}; handing over to {python}. "
-              f"Set FLOW_NO_LOCAL=1 to stop this.", file=sys.stderr)
+    if not quiet:
+        print(f"flow: using flowcore {version} from {_shown(env)}", file=sys.stderr)
+    if debug and not quiet:
+        print(f"flow: debug: this is flowcore {__version__} from {_running_installation()[1]}; "
+              f"handing over to {python}. Set FLOW_NO_LOCAL=1 to stop this.", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     environ = {**os.environ, "FLOW_NO_LOCAL": "1"}

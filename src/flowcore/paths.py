@@ -84,3 +84,34 @@ def log_dir() -> Path:
     import platformdirs
 
     return as_path(platformdirs.user_log_dir("flow", appauthor=False))
+
+
+#: errno names that mean "flow cannot write there" (read-only, no permission, a file where a
+#: folder should be, full): a place to move, not a bug to report with a traceback.
+_UNWRITABLE = ("EROFS", "EACCES", "EPERM", "ENOTDIR", "EEXIST", "ENOSPC", "EDQUOT")
+
+
+def _inside(path: str, top: str) -> bool:
+    path, top = os.path.abspath(path), os.path.abspath(top)
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def unwritable_home(exc: OSError) -> tuple[str, str] | None:
+    """``(cause, fix)`` when ``exc`` is flow failing to write below ``FLOW_HOME`` (a read-only
+    or foreign home, a file in its place): one line naming the home and ``FLOW_HOME``, which
+    moves it. ``None`` for any other error."""
+    import errno
+
+    if exc.errno not in {getattr(errno, name, None) for name in _UNWRITABLE} - {None}:
+        return None
+    home = flow_home_str()
+    for name in (exc.filename, exc.filename2):
+        if not isinstance(name, (str, bytes, os.PathLike)):
+            continue
+        name = os.fsdecode(name)
+        if _inside(name, home) or _inside(os.path.realpath(name), os.path.realpath(home)):
+            rel = os.path.relpath(name, home) if _inside(name, home) else name
+            where = exc.strerror if rel == "." else f"{rel}: {exc.strerror}"
+            return (f"cannot write to flow's home {home} ({where})",
+                    "Make it writable, or move it: set FLOW_HOME to a writable directory")
+    return None

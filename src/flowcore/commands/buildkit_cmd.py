@@ -12,7 +12,9 @@ from typing import TypedDict
 import click
 
 from flowcore.app import Flow
+from flowcore.commands import AliasedGroup
 from flowcore.commands._install_options import announce_source, install_options
+from flowcore.commands.completion_cmd import kit_names
 from flowcore.errors import InstallError, UsageError
 from flowcore.registry import of_run
 
@@ -32,7 +34,7 @@ class _KitRow(TypedDict):
     plugins: list[_PluginRow]
 
 
-@click.group()
+@click.group(cls=AliasedGroup)
 def buildkit() -> None:
     """Install, remove, list and switch build kits."""
 
@@ -93,7 +95,7 @@ def _installed(flow: Flow) -> list[str]:
 
 
 @buildkit.command()
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=kit_names)
 @click.pass_obj
 def delete(flow: Flow, names: tuple[str, ...]) -> None:
     """Uninstall build kits (choose from a list when no NAME is given)."""
@@ -111,7 +113,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 
 
 @buildkit.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=kit_names)
 @click.pass_obj
 def switch(flow: Flow, name: str | None) -> None:
     """Make NAME the active build kit (choose from a list when no NAME is given)."""

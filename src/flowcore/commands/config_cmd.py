@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from flowcore.app import Flow
+from flowcore.commands.completion_cmd import config_keys, settable_config_keys
 from flowcore.errors import UsageError
 
 #: Keys whose shape flow manages through its own commands; ``config set`` points there instead.
@@ -64,7 +65,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
 
 
 @config.command()
-@click.argument("key")
+@click.argument("key", shell_complete=config_keys)
 @click.pass_obj
 def get(flow: Flow, key: str) -> None:
     """Print KEY (dotted, e.g. cloudbuild.server) from the global config."""
@@ -79,7 +80,7 @@ def get(flow: Flow, key: str) -> None:
 
 
 @config.command(name="set")
-@click.argument("key")
+@click.argument("key", shell_complete=settable_config_keys)
 @click.argument("value")
 @click.pass_obj
 def set_(flow: Flow, key: str, value: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from flowcore.commands.completion_cmd import kit_names, template_names
 from flowcore.errors import UsageError
 
 if TYPE_CHECKING:
@@ -105,9 +106,9 @@ def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: 
 
 @click.command(name="create")
 @click.argument("name", required=False)
-@click.option("-k", "--build-kit", "kit", metavar="NAME",
+@click.option("-k", "--build-kit", "kit", metavar="NAME", shell_complete=kit_names,
               help="Build kit of the new project (default: choose from the installed kits).")
-@click.option("-t", "--template", metavar="NAME|PATH|URL",
+@click.option("-t", "--template", metavar="NAME|PATH|URL", shell_complete=template_names,
               help="A template of the kit, a template directory, or a git URL.")
 @click.option("--defaults", is_flag=True, help="Answer every question with its default.")
 @click.option("-d", "--data", "data", multiple=True, metavar="KEY=VALUE",

@@ -13,12 +13,14 @@ from typing import Any
 import click
 
 from flowcore.app import Flow
+from flowcore.commands import AliasedGroup
 from flowcore.commands._install_options import announce_source, install_options
+from flowcore.commands.completion_cmd import plugin_names
 from flowcore.errors import InstallError
 from flowcore.registry import of_run
 
 
-@click.group()
+@click.group(cls=AliasedGroup)
 def plugin() -> None:
     """Install, remove and list plugins."""
 
@@ -76,7 +78,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
 
 
 @plugin.command()
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=plugin_names)
 @click.pass_obj
 def delete(flow: Flow, names: tuple[str, ...]) -> None:
     """Uninstall plugins and remove them from every kit (choose from a list without NAME)."""
