@@ -79,7 +79,8 @@ def test_switch_to_a_kit_that_is_not_installed_names_the_add_command(flow, flow_
     assert r.returncode == 2
     assert one_line_error(r.stderr) == ("flow: error: build kit 'flow-kit-python' is not "
                                         "installed. Install it with: flow buildkit add "
-                                        "flow-kit-python")
+                                        "PATH-OR-NAME (a directory, a wheel, or a name from "
+                                        "your configured index)")
 
 
 def test_switch_inside_a_project_edits_the_project_keeping_comments(flow, flow_home, tmp_path):

@@ -36,6 +36,10 @@ def two_kits(menv: ManagedEnv) -> ManagedEnv:
     return menv
 
 
+#: What an install hint says when nothing records where a kit or plugin came from.
+ANY_SOURCE = "PATH-OR-NAME (a directory, a wheel, or a name from your configured index)"
+
+
 def error_line(r) -> str:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -106,7 +110,7 @@ def test_a_kit_bound_command_in_a_project_says_to_add_the_plugin_there(run_flow,
         f"flow: error: no such command 'clean' in project {project} (build kit flow-kit-demo): "
         "plugin flow-plugin-clean provides it, bound to build kit flow-kit-other. A project "
         "loads only its own plugins: add it to this one with: flow plugin add "
-        "flow-plugin-clean (it is made for build kit flow-kit-other), or run it outside the "
+        f"{ANY_SOURCE} (it is made for build kit flow-kit-other), or run it outside the "
         "project: flow -g -k flow-kit-other clean")
     # the other kit's own command, from inside the project
     r = run_flow("serve", cwd=project)
@@ -131,7 +135,7 @@ def test_a_misspelt_kit_name_suggests_the_installed_one(run_flow, two_kits, flow
         "flow-kit-other)")
     # a name close to nothing installed still names the add command
     r = run_flow("-k", "flow-kit-zzz", "build")
-    assert error_line(r).endswith("Install it with: flow buildkit add flow-kit-zzz")
+    assert error_line(r).endswith(f"Install it with: flow buildkit add {ANY_SOURCE}")
 
 
 def test_unknown_config_keys_are_warned_about_with_the_nearest_known_key(run_flow, two_kits,
@@ -185,9 +189,9 @@ def site_packages(env_dir: Path) -> Path:
     return site_packages_dir(env_dir)
 
 
-BROKEN_FIX = ("See what is wrong with: flow doctor; reinstall it (flow plugin add "
-              "flow-plugin-breaks, or flow doctor --fix), or remove it: flow plugin delete "
-              "flow-plugin-breaks")
+BROKEN_FIX = ("See what is wrong with: flow doctor; reinstall it (flow doctor --fix, or flow "
+              "plugin add PATH-OR-NAME: a directory, a wheel, or a name from your configured "
+              "index), or remove it: flow plugin delete flow-plugin-breaks")
 
 
 def test_a_plugin_that_breaks_after_install_keeps_its_command_and_names_the_fix(run_flow, menv):
@@ -298,3 +302,83 @@ def flow_register_commands(registry):
     assert r.stdout.strip() == "config=server.toml keep=True"
     r = run_flow("own", "-g", "--config=x.toml")  # -g is not its own: it is flow's
     assert r.stdout.strip() == "config=x.toml keep=False", r.stderr
+
+
+# -- issue 22: checked suggestions, and hints that install from the recorded source --------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def real_kits(run_flow) -> None:
+    r = run_flow("buildkit", "add", str(REPO / "kits" / "flow-kit-cloudbuild"),
+                 str(REPO / "kits" / "flow-kit-python"), "--no-index")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_kit_that_does_not_take_the_project_is_not_suggested(run_flow, real_kits, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "package.json").write_text('{"name": "site", "version": "1.0.0"}\n')
+    assert run_flow("init", "-k", "flow-kit-cloudbuild", cwd=site).returncode == 0
+    r = run_flow("build", cwd=site)
+    assert r.returncode == 2
+    line = error_line(r)
+    assert "flow -k flow-kit-python" not in line and "buildkit switch" not in line
+    assert line == (
+        f"flow: error: no such command 'build' in project {site} (build kit "
+        "flow-kit-cloudbuild; build kit flow-kit-python has it, but takes only a folder with "
+        "pyproject.toml, setup.py or setup.cfg). Did you mean 'buildkit'? See 'flow --help' "
+        "for the commands there are")
+
+
+def test_a_kit_that_takes_the_project_is_still_suggested(run_flow, real_kits, tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1.0"\n')
+    assert run_flow("init", "-k", "flow-kit-cloudbuild", cwd=package).returncode == 0
+    r = run_flow("build", cwd=package)
+    assert r.returncode == 2
+    assert "Run it with: flow -k flow-kit-python build" in error_line(r)
+
+
+def test_a_broken_plugins_fix_reinstalls_it_from_its_recorded_source(run_flow, tmp_path):
+    from wheelfactory import plugin_wheel
+
+    work = tmp_path / "work"
+    wheel = plugin_wheel(work / "wheels", "flow-plugin-breaks", command_plugin("broken-cmd"))
+    rel = f"./wheels/{wheel.name}"
+    r = run_flow("plugin", "add", rel, "--no-index", cwd=work)
+    assert r.returncode == 0, r.stderr
+    from flowcore.environment import site_packages_dir
+
+    module = site_packages_dir(tmp_path / "flowhome" / "env") / "flow_plugin_breaks" / "__init__.py"
+    module.write_text("raise RuntimeError('boom')\n" + module.read_text())
+    r = run_flow("broken-cmd", cwd=work)
+    assert r.returncode == 1
+    assert error_line(r).endswith(
+        f"reinstall it (flow plugin add {rel} --no-index, or flow doctor --fix), or remove it: "
+        "flow plugin delete flow-plugin-breaks")
+    # from a folder the wheel is not under: its absolute path
+    (tmp_path / "other").mkdir()
+    r = run_flow("broken-cmd", cwd=tmp_path / "other")
+    assert f"flow plugin add {wheel} --no-index," in error_line(r)
+
+
+def test_a_kit_bound_plugins_hint_names_its_recorded_source(run_flow, two_kits, project,
+                                                              flow_home):
+    source = project / "vendor" / "flow-plugin-clean"
+    source.mkdir(parents=True)
+    (flow_home / "installed.json").write_text(json.dumps({"schemaVersion": 1, "packages": {
+        "flow-plugin-clean": {"kind": "plugin", "version": "0.1.0", "source": str(source),
+                              "findLinks": [], "noIndex": False}}}))
+    r = run_flow("clean", cwd=project)
+    assert "add it to this one with: flow plugin add ./vendor/flow-plugin-clean (it is made " \
+        "for build kit flow-kit-other)" in error_line(r)
+
+
+def test_install_hints_never_name_a_package_no_index_has(run_flow, two_kits, tmp_path):
+    r = run_flow("-k", "flow-kit-zzz", "build")
+    assert error_line(r).endswith(f"Install it with: flow buildkit add {ANY_SOURCE}")
+    r = run_flow("create", "-k", "flow-kit-zzz", "x", cwd=tmp_path)
+    assert error_line(r).endswith(f"Install it with: flow buildkit add {ANY_SOURCE}")

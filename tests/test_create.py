@@ -311,7 +311,8 @@ def test_an_empty_target_directory_is_used(flow, work):
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["-k", "flow-kit-nope", "-t", "library"], 2,
      "flow: error: unknown build kit 'flow-kit-nope'. Installed kits: flow-kit-python. "
-     "Install it with: flow buildkit add flow-kit-nope"),
+     "Install it with: flow buildkit add PATH-OR-NAME (a directory, a wheel, or a name from "
+     "your configured index)"),
     (["-k", "flow-kit-python", "-t", "nope"], 2,
      "flow: error: unknown template 'nope' for build kit flow-kit-python. Available: cli, "
      "library. Pass one of them, a template directory or a git URL with -t"),
@@ -418,8 +419,9 @@ def test_template_with_tasks_needs_trust(flow, work, tmp_path):
 def test_no_kit_installed(run_flow, work):
     r = run_flow("create", "demo", "-t", "library", "--defaults", cwd=work)
     assert r.returncode == 2
-    assert one_line_error(r.stderr) == ("flow: error: no build kit is installed. Install one "
-                                        "first: flow buildkit add flow-kit-python")
+    assert one_line_error(r.stderr) == (
+        "flow: error: no build kit is installed. Install one first: flow buildkit add "
+        "PATH-OR-NAME (a directory, a wheel, or a name from your configured index)")
 
 
 def test_help_imports_no_renderer(flow_home, work):

@@ -74,8 +74,14 @@ def flow_kit_info(context: CoreContext) -> JSONObject | None:
     Return: a dict with ``short_name`` (the name of the kit's config section, e.g.
     ``"python"`` for ``[tool.flow.python]``; defaults to the distribution name without
     ``flow-kit-``), ``description`` (one line for listings) and optionally ``config_schema``
-    (a mapping of key to a one-line description of that key of the kit's section). Return
-    ``None`` to use the defaults. Only the active kit's answer is used.
+    (a mapping of key to a one-line description of that key of the kit's section) and
+    ``project_files`` (the file names the kit recognises a project folder by, e.g.
+    ``["pyproject.toml", "setup.py"]``: a folder holding any of them is one this kit takes).
+    Return ``None`` to use the defaults. ``project_files`` is read from every installed kit:
+    ``flow init`` refuses a folder its kit does not take and, without ``-k``, picks the one kit
+    that takes it; flow suggests ``flow -k KIT COMMAND`` in a project only when KIT takes it.
+    A kit that names no ``project_files`` takes any folder. The other keys are used from the
+    active kit only.
     """
 
 

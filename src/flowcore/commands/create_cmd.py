@@ -64,22 +64,30 @@ def _ask_text(message: str, default: str = "") -> str:
     return str(answer)
 
 
-def choose_kit(flow: Flow, given: str | None) -> str:
+def choose_kit(flow: Flow, given: str | None, among: list[str] | None = None) -> str:
+    """``given`` (checked to be installed), else the one installed kit, else a choice (from
+    ``among``, default every installed kit)."""
     from flowcore.prompts import choose
 
     installed = flow.config.global_config.installed_kits
     if not installed:
+        from flowcore._hints import ANY_SOURCE
+
         raise UsageError("no build kit is installed",
-                         "Install one first: flow buildkit add flow-kit-python")
+                         f"Install one first: flow buildkit add {ANY_SOURCE}")
     if given:
         if given not in installed:
+            from flowcore._hints import install_kit_fix
+
             raise UsageError(f"unknown build kit '{given}'. Installed kits: "
-                             f"{', '.join(installed)}", f"Install it with: flow buildkit add {given}")
+                             f"{', '.join(installed)}", install_kit_fix(given))
         return given
-    if len(installed) == 1:
-        return installed[0]
-    return str(choose("Build kit for the new project:", installed, what="build kit",
-                      fix=f"Pass one with -k NAME ({', '.join(installed)})"))
+    message = "Build kit for this project:" if among else "Build kit for the new project:"
+    among = among or installed
+    if len(among) == 1:
+        return among[0]
+    return str(choose(message, among, what="build kit",
+                      fix=f"Pass one with -k NAME ({', '.join(among)})"))
 
 
 def choose_template(templates: list[Template], kit: str, given: str | None) -> str:

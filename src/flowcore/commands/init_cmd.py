@@ -2,7 +2,10 @@
 
 ``[tool.flow] buildkit = "KIT"`` goes into the directory's ``pyproject.toml`` (comments and
 formatting kept), or into a new ``flow.toml`` when there is no ``pyproject.toml``. A directory
-inside a project that already names its kit is refused. See docs/create.md.
+inside a project that already names its kit is refused, and so is one the kit finds no project
+in: a kit names the files it recognises a project by (``project_files`` in its
+``flow_kit_info``; a kit that names none takes any folder). Without ``-k``, the kit is the one
+installed kit that takes the folder. See docs/create.md.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flowcore.errors import UsageError
+from flowcore.errors import FlowError, UsageError
 
 if TYPE_CHECKING:
     from flowcore.app import Flow
@@ -36,7 +39,26 @@ def init(flow: Flow, kit: str | None) -> None:
             f"{here}{where} already has a build kit: {project.buildkit} (in {project.file})",
             "To change it, run flow buildkit switch NAME in the project",
         )
-    kit = choose_kit(flow, kit or flow.options.build_kit)
+    given = kit or flow.options.build_kit
+    installed = flow.config.global_config.installed_kits
+    if given or len(installed) < 2:
+        kit = choose_kit(flow, given)
+        files = project_files(flow, kit)
+        if not accepts(files, here):
+            raise UsageError(
+                f"{here} is not a project build kit {kit} takes: it looks for "
+                f"{files_text(files)}, and none is here",
+                f"Run flow init in the project's root folder, or create a project: "
+                f"flow create NAME -k {kit}")
+    else:
+        found = {k: project_files(flow, k) for k in installed}
+        fits = [k for k in installed if accepts(found[k], here)]
+        if not fits:
+            looks = "; ".join(f"{k} looks for {files_text(found[k])}" for k in installed)
+            raise UsageError(f"{here} is not a project any installed build kit takes ({looks})",
+                             "Run flow init in the project's root folder, or create a "
+                             "project: flow create NAME")
+        kit = fits[0] if len(fits) == 1 else choose_kit(flow, None, fits)
     if project is not None and project.root == here:
         target = project                       # a flow table without a kit: add the kit to it
     elif (here / PYPROJECT).is_file():
@@ -51,6 +73,44 @@ def init(flow: Flow, kit: str | None) -> None:
         recorded = FLOW_TOML
     click.echo(f"Initialized flow project {here}: build kit {kit} recorded in {recorded}.")
     click.echo("Next: flow --help")
+
+
+def project_files(flow: Flow, kit: str) -> list[str] | None:
+    """The files build kit ``kit`` recognises a project folder by (``project_files`` of its
+    ``flow_kit_info``, from its cached command manifest), or ``None``: it takes any folder."""
+    from flowcore.app import Flow
+    from flowcore.config import RunOptions
+    from flowcore.registry import CommandRegistry
+
+    options = RunOptions(global_scope=True, build_kit=kit, check_latest=False,
+                         root=flow.options.root, config=flow.options.config)
+    try:
+        info = CommandRegistry(Flow(options, cwd=flow.cwd)).manifest().kit
+    except FlowError:
+        return None
+    return declared_files(info)
+
+
+def declared_files(info: object) -> list[str] | None:
+    """``project_files`` of a kit's ``flow_kit_info`` answer: file names (no paths), or
+    ``None`` when it names none."""
+    files = info.get("project_files") if isinstance(info, dict) else None
+    if not isinstance(files, list):
+        return None
+    names = [f for f in files if isinstance(f, str) and f and "/" not in f and f not in (".", "..")]
+    return names or None
+
+
+def accepts(files: list[str] | None, folder: Path) -> bool:
+    """Whether a kit that recognises a project by ``files`` takes ``folder``."""
+    return files is None or any((folder / name).is_file() for name in files)
+
+
+def files_text(files: list[str] | None) -> str:
+    """``"a, b or c"`` (``"any folder"`` when there are none)."""
+    if not files:
+        return "any folder"
+    return files[0] if len(files) == 1 else f"{', '.join(files[:-1])} or {files[-1]}"
 
 
 def _create_exclusively(path: Path, text: str) -> None:

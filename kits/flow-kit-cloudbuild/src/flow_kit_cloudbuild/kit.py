@@ -44,6 +44,8 @@ def flow_kit_info(context: Any) -> dict[str, Any]:
         "short_name": "cloudbuild",
         "description": "Build and publish projects on a flow cloud build server",
         "config_schema": dict(CONFIG_SCHEMA),
+        # what flow publish reads a project's name and version from (client/project.py)
+        "project_files": ["package.json", "pyproject.toml"],
     }
 
 

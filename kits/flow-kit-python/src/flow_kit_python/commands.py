@@ -44,7 +44,8 @@ def project_root(ctx: click.Context) -> Path:
     root = context.project_root if context is not None else None
     if root is None:
         raise UsageError(f"{Path.cwd()} is not inside a flow project",
-                         "Run it inside a project made with: flow create NAME -k flow-kit-python")
+                         "Adopt an existing project in its root folder with: flow init -k "
+                         "flow-kit-python, or create one: flow create NAME -k flow-kit-python")
     if not any((root / name).is_file() for name in PROJECT_FILES):
         raise UsageError(f"{root} has no pyproject.toml, setup.py or setup.cfg, so it is not a "
                          "Python project", "Add one, or use another build kit for this project")
