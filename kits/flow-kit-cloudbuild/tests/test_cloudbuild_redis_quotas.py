@@ -115,7 +115,8 @@ def test_a_task_cancelled_while_queued_loses_its_upload(tmp_path, redis_server):
             assert a.call("cancel", {"taskId": queued})["ok"]
             msgs = a.wait(queued, timeout=20)
             assert final(msgs)["action"] == "cancelled" and final(msgs)["payload"]["step"] == "queued"
-            assert not list(uploads.glob(f"{upload_id}.*"))  # at once, not at the next sweep
+            assert sorted(p.name for p in uploads.glob(f"{upload_id}.*")) == [  # at once, not at
+                f"{upload_id}.json", f"{upload_id}.task"]  # the next sweep; its record stays
             assert a.call("cancel", {"taskId": running})["ok"]
             assert final(a.wait(running, timeout=20))["action"] == "cancelled"
             assert not list(uploads.glob("*.tar.gz"))

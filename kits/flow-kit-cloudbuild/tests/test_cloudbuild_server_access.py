@@ -336,7 +336,8 @@ def test_pending_uploads_per_token_are_capped_by_count_and_bytes(tmp_path):
                     if json.loads(p.read_text())["size"] == len(project))
         task_id = c.publish(**upload_payload(used))["taskId"]
         again = c.publish(**upload_payload(used))
-        assert again["ok"] is False and "already used by another task" in again["error"]["message"]
+        assert again["ok"] is False and again["error"]["code"] == "refused"
+        assert f"already used by task {task_id}" in again["error"]["message"]
         assert upload(s, blob)[0] == 201
         c.wait(task_id)
         # bytes: another token holds one blob; a second upload of 2.2 blobs passes the count, not the bytes
@@ -352,6 +353,8 @@ def test_pending_uploads_per_token_are_capped_by_count_and_bytes(tmp_path):
     ("console.error('broken'); process.exit(3);\n", "failed"),
 ])
 def test_an_upload_is_deleted_when_its_task_ends(tmp_path, build_js, state):
+    """Its sources go at once; the record that the task used it (a few bytes) stays, so that a
+    reuse is told which task used it (test_cloudbuild_server_bounds.py)."""
     project = tar_gz({k: v.encode() for k, v in npm_project(build_js=build_js).items()})
     with ServerProc(tmp_path / "d") as s, Client(s.url, TOKEN) as c:
         status, body = upload(s, project)
@@ -360,7 +363,7 @@ def test_an_upload_is_deleted_when_its_task_ends(tmp_path, build_js, state):
         assert upload_files(s, upload_id) == [f"{upload_id}.json", f"{upload_id}.tar.gz"]
         task_id = c.publish(**upload_payload(upload_id))["taskId"]
         assert final(c.wait(task_id))["action"] == state
-        assert upload_files(s, upload_id) == []
+        assert upload_files(s, upload_id) == [f"{upload_id}.json", f"{upload_id}.task"]
 
 
 def test_an_upload_no_task_used_expires(tmp_path):

@@ -198,6 +198,64 @@ def test_a_chain_of_long_name_headers_is_refused(tmp_path):
     assert "extended headers" in err.value.message
 
 
+# -- 1b. an upload feeds one task ----------------------------------------------------------------
+def test_a_reused_upload_is_refused_naming_its_task_and_an_unknown_one_is_not_found(tmp_path):
+    """Issue 22 item 5: an upload whose task has ended (its sources deleted) is ``refused``, not
+    ``not-found``: the message names the task that used it and says to upload again. An id that
+    never was an upload stays ``not-found``; another token's use of it stays ``forbidden``."""
+    from cloudbuild_server_support import OTHER_TOKEN, tar_gz
+
+    project = tar_gz({k: v.encode() for k, v in npm_project().items()})
+    payload = {"name": "demo", "version": "1.0.0", "source": "upload", "buildCmd": ["npm", "run", "build"]}
+    with ServerProc(tmp_path / "d") as s, Client(s.url) as c, Client(s.url, OTHER_TOKEN) as other:
+        upload_id = _upload(s, project)
+        task_id = c.publish(**payload, uploadId=upload_id)["taskId"]
+        running = c.publish(**payload, uploadId=upload_id)  # while its task runs
+        assert final(c.wait(task_id, timeout=120))["action"] == "done"
+        assert not (s.data_dir / "uploads" / f"{upload_id}.tar.gz").exists()  # the sources went
+        after = c.publish(**payload, uploadId=upload_id)  # after its task ended
+        for ack in (running, after):
+            assert ack["ok"] is False and ack["error"]["code"] == protocol.ERROR_REFUSED, ack
+            message = ack["error"]["message"]
+            assert task_id in message and upload_id in message, message
+            assert "one task" in message and "upload the source again" in message, message
+        unknown = c.publish(**payload, uploadId="0" * 24)
+        assert unknown["error"]["code"] == protocol.ERROR_NOT_FOUND, unknown
+        assert "no upload" in unknown["error"]["message"]
+        foreign = other.publish(**payload, uploadId=upload_id)
+        assert foreign["error"]["code"] == protocol.ERROR_FORBIDDEN, foreign
+        assert task_id not in foreign["error"]["message"]  # another token learns no task id
+
+
+def test_the_sweep_keeps_a_used_uploads_record_as_long_as_its_task(tmp_path):
+    """What says which task used an upload (.json, .task) outlives the sources (.tar.gz) and goes
+    with the task (retention); a running task's upload is left alone."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from flow_kit_cloudbuild.server import housekeeping
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    ended, gone, running = "a" * 24, "b" * 24, "c" * 24
+    records = {"1" * 24: {"state": "done"}, "3" * 24: {"state": "build"}}
+    old = time.time() - 7200
+    for upload_id, task_id in ((ended, "1" * 24), (gone, "2" * 24), (running, "3" * 24)):
+        for suffix, text in ((".tar.gz", "x"), (".json", "{}"), (".task", task_id)):
+            (uploads / f"{upload_id}{suffix}").write_text(text)
+            os.utime(uploads / f"{upload_id}{suffix}", (old, old))
+
+    async def get(task_id):
+        return records.get(task_id)
+
+    service = SimpleNamespace(paths=SimpleNamespace(uploads=uploads), store=SimpleNamespace(get=get),
+                              cfg=SimpleNamespace(upload_retention_hours=1.0))
+    assert asyncio.run(housekeeping._sweep_uploads(service, time.time())) == 2
+    assert sorted(p.name for p in uploads.iterdir()) == sorted(
+        [f"{ended}.json", f"{ended}.task"] + [f"{running}{s}" for s in (".json", ".tar.gz", ".task")])
+    assert "1" * 24 in str(housekeeping.used_upload(ended, housekeeping.claimant(uploads, ended)))
+
+
 # -- 2. bounded replay --------------------------------------------------------------------------
 def attach_flood_growth_mb(url: str, pid: int, task_id: str, attaches: int = 40) -> float:
     """Peak RSS growth (MB) of the server ``pid`` while one socket sends ``attaches`` attach

@@ -30,6 +30,10 @@ from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT
 @click.option("--prod", is_flag=True, help="Publish a production release.")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS",
               help=f"Task time limit on the server (default {DEFAULT_TIMEOUT}).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True, max=3600),
+              metavar="SECONDS",
+              help="How long connecting to the build server may take (default: "
+                   "[tool.flow.cloudbuild] connect-timeout, else 5).")
 @click.option("--detach", is_flag=True, help="Print the task id and return at once.")
 @click.option("--attach", "attach_id", metavar="TASK",
               help="Follow a running or finished task from its first message.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -10,27 +11,35 @@ from pathlib import Path
 from typing import Any
 
 from flow_kit_cloudbuild.client.errors import ConnectError, PublishError
+from flow_kit_cloudbuild.client.settings import CONNECT_TIMEOUT
 from flow_kit_cloudbuild.protocol import PATH_TASKS, PATH_UPLOADS
 
 __all__ = ["CONNECT_TIMEOUT", "probe", "upload", "get_task", "download", "unreachable"]
 
-CONNECT_TIMEOUT = 5.0
+# CONNECT_TIMEOUT (settings.py; --connect-timeout, connect-timeout in [tool.flow.cloudbuild])
+# bounds the TCP probe, the Socket.IO connect (session.py), every HTTP call's connect (TCP,
+# TLS) and the whole of the small calls (get_task).
+#: How long an upload or download may stall once connected (seconds).
 TRANSFER_TIMEOUT = 120.0
 
 
-def unreachable(server: str, reason: object) -> ConnectError:
-    """The one error for "the build server cannot be reached", naming its URL."""
+def seconds(value: float) -> str:
+    """``5`` for 5.0, ``1.5`` for 1.5: how the timeout is spelled in messages."""
+    return f"{value:g}"
+
+
+def unreachable(server: str, reason: object, connect_timeout: float = CONNECT_TIMEOUT) -> ConnectError:
+    """The one error for "the build server cannot be reached": one line naming its URL, the
+    connect timeout and the option that changes it."""
     text = str(getattr(reason, "reason", reason) or "no answer").strip()
     if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in text:
-        text = f"no answer within {CONNECT_TIMEOUT:.0f} s"
+        text = f"no answer within {seconds(connect_timeout)} s"
     return ConnectError(
         f"cannot connect to the build server at {server}: {text}",
         "Check the URL (--server, or flow config set cloudbuild.server URL) and that "
-        "flow-cloudbuild-server is running there",
+        f"flow-cloudbuild-server is running there; the connect timeout is "
+        f"{seconds(connect_timeout)} s (--connect-timeout SECONDS)",
     )
-
-
-LOOPBACK_START_GRACE = 10.0  # seconds a refused loopback server gets to finish starting
 
 
 def _loopback(host: str | None) -> bool:
@@ -44,8 +53,8 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def probe(server: str) -> None:
-    """Open (and close) a TCP connection to the server within CONNECT_TIMEOUT seconds.
+def probe(server: str, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    """Open (and close) a TCP connection to the server within ``connect_timeout`` seconds.
 
     Socket.IO reports every failure as "Connection error"; this says which one it was
     (refused, no answer, unknown host) before the handshake is tried.
@@ -56,38 +65,106 @@ def probe(server: str) -> None:
     parts = urlsplit(server)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     # A server on this machine may be starting right now (the README starts one in the
-    # background, then publishes): give a refused loopback connection a few seconds.
-    deadline = time.monotonic() + (LOOPBACK_START_GRACE if _loopback(parts.hostname) else 0)
+    # background, then publishes): a refused loopback connection is tried again, within the
+    # same connect timeout.
+    start = time.monotonic()
+    deadline = start + (connect_timeout if _loopback(parts.hostname) else 0)
     try:
         while True:
+            left = max(connect_timeout - (time.monotonic() - start), 0.05)
             try:
-                socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT).close()
+                socket.create_connection((parts.hostname or "", port), timeout=left).close()
                 break
             except ConnectionRefusedError:
-                if time.monotonic() >= deadline:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
                     raise
-                time.sleep(0.1)
+                time.sleep(min(wait, 0.1))
     except socket.gaierror as exc:
-        raise unreachable(server, f"unknown host ({exc.strerror})") from None
+        raise unreachable(server, f"unknown host ({exc.strerror})", connect_timeout) from None
     except TimeoutError as exc:
-        raise unreachable(server, exc) from None
+        raise unreachable(server, exc, connect_timeout) from None
     except OSError as exc:
-        raise unreachable(server, (exc.strerror or str(exc)).lower()) from None
+        raise unreachable(server, (exc.strerror or str(exc)).lower(), connect_timeout) from None
+
+
+class _ConnectTimeout:
+    """An http.client connection that connects (TCP and TLS) within ``connect_timeout`` and
+    then reads and writes with the request's own timeout."""
+
+    connect_timeout: float
+    timeout: Any
+    sock: Any
+
+    def connect(self) -> None:
+        transfer, self.timeout = self.timeout, self.connect_timeout
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:
+            self.timeout = transfer
+        self.sock.settimeout(transfer)
+
+
+class _HTTPConnection(_ConnectTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ConnectTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def http_open(self, req: Any) -> Any:
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = _HTTPConnection(host, **kwargs)
+        conn.connect_timeout = self.connect_timeout
+        return conn
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def https_open(self, req: Any) -> Any:
+        return self.do_open(self._connection, req, context=self._context)  # type: ignore[attr-defined]
+
+    def _connection(self, host: str, **kwargs: Any) -> http.client.HTTPSConnection:
+        conn = _HTTPSConnection(host, **kwargs)
+        conn.connect_timeout = self.connect_timeout
+        return conn
+
+
+def _connecting_opener(connect_timeout: float, *extra: Any) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment included) whose connects time out after
+    ``connect_timeout`` seconds."""
+    return urllib.request.build_opener(_HTTPHandler(connect_timeout),
+                                       _HTTPSHandler(connect_timeout), *extra)
 
 
 def _request(server: str, method: str, path: str, token: str, body: bytes | None = None,
-             content_type: str | None = None, timeout: float = CONNECT_TIMEOUT) -> Any:
+             content_type: str | None = None, timeout: float | None = None,
+             connect_timeout: float = CONNECT_TIMEOUT) -> Any:
+    """One call; it connects within ``connect_timeout`` and then may take ``timeout`` per read
+    or write (default: the connect timeout too)."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
     request = urllib.request.Request(server + path, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _connecting_opener(connect_timeout).open(
+                request, timeout=connect_timeout if timeout is None else timeout) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         raise _http_error(server, path, exc) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise unreachable(server, exc) from None
+        raise unreachable(server, exc, connect_timeout) from None
 
 
 def _http_error(server: str, path: str, exc: urllib.error.HTTPError) -> PublishError:
@@ -106,18 +183,22 @@ def _http_error(server: str, path: str, exc: urllib.error.HTTPError) -> PublishE
     return PublishError(f"{path} on {server} answered HTTP {exc.code}: {message or exc.reason}")
 
 
-def upload(server: str, token: str, archive: bytes) -> str:
-    """POST the .tar.gz; returns the server's ``uploadId``."""
+def upload(server: str, token: str, archive: bytes,
+           connect_timeout: float = CONNECT_TIMEOUT) -> str:
+    """POST the .tar.gz; returns the server's ``uploadId``. Connecting has ``connect_timeout``
+    seconds, the transfer :data:`TRANSFER_TIMEOUT`."""
     answer = _request(server, "POST", PATH_UPLOADS, token, archive, "application/gzip",
-                      timeout=TRANSFER_TIMEOUT)
+                      timeout=TRANSFER_TIMEOUT, connect_timeout=connect_timeout)
     upload_id = answer.get("uploadId") if isinstance(answer, dict) else None
     if not isinstance(upload_id, str):
         raise PublishError(f"the build server at {server} sent no uploadId for the upload")
     return upload_id
 
 
-def get_task(server: str, token: str, task_id: str) -> dict[str, Any]:
-    return _request(server, "GET", PATH_TASKS + task_id, token)
+def get_task(server: str, token: str, task_id: str,
+             connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
+    """The task record; the whole call within ``connect_timeout`` (per read)."""
+    return _request(server, "GET", PATH_TASKS + task_id, token, connect_timeout=connect_timeout)
 
 
 #: The largest artifact ``download`` writes (the server's own default quota is 1 GiB a task).
@@ -159,17 +240,18 @@ class _SameServerRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener(server: str) -> urllib.request.OpenerDirector:
+def _opener(server: str, connect_timeout: float = CONNECT_TIMEOUT) -> urllib.request.OpenerDirector:
     """http(s) only (urllib's default opener also reads file://, ftp:// and data: URLs)."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+    for handler in (_HTTPHandler(connect_timeout), _HTTPSHandler(connect_timeout),
                     urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
                     _SameServerRedirects(server)):
         opener.add_handler(handler)
     return opener
 
 
-def download(url: str, dest: Path, *, server: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> int:
+def download(url: str, dest: Path, *, server: str, max_bytes: int = MAX_DOWNLOAD_BYTES,
+             connect_timeout: float = CONNECT_TIMEOUT) -> int:
     """Download one artifact to ``dest`` (artifact downloads need no token); returns its size.
 
     Only from ``server`` (the URL ``flow publish`` talks to: same scheme, host and port; no
@@ -184,7 +266,7 @@ def download(url: str, dest: Path, *, server: str, max_bytes: int = MAX_DOWNLOAD
     part = dest.with_name(f".{dest.name}.part")
     written = 0
     try:
-        with _opener(server).open(url, timeout=TRANSFER_TIMEOUT) as response, open(part, "wb") as out:
+        with _opener(server, connect_timeout).open(url, timeout=TRANSFER_TIMEOUT) as response, open(part, "wb") as out:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise _too_large(url, max_bytes)

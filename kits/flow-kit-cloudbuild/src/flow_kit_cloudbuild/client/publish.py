@@ -69,7 +69,8 @@ def _call_hook(context: CoreContext | None, hook: str,
 
 def run(*, server: str | None, token: str | None, build_cmd: str | None, branch: str | None,
         source: str | None, prod: bool, timeout: int | None, detach: bool,
-        attach_id: str | None, cancel_id: str | None, json_mode: bool, force: bool) -> None:
+        attach_id: str | None, cancel_id: str | None, json_mode: bool, force: bool,
+        connect_timeout: float | None = None) -> None:
     if attach_id and cancel_id:
         raise PublishUsageError("--attach and --cancel cannot be combined",
                                 "Pass one of them")
@@ -78,9 +79,11 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
                                 "Leave out --detach")
     context = _plugin_context()
     settings = resolve(context, server=server, token=token, build_cmd=build_cmd,
-                       timeout=timeout, source=source, branch=branch)
+                       timeout=timeout, source=source, branch=branch,
+                       connect_timeout=connect_timeout)
     renderer = Renderer(json_mode=json_mode)
-    session = Session(settings.server, settings.token, notify=renderer.notice)
+    session = Session(settings.server, settings.token, notify=renderer.notice,
+                      connect_timeout=settings.connect_timeout)
     try:
         if cancel_id:
             _cancel(session, renderer, cancel_id)
@@ -139,7 +142,8 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
     if source == "upload":
         archive, count = pack_upload(root, MAX_UPLOAD_BYTES)
         renderer.notice(f"uploading {count} files ({len(archive) // 1024 + 1} KiB)")
-        payload["uploadId"] = http.upload(settings.server, settings.token, archive)
+        payload["uploadId"] = http.upload(settings.server, settings.token, archive,
+                                          connect_timeout=settings.connect_timeout)
     task_id = _submit(session, payload, meta.name, meta.version)
     if detach:
         renderer.detached(task_id)
@@ -192,7 +196,7 @@ def _follow_and_finish(session: Session, renderer: Renderer, task_id: str,
         done_task = {**task, "taskId": task_id, "artifactUrl": url,
                      "artifacts": list(payload.get("artifacts") or [])}
         targets = _call_hook(context, "flow_publish_artifact_targets", done_task)
-        _deliver(renderer, targets, done_task)
+        _deliver(renderer, targets, done_task, session.connect_timeout)
     # The site's index page opens in a browser; the file list (JSON) has its own URL.
     site = next((str(a.get("url")) for a in payload.get("artifacts") or []
                  if isinstance(a, dict) and a.get("name") == "index.html" and a.get("url")), None)
@@ -231,7 +235,8 @@ def _ask_cancel() -> bool:
     return answer == "cancel the task"
 
 
-def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, Any]) -> None:
+def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, Any],
+             connect_timeout: float = http.CONNECT_TIMEOUT) -> None:
     """Copy the artifacts to the targets plugins named; kinds this client cannot serve are
     reported, not fatal (the build is done either way)."""
     for target in targets:
@@ -243,7 +248,8 @@ def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, 
             for artifact in task["artifacts"]:
                 if isinstance(artifact, dict) and artifact.get("url") and artifact.get("name"):
                     http.download(str(artifact["url"]), dest / Path(str(artifact["name"])).name,
-                                  server=str(task["target"]))
+                                  server=str(task["target"]),
+                                  connect_timeout=connect_timeout)
             renderer.notice(f"artifacts copied to {dest} (target '{name}')")
         else:
             renderer.notice(f"artifact target '{name}' of kind '{kind}' is not supported by "

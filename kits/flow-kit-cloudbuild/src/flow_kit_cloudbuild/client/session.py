@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flow_kit_cloudbuild.client.errors import ConnectError, PublishError, RefusedError
-from flow_kit_cloudbuild.client.http import CONNECT_TIMEOUT, probe, unreachable
+from flow_kit_cloudbuild.client.http import CONNECT_TIMEOUT, probe, seconds, unreachable
 from flow_kit_cloudbuild.protocol import (
     ERROR_AUTH,
     EVENT_ATTACH,
@@ -73,9 +73,11 @@ def _refusal(data: Any) -> dict[str, Any] | None:
 class Session:
     """One client's connection to one build server, re-established as needed."""
 
-    def __init__(self, server: str, token: str, notify: Notify | None = None) -> None:
+    def __init__(self, server: str, token: str, notify: Notify | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.server = server
         self.token = token
+        self.connect_timeout = connect_timeout
         self.notify = notify or (lambda text: None)
         self._events: queue.Queue[tuple[int, str, Any]] = queue.Queue()
         self._client: Any = None
@@ -85,11 +87,15 @@ class Session:
     # -- connection ------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Connect (5 s timeout); raises :class:`ConnectError` naming the server URL."""
+        """Connect within ``connect_timeout`` seconds (5 by default: the TCP probe, the
+        websocket handshake and the Socket.IO connect share it); raises :class:`ConnectError`
+        naming the server URL and the timeout."""
         import socketio
         from socketio import exceptions
 
-        probe(self.server)
+        deadline = time.monotonic() + self.connect_timeout
+        probe(self.server, self.connect_timeout)
+        left = max(deadline - time.monotonic(), 0.1)
         self._generation += 1
         generation = self._generation
         # websocket-client checks every received text frame's UTF-8 in pure Python, byte by
@@ -97,7 +103,7 @@ class Session:
         # decoded strictly right after that check anyway, so skipping it loses no check.
         # handle_sigint=False: by default (python-)engineio disconnects every client on SIGINT,
         # so Ctrl-C followed by "cancel the task" had no connection left to send the cancel on.
-        client = socketio.Client(reconnection=False, request_timeout=CONNECT_TIMEOUT,
+        client = socketio.Client(reconnection=False, request_timeout=left,
                                  handle_sigint=False,
                                  websocket_extra_options={"skip_utf8_validation": True})
 
@@ -113,13 +119,14 @@ class Session:
         client.on("connect_error", lambda data=None: refusal.append(data))
         try:
             client.connect(self.server, auth={"token": self.token}, transports=TRANSPORTS,
-                           wait_timeout=CONNECT_TIMEOUT)
+                           wait_timeout=left)
         except exceptions.ConnectionError as exc:
-            raise self._connect_error(exc, refusal[0] if refusal else None) from None
+            timed_out = time.monotonic() >= deadline - 0.1  # the handshake used up the time
+            raise self._connect_error(exc, refusal[0] if refusal else None, timed_out) from None
         self._client = client
         self._attached = None
 
-    def _connect_error(self, exc: Exception, refused: Any) -> ConnectError:
+    def _connect_error(self, exc: Exception, refused: Any, timed_out: bool = False) -> ConnectError:
         detail = exc.args[0] if exc.args else ""
         refused = _refusal(refused)
         if isinstance(refused, dict) and refused.get("code") == ERROR_AUTH:
@@ -131,9 +138,11 @@ class Session:
         if isinstance(refused, dict) and refused.get("message"):
             return ConnectError(f"the build server at {self.server} refused the connection: "
                                 f"{refused['message']}")
-        if isinstance(detail, str) and detail.lower().startswith("connection error"):
+        if timed_out:
+            detail = f"no answer within {seconds(self.connect_timeout)} s"
+        elif isinstance(detail, str) and detail.lower().startswith("connection error"):
             detail = "the Socket.IO handshake failed (is it a flow-cloudbuild-server?)"
-        return unreachable(self.server, detail or "connection failed")
+        return unreachable(self.server, detail or "connection failed", self.connect_timeout)
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -157,7 +166,7 @@ class Session:
             raise PublishError(f"the build server at {self.server} did not answer '{event}' "
                                f"within {ACK_TIMEOUT:.0f} s", "Try again later") from None
         except exceptions.SocketIOError as exc:
-            raise unreachable(self.server, exc) from None
+            raise unreachable(self.server, exc, self.connect_timeout) from None
         if not isinstance(ack, dict):
             raise PublishError(f"the build server answered '{event}' with {ack!r}")
         if not ack.get("ok"):

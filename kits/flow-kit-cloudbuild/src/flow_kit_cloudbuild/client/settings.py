@@ -19,11 +19,13 @@ from flow_kit_cloudbuild.client.errors import PublishUsageError
 from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT, DEFAULT_URL
 from flowcore.api import warn
 
-__all__ = ["TOKEN_ENV", "SERVER_ENV", "SHORT_NAME", "Settings", "resolve", "split_build_cmd"]
+__all__ = ["TOKEN_ENV", "SERVER_ENV", "SHORT_NAME", "CONNECT_TIMEOUT", "Settings", "resolve", "split_build_cmd"]
 
 TOKEN_ENV = "FLOW_CLOUDBUILD_TOKEN"
 SERVER_ENV = "FLOW_CLOUDBUILD_SERVER"
 SHORT_NAME = "cloudbuild"
+#: Seconds connecting to the build server may take (``--connect-timeout``, ``connect-timeout``).
+CONNECT_TIMEOUT = 5.0
 
 
 class Settings:
@@ -36,6 +38,7 @@ class Settings:
         self.timeout: int = values.get("timeout", DEFAULT_TIMEOUT)
         self.source: str | None = values.get("source")
         self.branch: str | None = values.get("branch")
+        self.connect_timeout: float = values.get("connect_timeout", CONNECT_TIMEOUT)
         self.section: dict[str, Any] = values.get("section", {})
 
 
@@ -54,6 +57,20 @@ def split_build_cmd(value: Any) -> list[str] | None:
         raise PublishUsageError(f"cannot split the build command {value!r}: {exc}",
                                 "Check its quotes") from exc
     return argv or None
+
+
+def _connect_timeout(raw: Any) -> float:
+    """``connect-timeout`` from the config: seconds, a number > 0."""
+    try:
+        value = float(raw) if not isinstance(raw, bool) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise PublishUsageError(f"connect-timeout {raw!r} in [tool.flow.cloudbuild] is not a "
+                                "number of seconds > 0",
+                                "Set it in seconds, e.g. connect-timeout = 10, or pass "
+                                "--connect-timeout SECONDS")
+    return value
 
 
 def _config_layers(context: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -75,7 +92,7 @@ def _config_layers(context: Any) -> tuple[dict[str, Any], dict[str, Any], dict[s
 
 def resolve(context: Any, *, server: str | None, token: str | None, build_cmd: str | None,
             timeout: int | None, source: str | None, branch: str | None,
-            need_token: bool = True) -> Settings:
+            need_token: bool = True, connect_timeout: float | None = None) -> Settings:
     """Merge flags, environment and config into :class:`Settings`."""
     project, kit_section, loose = _config_layers(context)
     if "token" in project:
@@ -106,6 +123,8 @@ def resolve(context: Any, *, server: str | None, token: str | None, build_cmd: s
     if timeout <= 0:
         raise PublishUsageError(f"timeout must be positive, got {timeout}",
                                 "Pass --timeout SECONDS")
+    if connect_timeout is None:
+        connect_timeout = _connect_timeout(merged.get("connect-timeout", CONNECT_TIMEOUT))
     source = source or merged.get("source") or None
     if source not in (None, "git", "upload"):
         raise PublishUsageError(f"source {source!r} is not 'git' or 'upload'",
@@ -116,6 +135,7 @@ def resolve(context: Any, *, server: str | None, token: str | None, build_cmd: s
         build_cmd=split_build_cmd(build_cmd if build_cmd is not None
                                   else merged.get("build-cmd")),
         timeout=timeout,
+        connect_timeout=connect_timeout,
         source=source,
         branch=branch or merged.get("branch") or None,
         section=merged,

@@ -3,8 +3,10 @@
 An upload is ``uploads/<id>.tar.gz`` plus ``<id>.json`` (its token hash, size, time). A publish
 that uses it *claims* it: ``<id>.task`` (made with O_EXCL, so one upload feeds one task) names
 the task. Until then it is *pending* and counts against its token's quota (count and bytes).
-It is deleted when its task ends (any final state), or by the sweep once its task is final or,
-unclaimed, after ``upload-retention-hours``.
+When its task ends (any final state) its sources (``.tar.gz``) are deleted; ``.json`` and
+``.task`` stay, a few bytes, so that a publish reusing it is told which task used it
+(``refused``, not ``not-found``), until the sweep finds the task gone (retention). An upload no
+task claimed is deleted after ``upload-retention-hours``.
 
 Directory listings and deletions run in worker threads: the event loop serves every client
 meanwhile.
@@ -71,10 +73,40 @@ def claim_upload(uploads: Path, upload_id: str, task_id: str) -> None:
     try:
         fd = os.open(uploads / f"{upload_id}.task", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise RequestError(protocol.ERROR_REFUSED,
-                           f"upload {upload_id} is already used by another task; upload the source again") from None
+        raise used_upload(upload_id, claimant(uploads, upload_id)) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(task_id)
+
+
+def claimant(uploads: Path, upload_id: str) -> str | None:
+    """The task that claimed the upload; None if none did. ("?" if its claim is unreadable.)"""
+    try:
+        task_id = (uploads / f"{upload_id}.task").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    return task_id if is_id(task_id) else "?"
+
+
+def used_upload(upload_id: str, task_id: str | None) -> RequestError:
+    """The refusal of a publish that reuses an upload (``refused``, naming the task)."""
+    by = f"task {task_id}" if task_id and task_id != "?" else "another task"
+    return RequestError(protocol.ERROR_REFUSED,
+                        f"upload {upload_id} was already used by {by}; an upload feeds one task "
+                        "only: upload the source again")
+
+
+def release_upload(uploads: Path, upload_id: str) -> bool:
+    """Delete the sources of an upload whose task ended; its record (.json, .task) stays until
+    the task is gone. True if there were sources to delete."""
+    if not is_id(upload_id):
+        return False
+    try:
+        (uploads / f"{upload_id}.tar.gz").unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def delete_upload(uploads: Path, upload_id: str) -> None:
@@ -141,7 +173,10 @@ async def _sweep_uploads(service: Any, now: float) -> int:
             record = await service.store.get(task_id) if is_id(task_id) else None
             if record is not None and record.get("state") not in protocol.FINAL:
                 continue  # its task still needs it
-            if record is None and _mtime(claim) >= cutoff:
+            if record is not None:  # ended: its sources go, the record of its use stays
+                deleted += release_upload(uploads, upload_id)
+                continue
+            if _mtime(claim) >= cutoff:
                 continue  # claimed a moment ago: the task record is being made
         else:
             newest = max(_mtime(uploads / f"{upload_id}{s}") for s in (".json", ".tar.gz"))

@@ -236,6 +236,9 @@ class TaskService:
             raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again") from None
         if not secrets.compare_digest(owner, token_hash):
             raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
+        used_by = housekeeping.claimant(self.paths.uploads, upload_id)
+        if used_by is not None:  # running, or ended (its sources deleted): uploads are single-use
+            raise housekeeping.used_upload(upload_id, used_by)
 
     async def cancel(self, task_id: str, token_hash: str) -> dict[str, Any]:
         record = await self.owned(task_id, token_hash)
@@ -245,10 +248,11 @@ class TaskService:
         return protocol.ok()
 
     def drop_upload(self, record: dict[str, Any] | None) -> None:
-        """Delete the upload of a task that ended (whatever the outcome, its sources go)."""
+        """Delete the upload of a task that ended (whatever the outcome, its sources go; the
+        record that this task used it stays, see housekeeping)."""
         upload_id = housekeeping.upload_of(record)
         if upload_id is not None:
-            housekeeping.delete_upload(self.paths.uploads, upload_id)
+            housekeeping.release_upload(self.paths.uploads, upload_id)
 
     # -- running -------------------------------------------------------------------------------
     def channel(self, task_id: str) -> TaskChannel:
