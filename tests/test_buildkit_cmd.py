@@ -145,4 +145,4 @@ def test_deleting_a_kit_that_is_not_installed_lists_the_installed_ones(flow, flo
 def test_list_when_empty(flow):
     r = flow("buildkit", "list")
     assert r.returncode == 0
-    assert r.stdout.strip() == "no build kits. Add one with: flow buildkit add NAME"
+    assert r.stdout.strip() == "no build kits. Add one with: flow buildkit add PATH-OR-NAME"

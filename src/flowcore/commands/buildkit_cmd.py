@@ -57,7 +57,7 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
         click.echo(json.dumps({"active": active, "kits": kits}, indent=2))
         return
     if not kits:
-        click.echo("no build kits. Add one with: flow buildkit add NAME")
+        click.echo("no build kits. Add one with: flow buildkit add PATH-OR-NAME")
     # names come from the config file, versions from installed metadata: no controls
     from flowcore._printable import printable_line as cell
 
@@ -70,8 +70,9 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
             for p in kit["plugins"]:
                 click.echo(f"    {cell(p['name'])} {cell(p['version'] or '') or '(not installed)'}")
     if active and not any(k["active"] for k in kits):
-        active = cell(active)
-        click.echo(f"active build kit {active} is not installed: flow buildkit add {active}")
+        from flowcore._hints import install_kit_fix
+
+        click.echo(cell(f"active build kit {active} is not installed. {install_kit_fix(active)}"))
 
 
 @buildkit.command()
@@ -123,7 +124,7 @@ def switch(flow: Flow, name: str | None) -> None:
     installed = _installed(flow)
     if name is None:
         if not installed:
-            raise UsageError("no build kits are installed", "Install one: flow buildkit add NAME")
+            raise UsageError("no build kits are installed", "Install one: flow buildkit add PATH-OR-NAME")
         from flowcore.prompts import choose
 
         name = str(choose("Switch to which build kit?", installed, argument="NAME",

@@ -175,8 +175,10 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
     if kit not in flow.config.global_config.installed_kits:
         if vcs_ref:
             return label, None
+        from flowcore._hints import install_kit_fix
+
         raise UsageError(f"the project's template {label} belongs to build kit {kit}, which is "
-                         "not installed", f"Install it with: flow buildkit add {kit}")
+                         "not installed", install_kit_fix(kit))
     kit_flow = _Flow(RunOptions(debug=flow.options.debug, global_scope=True, build_kit=kit,
                                 check_latest=False, strict_plugins=flow.options.strict_plugins),
                      cwd=flow.cwd)
@@ -186,9 +188,12 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
     if resolved is None or resolved.vcs_ref is None:
         if vcs_ref:
             return label, None
+        from flowcore._hints import ANY_SOURCE, add_command
+
         what = "flow buildkit add" if origin == kit else "flow plugin add"
+        again = add_command(what, origin) or f"{what} {ANY_SOURCE}"
         raise UsageError(f"the project's template {label} is no longer offered for build kit "
-                         f"{kit}", f"Install {origin} again with: {what} {origin}, or pass "
+                         f"{kit}", f"Install {origin} again with: {again}, or pass "
                          "--vcs-ref VERSION to update to a version flow has kept")
     return label, resolved.vcs_ref
 
