@@ -48,10 +48,6 @@ RUN: dict[str, dict[str, object]] = {
     "plugins/flow-plugin-templates/README.md": {"cwd": "work"},
 }
 
-#: Pages whose examples still install by name with no index configured, and whose fix is another
-#: change's (issue 22): drop an entry once its page installs from a path or sets the index first.
-NAME_INSTALLS_PENDING = {"docs/cloud-build.md"}
-
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.
 SUBSTITUTIONS = {
     'python3 -m venv .venv && .venv/bin/pip install -e . && ': "",
@@ -185,8 +181,7 @@ def test_every_shell_example_is_run_or_says_why_not():
 def test_no_name_installs_before_an_index():
     """A kit or plugin installed by name in any example (run or not) comes after the page pointed
     flow at an index (`flow config set indexUrl URL`); this repository's are installed from paths."""
-    found = [where for doc in documents() if str(doc.relative_to(REPO)) not in NAME_INSTALLS_PENDING
-             for where in name_installs(doc)]
+    found = [where for doc in documents() for where in name_installs(doc)]
     assert found == [], ("these examples install by name with no package index configured on the "
                          "page (install from a path, or `flow config set indexUrl URL` first):\n"
                          + "\n".join(found))
