@@ -15,7 +15,7 @@ def test_kit_info_names_the_python_section() -> None:
     info = flow_kit_python.flow_kit_info()
     assert info["short_name"] == "python"
     assert set(info["config_schema"]) == {"build-isolation", "build-tool", "dist-dir",
-                                          "test-env", "test-args"}
+                                          "test-env", "test-args", "test-groups"}
 
 
 def test_templates_only_for_this_kit() -> None:
@@ -81,3 +81,39 @@ def test_visible_site_dirs_are_on_flows_path() -> None:
 
     dirs = visible_site_dirs()
     assert dirs and all(d in sys.path for d in dirs)
+
+
+@pytest.mark.parametrize(("poetry", "pep440"), [
+    ("^1.2.3", ">=1.2.3,<2"), ("^0.2.3", ">=0.2.3,<0.3"), ("^0.0.3", ">=0.0.3,<0.0.4"),
+    ("^0", ">=0,<1"), ("~1.2.3", ">=1.2.3,<1.3"), ("~1.2", ">=1.2,<1.3"), ("~1", ">=1,<2"),
+    ("*", ""), ("1.2.3", "==1.2.3"), (">=1,<2", ">=1,<2"), (">=1 <2", ">=1,<2"),
+    ("~=1.4", "~=1.4"),
+])
+def test_poetry_constraints_in_pep440(poetry: str, pep440: str) -> None:
+    from flow_kit_python.testenv import poetry_constraint
+
+    assert poetry_constraint(poetry) == pep440
+
+
+def test_poetry_requirements_in_pep508(tmp_path: Path) -> None:
+    from flow_kit_python.testenv import poetry_requirement
+
+    assert poetry_requirement("python", "^3.11", tmp_path) is None
+    assert poetry_requirement("pytest-mock", {"version": "^3.10", "extras": ["x"],
+                                              "python": "^3.8"}, tmp_path) == (
+        'pytest-mock[x]>=3.10,<4 ; python_version >= "3.8" and python_version < "4"')
+    assert poetry_requirement("lib", {"path": "../lib"}, tmp_path) == (
+        f"lib @ {(tmp_path / '../lib').resolve().as_uri()}")
+    with pytest.raises(ValueError):
+        poetry_requirement("pytest", "^7 || ^8", tmp_path)
+
+
+def test_dependency_groups_include_and_order(tmp_path: Path) -> None:
+    from flow_kit_python.testenv import test_requirements
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nversion = "1"\n[project.optional-dependencies]\ntest = ["a"]\n'
+        '[dependency-groups]\nlint = ["ruff"]\ntest = ["pytest", {include-group = "lint"}]\n'
+        'dev = ["b"]\n[tool.poetry.group.test.dependencies]\nc = "^1.0"\n')
+    assert test_requirements(tmp_path, None) == (["pytest", "ruff", "c>=1.0,<2", "b"], ["test"])
+    assert test_requirements(tmp_path, ["dev"]) == (["b"], ["test"])

@@ -26,6 +26,8 @@ CONFIG_SCHEMA = {
     "test-env": '"auto" (default: the project\'s .venv if it has one, else .flow/test-env), '
                 '".venv" or "flow"',
     "test-args": "extra arguments always passed to pytest (a list of strings)",
+    "test-groups": 'the dependency groups (PEP 735 or Poetry) flow test installs into '
+                   '.flow/test-env (default ["test", "dev"], each one the project has)',
 }
 
 TEMPLATES = (

@@ -81,10 +81,10 @@ def kit_python() -> str:
     return sys.executable
 
 
-def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> int:
+def _run(cmd: list[str], cwd: Path, what: str, fix: str, env: dict[str, str] | None = None) -> int:
     """Run ``cmd`` with its output shown; an unstartable tool is a one-line error."""
     try:
-        return subprocess.run(cmd, cwd=cwd, check=False).returncode
+        return subprocess.run(cmd, cwd=cwd, check=False, env=env).returncode
     except OSError as exc:
         raise FlowError(f"{what}: cannot run {cmd[0]}: {exc.strerror}", fix) from exc
 
@@ -168,7 +168,7 @@ def dist_dir(root: Path, conf: dict[str, Any], out_dir: Path | None) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def test_env_python(root: Path, mode: str) -> str:
+def test_env_python(root: Path, mode: str, groups: list[str] | None = None) -> str:
     """The interpreter that runs the project's tests (see the kit's README, "flow test")."""
     venv = root / ".venv" / "bin" / "python"
     if mode == ".venv" or (mode == "auto" and venv.exists()):
@@ -178,7 +178,16 @@ def test_env_python(root: Path, mode: str) -> str:
         return str(venv)
     from flow_kit_python.testenv import ensure_test_env
 
-    return ensure_test_env(root, offline())
+    return ensure_test_env(root, offline(), groups, build_python=kit_python())
+
+
+def _has_pytest(env_dir: Path, python: str, env: dict[str, str]) -> bool:
+    """Whether the test interpreter can import pytest: a look into its site-packages, else
+    (pytest elsewhere on its path) a probe, which costs a Python start."""
+    if any(env_dir.glob("lib/python3*/site-packages/pytest/__init__.py")):
+        return True
+    probe = subprocess.run([python, "-c", "import pytest"], capture_output=True, check=False, env=env)
+    return probe.returncode == 0
 
 
 @click.command(name="test", context_settings={"ignore_unknown_options": True})
@@ -196,15 +205,23 @@ def test(ctx: click.Context, watch: bool, no_clear: bool, pytest_args: tuple[str
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
         raise UsageError("[tool.flow.python] test-args must be a list of strings",
                          "Fix the project's pyproject.toml")
-    python = test_env_python(root, mode)
-    probe = subprocess.run([python, "-c", "import pytest"], capture_output=True, check=False)
-    if probe.returncode != 0:
+    groups = conf.get("test-groups")
+    if groups is not None and (not isinstance(groups, list)
+                               or not all(isinstance(g, str) for g in groups)):
+        raise UsageError("[tool.flow.python] test-groups must be a list of strings",
+                         "Fix the project's pyproject.toml")
+    python = test_env_python(root, mode, groups)
+    from flow_kit_python.testenv import clean_env
+
+    env = clean_env(Path(python).parent.parent)  # nothing of flow's own Python path leaks in
+    if not _has_pytest(Path(python).parent.parent, python, env):
         raise FlowError(f"pytest is not installed for {python}",
                         "Add pytest to the project's test dependencies and install them")
     if watch:
         from flow_kit_python.watch import watch_tests
 
-        watch_tests(ctx, root, conf, [python, "-m", "pytest", *extra, *pytest_args], clear=not no_clear)
+        watch_tests(ctx, root, conf, [python, "-m", "pytest", *extra, *pytest_args], clear=not no_clear,
+                    env=env)
         return
-    code = _run([python, "-m", "pytest", *extra, *pytest_args], root, "tests failed", "")
+    code = _run([python, "-m", "pytest", *extra, *pytest_args], root, "tests failed", "", env=env)
     ctx.exit(code)

@@ -73,7 +73,7 @@ def watch_build(ctx: click.Context, root: Path, conf: dict[str, Any],
 
 
 def watch_tests(ctx: click.Context, root: Path, conf: dict[str, Any], argv: list[str],
-                clear: bool) -> None:
+                clear: bool, env: dict[str, str] | None = None) -> None:
     """Rerun pytest after each change: failed tests first (pytest's --ff), a one-line summary."""
     runs = [0]
 
@@ -81,7 +81,8 @@ def watch_tests(ctx: click.Context, root: Path, conf: dict[str, Any], argv: list
         runs[0] += 1
         if clear and runs[0] > 1 and os.isatty(1):
             click.clear()
-        done = subprocess.run([*argv, "--ff"], cwd=root, check=False, capture_output=True, text=True)
+        done = subprocess.run([*argv, "--ff"], cwd=root, check=False, capture_output=True, text=True,
+                              env=env)
         output = done.stdout + done.stderr
         click.echo(output, nl=False)
         summary = _summary(output) or f"pytest exited with {done.returncode}"
