@@ -42,10 +42,10 @@ def flow_kit_info() -> dict[str, Any]:
         "short_name": "python",
         "description": "Python projects: create, build (sdist + wheel), test (pytest)",
         "config_schema": CONFIG_SCHEMA,
-    }
-
         # the folders flow init adopts with this kit (commands.PROJECT_FILES)
         "project_files": ["pyproject.toml", "setup.py", "setup.cfg"],
+    }
+
 
 @hookimpl
 def flow_register_commands(registry: Any) -> None:
