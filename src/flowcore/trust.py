@@ -195,10 +195,6 @@ def state(root: str | os.PathLike[str], extra: Iterable[str] = ()) -> tuple[str,
     return (TRUSTED if record.get("state") == TRUSTED else DENIED), []
 
 
-def is_trusted(root: str | os.PathLike[str], extra: Iterable[str] = ()) -> bool:
-    return state(root, extra)[0] == TRUSTED
-
-
 def record(root: str | os.PathLike[str], decision: str = TRUSTED,
            extra: Iterable[str] = ()) -> None:
     """Record ``decision`` for ``root`` with the fingerprint it has now."""
@@ -261,11 +257,6 @@ def env_problem(root: str) -> str | None:
     if magic not in _BINARY_MAGIC or not os.access(python, os.X_OK):
         return f"{os.path.join(env, 'bin', 'python')} is not a Python interpreter"
     return None
-
-
-def env_usable(root: str) -> bool:
-    """Whether flow may import from, or run, the project environment at ``root``."""
-    return is_trusted(root) and env_problem(root) is None
 
 
 # -- what a project asks for, and telling the user -------------------------------------------
