@@ -340,12 +340,8 @@ class Pipeline:
         for d in (self.dir, self.dir / "home", self.dir / "tmp", *self.caches.values()):
             d.mkdir(parents=True, exist_ok=True)
         if self.sandbox is not None:
-            # Redis mode: the deployment's shared record, so every worker gives an owner one uid
-            redis = getattr(self.artifacts, "redis", None)
-            shared = (uids.RedisUidAllocator(redis, *self.cfg.build_uid_range)
-                      if redis is not None else None)
-            try:
-                self.identity = await self.sandbox.identity(self.tenant, shared)
+            try:  # the sandbox's allocator: Redis mode gives it the deployment's shared record
+                self.identity = await self.sandbox.identity(self.tenant)
             except uids.UidRangeExhausted as exc:
                 raise StepFailed(str(exc)) from None
         if self.identity is not None:  # root server: the caches belong to this tenant's build uid

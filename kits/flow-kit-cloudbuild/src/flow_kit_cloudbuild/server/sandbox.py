@@ -112,19 +112,19 @@ class Sandbox:
         self._disable_userns: bool | None = None
 
     # -- identity -----------------------------------------------------------------------------
-    async def identity(self, owner: str, uids: UidAllocator | None = None) -> tuple[int, int] | None:
+    async def identity(self, owner: str) -> tuple[int, int] | None:
         """The uid/gid a build of ``owner`` (a token hash) runs as; None: the server's own.
 
-        ``uids`` (Redis mode: the deployment's shared record) overrides the sandbox's own
-        allocator. Raises ``uids.UidRangeExhausted`` for a new owner when the range is used up.
+        The uid comes from ``self.uids`` (the data dir's record; in Redis mode the deployment's
+        shared one, set by the Redis backend). Raises ``uids.UidRangeExhausted`` for a new owner
+        when the range is used up.
         """
         if not self.is_root:
             return None
         if self.build_user == "auto":
-            allocator = uids or self.uids
-            if allocator is None:
+            if self.uids is None:
                 raise SandboxUnavailable("no build uid allocator is configured")
-            uid = await allocator.allocate(owner)
+            uid = await self.uids.allocate(owner)
             return uid, uid
         return resolve_user(self.build_user)
 

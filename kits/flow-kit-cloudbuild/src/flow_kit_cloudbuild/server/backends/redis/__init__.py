@@ -56,6 +56,10 @@ def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
     service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
                           bus=RedisBus(manager, fanout), paths=paths,
                           policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
+    if service.sandbox is not None:  # one record of build uids for the whole deployment
+        from ...uids import RedisUidAllocator
+
+        service.sandbox.uids = RedisUidAllocator(r, *cfg.build_uid_range)
     service.companions.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))
     if opts.serves_clients:
         service.companions.append(NoWorkerWatch(service, r, heartbeat_timeout=opts.heartbeat_timeout,
