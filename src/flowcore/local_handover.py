@@ -83,20 +83,28 @@ def find_local_flowcore(start: str | os.PathLike[str], *,
     Plain ``os.path`` until one is found: this runs on every start (see ``flowcore.paths``).
     Whether it may run is not decided here (``hand_over_to_local`` asks ``flowcore.trust``).
     """
+    root = nearest_env_root(start)
+    if root is None:
+        return None
+    env = os.path.join(root, ".flow", "env")
+    python = os.path.join(env, "bin", "python")
+    for site_packages, version in _flowcore_versions(env):  # none: the nearest project decides
+        if not os.path.lexists(python):
+            break
+        if _is_running(env, site_packages, running or _running_installation()):
+            return None  # this process is that environment's flowcore
+        from pathlib import Path
+
+        return Path(python), version
+    return None
+
+
+def nearest_env_root(start: str | os.PathLike[str]) -> str | None:
+    """The nearest folder at or above ``start`` holding a ``.flow/env`` (plain ``os.path``)."""
     directory = os.path.abspath(start)
     while True:
-        env = os.path.join(directory, ".flow", "env")
-        if os.path.isdir(env):
-            python = os.path.join(env, "bin", "python")
-            for site_packages, version in _flowcore_versions(env):
-                if not os.path.lexists(python):
-                    break
-                if _is_running(env, site_packages, running or _running_installation()):
-                    return None  # this process is that environment's flowcore
-                from pathlib import Path
-
-                return Path(python), version
-            return None  # the nearest project decides, even when it has no flowcore of its own
+        if os.path.isdir(os.path.join(directory, ".flow", "env")):
+            return directory
         parent = os.path.dirname(directory)
         if parent == directory:
             return None

@@ -14,56 +14,35 @@ from flowcore.errors import UsageError
 
 if TYPE_CHECKING:
     from flowcore.app import Flow
+    from flowcore.config import ProjectConfig
 
 
-def _root_of(flow: Flow, directory: str | None) -> tuple[str, list[str]]:
-    """The project root to trust, and the config files it tracks beside its own.
+def _project_of(flow: Flow, directory: str | None) -> tuple[str, ProjectConfig | None]:
+    """The project root to trust, and its config (if it has one).
 
     Without ``DIR``: the project this run found (``--root``/``--config`` respected). With it:
     the project found walking up from ``DIR``. A folder with a ``.flow/env`` but no flow config
     can be trusted too (the hand-over needs only the environment).
     """
     from flowcore.config import find_project
+    from flowcore.local_handover import nearest_env_root
 
-    if directory is None:
-        project = flow.config.project
-        start = flow.cwd_str
-    else:
-        project = find_project(directory)
-        start = directory
+    project = flow.config.project if directory is None else find_project(directory)
     if project is not None:
-        return project.root_dir, [project.filename]
-    here = os.path.abspath(start)
-    while True:
-        if os.path.isdir(os.path.join(here, ".flow", "env")):
-            return here, []
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise UsageError(f"no flow project at or above {os.path.abspath(start)}",
-                             "Run flow trust inside a project, or pass its folder: flow trust DIR")
-        here = parent
+        return project.root_dir, project
+    start = flow.cwd_str if directory is None else directory
+    root = nearest_env_root(start)
+    if root is None:
+        raise UsageError(f"no flow project at or above {os.path.abspath(start)}",
+                         "Run flow trust inside a project, or pass its folder: flow trust DIR")
+    return root, None
 
 
-def _what_it_runs(root: str) -> str:
+def _what_it_runs(root: str, project: ProjectConfig | None) -> str:
     from flowcore import trust
-    from flowcore.config import find_project
 
-    project = find_project(root=_as_path(root)) if _has_config(root) else None
-    asked = trust.requests(project) if project is not None else (
-        ["its .flow/env"] if os.path.isdir(trust.env_dir(root)) else [])
+    asked = trust.requests(project) if project is not None else ["its .flow/env"]
     return "; ".join(asked) if asked else "nothing yet"
-
-
-def _has_config(root: str) -> bool:
-    from flowcore import trust
-
-    return any(os.path.isfile(os.path.join(root, n)) for n in trust.CONFIG_NAMES)
-
-
-def _as_path(text: str):  # noqa: ANN202 - a pathlib.Path, imported lazily
-    from pathlib import Path
-
-    return Path(text)
 
 
 @click.command(name="trust")
@@ -93,7 +72,8 @@ def trust(flow: Flow, directory: str | None, revoke: bool, list_: bool) -> None:
                      trust_store.CHANGED: "changed since trusted"}.get(status, status)
             click.echo(one_line(f"{root}  [{shown}]"))
         return
-    root, extra = _root_of(flow, directory)
+    root, project = _project_of(flow, directory)
+    extra = [project.filename] if project is not None else []
     if revoke:
         if trust_store.revoke(root):
             click.echo(one_line(f"No longer trusted: {root}"))
@@ -103,7 +83,7 @@ def trust(flow: Flow, directory: str | None, revoke: bool, list_: bool) -> None:
     status, changed = trust_store.state(root, extra)
     trust_store.record(root, extra=extra)
     was = f" (changed since last time: {', '.join(changed)})" if status == trust_store.CHANGED else ""
-    click.echo(one_line(f"Trusted {root}{was}: flow now uses {_what_it_runs(root)}."))
+    click.echo(one_line(f"Trusted {root}{was}: flow now uses {_what_it_runs(root, project)}."))
     problem = trust_store.env_problem(root) if os.path.isdir(trust_store.env_dir(root)) else None
     if problem is not None:
         click.echo(one_line(f"flow: warning: its .flow/env still will not run: {problem}. "
