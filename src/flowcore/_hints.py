@@ -68,27 +68,16 @@ def add_command(add: str, name: str, project: Path | None = None) -> str | None:
         if os.path.isabs(source):
             if not os.path.exists(source):
                 return None  # moved or deleted: it cannot be installed from there again
-            source = _shown_path(source)
+            source = paths.shown(source)
         assert isinstance(rec, dict)
         words = [source]
         for link in rec.get("findLinks") or []:
             if isinstance(link, str) and link:
-                words += ["--find-links", _shown_path(link) if os.path.isabs(link) else link]
+                words += ["--find-links", paths.shown(link) if os.path.isabs(link) else link]
         if rec.get("noIndex") is True:
             words.append("--no-index")
         return " ".join([add, *(shlex.quote(w) for w in words)])
     return None
-
-
-def _shown_path(path: str) -> str:
-    """``path`` relative to the working directory (``./...``) when it is under it."""
-    try:
-        rel = os.path.relpath(path, os.getcwd())
-    except (OSError, ValueError):
-        return path
-    if rel == os.curdir:
-        return os.curdir
-    return path if rel.startswith(os.pardir) else f"./{rel}"
 
 
 def install_kit_fix(kit: str) -> str:

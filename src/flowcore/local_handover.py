@@ -132,12 +132,6 @@ def _flowcore_versions(env: str) -> list[tuple[str, str]]:
     return versions
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when below it (``./.flow/env``)."""
-    rel = os.path.relpath(path)
-    return path.as_posix() if rel.startswith("..") else f"./{rel}"
-
-
 def hand_over_to_local(args: list[str], *, debug: bool = False) -> None:
     """Replace this process with the project's own flowcore, if it has another installation and
     the user trusts the project (``flowcore.trust``); says so in one line either way (not while
@@ -168,7 +162,9 @@ def hand_over_to_local(args: list[str], *, debug: bool = False) -> None:
             trust.note_skipped_env(root, problem, "Delete .flow/env; flow plugin add recreates it")
         return
     if not quiet:
-        print(f"flow: using flowcore {version} from {_shown(env)}", file=sys.stderr)
+        from flowcore.paths import shown
+
+        print(f"flow: using flowcore {version} from {shown(env)}", file=sys.stderr)
     if debug and not quiet:
         print(f"flow: debug: this is flowcore {__version__} from {_running_installation()[1]}; "
               f"handing over to {python}. Set FLOW_NO_LOCAL=1 to stop this.", file=sys.stderr)

@@ -43,6 +43,19 @@ def project_env_str(project_root: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(project_root), ".flow", "env")
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """``path`` as flow shows it in a message: relative to the working directory (``.``,
+    ``./sub``) when at or below it, else as it is."""
+    text = os.fspath(path)
+    try:
+        rel = os.path.relpath(text)
+    except (OSError, ValueError):
+        return text
+    if rel == os.curdir:
+        return os.curdir
+    return text if rel.startswith(os.pardir) else f"./{rel}"
+
+
 def as_path(text: str) -> Path:
     """``Path(text)``, importing pathlib only when a ``Path`` is asked for."""
     from pathlib import Path

@@ -284,20 +284,12 @@ def _one_line(text: str) -> str:
     return printable_line(text)
 
 
-def _where(root: str) -> str:
-    try:
-        rel = os.path.relpath(root)
-    except ValueError:
-        return root
-    return root if rel.startswith("..") else ("." if rel == "." else f"./{rel}")
-
-
 def untrusted_line(root: str, asked: list[str], status: str, changed: list[str]) -> str:
     """The one line flow prints when it skips what an untrusted project asks for."""
     what = "; ".join(asked)
     why = (f"changed since you trusted it ({', '.join(changed)})" if status == CHANGED
            else "you declined to trust it" if status == DENIED else "not trusted")
-    return _one_line(f"flow: project {_where(root)} is {why}: not using {what}. "
+    return _one_line(f"flow: project {paths.shown(root)} is {why}: not using {what}. "
                     f"Review them, then run 'flow trust' (or 'flow -g ...' to ignore the project).")
 
 
@@ -348,4 +340,4 @@ def note_skipped_env(root: str, reason: str, fix: str) -> None:
     if key in _noted:
         return
     _noted.add(key)
-    print(_one_line(f"flow: not using {_where(key)}/.flow/env: {reason}. {fix}."), file=sys.stderr)
+    print(_one_line(f"flow: not using {paths.shown(key)}/.flow/env: {reason}. {fix}."), file=sys.stderr)
