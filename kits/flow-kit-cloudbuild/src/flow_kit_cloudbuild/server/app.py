@@ -22,8 +22,9 @@ from .. import __version__, protocol
 from . import access, housekeeping, policy, sio_adapter
 from .artifacts import ArtifactStore
 from .config import ServerConfig
-from .dashboard import ARTIFACT_SECURITY_HEADERS, Dashboard, artifact_headers
+from .dashboard import Dashboard
 from .errors import RequestError, bad_request
+from .http_headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
 from .queue import JobQueue
 from .service import TaskService, public
 from .store import TaskStore

@@ -33,8 +33,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import mimetypes
-import re
 import secrets
 import time
 from collections import OrderedDict
@@ -45,7 +43,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from .. import protocol
 from .access import Signer
+from .dashboard_events import BATCH_BYTES, events, tail_of
 from .errors import RequestError
+from .http_headers import SECURITY_HEADERS
 from .store import FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -58,51 +58,7 @@ SESSION_TTL = 12 * 3600          # seconds a sign-in lasts
 MAX_MEMORY_SESSIONS = 10_000
 PAGE_SIZE, MAX_PAGE = 50, 200
 SCAN_BUDGET = 2000               # records one list request may look at for a state filter
-POLL = 0.1                       # seconds between two looks at a followed task's messages
-BATCH_BYTES = 512 * 1024         # bytes of messages in one server-sent event
-PING_EVERY = 15.0
 RUNNING_STATES = tuple(s for s in protocol.STEPS if s != "queued")
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-SECURITY_HEADERS = [
-    (b"content-security-policy", PAGE_CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
-# the start of a stored message line (compact JSON, "meta" then "data"): seq and action unparsed
-_HEAD_RE = re.compile(r'\{"meta":\{"timestamp":-?\d+,"taskId":"[0-9a-f]+","seq":(\d+)\},"data":\{"action":"([a-z-]+)"')
-# what a published site may be shown as (inline, sandboxed); anything else is a download
-_INLINE_TYPES = {"text/html", "text/css", "text/plain", "text/javascript", "application/javascript",
-                 "application/json", "image/png", "image/jpeg", "image/gif", "image/webp",
-                 "image/svg+xml", "image/x-icon", "image/vnd.microsoft.icon", "font/woff", "font/woff2"}
-
-
-def artifact_headers(name: str) -> list[tuple[bytes, bytes]]:
-    """Headers of an artifact download (``GET /artifacts/<id>/<name>``).
-
-    Published files are other people's HTML: ``Content-Security-Policy: sandbox`` gives them an
-    opaque origin and no scripts, so a published page can never act with a dashboard session;
-    ``nosniff`` stops a browser from reading a file as something else than its declared type.
-    """
-    ctype, _ = mimetypes.guess_type(name)
-    filename = name.rsplit("/", 1)[-1].replace('"', "").replace("\\", "")
-    if ctype in _INLINE_TYPES:
-        text = ctype.startswith("text/") or ctype.endswith(("json", "javascript"))
-        value = ctype + ("; charset=utf-8" if text else "")
-        disposition = f"inline; filename*=UTF-8''{quote(filename)}"
-    else:
-        value, disposition = "application/octet-stream", f"attachment; filename*=UTF-8''{quote(filename)}"
-    return [(b"content-type", value.encode()), (b"content-disposition", disposition.encode()),
-            *ARTIFACT_SECURITY_HEADERS]
-
-
-ARTIFACT_SECURITY_HEADERS = [(b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff"),
-                             (b"cross-origin-resource-policy", b"same-origin"), (b"referrer-policy", b"no-referrer")]
-
-
 def label(token_hash: str | None) -> str:
     """How the dashboard names a token: never the token, a short prefix of its hash."""
     return f"token {str(token_hash or '')[:8] or '?'}"
@@ -156,72 +112,6 @@ class RedisSessions:
 
     async def delete(self, key: str) -> None:
         await self.redis.delete(f"flowcb:dash:session:{key}")
-
-
-# -- reading a task's messages ----------------------------------------------------------------------
-class _FileTail:
-    """Follows ``messages.jsonl`` by byte offset: raw lines after a seq, never parsed twice."""
-
-    def __init__(self, path: Path, after: int) -> None:
-        self.path, self.after, self.pos = path, after, 0
-
-    def read(self, max_bytes: int) -> tuple[list[str], int, bool]:
-        """(raw message lines, seq of the last, whether a final message was among them)."""
-        size = max_bytes
-        while True:
-            try:
-                with open(self.path, "rb") as fh:
-                    fh.seek(self.pos)
-                    data = fh.read(size)
-            except OSError:
-                return [], self.after, False
-            cut = data.rfind(b"\n") + 1
-            if cut or len(data) < size:
-                break
-            size *= 2  # one message longer than a batch
-        lines, final = [], False
-        for raw in data[:cut].split(b"\n")[:-1]:
-            text = raw.decode("utf-8", "replace")
-            head = _HEAD_RE.match(text)
-            if head is not None:
-                seq, action = int(head.group(1)), head.group(2)
-            else:
-                try:
-                    msg = json.loads(text)
-                    seq, action = int(msg["meta"]["seq"]), str(msg["data"]["action"])
-                except (ValueError, KeyError, TypeError):
-                    break  # a line cut off by a crash: the last one
-            if seq <= self.after:
-                continue
-            lines.append(text)
-            self.after = seq
-            final = final or protocol.is_final(action)
-        self.pos += cut
-        return lines, self.after, final
-
-
-class _StoreTail:
-    """Follows any ``TaskStore`` through ``messages(task_id, after_seq)`` (Redis: XRANGE)."""
-
-    def __init__(self, store: Any, task_id: str, after: int) -> None:
-        self.store, self.task_id, self.after = store, task_id, after
-
-    async def read(self, max_bytes: int) -> tuple[list[str], int, bool]:
-        lines, size, final = [], 0, False
-        async for msg in self.store.messages(self.task_id, self.after):
-            seq = int(msg["meta"]["seq"])
-            if seq <= self.after:
-                continue
-            text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
-            lines.append(text)
-            size += len(text)
-            self.after = seq
-            if protocol.is_final(str(msg["data"]["action"])):
-                final = True
-                break
-            if size >= max_bytes:
-                break
-        return lines, self.after, final
 
 
 class Dashboard:
@@ -575,77 +465,17 @@ class Dashboard:
         return {"tasks": tasks, "next": next_cursor, "projects": await self.index.projects(th),
                 "scanned": scanned}
 
-    # -- the log -------------------------------------------------------------------------------
-    def _tail(self, task_id: str, after: int) -> Any:
-        if isinstance(self.store, FileTaskStore):
-            return _FileTail(self.store.root / task_id / "messages.jsonl", after)
-        return _StoreTail(self.store, task_id, after)
-
+    # -- the log (dashboard_events) -------------------------------------------------------------
     async def _events(self, receive: Callable, send: Callable, record: dict[str, Any], after: int,
                       session_key: str) -> None:
-        """Server-sent events: each event is a JSON array of messages; its id the last seq."""
-        task_id = record["taskId"]
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-            (b"x-accel-buffering", b"no"), *SECURITY_HEADERS]})
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone.set()
-                    return
-        watcher = asyncio.ensure_future(watch())
-        tail = self._tail(task_id, after)
-        loop = asyncio.get_running_loop()
-        last_out = last_check = loop.time()
-        idle_final = 0
-        try:
-            await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
-            while not gone.is_set():
-                got = tail.read(BATCH_BYTES)
-                lines, seq, final = (await got) if asyncio.iscoroutine(got) else got
-                now = loop.time()
-                if lines:
-                    chunk = f"id: {seq}\ndata: [{','.join(lines)}]\n\n".encode()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    last_out = now
-                    if final:
-                        await send({"type": "http.response.body", "body": b"event: end\ndata: {}\n\n",
-                                    "more_body": True})
-                        break
-                    continue
-                if now - last_check > 2.0:  # signed out meanwhile? ended without a final message?
-                    last_check = now
-                    if await self.sessions.get(session_key) is None:
-                        break
-                    rec = (await self._records([task_id])).get(task_id)
-                    if rec is None or rec.get("state") in protocol.FINAL:
-                        idle_final += 1
-                        if idle_final >= 2:
-                            await send({"type": "http.response.body", "body": b"event: end\ndata: {}\n\n",
-                                        "more_body": True})
-                            break
-                if now - last_out > PING_EVERY:
-                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                    last_out = now
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(gone.wait(), POLL)
-        except OSError:
-            pass
-        finally:
-            watcher.cancel()
-            if not gone.is_set():
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": b""})
+        await events(self, receive, send, record, after, session_key)
 
     async def _download(self, send: Callable, record: dict[str, Any]) -> None:
         task_id = record["taskId"]
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"),
             (b"content-disposition", f'attachment; filename="{task_id}.log"'.encode()), *SECURITY_HEADERS]})
-        tail = self._tail(task_id, 0)
+        tail = tail_of(self.store, task_id, 0)
         while True:
             got = tail.read(BATCH_BYTES)
             lines, _seq, final = (await got) if asyncio.iscoroutine(got) else got
