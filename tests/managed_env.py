@@ -38,7 +38,7 @@ def make_env(env_dir: Path, *, visible: bool = True) -> Path:
     """A venv at ``env_dir`` (with a ``.pth`` to flowcore's site-packages if ``visible``)."""
     subprocess.run([_uv(), "venv", "-q", "--python", sys.executable, str(env_dir)],
                    check=True, env=uv_env())
-    from flowcore.environment import site_packages_dir
+    from flowcore.config.environment import site_packages_dir
 
     sp = site_packages_dir(env_dir)
     if visible:

@@ -13,7 +13,7 @@ _HELLO = ("@click.command()\ndef hello():\n    click.echo('hello')\n"
 
 
 def site_packages(env_dir: Path) -> Path:
-    from flowcore.environment import site_packages_dir
+    from flowcore.config.environment import site_packages_dir
 
     return site_packages_dir(env_dir)
 

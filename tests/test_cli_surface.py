@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import offline_env
 from managed_env import ManagedEnv
+from offline import offline_env
 from test_plugins_loading import KIT_INFO, command_plugin
 
 
@@ -90,8 +90,8 @@ def test_flow_and_the_server_print_their_version_the_same_way(run_flow):
     import subprocess
     import sys
 
-    from conftest import REPO
-    from flowcore import __version__
+    from flowcore._base.version import __version__
+    from offline import REPO
 
     r = run_flow("--version")
     assert r.returncode == 0 and r.stdout == f"flow {__version__}\n"

@@ -184,7 +184,7 @@ def test_a_create_answer_the_template_does_not_ask_is_warned_about(run_flow, tmp
 
 
 def site_packages(env_dir: Path) -> Path:
-    from flowcore.environment import site_packages_dir
+    from flowcore.config.environment import site_packages_dir
 
     return site_packages_dir(env_dir)
 
@@ -350,7 +350,7 @@ def test_a_broken_plugins_fix_reinstalls_it_from_its_recorded_source(run_flow, t
     rel = f"./wheels/{wheel.name}"
     r = run_flow("plugin", "add", rel, "--no-index", cwd=work)
     assert r.returncode == 0, r.stderr
-    from flowcore.environment import site_packages_dir
+    from flowcore.config.environment import site_packages_dir
 
     module = site_packages_dir(tmp_path / "flowhome" / "env") / "flow_plugin_breaks" / "__init__.py"
     module.write_text("raise RuntimeError('boom')\n" + module.read_text())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import offline_env
 from create_support import GIT_ENV, PYTHON_KIT, TEMPLATES_PLUGIN, copier_template, git, listing
+from offline import offline_env
 from packages_support import kit_wheel, one_line_error, read_config
 from wheelfactory import plugin_wheel
 
@@ -425,7 +425,7 @@ def test_no_kit_installed(run_flow, work):
 
 
 def test_help_imports_no_renderer(flow_home, work):
-    probe = ("import sys, json\nfrom flowcore.cli import main\nsys.argv=['flow']+sys.argv[1:]\n"
+    probe = ("import sys, json\nfrom flowcore.cli.main import main\nsys.argv=['flow']+sys.argv[1:]\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
              "print('MODS=' + json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
     for args in (["--help"], ["create", "--help"], ["update", "--help"]):

@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import offline_env
+from offline import offline_env
 
 RAISING = """
 import click
-from flowcore import cli
-from flowcore.commands import BUILTIN_COMMANDS
+from flowcore.cli import main as cli
+from flowcore.registry.builtins import BUILTIN_COMMANDS
 
 @click.command()
 def boom():
@@ -55,7 +55,7 @@ def test_usage_errors_exit_2_with_one_line(run_flow) -> None:
 
 
 def test_version_and_help(run_flow) -> None:
-    from flowcore import __version__
+    from flowcore._base.version import __version__
 
     result = run_flow("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"flow {__version__}"

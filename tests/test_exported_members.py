@@ -78,7 +78,7 @@ def test_importing_flowcore_or_the_api_stays_cheap():
         "import flowcore\n"
         "a = sorted(m for m in ('flowcore.api', 'pluggy', 'importlib.metadata') if m in sys.modules)\n"
         "import flowcore.api\n"
-        "b = sorted(m for m in ('pluggy', 'importlib.metadata', 'watchfiles', 'flowcore.watching',"
+        "b = sorted(m for m in ('pluggy', 'importlib.metadata', 'watchfiles', 'flowcore._base.watching',"
         " 'questionary') if m in sys.modules)\n"
         "print(json.dumps([a, b]))\n"
     )
@@ -101,7 +101,7 @@ def _annotations(obj: object) -> list[str]:
 
 
 def test_no_any_on_the_public_surface():
-    from flowcore import hookspecs
+    from flowcore.plugins import hookspecs
 
     for name in PUBLIC:
         obj = getattr(api, name)
@@ -113,9 +113,9 @@ def test_no_any_on_the_public_surface():
 
 
 def test_flows_own_objects_implement_the_protocols(tmp_path, monkeypatch):
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
     from flowcore.config import RunOptions
-    from flowcore.registry import RegistryView
+    from flowcore.plugins.registry_view import RegistryView
 
     home = tmp_path / "home"
     home.mkdir()

@@ -1,4 +1,4 @@
-"""flowcore._fileio: atomic writes, bounded reads, the temp-file sweep and the inter-process lock.
+"""flowcore._base.fileio: atomic writes, bounded reads, the temp-file sweep and the inter-process lock.
 
 Real files, FIFOs, devices and processes; nothing is mocked.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flowcore._fileio import (
+from flowcore._base.fileio import (
     FileTooLarge,
     NotARegularFile,
     atomic_write_bytes,
@@ -163,7 +163,7 @@ def test_read_limited_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from flowcore import _fileio
+from flowcore._base import fileio as _fileio
 os.replace = lambda *args: os._exit(9)
 _fileio.atomic_write_bytes(Path(sys.argv[1]), b"half done")
 """
@@ -192,7 +192,7 @@ def test_the_sweep_removes_what_killed_writers_left_and_nothing_else(tmp_path: P
 HOLDER = """
 import sys
 from pathlib import Path
-from flowcore._fileio import file_lock
+from flowcore._base.fileio import file_lock
 with file_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()

@@ -38,7 +38,7 @@ def imports(counter: Path) -> int:
 
 def manifest_file(flow_home: Path, kit: str | None = None) -> Path:
     """The global scope's manifest (FLOW_HOME is ``flow_home``: the fixture sets it)."""
-    from flowcore.manifest import manifest_path
+    from flowcore.registry.manifest import manifest_path
 
     path = Path(manifest_path(f"global|kit:{kit}|load:None"))
     assert path.parent == flow_home / "cache" and path.exists(), path
@@ -246,8 +246,8 @@ def test_a_plugin_that_does_not_import_is_still_refused_before_the_config_change
 
 def test_entry_points_and_distributions_read_as_importlib_metadata_reads_them(tmp_path,
                                                                             monkeypatch):
-    from flowcore._installer import _read_dists, _read_dists_with_metadata
-    from flowcore.plugins import entry_point_values
+    from flowcore.packages.installer import _read_dists, _read_dists_with_metadata
+    from flowcore.plugins.system import entry_point_values
     from managed_env import install, make_env
 
     wheels = tmp_path / "wheels"
@@ -281,9 +281,9 @@ def test_entry_points_and_distributions_read_as_importlib_metadata_reads_them(tm
 def test_wheel_names_as_packaging_reads_them(filename, tmp_path):
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-    from flowcore.environment import canonical_name
-    from flowcore.errors import InstallError
-    from flowcore.packages import parse_spec
+    from flowcore.config.environment import canonical_name
+    from flowcore._base.errors import InstallError
+    from flowcore.packages.manager import parse_spec
 
     wheel = tmp_path / filename
     wheel.write_bytes(b"")
@@ -301,7 +301,7 @@ def test_wheel_names_as_packaging_reads_them(filename, tmp_path):
 def test_plain_version_checks_agree_with_packaging():
     from packaging.specifiers import SpecifierSet
 
-    from flowcore._installer import plain_contains
+    from flowcore.packages.installer import plain_contains
 
     specs = [">=1", ">= 1", " >=1 , <2 ", ">1.0", "<1.0.0", "==1.0", "!=1", ">=01", ">=2", "<2",
              ">0.9,<1.1", "==1.0.0.0", "!=1.0.1", "<=1", "<=0.99", ">1", "<1.0.1", ">=1,!=1.0"]

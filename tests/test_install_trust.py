@@ -17,14 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from packages_support import (
-    config_bytes,
-    env_listing,
-    one_line_error,
-    read_config,
-    simple_plugin,
-    site_packages,
-)
+from packages_support import config_bytes, env_listing, one_line_error, read_config, site_packages
 from wheelfactory import build_wheel, plugin_wheel
 
 INSTALLERS = ["uv", "pip"]
@@ -158,7 +151,7 @@ def test_the_plugin_guide_lists_what_the_import_check_passes():
     """docs/plugins.md names every variable of the allowlist, and nothing else."""
     import re
 
-    from flowcore._probe import PROBE_ENV_NAMES, PROBE_ENV_PREFIXES
+    from flowcore.packages.probe import PROBE_ENV_NAMES, PROBE_ENV_PREFIXES
 
     guide = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
     listed = guide.split("**reduced\n  environment**: only ", 1)[1].split(" pass (", 1)[0]

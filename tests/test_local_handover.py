@@ -1,4 +1,4 @@
-"""flowcore.local_handover: a project's own flowcore takes over the command line, only when the
+"""flowcore.cli.local_handover: a project's own flowcore takes over the command line, only when the
 user trusts the project and the environment is a real one of theirs.
 
 Real directory trees and real interpreters: a "local flowcore" is a real virtual environment
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOW, offline_env
-from flowcore import __version__
-from flowcore.environment import site_packages_dir
-from flowcore.local_handover import find_local_flowcore
+from flowcore._base.version import __version__
+from flowcore.cli.local_handover import find_local_flowcore
+from flowcore.config.environment import site_packages_dir
+from offline import FLOW, offline_env
 
 STRANGER_SCRIPT = """#!/bin/sh
 echo "STRANGER CODE RAN: $0 $*"

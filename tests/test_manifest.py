@@ -1,4 +1,4 @@
-"""flowcore.manifest: the cached command tree, its fingerprint and when a cache stops counting.
+"""flowcore.registry.manifest: the cached command tree, its fingerprint and when a cache stops counting.
 
 Real files under a temporary FLOW_HOME; a "site-packages" is a plain directory of dist-info
 folders, which is all the fingerprint looks at.
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from flowcore import manifest
-from flowcore.manifest import CommandRecord, Failure, Manifest, PluginRecord
+from flowcore.registry import manifest
+from flowcore.plugins import records
+from flowcore.plugins.records import CommandRecord, Failure, PluginRecord
+from flowcore.registry.manifest import Manifest
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def sample(world: dict[str, Path], key: str = "global|kit-a") -> Manifest:
         fingerprint=fp(world),
         kit={"name": "flow-kit-a", "short": "a"},
         plugins=[PluginRecord("flow-plugin-x", "general", ["flow_plugin_x"],
-                              ["flow_register_commands"], [manifest.file_stamp(str(world["module"]))]),
+                              ["flow_register_commands"], [records.file_stamp(str(world["module"]))]),
                  PluginRecord("flow-kit-a", "kit", ["flow_kit_a"], ["flow_kit_info"], [])],
         commands=[CommandRecord("hello", "Say hello.", "flow-plugin-x", "general")],
         failures=[Failure("flow-plugin-bad", "general", "ImportError: nope")],

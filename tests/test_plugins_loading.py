@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import offline_env
 from managed_env import ManagedEnv, install, make_env, plugin_wheel
+from offline import offline_env
 
 
 def command_plugin(command: str, extra: str = "") -> str:
@@ -228,7 +228,7 @@ def test_before_and_after_hooks_wrap_every_command_but_not_help(run_flow, menv, 
 
 CALL_HOOKS = r'''
 import json, sys
-from flowcore.app import Flow
+from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 flow = Flow(RunOptions())
 templates = flow.plugins.call("flow_create_templates", kit="flow-kit-demo")

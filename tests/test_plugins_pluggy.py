@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import offline_env
 from managed_env import ManagedEnv
+from offline import offline_env
 from test_plugins_loading import KIT_INFO, command_plugin
 
 LOG = '''
@@ -128,7 +128,7 @@ def flow_after_command(exit_code):
 
 CALL_HOOKS = r'''
 import json
-from flowcore.app import Flow
+from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 flow = Flow(RunOptions())
 checks = flow.plugins.call("flow_publish_checks", task={"kit": "flow-kit-demo"})

@@ -1,4 +1,4 @@
-"""flowcore._probe: what a kit or plugin declares, read by importing it in the managed
+"""flowcore.packages.probe: what a kit or plugin declares, read by importing it in the managed
 environment's own interpreter (never in flow's process).
 
 A real venv (uv) whose site-packages holds small modules: one that imports, ones that raise,
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from flowcore import FLOW_API_VERSION
-from flowcore._installer import ManagedEnv
-from flowcore._probe import Declarations, api_problem, read_declarations
-from flowcore.environment import site_packages_dir
-from flowcore.errors import InstallError
+from flowcore._base.version import FLOW_API_VERSION
+from flowcore.packages.installer import ManagedEnv
+from flowcore.packages.probe import Declarations, api_problem, read_declarations
+from flowcore.config.environment import site_packages_dir
+from flowcore._base.errors import InstallError
 from managed_env import make_env
 
 MODULES = {

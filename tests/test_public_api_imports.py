@@ -3,7 +3,7 @@
 Every ``.py`` under kits/ and plugins/ (their tests excepted: tests may build core objects to
 drive a command) is parsed, and each import of flowcore is checked: ``from flowcore.api import
 X`` and ``from flowcore import X`` for a public X, ``import flowcore`` / ``import flowcore.api``
-with only public attributes used. Anything else (``flowcore.context``, ``flowcore._fileio``,
+with only public attributes used. Anything else (``flowcore.plugins.context``, ``flowcore._base.fileio``,
 ``ctx.obj`` reaching the core instance aside) fails with the file, line and the fix.
 """
 
@@ -84,23 +84,23 @@ def test_kits_and_plugins_import_only_the_public_api():
 def test_the_scan_catches_every_way_of_reaching_a_private_name():
     source = """
 import flowcore
-import flowcore.context
+import flowcore.plugins.context
 import flowcore.api as fapi
-from flowcore import hookimpl, paths
+from flowcore import hookimpl, config
 from flowcore.api import current, Flow
-from flowcore._fileio import atomic_write_bytes
+from flowcore._base.fileio import atomic_write_bytes
 from flowcore import api
-print(flowcore.__version__, flowcore.paths, fapi.current, api.Flow, flowcore.api.hookimpl)
+print(flowcore.__version__, flowcore.config, fapi.current, api.Flow, flowcore.api.hookimpl)
 
 def later():
-    from flowcore.environment import uv_binary
+    from flowcore.config.environment import uv_binary
 """
     assert private_imports(source) == [
-        "<source>:3 imports flowcore.context",
-        "<source>:5 imports flowcore.paths",
+        "<source>:3 imports flowcore.plugins.context",
+        "<source>:5 imports flowcore.config",
         "<source>:6 imports flowcore.api.Flow",
-        "<source>:7 imports from flowcore._fileio",
-        "<source>:12 imports from flowcore.environment",
-        "<source>:9 uses flowcore.paths",
+        "<source>:7 imports from flowcore._base.fileio",
+        "<source>:12 imports from flowcore.config.environment",
+        "<source>:9 uses flowcore.config",
         "<source>:9 uses api.Flow",
     ]

@@ -78,7 +78,7 @@ def test_printable_line_replaces_line_breaks_and_tabs() -> None:
 
 def test_the_sanitiser_is_public_and_one_object() -> None:
     import flowcore
-    from flowcore import _printable
+    from flowcore._base import printable as _printable
 
     assert api.printable is _printable.printable is flowcore.printable
     assert api.printable_line is _printable.printable_line is flowcore.printable_line

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOW, REPO, offline_env
+from offline import FLOW, REPO, offline_env
 
 ENV_PLUGIN = REPO / "plugins" / "flow-plugin-env"
 
@@ -87,7 +87,7 @@ def test_a_flow_home_below_a_file(run_flow, tmp_path: Path) -> None:
 
 
 def _uv_used() -> bool:
-    from flowcore._installer import find_uv
+    from flowcore.packages.installer import find_uv
 
     return bool(find_uv())
 

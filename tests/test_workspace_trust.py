@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOW, offline_env
-from flowcore.environment import site_packages_dir
+from flowcore.config.environment import site_packages_dir
+from offline import FLOW, offline_env
 from package_index import INDEX_ENV
 
 PLUGIN_MODULE = """import pathlib, click

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-
-#: Version of the plugin API (:mod:`flowcore.api`: hooks, contexts, registry, helpers). Plugins
-#: declare a specifier against it in ``FLOW_API`` (e.g. ``">=1"``); ``flow plugin add`` refuses
-#: plugins that do not match, and flow skips them when loading.
-FLOW_API_VERSION = "1"
+from flowcore._base.version import FLOW_API_VERSION, __version__
 
 # The same list as flowcore.api.__all__ (a test holds them equal), written out so that
 # ``import flowcore`` does not have to import the API module to know it.
@@ -82,7 +77,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     if name == "hookimpl":  # what every plugin imports first: pluggy's marker, not the whole API
-        from flowcore._markers import hookimpl
+        from flowcore.plugins.markers import hookimpl
 
         return hookimpl
     if name in __all__:

@@ -1,3 +1,3 @@
-from flowcore.cli import main
+from flowcore.cli.main import main
 
 main()

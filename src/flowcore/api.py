@@ -33,15 +33,9 @@ first use of those names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from flowcore import FLOW_API_VERSION, __version__
-from flowcore._fileio import atomic_write_bytes
-from flowcore._printable import printable, printable_line
-from flowcore.context import current as _current
-from flowcore.environment import site_packages_dir, uv_binary
-from flowcore.errors import (
+from flowcore._base.errors import (
     ConfigError,
     FlowError,
     InstallError,
@@ -49,17 +43,27 @@ from flowcore.errors import (
     UsageError,
     warn,
 )
-from flowcore.paths import flow_home
-from flowcore.prompts import choose, interactive
+from flowcore._base.fileio import atomic_write_bytes
+from flowcore._base.paths import flow_home
+from flowcore._base.printable import printable, printable_line
+from flowcore._base.prompts import choose, interactive
+from flowcore._base.version import FLOW_API_VERSION, __version__
+from flowcore.config.environment import site_packages_dir, uv_binary
+from flowcore.plugins.context import current as _current
+from flowcore.plugins.protocols import (
+    CoreContext,
+    InstalledPackage,
+    KitContext,
+    Packages,
+    PluginConfig,
+    Registry,
+)
 
 if TYPE_CHECKING:
-    import logging
-    from pathlib import Path
 
-    import click
     import pluggy
 
-    from flowcore.watching import Change, watch
+    from flowcore._base.watching import Change, watch
 
 __all__ = [
     # versions
@@ -97,169 +101,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Types of hook arguments. Protocols: flow's own classes implement them, and a plugin's unit
-# test can hand a hook any object of the same shape.
-# ---------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Registry(Protocol):
-    """The ``registry`` argument of ``flow_register_commands``: this plugin's view of flow's
-    top-level commands (flow records the plugin as each command's source)."""
-
-    def add(self, command: click.Command, name: str | None = None) -> None:
-        """Add a ``click.Command`` (or group) under ``name``, else under its own name."""
-        ...
-
-
-@runtime_checkable
-class PluginConfig(Protocol):
-    """``context.config``: read all of flow's configuration, write only this plugin's section."""
-
-    def read(self) -> dict[str, object]:
-        """A copy of the whole configuration: ``{"global": {...}, "project": {...} | None}``."""
-        ...
-
-    @property
-    def section(self) -> dict[str, object]:
-        """This plugin's own section: ``pluginConfig.<short>`` (``kitConfig.<short>`` for a kit)
-        of ``$FLOW_HOME/config.json``, overridden key by key by ``[tool.flow.<short>]`` in a
-        project."""
-        ...
-
-    def update_section(self, mutate: Callable[[dict[str, object]], object]) -> dict[str, object]:
-        """Change this plugin's section of the global config (locked, atomic); returns it."""
-        ...
-
-    def set(self, key: str, value: object) -> None:
-        """Set one key of this plugin's section in the global config."""
-        ...
-
-
-@runtime_checkable
-class InstalledPackage(Protocol):
-    """A kit or plugin that :class:`Packages` installed."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def kind(self) -> str:
-        """``"kit"`` or ``"plugin"``."""
-        ...
-
-
-@runtime_checkable
-class Packages(Protocol):
-    """``context.packages``: install, remove and list kits and plugins, as the ``flow buildkit``
-    and ``flow plugin`` commands do (same transactions, same config updates)."""
-
-    def installed_versions(self, scope: str = "global") -> dict[str, str]:
-        """``{distribution: version}`` of a managed environment (``"global"``/``"project"``)."""
-        ...
-
-    def add_kits(self, specs: Sequence[str], find_links: Sequence[str] = (),
-                 no_index: bool = False) -> Sequence[InstalledPackage]: ...
-
-    def add_plugins(self, specs: Sequence[str], find_links: Sequence[str] = (),
-                    no_index: bool = False) -> Sequence[InstalledPackage]: ...
-
-    def delete_kits(self, names: Sequence[str]) -> list[str]: ...
-
-    def delete_plugins(self, names: Sequence[str]) -> list[str]: ...
-
-
-@runtime_checkable
-class CoreContext(Protocol):
-    """What every kit and plugin gets as ``context`` (a general plugin gets exactly this)."""
-
-    @property
-    def plugin(self) -> str:
-        """This plugin's distribution name."""
-        ...
-
-    @property
-    def short_name(self) -> str:
-        """Its short name: the distribution name without ``flow-plugin-``/``flow-kit-`` (the
-        name of its config section)."""
-        ...
-
-    @property
-    def logger(self) -> logging.Logger:
-        """A logger named ``flow.<distribution>``; ``--debug`` shows its debug records."""
-        ...
-
-    @property
-    def config(self) -> PluginConfig: ...
-
-    @property
-    def scope(self) -> str:
-        """``"project"`` inside a project (unless ``-g``), else ``"global"``."""
-        ...
-
-    @property
-    def project_root(self) -> Path | None:
-        """The project's root directory in project scope; ``None`` in global scope."""
-        ...
-
-    @property
-    def active_kit(self) -> str | None:
-        """The distribution name of this run's build kit, if any."""
-        ...
-
-    @property
-    def plugins_to_load(self) -> list[tuple[str, str]]:
-        """``(distribution, kind)`` of this run's plugins in load order; kind is ``"kit"``
-        (kit-bound), ``"project"`` or ``"general"``."""
-        ...
-
-    @property
-    def flow_home(self) -> Path:
-        """flow's global home (``FLOW_HOME``, default ``~/.flow``)."""
-        ...
-
-    @property
-    def environments(self) -> list[Path]:
-        """The managed environments kits and plugins are imported from, the project's first."""
-        ...
-
-    @property
-    def packages(self) -> Packages: ...
-
-    def call_hook(self, hook: str, **kwargs: object) -> list[object]:
-        """Call ``hook`` on every kit and plugin of this run; their non-``None`` answers in
-        load order. Each gets its own context; one that raises is reported and left out."""
-        ...
-
-    def register_command(self, command: click.Command, name: str | None = None) -> None:
-        """Same as ``registry.add``; only valid while ``flow_register_commands`` runs."""
-        ...
-
-
-@runtime_checkable
-class KitContext(CoreContext, Protocol):
-    """The ``context`` of a build kit and of its kit-bound (or project) plugins."""
-
-    @property
-    def kit(self) -> str:
-        """The kit's distribution name."""
-        ...
-
-    @property
-    def kit_short_name(self) -> str:
-        """The kit's short name: its config section, ``[tool.flow.<kit_short_name>]``."""
-        ...
-
-    @property
-    def kit_config(self) -> PluginConfig:
-        """The kit's own section (read it; only the kit itself writes it)."""
-        ...
-
-
 def current() -> CoreContext:
     """The context of the plugin whose command is running now.
 
@@ -270,8 +111,8 @@ def current() -> CoreContext:
     return _current()
 
 
-_LAZY = {"hookimpl": "flowcore._markers", "watch": "flowcore.watching",
-         "Change": "flowcore.watching"}
+_LAZY = {"hookimpl": "flowcore.plugins.markers", "watch": "flowcore._base.watching",
+         "Change": "flowcore._base.watching"}
 
 if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker

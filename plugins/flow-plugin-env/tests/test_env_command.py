@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from flow_plugin_env import env
-from flowcore import trust
-from flowcore.app import Flow
+from flowcore.config import trust
+from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 
 

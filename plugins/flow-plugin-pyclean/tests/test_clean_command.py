@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from flow_plugin_pyclean import FLOW_BUILD_KITS, clean
-from flowcore.app import Flow
+from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 
 
@@ -67,7 +67,7 @@ def test_nothing_to_clean(project: Path) -> None:
 
 
 def test_refuses_outside_a_python_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowcore.errors import UsageError
+    from flowcore._base.errors import UsageError
 
     monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
     elsewhere = tmp_path / "elsewhere"

@@ -20,7 +20,7 @@ def announce_source(flow: Any, no_index: bool) -> None:
     """Say on stderr where names will be downloaded from, when it is not the installer's default
     (an index URL, extra indexes, find-links): a project's or environment's setting decides what
     ``flow plugin add NAME`` installs, so the user sees which one before it runs."""
-    from flowcore._package_source import describe
+    from flowcore.config.package_source import describe
 
     flow.config.package_source()  # a bad setting is the error, before anything is announced
     for name, shown in describe(flow.config).items():

@@ -11,12 +11,12 @@ from typing import TypedDict
 
 import click
 
-from flowcore.app import Flow
+from flowcore._base.errors import InstallError, UsageError
+from flowcore.cli.app import Flow
+from flowcore.cli.completion_values import kit_names
 from flowcore.commands import AliasedGroup
 from flowcore.commands._install_options import announce_source, install_options
-from flowcore.commands.completion_cmd import kit_names
-from flowcore.errors import InstallError, UsageError
-from flowcore.registry import of_run
+from flowcore.registry.command_registry import of_run
 
 
 class _PluginRow(TypedDict):
@@ -59,7 +59,7 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
     if not kits:
         click.echo("no build kits. Add one with: flow buildkit add PATH-OR-NAME")
     # names come from the config file, versions from installed metadata: no controls
-    from flowcore._printable import printable_line as cell
+    from flowcore._base.printable import printable_line as cell
 
     for kit in kits:
         mark = "*" if kit["active"] else " "
@@ -70,7 +70,7 @@ def list_(flow: Flow, show_plugins: bool, as_json: bool) -> None:
             for p in kit["plugins"]:
                 click.echo(f"    {cell(p['name'])} {cell(p['version'] or '') or '(not installed)'}")
     if active and not any(k["active"] for k in kits):
-        from flowcore._hints import install_kit_fix
+        from flowcore.cli.hints import install_kit_fix
 
         click.echo(cell(f"active build kit {active} is not installed. {install_kit_fix(active)}"))
 
@@ -104,7 +104,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
         installed = _installed(flow)
         if not installed:
             raise InstallError("no build kits are installed", "Nothing to delete")
-        from flowcore.prompts import choose
+        from flowcore._base.prompts import choose
 
         names = tuple(choose("Delete which build kits?", installed, multiple=True,
                              argument="NAME", command="flow buildkit delete"))
@@ -118,20 +118,20 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 @click.pass_obj
 def switch(flow: Flow, name: str | None) -> None:
     """Make NAME the active build kit (choose from a list when no NAME is given)."""
-    from flowcore.environment import canonical_name
+    from flowcore.config.environment import canonical_name
 
     config = flow.config
     installed = _installed(flow)
     if name is None:
         if not installed:
             raise UsageError("no build kits are installed", "Install one: flow buildkit add PATH-OR-NAME")
-        from flowcore.prompts import choose
+        from flowcore._base.prompts import choose
 
         name = str(choose("Switch to which build kit?", installed, argument="NAME",
                           command="flow buildkit switch"))
     name = canonical_name(name)
     if name not in installed:
-        from flowcore._hints import missing_kit_fix
+        from flowcore.cli.hints import missing_kit_fix
 
         raise UsageError(f"build kit '{name}' is not installed",
                          missing_kit_fix(name, installed, "flow buildkit switch {}"))

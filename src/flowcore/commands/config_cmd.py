@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from flowcore.app import Flow
-from flowcore.commands.completion_cmd import config_keys, settable_config_keys
-from flowcore.errors import UsageError
+from flowcore._base.errors import UsageError
+from flowcore.cli.app import Flow
+from flowcore.cli.completion_values import config_keys, settable_config_keys
 
 #: Keys whose shape flow manages through its own commands; ``config set`` points there instead.
 _MANAGED = {
@@ -21,10 +21,10 @@ _MANAGED = {
 
 def _render(value: Any) -> str:
     """A config value for the terminal: JSON escapes control characters itself; a string from
-    a config file is made printable (``flowcore._printable``)."""
+    a config file is made printable (``flowcore._base.printable``)."""
     if not isinstance(value, str):
         return json.dumps(value)
-    from flowcore._printable import printable
+    from flowcore._base.printable import printable
 
     return printable(value)
 
@@ -48,7 +48,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(described, indent=2))
         return
     # values come from config files (and folder names): one printable line each
-    from flowcore._printable import printable_line as cell
+    from flowcore._base.printable import printable_line as cell
 
     for key, entry in described.items():
         if key == "plugins":

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowcore.commands.completion_cmd import kit_names, template_names
-from flowcore.errors import UsageError
+from flowcore._base.errors import UsageError
+from flowcore.cli.completion_values import kit_names, template_names
 
 if TYPE_CHECKING:
-    from flowcore._templates import ResolvedTemplate, Template
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
+    from flowcore.create.templates import ResolvedTemplate, Template
 
 #: PEP 508 distribution names.
 _DIST_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
@@ -67,17 +67,17 @@ def _ask_text(message: str, default: str = "") -> str:
 def choose_kit(flow: Flow, given: str | None, among: list[str] | None = None) -> str:
     """``given`` (checked to be installed), else the one installed kit, else a choice (from
     ``among``, default every installed kit)."""
-    from flowcore.prompts import choose
+    from flowcore._base.prompts import choose
 
     installed = flow.config.global_config.installed_kits
     if not installed:
-        from flowcore._hints import ANY_SOURCE
+        from flowcore.cli.hints import ANY_SOURCE
 
         raise UsageError("no build kit is installed",
                          f"Install one first: flow buildkit add {ANY_SOURCE}")
     if given:
         if given not in installed:
-            from flowcore._hints import install_kit_fix
+            from flowcore.cli.hints import install_kit_fix
 
             raise UsageError(f"unknown build kit '{given}'. Installed kits: "
                              f"{', '.join(installed)}", install_kit_fix(given))
@@ -91,7 +91,7 @@ def choose_kit(flow: Flow, given: str | None, among: list[str] | None = None) ->
 
 
 def choose_template(templates: list[Template], kit: str, given: str | None) -> str:
-    from flowcore.prompts import choose
+    from flowcore._base.prompts import choose
 
     if given:
         return given
@@ -106,7 +106,7 @@ def choose_template(templates: list[Template], kit: str, given: str | None) -> s
 
 def missing_answers(template: ResolvedTemplate, data: dict[str, str], defaults: bool) -> list[str]:
     """Questions nobody answers when there is no terminal to ask them on."""
-    from flowcore._templates import questions
+    from flowcore.create.templates import questions
 
     return [q.key for q in questions(template)
             if q.key not in data and not (defaults and q.has_default) and not q.conditional]
@@ -141,10 +141,10 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
            data: tuple[str, ...], force: bool, directory: Path | None, vcs_ref: str | None,
            trust: bool, list_only: bool, git: bool | None) -> None:
     """Create a new project from a template of a build kit."""
-    from flowcore._templates import collect_templates, resolve
-    from flowcore.app import Flow
+    from flowcore._base.prompts import interactive
+    from flowcore.cli.app import Flow
     from flowcore.config import RunOptions
-    from flowcore.prompts import interactive
+    from flowcore.create.templates import collect_templates, resolve
 
     answers = parse_data(data)
     if name is not None:
@@ -167,7 +167,7 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
             for t in templates]}, indent=2))
         return
     if list_only:
-        from flowcore._printable import printable_line as cell  # plugins' text: no controls
+        from flowcore._base.printable import printable_line as cell  # plugins' text: no controls
 
         for t in templates:
             click.echo(f"{cell(t.name):<20} {cell(t.description)}  [{cell(t.origin)}]")
@@ -185,11 +185,11 @@ def create(flow: Flow, name: str | None, kit: str | None, template: str | None, 
             if not force:
                 _refuse_non_empty(target)
         assert target is not None
-        from flowcore._templates import questions
+        from flowcore.create.templates import questions
 
         keys = {q.key for q in questions(resolved)}
         if set(answers) - keys:
-            from flowcore._hints import warn_unasked_answers
+            from flowcore.cli.hints import warn_unasked_answers
 
             warn_unasked_answers(answers, keys, resolved.label)
         for key in NAME_KEYS:
@@ -223,7 +223,8 @@ def _refuse_non_empty(target: Path) -> None:
 def _create(flow: Flow, kit: str, template: ResolvedTemplate, target: Path,
             answers: dict[str, Any], *, defaults: bool, asking: bool, force: bool, trust: bool,
             vcs_ref: str | None, git: bool | None = None) -> None:
-    from flowcore import _newrepo, _render
+    from flowcore.create import newrepo as _newrepo
+    from flowcore.create import render as _render
 
     repo = _newrepo.plan(git, flow.config.global_config.data, target)
 

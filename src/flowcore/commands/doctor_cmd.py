@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from flowcore._printable import printable
-from flowcore.app import Flow
-from flowcore.errors import InstallError
+from flowcore._base.errors import InstallError
+from flowcore._base.printable import printable
+from flowcore.cli.app import Flow
+from flowcore.packages import doctor as env_doctor
 
 
 @click.command()
@@ -24,7 +25,7 @@ from flowcore.errors import InstallError
 def doctor(flow: Flow, fix: bool, as_json: bool) -> None:
     """Check that what the config lists is installed and loads; --fix rebuilds it."""
     packages = flow.packages
-    problems = packages.diagnose()
+    problems = env_doctor.diagnose(packages)
     if as_json:
         return _doctor_json(packages, problems, fix)
     if not problems:
@@ -37,9 +38,9 @@ def doctor(flow: Flow, fix: bool, as_json: bool) -> None:
     if not fix:
         raise InstallError(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found",
                            "Run: flow doctor --fix")
-    for line in packages.fix():
+    for line in env_doctor.fix(packages):
         click.echo(printable(line))
-    remaining = packages.diagnose()
+    remaining = env_doctor.diagnose(packages)
     for problem in remaining:
         click.echo(printable(f"still {problem}"))
     if remaining:
@@ -61,8 +62,8 @@ def _doctor_json(packages: Any, problems: list[Any], fix: bool) -> None:
     out: dict[str, Any] = {"ok": not problems, "problems": [_problem(p) for p in problems]}
     remaining = problems
     if fix:
-        out["fixed"] = packages.fix() if problems else []
-        remaining = packages.diagnose() if problems else []
+        out["fixed"] = env_doctor.fix(packages) if problems else []
+        remaining = env_doctor.diagnose(packages) if problems else []
         out["remaining"] = [_problem(p) for p in remaining]
         out["ok"] = not remaining
     click.echo(json.dumps(out, indent=2))

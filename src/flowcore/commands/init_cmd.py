@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flowcore.errors import FlowError, UsageError
+from flowcore._base.errors import FlowError, UsageError
+from flowcore.plugins.kit_info import accepts, declared_files, files_text
 
 if TYPE_CHECKING:
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
 
 
 @click.command(name="init")
@@ -78,9 +79,9 @@ def init(flow: Flow, kit: str | None) -> None:
 def project_files(flow: Flow, kit: str) -> list[str] | None:
     """The files build kit ``kit`` recognises a project folder by (``project_files`` of its
     ``flow_kit_info``, from its cached command manifest), or ``None``: it takes any folder."""
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
     from flowcore.config import RunOptions
-    from flowcore.registry import CommandRegistry
+    from flowcore.registry.command_registry import CommandRegistry
 
     options = RunOptions(global_scope=True, build_kit=kit, check_latest=False,
                          root=flow.options.root, config=flow.options.config)
@@ -89,28 +90,6 @@ def project_files(flow: Flow, kit: str) -> list[str] | None:
     except FlowError:
         return None
     return declared_files(info)
-
-
-def declared_files(info: object) -> list[str] | None:
-    """``project_files`` of a kit's ``flow_kit_info`` answer: file names (no paths), or
-    ``None`` when it names none."""
-    files = info.get("project_files") if isinstance(info, dict) else None
-    if not isinstance(files, list):
-        return None
-    names = [f for f in files if isinstance(f, str) and f and "/" not in f and f not in (".", "..")]
-    return names or None
-
-
-def accepts(files: list[str] | None, folder: Path) -> bool:
-    """Whether a kit that recognises a project by ``files`` takes ``folder``."""
-    return files is None or any((folder / name).is_file() for name in files)
-
-
-def files_text(files: list[str] | None) -> str:
-    """``"a, b or c"`` (``"any folder"`` when there are none)."""
-    if not files:
-        return "any folder"
-    return files[0] if len(files) == 1 else f"{', '.join(files[:-1])} or {files[-1]}"
 
 
 def _create_exclusively(path: Path, text: str) -> None:

@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from flowcore.app import Flow
+from flowcore._base.errors import InstallError
+from flowcore.cli.app import Flow
+from flowcore.cli.completion_values import plugin_names
 from flowcore.commands import AliasedGroup
 from flowcore.commands._install_options import announce_source, install_options
-from flowcore.commands.completion_cmd import plugin_names
-from flowcore.errors import InstallError
-from flowcore.registry import of_run
+from flowcore.registry.command_registry import of_run
 
 
 @click.group(cls=AliasedGroup)
@@ -44,7 +44,7 @@ def list_(flow: Flow, as_json: bool) -> None:
     if not rows:
         click.echo("no plugins. Add one with: flow plugin add NAME")
     # names come from config files, versions from installed metadata: cells without controls
-    from flowcore._printable import printable_line
+    from flowcore._base.printable import printable_line
 
     cells = [[printable_line(str(r[k] or "")) for k in ("name", "version", "kind")] for r in rows]
     width = max((len(name) for name, _, _ in cells), default=0)
@@ -71,7 +71,7 @@ def add(flow: Flow, specs: tuple[str, ...], find_links: tuple[str, ...], no_inde
             where = f"for build kit{'s' if len(r.build_kits) > 1 else ''} {kits}"
         else:
             where = "as a general plugin"
-        from flowcore._printable import printable_line  # kit names are the plugin's FLOW_BUILD_KITS
+        from flowcore._base.printable import printable_line  # kit names are the plugin's FLOW_BUILD_KITS
 
         click.echo(printable_line(f"installed plugin {r.name} {r.version} {where}"))
     of_run().refresh()  # the next command finds the command manifest valid
@@ -89,7 +89,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
         known = config.configured_plugins
         if not known:
             raise InstallError("no plugins are installed", "Nothing to delete")
-        from flowcore.prompts import choose
+        from flowcore._base.prompts import choose
 
         names = tuple(choose("Delete which plugins?", known, multiple=True, argument="NAME",
                              command="flow plugin delete"))
@@ -101,7 +101,7 @@ def delete(flow: Flow, names: tuple[str, ...]) -> None:
 def _refuse_global_plugins(config: Any, names: tuple[str, ...]) -> None:
     """Inside a project, a plugin that only the global config lists (which ``plugin list``
     shows there, as a general plugin) is named as such, with the command that deletes it."""
-    from flowcore.environment import canonical_name
+    from flowcore.config.environment import canonical_name
 
     project = {canonical_name(p) for p in config.project.plugins}
     glob = {canonical_name(p) for p in config.global_config.all_plugins}

@@ -1,6 +1,6 @@
 """``flow trust``: let a project run its own code (its ``.flow/env``, plugins, package source).
 
-See ``flowcore.trust`` for what trust covers and why; docs/configuration.md#trust for users.
+See ``flowcore.config.trust`` for what trust covers and why; docs/configuration.md#trust for users.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flowcore.errors import UsageError
+from flowcore._base.errors import UsageError
 
 if TYPE_CHECKING:
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
     from flowcore.config import ProjectConfig
 
 
@@ -24,13 +24,13 @@ def _project_of(flow: Flow, directory: str | None) -> tuple[str, ProjectConfig |
     the project found walking up from ``DIR``. A folder with a ``.flow/env`` but no flow config
     can be trusted too (the hand-over needs only the environment).
     """
+    from flowcore.cli.local_handover import nearest_env_root
     from flowcore.config import find_project
-    from flowcore.local_handover import nearest_env_root
 
     project = flow.config.project if directory is None else find_project(directory)
     if project is not None:
-        return project.root_dir, project
-    start = flow.cwd_str if directory is None else directory
+        return str(project.root), project
+    start = str(flow.cwd) if directory is None else directory
     root = nearest_env_root(start)
     if root is None:
         raise UsageError(f"no flow project at or above {os.path.abspath(start)}",
@@ -39,7 +39,7 @@ def _project_of(flow: Flow, directory: str | None) -> tuple[str, ProjectConfig |
 
 
 def _what_it_runs(root: str, project: ProjectConfig | None) -> str:
-    from flowcore import trust
+    from flowcore.config import trust
 
     asked = trust.requests(project) if project is not None else ["its .flow/env"]
     return "; ".join(asked) if asked else "nothing yet"
@@ -57,8 +57,8 @@ def trust(flow: Flow, directory: str | None, revoke: bool, list_: bool) -> None:
     config and interpreter as they are now; when a change (a git pull) alters them, flow asks
     again.
     """
-    from flowcore import trust as trust_store
-    from flowcore._printable import printable_line as one_line
+    from flowcore._base.printable import printable_line as one_line
+    from flowcore.config import trust as trust_store
 
     if list_:
         if revoke or directory:
@@ -73,7 +73,7 @@ def trust(flow: Flow, directory: str | None, revoke: bool, list_: bool) -> None:
             click.echo(one_line(f"{root}  [{shown}]"))
         return
     root, project = _project_of(flow, directory)
-    extra = [project.filename] if project is not None else []
+    extra = [str(project.file)] if project is not None else []
     if revoke:
         if trust_store.revoke(root):
             click.echo(one_line(f"No longer trusted: {root}"))

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from flowcore.errors import FlowError, UsageError
+from flowcore._base.errors import FlowError, UsageError
 
 if TYPE_CHECKING:
-    from flowcore.app import Flow
+    from flowcore.cli.app import Flow
 
 ANSWERS_FILE = ".copier-answers.yml"
 
@@ -57,8 +57,8 @@ def _changed_files(root: Path) -> list[str]:
 def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...],
            conflict: Literal["inline", "rej"], trust: bool, answers_file: str) -> None:
     """Update this project to a newer version of the copier template it was made from."""
+    from flowcore._base.prompts import interactive
     from flowcore.commands.create_cmd import parse_data
-    from flowcore.prompts import interactive
 
     answers = parse_data(data)
     project = flow.config.project
@@ -85,7 +85,7 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
             f"{before.get('_src_path', '?')} was not a git repository with version tags",
             "Publish the template in git, tag its versions, and create the project again",
         )
-    from flowcore import _template_store
+    from flowcore.create import template_store as _template_store
 
     label = str(before.get("_src_path"))
     store = _template_store.find_repo(label)
@@ -96,8 +96,8 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
     import copier
     from copier.errors import CopierError, CopierWarning, ExtensionNotFoundError, UnsafeTemplateError
 
-    from flowcore import _render
-    from flowcore._templates import escaping_links
+    from flowcore.create import render as _render
+    from flowcore.create.templates import escaping_links
 
     asking = interactive()
     links_before = set(escaping_links(root, skip=(".git",)))
@@ -117,7 +117,7 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
         raise FlowError(f"the template runs code while updating ({' '.join(str(exc).split())})",
                         "Pass --trust if you trust this template") from exc
     except ExtensionNotFoundError as exc:
-        from flowcore._render import extension_missing, missing_module
+        from flowcore.create.render import extension_missing, missing_module
 
         module = missing_module(exc)
         if module is None:
@@ -146,7 +146,7 @@ def update(flow: Flow, vcs_ref: str | None, defaults: bool, data: tuple[str, ...
 
 
 def _inside_flow_env(src_path: object) -> bool:
-    from flowcore.paths import flow_home
+    from flowcore._base.paths import flow_home
 
     if not isinstance(src_path, str) or not src_path:
         return False
@@ -163,10 +163,10 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
     Without the template installed, an update to a version given with ``--vcs-ref`` (one the
     store kept) still works; without ``--vcs-ref`` it is an error naming what to install.
     """
-    from flowcore import _template_store
-    from flowcore._templates import collect_templates, from_store
-    from flowcore.app import Flow as _Flow
+    from flowcore.cli.app import Flow as _Flow
     from flowcore.config import RunOptions
+    from flowcore.create import template_store as _template_store
+    from flowcore.create.templates import collect_templates, from_store
 
     meta = _template_store.read_meta(store)
     assert meta is not None
@@ -175,7 +175,7 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
     if kit not in flow.config.global_config.installed_kits:
         if vcs_ref:
             return label, None
-        from flowcore._hints import install_kit_fix
+        from flowcore.cli.hints import install_kit_fix
 
         raise UsageError(f"the project's template {label} belongs to build kit {kit}, which is "
                          "not installed", install_kit_fix(kit))
@@ -188,7 +188,7 @@ def _sync_store(flow: Flow, store: Path, vcs_ref: str | None) -> tuple[str, str 
     if resolved is None or resolved.vcs_ref is None:
         if vcs_ref:
             return label, None
-        from flowcore._hints import ANY_SOURCE, add_command
+        from flowcore.cli.hints import ANY_SOURCE, add_command
 
         what = "flow buildkit add" if origin == kit else "flow plugin add"
         again = add_command(what, origin) or f"{what} {ANY_SOURCE}"
@@ -203,7 +203,7 @@ def _undo_new_links(root: Path, before: set[tuple[str, str]], label: str) -> Non
     terminal can render a link differently from the check before it): copier updates only a
     clean git work tree, so restoring the tracked files and removing the untracked ones puts
     the project back as it was."""
-    from flowcore._templates import escaping_links
+    from flowcore.create.templates import escaping_links
 
     new = sorted(set(escaping_links(root, skip=(".git",))) - before)
     if not new:

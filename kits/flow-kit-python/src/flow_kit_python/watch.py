@@ -1,4 +1,4 @@
-"""``flow build --watch`` and ``flow test --watch``: the kit's side of flowcore.watching.
+"""``flow build --watch`` and ``flow test --watch``: the kit's side of flowcore._base.watching.
 
 A build reruns only for a file that goes into the distribution. What goes in is what the last
 wheel held (the build backend already decided, from pyproject.toml and hatch's or setuptools'
