@@ -159,10 +159,6 @@ def build_once(root: Path, conf: dict[str, Any], no_isolation: bool, out_dir: Pa
     return built
 
 
-def dist_dir(root: Path, conf: dict[str, Any], out_dir: Path | None) -> Path:
-    return (root / (out_dir or Path(str(conf.get("dist-dir", "dist"))))).resolve()
-
-
 # --------------------------------------------------------------------------------------------
 # flow test
 # --------------------------------------------------------------------------------------------
