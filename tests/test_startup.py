@@ -76,42 +76,6 @@ def test_a_plugin_command_imports_only_its_own_plugin(installed, flow_home, tmp_
     assert not {"flow_plugin_one", "flow_kit_demo", "questionary", "importlib.metadata"} & modules
 
 
-ROWS = [
-    ("build", "Build the project.  [flow-kit-demo]"),
-    ("x" * 40, "a first column wider than the maximum"),
-    ("long", "word " * 40),
-    ("tabs", "a\ttab"),
-    ("lines", "first\nsecond"),
-    ("paragraphs", "one\n\ntwo"),
-    ("spaced", "  leading and trailing  "),
-    ("raw", "\b\nkept\n  as is"),
-    ("empty", ""),
-    ("ansi", "\x1b[1mbold\x1b[0m help"),
-    ("feed", "form\x0cfeed"),
-    ("wide", "é" * 60),
-]
-
-
-@pytest.mark.parametrize("width", [50, 78, 98, 200])
-def test_the_root_help_formatter_writes_what_click_writes(width):
-    """flow's root help skips textwrap for rows that fit on one line: same output as click."""
-    import click
-
-    from flowcore.cli.main import _HelpFormatter
-
-    for rows in ([r] for r in ROWS):
-        for indent in (0, 2):
-            ours, clicks = _HelpFormatter(width=width), click.HelpFormatter(width=width)
-            for formatter in (ours, clicks):
-                formatter.current_indent = indent
-                formatter.write_dl(rows)
-            assert ours.getvalue() == clicks.getvalue(), rows
-    ours, clicks = _HelpFormatter(width=width), click.HelpFormatter(width=width)
-    ours.write_dl(ROWS)
-    clicks.write_dl(ROWS)
-    assert ours.getvalue() == clicks.getvalue()
-
-
 def test_the_root_help_is_as_wide_as_click_makes_it(installed, flow_home, tmp_path):
     env = offline_env(flow_home)
     for columns in ("40", "90", "300"):

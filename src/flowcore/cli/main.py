@@ -28,81 +28,6 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 COMPLETE_VAR = "_FLOW_COMPLETE"
 
 
-def _terminal_columns() -> int:
-    """``shutil.get_terminal_size().columns`` without importing ``shutil`` (and, through it,
-    ``bz2``, ``lzma`` and ``zlib``: ~1 ms of every ``flow --help``)."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-def _plain_line(text: str, width: int) -> bool:
-    """Whether click's ``wrap_text(text, width, preserve_paragraphs=True)`` returns ``text``
-    unchanged: one line that fits, nothing textwrap would expand, split, strip or re-indent."""
-    return (len(text) <= width and text == text.strip() and "\t" not in text
-            and "\b" not in text and len(text.splitlines()) == 1)
-
-
-class _HelpFormatter(click.HelpFormatter):
-    """click's formatter, with ``write_dl`` skipping ``textwrap`` for the rows that fit on one
-    line (every command row of a usual ``flow --help``): 50 plugins' rows wrapped by textwrap
-    cost ~1 ms. A row that needs wrapping is wrapped by click exactly as before
-    (tests/test_startup.py compares both on the same rows)."""
-
-    def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
-        from click.formatting import iter_rows, measure_table, term_len, wrap_text
-
-        rows = list(rows)
-        widths = measure_table(rows)
-        if len(widths) != 2:
-            raise TypeError("Expected two columns for definition list")
-        first_col = min(widths[0], col_max) + col_spacing
-        text_width = max(self.width - first_col - 2, 10)
-        indent = self.current_indent
-        for first, second in iter_rows(rows, len(widths)):
-            self.write(f"{'':>{indent}}{first}")
-            if not second:
-                self.write("\n")
-                continue
-            if term_len(first) <= first_col - col_spacing:
-                self.write(" " * (first_col - term_len(first)))
-            else:
-                self.write("\n")
-                self.write(" " * (first_col + indent))
-            if _plain_line(second, text_width):
-                self.write(f"{second}\n")
-                continue
-            lines = wrap_text(second, text_width, preserve_paragraphs=True).splitlines()
-            if lines:
-                self.write(f"{lines[0]}\n")
-                for line in lines[1:]:
-                    self.write(f"{'':>{first_col + indent}}{line}\n")
-            else:
-                self.write("\n")
-
-
-class _RootContext(click.Context):
-    """The root command's context: its help is laid out by ``_HelpFormatter`` at the width
-    click would choose, found without ``shutil``."""
-
-    formatter_class = _HelpFormatter
-
-    def make_formatter(self) -> click.HelpFormatter:
-        from click import formatting
-
-        width = self.terminal_width
-        if width is None and formatting.FORCED_WIDTH is None:
-            width = max(min(_terminal_columns(), self.max_content_width or 80) - 2, 50)
-        return self.formatter_class(width=width, max_width=self.max_content_width)
-
-
 class FlowGroup(click.Group):
     """A click group whose commands come from the CommandRegistry, loaded only when used.
 
@@ -111,8 +36,6 @@ class FlowGroup(click.Group):
     the ``flow_before_command``/``flow_after_command`` hooks, and kicks off the daily update
     check in the background.
     """
-
-    context_class = _RootContext
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # --help is eager: click handles it before it has stored -k/-g/--root/--config, so read
