@@ -28,6 +28,7 @@ from flowcore.config.environment import ENTRY_POINT_GROUPS, canonical_name
 
 if TYPE_CHECKING:
     import subprocess
+    from contextlib import AbstractContextManager
 
 BASE_PTH = "_flowcore_base.pth"
 
@@ -256,7 +257,7 @@ class ManagedEnv:
     def exists(self) -> bool:
         return self.python.exists() and self.site_packages.is_dir()
 
-    def lock(self):  # noqa: ANN201 - a context manager
+    def lock(self) -> AbstractContextManager[None]:
         """Serialise installs and removals in this environment between processes."""
         from flowcore._base.fileio import file_lock, make_state_dir
 

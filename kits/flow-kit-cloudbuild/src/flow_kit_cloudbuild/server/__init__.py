@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = ["create_app"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name == "create_app":
         from .app import create_app
 

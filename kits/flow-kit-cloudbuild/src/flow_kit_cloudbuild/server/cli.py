@@ -253,9 +253,13 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @sandbox_options
 @click.version_option(__version__, prog_name="flow-cloudbuild-server",
                       message="%(prog)s %(version)s")  # as `flow --version`: NAME VERSION
-def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, max_upload_bytes,
-          public_url, forwarded_allow_ips, secret_file, offline, log_level, redis_url, redis_password_file,
-          role, shared_dir, heartbeat_timeout, max_attempts, queue_timeout, **sandbox_opts) -> None:
+def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency: int | None,
+          tokens: tuple[str, ...], tokens_file: Path | None, config_file: Path | None,
+          max_upload_bytes: int | None, public_url: str | None, forwarded_allow_ips: str | None,
+          secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
+          redis_password_file: Path | None, role: str, shared_dir: Path | None,
+          heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None,
+          **sandbox_opts: Any) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
     if redis_url:
@@ -329,7 +333,7 @@ def serve(host, port, data_dir, concurrency, tokens, tokens_file, config_file, m
     if redis_opts is not None:
         from .backends.redis.connect import redact
 
-        click.echo(f"redis: {redact(redis_url)} (role {role})")
+        click.echo(f"redis: {redact(redis_opts.url)} (role {role})")
     sys.stdout.flush()
     # Whose X-Forwarded-For names the client: only the proxies the operator named. uvicorn's own
     # default trusts 127.0.0.1, where a build's install step can connect from, and would let it
