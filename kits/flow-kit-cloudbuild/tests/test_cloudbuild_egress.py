@@ -21,7 +21,6 @@ import hashlib
 import io
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -36,16 +35,7 @@ from pathlib import Path
 
 import pytest
 import repo_tests  # noqa: F401  (puts tests/ on sys.path: package_index)
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Client,
-    ServerProc,
-    final,
-    git_daemon,
-    http_get,
-    logs,
-    new_repo,
-)
+from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get, logs, new_repo
 from npm_registry import StaticNpmRegistry
 from tls_support import make_ca
 
@@ -55,9 +45,8 @@ from flow_kit_cloudbuild.server.egress import (
     EgressProxy,
     Refused,
     address_problem,
-    parse_registry_host,
-    parse_registry_hosts,
 )
+from flow_kit_cloudbuild.server.registry_hosts import parse_registry_host, parse_registry_hosts
 from package_index import build_simple_index
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run)")

@@ -119,7 +119,7 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
     if opts.get("no_cgroups"):
         cfg.build_cgroups = False
     if opts.get("registry_hosts"):
-        from .egress import parse_registry_hosts
+        from .registry_hosts import parse_registry_hosts
 
         try:
             parse_registry_hosts(opts["registry_hosts"])

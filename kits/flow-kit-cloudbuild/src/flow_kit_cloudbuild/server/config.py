@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import protocol
 from .errors import ServerConfigError
+from .registry_hosts import DEFAULT_REGISTRY_HOSTS
 
 #: Build command shapes allowed by default. ``<script>`` stands for the name of a script that
 #: exists in the project's package.json (checked after download, before install).
@@ -28,7 +29,6 @@ DEFAULT_BUILD_COMMANDS: list[list[str]] = [
 ]
 DEFAULT_PROTOCOLS = ("https", "git")
 #: The package registries the install step may reach (egress.py; --registry-host replaces them).
-DEFAULT_REGISTRY_HOSTS = ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
 MIN_TOKEN_LENGTH = 16  # client tokens shorter than this are refused at start
 MIN_SECRET_LENGTH = 32  # characters of a --secret-file (hex: 128 bits)
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
@@ -283,7 +283,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")
             setattr(cfg, attr, data[key])
     if "registry-hosts" in data:
-        from .egress import parse_registry_hosts
+        from .registry_hosts import parse_registry_hosts
 
         v = data["registry-hosts"]
         try:

@@ -40,25 +40,27 @@ import functools
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import DEFAULT_REGISTRY_HOSTS
+from .registry_hosts import (
+    DEFAULT_REGISTRY_HOSTS,
+    IP,
+    RegistryHost,
+    parse_registry_hosts,
+    split_authority,
+)
 
 __all__ = ["DEFAULT_REGISTRY_HOSTS", "EgressPolicy", "EgressProxy", "Refused", "RegistryHost", "address_problem",
            "parse_registry_hosts", "proxy_env", "trust_env", "trust_paths"]
 
 log = logging.getLogger("flow_kit_cloudbuild.server.egress")
 
-#: Ports a registry named without one may be reached on (https, http).
-DEFAULT_PORTS = (443, 80)
 #: Where the proxy's socket appears inside the sandbox, and the relay's port there.
 SANDBOX_SOCKET = "/run/flow-egress.sock"
 RELAY_PORT = 3128
@@ -75,8 +77,6 @@ MAX_PER_PROCESS = 512         # connections all installs of this server process 
 MAX_REFUSALS_LOGGED = 20      # refusals told in one command's log (the rest are counted)
 CHUNK = 256 * 1024
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 #: Request headers the proxy never passes on (hop-by-hop, or the proxy's own business).
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
@@ -90,75 +90,6 @@ class Refused(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason = status, reason
-
-
-@dataclass(frozen=True)
-class RegistryHost:
-    """One allowlist entry: ``name``, ``name:port``, an address (``10.1.2.3:8081``, ``[::1]:4873``)
-    or a name pinned to an address (``mirror.corp:443=10.1.2.3``)."""
-
-    host: str                      # lower-case name, or the address as text
-    port: int | None = None        # None: DEFAULT_PORTS
-    address: IP | None = None      # an address entry, or a pinned name: connect only here
-
-    def ports(self) -> tuple[int, ...]:
-        return (self.port,) if self.port is not None else DEFAULT_PORTS
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        text = f"{host}:{self.port}" if self.port is not None else host
-        if self.address is not None and str(self.address) != self.host:
-            text += f"={self.address}"
-        return text
-
-
-def parse_registry_host(text: str) -> RegistryHost:
-    """An allowlist entry from its text; ValueError names what is wrong."""
-    raw = text.strip()
-    pinned: IP | None = None
-    if "=" in raw:
-        raw, _, pin = raw.partition("=")
-        try:
-            pinned = ipaddress.ip_address(pin.strip().strip("[]"))
-        except ValueError:
-            raise ValueError(f"{text!r}: {pin.strip()!r} after '=' is not an IP address") from None
-    host, port = split_authority(raw.strip(), default_port=None)
-    address: IP | None
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-        if not _NAME_RE.match(host):
-            raise ValueError(f"{text!r} is not a host name, host:port or address") from None
-    if address is not None and pinned is not None:
-        raise ValueError(f"{text!r}: an address entry cannot be pinned to another address")
-    return RegistryHost(host=str(address) if address is not None else host, port=port,
-                        address=address if address is not None else pinned)
-
-
-def parse_registry_hosts(entries: Iterable[str]) -> tuple[RegistryHost, ...]:
-    return tuple(parse_registry_host(e) for e in entries)
-
-
-def split_authority(text: str, default_port: int | None) -> tuple[str, int | None]:
-    """``host:port``, ``[v6]:port``, ``host`` or a bare IPv6 address -> (lower-case host, port)."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not host:port")
-        port_text = rest[1:] if rest else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""   # a name, or a bare IPv6 address
-    port = default_port
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"{text!r}: the port must be 1-65535")
-        port = int(port_text)
-    if not host:
-        raise ValueError(f"{text!r} has no host")
-    return host.lower().rstrip("."), port
 
 
 # -- addresses -----------------------------------------------------------------------------------
