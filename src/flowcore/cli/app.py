@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flowcore.config import EffectiveConfig, RunOptions, load_effective
+from flowcore.config.unknown_keys import has_unknown_keys, warn_unknown_keys
 
 if TYPE_CHECKING:
     import logging
@@ -39,9 +40,7 @@ class Flow:
     def config(self) -> EffectiveConfig:
         """Both config files, validated; raises ``ConfigError`` on the first access if broken."""
         config = load_effective(self.options, self.cwd)
-        if _has_unknown_keys(config):
-            from flowcore.cli.hints import warn_unknown_keys
-
+        if has_unknown_keys(config):  # the cheap check; difflib only past it
             warn_unknown_keys(config)
         return config
 
@@ -56,27 +55,6 @@ class Flow:
         from flowcore.plugins.system import PluginSystem
 
         return PluginSystem(self)
-
-
-def _has_unknown_keys(config: EffectiveConfig) -> bool:
-    """A cheap pre-check on every start (``flowcore.cli.hints`` is imported only past it): any key
-    beyond those flow knows, and beyond a project's tables named after its kits' and plugins'
-    short names."""
-    from flowcore.config import GLOBAL_KEYS, KIT_ENTRY_KEYS, PROJECT_KEYS
-    from flowcore.config.environment import short_name_of
-
-    data = config.global_config.data
-    if any(k not in GLOBAL_KEYS for k in data):
-        return True
-    if any(set(kit) - KIT_ENTRY_KEYS for kit in data.get("buildKits", ())):
-        return True
-    project = config.project
-    if project is None:
-        return False
-    g = config.global_config
-    known = PROJECT_KEYS | {short_name_of(n)
-                            for n in (*g.installed_kits, *g.all_plugins, *project.plugins)}
-    return any(k not in known for k in project.data)
 
 
 def truthy_env(name: str) -> bool:

@@ -89,27 +89,22 @@ def config_keys(ctx: click.Context) -> list[str]:
     return _dotted(_flow_of(ctx).config.global_config.data)
 
 
-#: Keys of the global config that flow writes itself (``config set`` refuses the first three).
-_NOT_SET_BY_HAND = ("buildKits", "plugins", "activeBuildKit", "schemaVersion", "lastUpdateDate",
-                    "latestVersion")
-
-
 @_quietly
 def settable_config_keys(ctx: click.Context) -> list[str]:
     """``flow config set``: the package source keys, ``create.git``, the active kit's own keys
     (``kitConfig.<short name>.<key>`` from its ``config_schema``, read from the cached command
     manifest) and the other keys the file holds."""
-    from flowcore.config.package_source import GLOBAL_KEYS
+    from flowcore.config.schema import settable_keys, written_by_flow
     from flowcore.registry.command_registry import CommandRegistry
 
     flow = _flow_of(ctx)
-    keys = [*GLOBAL_KEYS, "create.git"]
+    keys = settable_keys()
     kit = CommandRegistry(flow).manifest().kit or {}
     schema = kit.get("config_schema")
     if isinstance(schema, dict) and kit.get("short_name"):
         keys += [f"kitConfig.{kit['short_name']}.{k}" for k in schema]
     keys += [k for k in _dotted(flow.config.global_config.data)
-             if k.split(".")[0] not in _NOT_SET_BY_HAND]
+             if k.split(".")[0] not in written_by_flow()]
     return keys
 
 

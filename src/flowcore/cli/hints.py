@@ -1,9 +1,10 @@
 """What to tell someone whose command, key or kit name flow does not know.
 
 Only imported on the way to an error or a warning (never by a command that works): it may load
-other scopes' manifests, which imports the kits and plugins of those scopes.
+other scopes' manifests, which imports the kits and plugins of those scopes. The nearest name to
+a misspelt one comes from ``flowcore._base.suggest``; unknown config keys are warned about by
+``flowcore.config.unknown_keys``.
 
-* :func:`closest`: the nearest known name to a misspelt one (difflib).
 * :func:`no_such_command`: the error for an unknown top-level command: the command of a kit or
   plugin that failed to load (which one, why, the fix); a command that a known kit or plugin
   provides outside this scope (which one, and how to get it here: ``flow -k KIT NAME`` only
@@ -18,29 +19,16 @@ import os
 from typing import TYPE_CHECKING
 
 from flowcore._base.errors import ConfigError, FlowError, PluginLoadError, UsageError
+from flowcore._base.suggest import closest, did_you_mean
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
     from pathlib import Path
 
     from flowcore.cli.app import Flow
     from flowcore.config import EffectiveConfig
     from flowcore.plugins.records import CommandRecord, Failure
     from flowcore.registry.command_registry import CommandRegistry
-
-
-def closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
-    """The candidate nearest to ``word`` (difflib's ratio at least ``cutoff``), else ``None``."""
-    import difflib
-
-    found = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=cutoff)
-    return found[0] if found else None
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """``"Did you mean 'x'? "`` for the nearest candidate, or ``""``."""
-    match = closest(word, candidates)
-    return f"Did you mean '{match}'? " if match else ""
 
 
 #: An install hint's source when nothing records where the kit or plugin came from.
@@ -219,60 +207,6 @@ def _elsewhere_error(flow: Flow, name: str, record: CommandRecord, kit: str,
 
 
 # -- unknown keys in the config files ---------------------------------------------------------
-
-_warned: set[str] = set()  # one warning per key and file per process (temporary Flows repeat)
-
-def _warn_key(where: str, key: str, known: Iterable[str], cutoff: float = 0.6) -> None:
-    from flowcore._base.errors import warn
-
-    line = f"{where}|{key}"
-    if line in _warned:
-        return
-    _warned.add(line)
-    match = closest(key, known, cutoff)
-    if match:
-        warn(f"unknown key '{key}' in {where}, ignored", f"Did you mean '{match}'?")
-    else:
-        warn(f"unknown key '{key}' in {where}, ignored",
-             f"Known keys: {', '.join(sorted(known))}")
-
-
-def warn_unknown_keys(effective: object) -> None:
-    """Warn about keys of the config files flow does not know, naming the nearest known one.
-
-    ``[tool.flow]``: ``buildkit``, ``plugins``, the package source keys, and one table per kit
-    or plugin (its short name); any other plain key is reported, and a table only when its name
-    is close to a known kit's or plugin's (it may belong to one not installed here).
-    ``config.json``: every unknown key of a ``buildKits`` entry; at the top level (where users
-    and plugins may keep their own keys) only a near miss of one of flow's keys
-    (``activeBuildkit``).
-    """
-    from flowcore.config import GLOBAL_KEYS, KIT_ENTRY_KEYS, PROJECT_KEYS
-    from flowcore.config.environment import short_name_of
-
-    g = effective.global_config  # type: ignore[attr-defined]
-    project = effective.project  # type: ignore[attr-defined]
-    top = GLOBAL_KEYS
-    for key in g.data:
-        if key not in top and closest(key, top, 0.8) and not isinstance(g.data[key], dict):
-            _warn_key(str(g.path), key, top, 0.8)
-    for i, kit in enumerate(g.data.get("buildKits", [])):
-        for key in kit:
-            if key not in KIT_ENTRY_KEYS:
-                _warn_key(f"{g.path} (buildKits[{i}])", key, KIT_ENTRY_KEYS)
-    if project is None:
-        return
-    flat = PROJECT_KEYS
-    sections = {short_name_of(n) for n in [*g.installed_kits, *g.all_plugins, *project.plugins]}
-    where = f"[tool.flow] of {project.file}"
-    for key, value in project.data.items():
-        if key in flat or key in sections:
-            continue
-        if not isinstance(value, dict):
-            _warn_key(where, key, flat | sections)
-        elif closest(key, sections, 0.8):
-            _warn_key(where, key, sections, 0.8)
-
 
 def require_kit(config: EffectiveConfig) -> str | None:
     """The active kit, checked to be installed; ``None`` when no kit is active at all. A kit

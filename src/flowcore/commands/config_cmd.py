@@ -11,13 +11,6 @@ from flowcore._base.errors import UsageError
 from flowcore.cli.app import Flow
 from flowcore.cli.completion_values import config_keys, settable_config_keys
 
-#: Keys whose shape flow manages through its own commands; ``config set`` points there instead.
-_MANAGED = {
-    "buildKits": "flow buildkit add/delete",
-    "plugins": "flow plugin add/delete",
-    "activeBuildKit": "flow buildkit switch",
-}
-
 
 def _render(value: Any) -> str:
     """A config value for the terminal: JSON escapes control characters itself; a string from
@@ -85,11 +78,6 @@ def get(flow: Flow, key: str) -> None:
 @click.pass_obj
 def set_(flow: Flow, key: str, value: str) -> None:
     """Set KEY to VALUE in the global config. VALUE is read as JSON when it parses, else as text."""
-    top = key.split(".")[0]
-    if top in _MANAGED:
-        raise UsageError(f"'{top}' is managed by flow", f"Use '{_MANAGED[top]}' instead")
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    flow.config.set_value(key, parsed)
+    from flowcore.config.schema import parse_for_set  # the key's kind; managed keys refused
+
+    flow.config.set_value(key, parse_for_set(key, value))

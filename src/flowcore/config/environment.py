@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flowcore.config import EffectiveConfig
+    from flowcore.config.view import ConfigView
 
 #: The entry point groups flow loads from: a build kit declares ``flow.kits``, a plugin
 #: ``flow.plugins``. Defined here only; the installer, the doctor and the PluginSystem import them.
@@ -70,7 +70,7 @@ def short_name_of(dist_name: str) -> str:
     return dist_name
 
 
-def env_dirs_for(config: EffectiveConfig) -> list[Path]:
+def env_dirs_for(config: ConfigView) -> list[Path]:
     """The managed environments a run can import from: the project's first, then the global one."""
     from flowcore._base import paths
 

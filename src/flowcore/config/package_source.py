@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowcore._base.errors import ConfigError
+from flowcore.config.schema import KINDS, SOURCE_SETTINGS
 
 if TYPE_CHECKING:
-    from flowcore.config import EffectiveConfig
+    from flowcore.config.view import ConfigView
 
-#: setting -> (config.json key, [tool.flow] key, environment variable, is a list)
-SETTINGS: dict[str, tuple[str, str, str, bool]] = {
-    "indexUrl": ("indexUrl", "index-url", "FLOW_INDEX_URL", False),
-    "extraIndexUrls": ("extraIndexUrls", "extra-index-urls", "FLOW_EXTRA_INDEX_URL", True),
-    "findLinks": ("findLinks", "find-links", "FLOW_FIND_LINKS", True),
-}
+#: setting -> (config.json key, [tool.flow] key, environment variable, is a list), from the
+#: schema (flowcore.config.schema), where the keys are declared.
+SETTINGS: dict[str, tuple[str, str, str, bool]] = {s[0]: s for s in SOURCE_SETTINGS}
 GLOBAL_KEYS = {v[0]: v[3] for v in SETTINGS.values()}
 PROJECT_KEYS = {v[1]: v[3] for v in SETTINGS.values()}
 DEFAULT_ORIGIN = "default"
@@ -45,12 +43,9 @@ _SCHEMES = ("http", "https", "file")
 
 
 def shape_problem(value: Any, is_list: bool) -> str | None:
-    """What is wrong with the *type* of a setting as read from a file; None when it is fine."""
-    if is_list:
-        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-        return None if ok else "a list of URLs or paths"
-    return None if value is None or (isinstance(value, str) and value) else \
-        "a URL or a path (a non-empty string), or null"
+    """What is wrong with the *type* of a setting (the schema's kinds); None when it is fine."""
+    kind = KINDS["locations" if is_list else "location or null"]
+    return None if kind.check is None or kind.check(value) else kind.expected
 
 
 def check_location(text: str, base: Path) -> str:
@@ -108,7 +103,7 @@ class PackageSource:
     find_links: list[str] = field(default_factory=list)
 
 
-def _setting(config: EffectiveConfig, name: str) -> Setting:
+def _setting(config: ConfigView, name: str) -> Setting:
     json_key, toml_key, var, is_list = SETTINGS[name]
     raw = os.environ.get(var, "")
     if raw.strip():
@@ -128,7 +123,7 @@ def _setting(config: EffectiveConfig, name: str) -> Setting:
     return Setting(name, [] if is_list else None, DEFAULT_ORIGIN if is_list else INDEX_DEFAULT_ORIGIN)
 
 
-def describe(config: EffectiveConfig) -> dict[str, dict[str, Any]]:
+def describe(config: ConfigView) -> dict[str, dict[str, Any]]:
     """``{setting: {"value", "from"}}`` for ``flow config`` (passwords in URLs hidden)."""
     out: dict[str, dict[str, Any]] = {}
     for name in SETTINGS:
@@ -139,7 +134,7 @@ def describe(config: EffectiveConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def resolve(config: EffectiveConfig) -> PackageSource:
+def resolve(config: ConfigView) -> PackageSource:
     """The checked package source of this run; ConfigError (one line) on a bad value."""
     values: dict[str, Any] = {}
     for name in SETTINGS:

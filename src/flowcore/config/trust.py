@@ -31,7 +31,7 @@ from flowcore._base import paths
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from flowcore.config import ProjectConfig
+    from flowcore.config.project_config import ProjectConfig
 
 TRUST_FILE = "trust.json"
 #: The files of a project root whose contents are trusted (whichever exist).
@@ -266,7 +266,7 @@ def env_problem(root: str | os.PathLike[str]) -> str | None:
 
 def requests(project: ProjectConfig) -> list[str]:
     """What ``project`` would have flow run, in words (empty: it asks for nothing)."""
-    from flowcore.config import PROJECT_SOURCE_KEYS
+    from flowcore.config.schema import PROJECT_SOURCE_KEYS
 
     out = []
     if paths.project_env_dir(project.root).is_dir():
