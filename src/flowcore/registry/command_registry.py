@@ -100,6 +100,9 @@ class CommandRegistry:
 
             key, fingerprint = self._key_and_fingerprint()
             self._manifest = manifest.load(key, fingerprint) or self._rebuild(key, fingerprint)
+            from flowcore.config.unknown_keys import warn_kit_section
+
+            warn_kit_section(self.flow.config, self._manifest.kit)  # the schema the manifest cached
         return self._manifest
 
     def _rebuild(self, key: str | None = None, fingerprint: list[Any] | None = None) -> Manifest:

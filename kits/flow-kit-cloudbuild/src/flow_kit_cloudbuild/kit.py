@@ -18,19 +18,6 @@ FLOW_API = ">=1"
 KIT_NAME = "flow-kit-cloudbuild"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
-#: The keys of ``[tool.flow.cloudbuild]`` (and of the global ``kitConfig.cloudbuild``).
-CONFIG_SCHEMA = {
-    "server": "build server URL (default http://127.0.0.1:7001; --server overrides)",
-    "build-cmd": "build command run on the server, split like a shell would, e.g. "
-                 "\"npm run build\" (must be on the server's allowlist; --build-cmd overrides)",
-    "timeout": "task time limit in seconds (default 300; --timeout overrides)",
-    "source": "\"git\" (build the pushed branch) or \"upload\" (send the tracked files); "
-              "default: git when the repository has a remote",
-    "branch": "branch to build with source git (default: the current branch)",
-    "token": "global config only (flow config set cloudbuild.token TOKEN); ignored with a "
-             "warning in a project file",
-}
-
 #: name -> one-line description; each is a copier template under ``templates/<name>``.
 TEMPLATES = {
     "static-site": "Static web site built with npm (no dependencies; node build.js -> dist/)",
@@ -40,10 +27,12 @@ TEMPLATES = {
 
 @hookimpl
 def flow_kit_info(context: Any) -> dict[str, Any]:
+    from flow_kit_cloudbuild.client.settings import CONFIG_SCHEMA
+
     return {
         "short_name": "cloudbuild",
         "description": "Build and publish projects on a flow cloud build server",
-        "config_schema": dict(CONFIG_SCHEMA),
+        "config_schema": dict(CONFIG_SCHEMA),  # declared beside the reader: client/settings.py
         # what flow publish reads a project's name and version from (client/project.py)
         "project_files": ["package.json", "pyproject.toml"],
     }

@@ -19,13 +19,31 @@ from flow_kit_cloudbuild.client.errors import PublishUsageError
 from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT, DEFAULT_URL
 from flowcore.api import warn
 
-__all__ = ["TOKEN_ENV", "SERVER_ENV", "SHORT_NAME", "CONNECT_TIMEOUT", "Settings", "resolve", "split_build_cmd"]
+__all__ = ["TOKEN_ENV", "SERVER_ENV", "SHORT_NAME", "CONNECT_TIMEOUT", "CONFIG_SCHEMA", "Settings", "resolve",
+           "split_build_cmd"]
 
 TOKEN_ENV = "FLOW_CLOUDBUILD_TOKEN"
 SERVER_ENV = "FLOW_CLOUDBUILD_SERVER"
 SHORT_NAME = "cloudbuild"
 #: Seconds connecting to the build server may take (``--connect-timeout``, ``connect-timeout``).
 CONNECT_TIMEOUT = 5.0
+
+#: The keys of ``[tool.flow.cloudbuild]`` (and of the global ``kitConfig.cloudbuild``) that
+#: :func:`resolve` reads, declared here beside it; ``flow_kit_info`` hands them to flow, which
+#: warns about any other key of the section, with the nearest of these.
+CONFIG_SCHEMA = {
+    "server": "build server URL (default http://127.0.0.1:7001; --server overrides)",
+    "build-cmd": "build command run on the server, split like a shell would, e.g. "
+                 "\"npm run build\" (must be on the server's allowlist; --build-cmd overrides)",
+    "timeout": "task time limit in seconds (default 300; --timeout overrides)",
+    "connect-timeout": "seconds connecting to the build server may take (default 5; "
+                       "--connect-timeout overrides)",
+    "source": "\"git\" (build the pushed branch) or \"upload\" (send the tracked files); "
+              "default: git when the repository has a remote",
+    "branch": "branch to build with source git (default: the current branch)",
+    "token": "global config only (flow config set cloudbuild.token TOKEN); ignored with a "
+             "warning in a project file",
+}
 
 
 class Settings:
