@@ -99,7 +99,7 @@ def test_a_plugin_for_another_plugin_api(run_flow, menv):
     menv.add_plugin("flow-plugin-future", command_plugin("future"), api=">=2")
     menv.config(plugins=["flow-plugin-future", "flow-plugin-good"])
     assert_isolated(run_flow, "flow-plugin-future",
-                    "it needs flow plugin API >=2, this flowcore provides 1")
+                    "it supports flow plugin API >=2 but this flowcore provides API 1")
 
 
 def test_a_failing_before_hook_does_not_stop_the_command(run_flow, menv):

@@ -158,12 +158,6 @@ def _name_and_version(directory: Path, entry: str) -> tuple[str, str] | None:
     return canonical_name(headers["Name"]), headers.get("Version", "")
 
 
-#: A requirement without extras, markers or URL whose specifiers (if any) compare plain versions.
-_PLAIN_REQUIREMENT = re.compile(
-    r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*"
-    r"(?:\(([<>=!0-9., ]*)\)|([<>=!0-9., ]*))\s*")
-
-
 def unsatisfied_base_requirements(
     new: Iterable[Dist], base: dict[str, Dist]
 ) -> list[str]:
@@ -172,17 +166,11 @@ def unsatisfied_base_requirements(
     Returns sentences like ``flow-plugin-x needs click>=99 but flowcore's environment has
     click 8.1.7``.
     """
+    from packaging.requirements import InvalidRequirement, Requirement
+
     problems: list[str] = []
     for dist in new:
         for text in dist.requires:
-            plain = _PLAIN_REQUIREMENT.fullmatch(text)
-            if plain is not None:  # "name", "name>=1.0,<2", "name (>=1.0)": no packaging needed
-                have = base.get(canonical_name(plain.group(1)))
-                spec = (plain.group(2) or plain.group(3) or "").strip()
-                if have is None or not spec or plain_contains(spec, have.version) is True:
-                    continue
-            from packaging.requirements import InvalidRequirement, Requirement
-
             try:
                 req = Requirement(text)
             except InvalidRequirement:
@@ -198,31 +186,6 @@ def unsatisfied_base_requirements(
                     f"has {req.name} {have.version}"
                 )
     return problems
-
-
-def plain_contains(spec: str, version: str) -> bool | None:
-    """Whether release ``version`` satisfies ``spec`` when both are plain (``>=1``, ``>=1,<2``:
-    comparisons with dotted numbers only), as PEP 440 compares them (zero padded); ``None`` for
-    anything else, which packaging decides (its import costs ~4 ms of an add, and ``FLOW_API``
-    and the requirements on flowcore's packages are usually this plain)."""
-    if not re.fullmatch(r"[0-9]+(?:\.[0-9]+)*", version):
-        return None
-    mine = _release(version)
-    for clause in spec.split(","):
-        match = re.fullmatch(r"\s*(>=|<=|==|!=|>|<)\s*([0-9]+(?:\.[0-9]+)*)\s*", clause)
-        if match is None:
-            return None
-        op, theirs = match.group(1), _release(match.group(2))
-        width = max(len(mine), len(theirs))
-        a, b = mine + (0,) * (width - len(mine)), theirs + (0,) * (width - len(theirs))
-        ok = {">=": a >= b, "<=": a <= b, "==": a == b, "!=": a != b, ">": a > b, "<": a < b}[op]
-        if not ok:
-            return False
-    return True
-
-
-def _release(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
 
 
 # --------------------------------------------------------------------------------------------

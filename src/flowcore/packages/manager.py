@@ -15,7 +15,6 @@ scope) are this module's business. Every change is a transaction:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,17 +96,8 @@ def parse_spec(spec: str) -> _Spec:
                          "wheel file") from exc
 
 
-#: ``name-version-python-abi-platform.whl`` with a plain name and a plain release version: the
-#: usual wheel file name, read without packaging (whose import costs ~4 ms of an add).
-_PLAIN_WHEEL = re.compile(r"([A-Za-z0-9._]+)-[0-9]+(?:\.[0-9]+)*-[^-]+-[^-]+-[^-]+\.whl")
-
-
 def _wheel_name(spec: str, filename: str) -> str:
-    """The canonical distribution name of wheel ``filename`` (PEP 427: the part before the first
-    ``-``); any name packaging's ``parse_wheel_filename`` would question is left to it."""
-    plain = _PLAIN_WHEEL.fullmatch(filename)
-    if plain is not None and "__" not in plain.group(1):
-        return canonical_name(plain.group(1))
+    """The canonical distribution name of wheel ``filename``, as packaging reads it."""
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     try:
@@ -403,11 +393,15 @@ class PackageManager:
 
 def _warm_up() -> None:
     """Imports the rest of an install needs, made while the installer runs instead of after it:
-    the probe (flowcore.packages.probe), tempfile, and what the command manifest's refresh after the
-    commit needs (``flow plugin add`` loads every plugin then): the PluginSystem, pluggy with
-    flow's markers and hook specs, which almost every plugin imports (``from flowcore import
-    hookimpl``). Only modules of the layers below (flowcore.api, above, is small)."""
+    the probe (flowcore.packages.probe), packaging's specifiers (the FLOW_API and requirement
+    checks), tempfile, and what the command manifest's refresh after the commit needs (``flow
+    plugin add`` loads every plugin then): the PluginSystem, pluggy with flow's markers and hook
+    specs, which almost every plugin imports (``from flowcore import hookimpl``). Only modules
+    of the layers below (flowcore.api, above, is small)."""
     import tempfile  # noqa: F401 - the config and the install record are written through it
+
+    import packaging.requirements  # noqa: F401 - the checks after the install use both
+    import packaging.specifiers  # noqa: F401
 
     import flowcore.packages.probe
     import flowcore.plugins.distinfo

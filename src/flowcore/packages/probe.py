@@ -145,27 +145,10 @@ def _subprocess(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[
 
 
 def api_problem(name: str, api: str | None) -> str | None:
-    """Why ``name`` with ``FLOW_API = api`` cannot run on this flowcore, or None if it can.
+    """Why ``name`` with ``FLOW_API = api`` cannot run on this flowcore, or None if it can
+    (``flowcore.plugins.api_version``: a plugin that declares nothing supports every version)."""
+    from flowcore.plugins import api_version
 
-    A plugin that declares nothing is taken to support every API version.
-    """
-    from flowcore._base.version import FLOW_API_VERSION
-
-    if api is None or api.strip() in ("", "*"):
-        return None
-    from flowcore.packages.installer import plain_contains
-
-    plain = plain_contains(api, FLOW_API_VERSION)
-    if plain is True:
-        return None
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-    try:
-        spec = SpecifierSet(api)
-    except InvalidSpecifier:
-        return f"{name} declares FLOW_API = {api!r}, which is not a version specifier"
-    if spec.contains(FLOW_API_VERSION, prereleases=True):
-        return None
-    return (f"{name} supports flow plugin API {api} but this flowcore provides API "
-            f"{FLOW_API_VERSION}")
+    problem = api_version.api_problem(api)
+    return f"{name} {problem}" if problem else None
 

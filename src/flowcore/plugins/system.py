@@ -282,17 +282,11 @@ class PluginSystem:
 
     @staticmethod
     def _check_api(obj: object) -> None:
-        spec = getattr(obj, "FLOW_API", None)
-        if spec is None:
-            return
-        from packaging.specifiers import SpecifierSet
+        from flowcore.plugins.api_version import api_problem
 
-        from flowcore._base.version import FLOW_API_VERSION
-
-        if FLOW_API_VERSION not in SpecifierSet(str(spec)):
-            raise PluginLoadError(
-                f"it needs flow plugin API {spec}, this flowcore provides {FLOW_API_VERSION}"
-            )
+        problem = api_problem(getattr(obj, "FLOW_API", None))
+        if problem:
+            raise PluginLoadError(f"it {problem}")
 
     def _register(self, plugin: LoadedPlugin) -> bool:
         """Register ``plugin``'s guards with pluggy, which validates them against the specs."""
