@@ -133,10 +133,9 @@ def _with_command_hooks(command: click.Command, name: str) -> click.Command:
     click calls ``invoke`` after the command's own arguments were parsed (so ``--help`` has
     been handled and never triggers a hook); the copy leaves the registered object untouched.
     """
-    # A shallow copy, as copy.copy makes one of a plain object (click commands define no
-    # __copy__), without importing copy on the dispatch path.
-    hooked = object.__new__(type(command))
-    hooked.__dict__.update(command.__dict__)
+    import copy
+
+    hooked = copy.copy(command)
     invoke = hooked.invoke
 
     def invoke_with_hooks(ctx: click.Context) -> Any:
