@@ -31,7 +31,7 @@ def redis_server(tmp_path):
 
 #: The ACL user of a deployment, as docs/cloud-build.md ("Who may use Redis") makes it: its own
 #: keys and Socket.IO channel, no dangerous commands.
-ACL_RULES = ("~flowcb:*", "&flowcb-socketio", "+@all", "-@dangerous")
+ACL_RULES = ("~flowcb:*", "+@all", "-@dangerous")
 
 
 class RedisServer:

@@ -45,34 +45,34 @@ class Server:
 
         self.cfg = cfg
         self.redis = redis  # roles.RedisOptions in Redis mode, else None (embedded)
-        manager = None
-        if redis is not None:
-            from . import roles
-
-            manager = roles.client_manager(redis)
         self.sio = socketio.AsyncServer(
             async_mode="asgi", cors_allowed_origins=[], transports=["websocket"],
             max_http_buffer_size=max(cfg.max_event_bytes * 4, 1_000_000), logger=False,
-            engineio_logger=False, ping_interval=25, ping_timeout=60, client_manager=manager)
+            engineio_logger=False, ping_interval=25, ping_timeout=60)
+        # the websocket connections seen from ASGI: handshake limits, closing, backpressure
+        self.gate = sio_adapter.SocketGate(
+            on_open=lambda conn, scope: self.handshakes.opened(conn.id, access.scope_address(scope)),
+            on_close=lambda conn: self.handshakes.closed(conn.id))
         if redis is not None:  # the service's parts, per mode (backends/)
-            self.service: TaskService = roles.make_service(cfg, redis, self.sio)
+            from . import roles
+
+            self.service: TaskService = roles.make_service(cfg, redis, self.sio, self.gate)
         else:
             from .backends import embedded
 
-            self.service = embedded.make_service(cfg, self.sio, store=store, queue=queue, artifacts=artifacts)
+            self.service = embedded.make_service(cfg, self.sio, self.gate, store=store, queue=queue,
+                                                 artifacts=artifacts)
         self._tokens = [t.encode("utf-8") for t in cfg.tokens]
         self._sessions: dict[str, str] = {}  # sid -> token hash
         self.failures = access.FailureLimiter(cfg.auth_failures, cfg.auth_window)
-        self.handshakes = access.Handshakes(
-            cfg.auth_timeout, lambda eio_sid: sio_adapter.close_connection(self.sio, eio_sid))
+        self.handshakes = access.Handshakes(cfg.auth_timeout, self.gate.end)
         self._receiving: dict[str, dict[str, int]] = {}  # token hash -> {upload id: bytes so far}
-        sio_adapter.hook_engineio(self.sio, lambda eio_sid, environ: self.handshakes.opened(
-            eio_sid, access.environ_address(environ)), self.handshakes.closed)
         self._background: set[asyncio.Future[Any]] = set()
         self._register_events()
         self.dashboard = Dashboard(self)  # the web dashboard under / (dashboard.py)
-        self.asgi = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.service.start,
-                                     on_shutdown=self.service.stop)
+        self.gate.app = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.service.start,
+                                         on_shutdown=self.service.stop)
+        self.asgi = self.gate
 
     # -- auth ----------------------------------------------------------------------------------
     def check_token(self, token: Any, address: str) -> tuple[str | None, int]:
@@ -111,12 +111,11 @@ class Server:
 
         @sio.event
         async def connect(sid: str, environ: dict, auth: Any = None) -> None:
-            eio_sid = sio_adapter.engineio_sid(sio, sid)
+            conn = sio_adapter.connection_of(environ)
 
             def refuse(code: str, message: str, **extra: Any) -> ConnectionRefusedError:
-                # close the whole connection once the refusal (queued before it) went out, so a
-                # client cannot try token after token on one socket
-                self._later(lambda: sio_adapter.close_connection(sio, eio_sid))
+                # the gate closes the whole connection once the refusal went out, so a client
+                # cannot try token after token on one socket (sio_adapter.SocketGate)
                 # CONNECT_ERROR {"message": sentence, "data": {"code", "message", ...}}: plain
                 # JSON that any Socket.IO client reads (err.message, err.data in JavaScript)
                 return ConnectionRefusedError(message, protocol.refusal(code, message, **extra))
@@ -130,7 +129,8 @@ class Server:
                 raise refuse(protocol.ERROR_REFUSED, self.failures.refusal(address, wait), retryAfter=wait)
             if token_hash is None:
                 raise refuse(protocol.ERROR_AUTH, AUTH_REFUSAL)
-            self.handshakes.authenticated(eio_sid)
+            self.handshakes.authenticated(conn.id if conn is not None else None)
+            self.gate.bind(sid, conn)
             self._sessions[sid] = token_hash
 
         @sio.event
@@ -163,7 +163,7 @@ class Server:
 
         async def publish(sid: str, token_hash: str, data: dict) -> dict:
             task_id = await self.service.submit(data, token_hash)
-            await sio.enter_room(sid, task_id)
+            await self.service.bus.watch(sid, task_id)
             self._later(lambda: self.service.enqueue(task_id))
             return protocol.ok(taskId=task_id)
 
@@ -178,7 +178,6 @@ class Server:
             task_id = record["taskId"]
 
             async def replay() -> None:
-                await sio.leave_room(sid, task_id)  # no duplicates for a socket already watching
                 await self.service.replay(sid, task_id, after)
             self._later(replay)
             return protocol.ok(task=public(record))

@@ -43,10 +43,6 @@ def parse_cursor(cursor: str | None) -> tuple[int, str] | None:
         return None
 
 
-def make_cursor(entry: Entry) -> str:
-    return f"{entry[0]}:{entry[1]}"
-
-
 class FileIndex:
     def __init__(self, data_dir: Path, tasks_root: Path) -> None:
         self.dir = data_dir / "dashboard" / "index"
@@ -187,7 +183,7 @@ class RedisIndex:
             from .backends.redis.store import _decode
 
             async for key in self.redis.scan_iter(match="flowcb:task:*", count=1000):
-                k = key.decode() if isinstance(key, bytes) else key
+                k = str(key)
                 task_id = k[len("flowcb:task:"):]
                 if not is_id(task_id):
                     continue
@@ -212,7 +208,7 @@ class RedisIndex:
             if not got:
                 break
             for member, score in got:
-                task_id = member.decode() if isinstance(member, bytes) else member
+                task_id = str(member)
                 e = (int(score), task_id, project or "")
                 if after is not None and (e[0], e[1]) >= after:
                     continue
@@ -225,7 +221,7 @@ class RedisIndex:
     async def projects(self, token_hash: str) -> list[str]:
         await self.build_if_needed()
         got = await self.redis.smembers(f"{REDIS_PREFIX}projects:{token_hash}")
-        return sorted(g.decode() if isinstance(g, bytes) else g for g in got)
+        return sorted(got)
 
     async def forget(self, token_hash: str, task_id: str) -> None:
         await self.redis.zrem(self._key(token_hash), task_id)

@@ -63,15 +63,8 @@ def join(cfg: Any, opts: RedisOptions) -> None:
     join_members(opts.url, membership(cfg, opts))
 
 
-def client_manager(opts: RedisOptions) -> Any:
-    """The AsyncServer's client manager: pub/sub across gateways; a worker only writes."""
-    from .sio_adapter import redis_manager_class
-
-    return redis_manager_class()(opts.url, channel="flowcb-socketio", write_only=not opts.serves_clients)
-
-
-def make_service(cfg: Any, opts: RedisOptions, sio: Any) -> Any:
+def make_service(cfg: Any, opts: RedisOptions, sio: Any, gate: Any) -> Any:
     """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
     from .backends.redis import make_service as make
 
-    return make(cfg, opts, sio)
+    return make(cfg, opts, sio, gate)

@@ -5,8 +5,9 @@ and ``redis/`` side by side, each with a ``make_service``):
 
 * ``store`` (``store.TaskStore``), ``queue`` (``queue.JobQueue``), ``artifacts``
   (``artifacts.ArtifactStore``);
-* ``bus`` (``bus.MessageBus``): a stored message to the task's watchers, and attaching a socket
-  to a task (embedded: this process's Socket.IO rooms; Redis: every gateway, in seq order);
+* ``bus`` (``bus.MessageBus``): a stored message to the task's watchers in this process
+  (Socket.IO sockets and dashboard pages), and attaching one to a task (embedded: handed on as
+  ``emit`` stores it; Redis: the stream is the delivery, each gateway reads the ones it needs);
 * ``policy`` (``RunPolicy``): what differs between one process and a deployment of workers —
   starting an attempt (retries), what a cancel and a cancelled pipeline mean, publish locks,
   whether SIGTERM drains, the retention sweep's guard;

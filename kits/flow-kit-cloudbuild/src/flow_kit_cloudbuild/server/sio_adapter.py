@@ -1,182 +1,190 @@
-"""Everything the server needs from python-socketio / python-engineio that they offer no public API for.
+"""The Socket.IO connections seen from the ASGI side: handshake limits, closing, and backpressure.
 
-Written against python-socketio 5.18.1 and python-engineio 4.15.1 (``WRITTEN_AGAINST``); the rest
-of the server calls these functions and touches no private attribute of either library.
-kits/flow-kit-cloudbuild/tests/test_sio_adapter.py pins each reliance below against the
-installed versions with a real server and client, so an upgrade that changes one fails there
-with a clear message instead of the server quietly losing backpressure or leaving sockets open.
+**Decision (issue 21).** The server touches no private attribute of python-socketio or
+python-engineio. What it needs beyond their public API it gets one layer down, from the ASGI
+interface it already owns: ``SocketGate`` wraps ``socketio.ASGIApp`` and sees every websocket
+connection open and end, and every frame python-engineio hands to the ASGI server.
 
-What each function relies on (``sio`` is a ``socketio.AsyncServer``):
+* **Backpressure** counts, per connection, the ``message`` events the bus handed to
+  ``sio.emit`` and not yet written to the websocket (a frame is written when the ASGI server's
+  ``send`` returned, which for a websocket waits while the client does not read). The bus waits
+  while a watcher holds more than ``BACKLOG_LIMIT`` such events or ``REPLAY_QUEUE_BYTES``: the
+  same bound the server had when it read engineio's send queue, now from frames it sees itself.
+* **Handshake limits** (``access.Handshakes``): a websocket that ``on_open`` refuses is closed
+  before it is accepted (the client's handshake gets HTTP 403); ``close(conn)`` ends a
+  connection (its websocket closed, python-engineio told the client went away).
+* **A refused connect** (Socket.IO ``CONNECT_ERROR``) closes the whole connection once that
+  frame was written, so a client cannot try token after token on one socket.
 
-* ``event_encoder``: ``sio.packet_class`` (the serializer the server was made with) and
-  ``socketio.packet.EVENT``; ``Packet(EVENT, namespace=, data=[event, arg]).encode()`` gives what
-  ``sio.emit`` would put on the wire, so a message to many sockets is encoded once.
-* ``send_encoded``: ``sio.eio`` (the Engine.IO server) and its ``send(eio_sid, data)``, which
-  sends an already encoded Socket.IO packet as one Engine.IO MESSAGE.
-* ``queued_packets`` / ``queued_bytes`` / ``any_queued``: ``sio.eio.sockets`` (eio_sid -> socket),
-  a socket's ``closed`` flag and its send queue ``queue`` (an ``asyncio.Queue`` of engineio
-  packets whose ``data`` is the encoded text; bytes are counted from the queue's ``_queue`` deque).
-  Unreadable internals read as 0 (no backpressure) rather than failing a build.
-* ``engineio_sid``: the manager's ``eio_sid_from_sid(sid, namespace)``.
-* ``close_connection``: ``sio.eio.disconnect`` (public) queues a CLOSE packet but leaves the
-  websocket open until the client closes it; a ``None`` put in the socket's send queue ends
-  engineio's writer, which then closes the websocket.
-* ``hook_engineio``: python-socketio's own "connect"/"disconnect" handlers in ``sio.eio.handlers``,
-  which are wrapped (``eio.on()`` alone would replace them); a False from "connect" refuses the
-  handshake.
-* ``redis_manager_class``: ``socketio.AsyncRedisManager._handle_emit(message)``, called with each
-  emit received from Redis as a dict with "event", "room" and "data" (the emit's arguments as a list).
+Rejected: pacing by Socket.IO acknowledgements (``sio.call``) or a credit event, because
+docs/protocol.md says a ``message`` expects no ack and clients (``socket.io-client`` in
+tests/js, client/session.py) send none; and a hand-written Socket.IO server over plain
+websockets, which would reimplement the protocol python-socketio keeps for us.
+
+What it relies on, all public: the ASGI websocket messages; python-engineio passing the ASGI
+scope in the connect handler's ``environ["asgi.scope"]`` (``connection_of``); Socket.IO v5's
+wire form of an event, ``42["message",...`` for a ``message`` event in namespace ``/``, and
+``44`` for a ``CONNECT_ERROR`` (the protocol, not the library). tests/test_sio_adapter.py checks
+each against the installed versions with a real server and real clients.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-WRITTEN_AGAINST = {"python-socketio": "5.18.1", "python-engineio": "4.15.1"}
-CLOSE_TIMEOUT = 5.0   # seconds to flush a refused connection's last packets
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# the private names read below, for the test that pins them: (what, attribute)
-RELIES_ON = (
-    ("socketio.AsyncServer instance", "packet_class"),
-    ("socketio.AsyncServer instance", "eio"),
-    ("engineio.AsyncServer instance", "sockets"),
-    ("engineio.AsyncServer instance", "handlers"),
-    ("engineio.AsyncSocket instance", "queue"),
-    ("engineio.AsyncSocket instance", "closed"),
-    ("asyncio.Queue instance", "_queue"),
-    ("socketio manager", "eio_sid_from_sid"),
-    ("socketio.AsyncRedisManager", "_handle_emit"),
-)
+SCOPE_KEY = "flowcb.connection"   # the scope entry that carries the Connection to the handlers
+MESSAGE_FRAME = '42["message",'   # Engine.IO MESSAGE + Socket.IO EVENT "message" in "/"
+CONNECT_ERROR_FRAME = "44"        # Engine.IO MESSAGE + Socket.IO CONNECT_ERROR in "/"
+_ids = itertools.count(1)
 
 
-def event_encoder(sio: Any, namespace: str = "/") -> Callable[[str, Any], Any]:
-    """``encode(event, arg)``: the encoded Socket.IO EVENT packet ``sio.emit(event, arg)`` would send.
+class Connection:
+    """One websocket connection: who opened it and what the bus handed it that is not written yet."""
 
-    Raises RuntimeError when the installed python-socketio has no such packet class.
-    """
-    try:
-        from socketio import packet
+    def __init__(self) -> None:
+        self.id = f"ws{next(_ids)}"
+        self.closed = False
+        self._in_flight: deque[int] = deque()   # sizes of the message events not yet written
+        self._bytes = 0
+        self._ending = asyncio.Event()           # close(): the websocket is to end now
 
-        packet_class, event_type = sio.packet_class, packet.EVENT
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError(f"python-socketio offers no packet class to encode with: {exc}") from exc
+    def handed(self, size: int) -> None:
+        """A ``message`` event of about ``size`` bytes went to ``sio.emit`` for this connection."""
+        self._in_flight.append(size)
+        self._bytes += size
 
-    def encode(event: str, arg: Any) -> Any:
-        return packet_class(event_type, namespace=namespace, data=[event, arg]).encode()
+    def written(self) -> None:
+        if self._in_flight:
+            self._bytes -= self._in_flight.popleft()
 
-    return encode
-
-
-async def send_encoded(sio: Any, eio_sid: str, encoded: Any) -> bool:
-    """Send an encoded packet to one Engine.IO connection; False if engineio raised (the socket
-    went away meanwhile). engineio ignores an unknown sid (True): the queue reads tell it is gone."""
-    try:
-        await sio.eio.send(eio_sid, encoded)
-    except Exception:  # noqa: BLE001 - a socket that went away meanwhile (engineio raises several kinds)
-        return False
-    return True
-
-
-def _socket(sio: Any, eio_sid: str) -> Any:
-    return sio.eio.sockets.get(eio_sid)
-
-
-def queued_packets(sio: Any, eio_sid: str) -> int | None:
-    """Packets queued for the connection and not yet written; None once it is gone or closed."""
-    try:
-        sock = _socket(sio, eio_sid)
-        if sock is None or sock.closed:
+    def backlog(self) -> tuple[int, int] | None:
+        """(message events, bytes) handed and not yet written; None once the connection ended."""
+        if self.closed:
             return None
-        return int(sock.queue.qsize())
-    except Exception:  # noqa: BLE001 - engineio internals: no backlog known, no backpressure
-        return 0
+        return len(self._in_flight), self._bytes
+
+    def end(self) -> None:
+        """Close the websocket now (what python-engineio queued after this is dropped)."""
+        self._ending.set()
 
 
-def queued_bytes(sio: Any, eio_sid: str) -> int:
-    """Bytes of the text/binary packets queued for the connection (0 if gone or unknown)."""
-    try:
-        sock = _socket(sio, eio_sid)
-        if sock is None:
-            return 0
-        return sum(len(p.data) for p in list(sock.queue._queue)
-                   if isinstance(getattr(p, "data", None), (str, bytes)))
-    except Exception:  # noqa: BLE001 - engineio internals: no backlog known, no backpressure
-        return 0
+def connection_of(environ: dict[str, Any]) -> Connection | None:
+    """The connection of a Socket.IO connect handler's ``environ`` (None outside a SocketGate)."""
+    scope = environ.get("asgi.scope")
+    conn = scope.get(SCOPE_KEY) if isinstance(scope, dict) else None
+    return conn if isinstance(conn, Connection) else None
 
 
-def any_queued(sio: Any) -> bool:
-    """Whether any open connection still has packets queued (False if unknown)."""
-    try:
-        return any(not sock.closed and sock.queue.qsize() for sock in list(sio.eio.sockets.values()))
-    except Exception:  # noqa: BLE001 - engineio internals must not fail a flush
-        return False
+class SocketGate:
+    """ASGI middleware around ``socketio.ASGIApp``: sees websocket connections and their frames.
 
+    ``on_open(conn, scope)`` is asked when a websocket opens (False: refused, HTTP 403);
+    ``on_close(conn)`` is told when it ended; ``end(conn.id)`` closes it. ``bind(sid, conn)``
+    names a Socket.IO session's connection, which ``connection(sid)`` then finds for the bus.
+    Anything but a websocket passes straight through.
+    """
 
-def engineio_sid(sio: Any, sid: str, namespace: str = "/") -> str | None:
-    """The Engine.IO connection of a Socket.IO session (None if unknown)."""
-    try:
-        return sio.manager.eio_sid_from_sid(sid, namespace)
-    except Exception:  # noqa: BLE001 - socketio internals: an unknown sid or a changed mapping means no connection
-        return None
+    def __init__(self, app: ASGIApp | None = None,
+                 on_open: Callable[[Connection, Scope], bool] | None = None,
+                 on_close: Callable[[Connection], None] | None = None) -> None:
+        self.app = app  # socketio.ASGIApp (settable later: the server is made after the gate)
+        self.on_open = on_open or (lambda conn, scope: True)
+        self.on_close = on_close or (lambda conn: None)
+        self._open: set[Connection] = set()
+        self._by_sid: dict[str, Connection] = {}
 
+    def bind(self, sid: str, conn: Connection | None) -> None:
+        if conn is not None and not conn.closed:
+            self._by_sid[sid] = conn
 
-async def close_connection(sio: Any, eio_sid: str | None, timeout: float = CLOSE_TIMEOUT) -> None:
-    """Close a whole Engine.IO connection, down to its websocket, after what is queued for it."""
-    if eio_sid is None:
-        return
-    try:
-        sock = _socket(sio, eio_sid)
-    except Exception:  # noqa: BLE001 - engineio internals: fall back to the public disconnect alone
-        sock = None
-    try:
-        await asyncio.wait_for(sio.eio.disconnect(eio_sid), timeout)
-    except Exception:  # noqa: BLE001 - already gone, or a client that reads nothing (its pings time out)
-        pass
-    try:
-        if sock is not None:
-            sock.queue.put_nowait(None)
-    except Exception:  # noqa: BLE001 - engineio internals (its send queue): closing is best effort
-        pass
+    def connection(self, sid: str) -> Connection | None:
+        conn = self._by_sid.get(sid)
+        if conn is not None and conn.closed:
+            self._by_sid.pop(sid, None)
+            return None
+        return conn
 
+    async def end(self, conn_id: str) -> None:
+        """Close the connection ``conn_id`` (a handshake deadline passed); gone already: nothing."""
+        for conn in list(self._open):
+            if conn.id == conn_id:
+                conn.end()
 
-def hook_engineio(sio: Any, on_open: Callable[[str, dict[str, Any]], bool],
-                  on_close: Callable[[str], None]) -> None:
-    """Call ``on_open(eio_sid, environ)`` when an Engine.IO connection opens (False refuses it)
-    and ``on_close(eio_sid)`` when it ends; python-socketio's own handlers run after them."""
-    eio = sio.eio
-    inner_connect, inner_disconnect = eio.handlers["connect"], eio.handlers["disconnect"]
+    def any_in_flight(self) -> bool:
+        """Whether any open connection has message events not yet written."""
+        return any((conn.backlog() or (0, 0))[0] for conn in self._open)
 
-    async def connect(eio_sid: str, environ: dict[str, Any]) -> Any:
-        if not on_open(eio_sid, environ):
-            return False  # engineio answers the handshake with 401 and closes
-        return await inner_connect(eio_sid, environ)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "SocketGate.app is not set"
+        if scope.get("type") != "websocket":
+            await self.app(scope, receive, send)
+            return
+        conn = Connection()
+        if not self.on_open(conn, scope):
+            with contextlib.suppress(Exception):
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            conn.closed = True
+            return
+        self._open.add(conn)
+        scope = dict(scope)
+        scope[SCOPE_KEY] = conn
+        sent_close = False
 
-    async def disconnect(eio_sid: str, reason: Any = None) -> Any:
-        on_close(eio_sid)
-        return await inner_disconnect(eio_sid, reason)
+        async def gated_receive() -> Message:
+            if conn._ending.is_set():
+                return {"type": "websocket.disconnect", "code": 1000}
+            got = asyncio.ensure_future(receive())
+            ending = asyncio.ensure_future(conn._ending.wait())
+            try:
+                await asyncio.wait((got, ending), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ending.cancel()
+            if got.done():
+                return got.result()
+            got.cancel()
+            await close_websocket()
+            return {"type": "websocket.disconnect", "code": 1000}
 
-    eio.on("connect", connect)
-    eio.on("disconnect", disconnect)
+        async def close_websocket() -> None:
+            nonlocal sent_close
+            if not sent_close:
+                sent_close = True
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": 1000})
 
-
-EmitHook = Callable[[Any, Any, Any], Awaitable[bool]]
-
-
-def redis_manager_class() -> type:
-    """``socketio.AsyncRedisManager`` whose instance attribute ``on_emit`` (if set) sees each emit
-    received from Redis first, as ``await on_emit(event, room, args)``; True means it was handled
-    and python-socketio does not deliver it."""
-    import socketio
-
-    class HookedRedisManager(socketio.AsyncRedisManager):
-        on_emit: EmitHook | None = None
-
-        async def _handle_emit(self, message: dict) -> None:
-            hook = self.on_emit
-            if hook is not None and await hook(message.get("event"), message.get("room"), message.get("data")):
+        async def gated_send(message: Message) -> None:
+            kind = message.get("type")
+            if sent_close or conn._ending.is_set() and kind == "websocket.send":
+                return  # ended by us: python-engineio's writer may still be flushing
+            if kind == "websocket.close":
+                await close_websocket()
                 return
-            await super()._handle_emit(message)
+            await send(message)
+            text = message.get("text") if kind == "websocket.send" else None
+            if text is None:
+                return
+            if text.startswith(MESSAGE_FRAME):
+                conn.written()
+            elif text.startswith(CONNECT_ERROR_FRAME):
+                conn.end()  # the refusal is out: one token attempt per connection
 
-    return HookedRedisManager
+        try:
+            await self.app(scope, gated_receive, gated_send)
+        finally:
+            conn.closed = True
+            self._open.discard(conn)
+            for sid in [s for s, c in self._by_sid.items() if c is conn]:
+                del self._by_sid[sid]
+            self.on_close(conn)

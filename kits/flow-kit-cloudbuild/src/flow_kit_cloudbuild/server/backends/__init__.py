@@ -3,8 +3,8 @@
 =============  ===========================================  ==============================================
 part           embedded (``embedded.py``)                   Redis (``redis/``)
 =============  ===========================================  ==============================================
-message bus    ``RoomBus``: Socket.IO rooms in this process  ``redis.fanout.RedisBus``: to every gateway,
-                                                             whose ``TaskFanout`` passes it on in seq order
+message bus    ``bus.Hub``, fed by the service as it stores  ``redis.streams.RedisBus``: a ``bus.Hub`` fed by
+                                                             the gateway's one XREAD reader of task streams
 store          ``store.FileTaskStore``                       ``redis.store.RedisTaskStore``
 queue          ``queue.InProcessQueue``                      ``redis.queue.RedisStreamQueue``
 artifacts      ``artifacts.LocalArtifactStore``              ``redis.artifacts.SharedArtifactStore``

@@ -2,33 +2,37 @@
 
 ``store.RedisTaskStore`` (records, per-task message streams), ``queue.RedisStreamQueue`` (a
 stream with a consumer group, per-token slots), ``artifacts.SharedArtifactStore`` (files on the
-shared dir, the releases index in Redis), ``fanout`` (``RedisBus``: publish to every gateway;
-``TaskFanout``: a gateway's sockets get them in seq order, once), ``run_policy.RedisPolicy``
+shared dir, the releases index in Redis), ``streams`` (``RedisBus``: a gateway's one XREAD
+reader over the streams its watchers need; a worker's bus does nothing, the stream is the
+delivery), ``run_policy.RedisPolicy``
 (attempts and retries, cancel through Redis, publish locks, no drain on SIGTERM),
 ``members`` (presence, the shared-dir probe, the no-worker watch) and ``locks``.
 ``make_service`` assembles them for one process's role (``roles.RedisOptions``).
 
-redis-py is imported only when a Redis-mode server is made.
+redis-py is imported only when a Redis-mode server is made; its client decodes replies
+(``decode_responses=True``), so every part reads ``str``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...bus import TaskLocks
 from ...pipeline import Paths
 from ...roles import membership, shared_path
 from ...service import TaskService
 from .artifacts import SharedArtifactStore
-from .fanout import RedisBus, TaskFanout
 from .locks import RedisLocks
 from .members import NoWorkerWatch, Presence
 from .queue import RedisStreamQueue
 from .run_policy import RedisPolicy
 from .store import RedisTaskStore
+from .streams import make_bus
 
 
-def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
-    """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
+def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
+    """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``
+    (``gate``: the ``sio_adapter.SocketGate`` in front of ``sio``)."""
     import redis.asyncio as aioredis
 
     from ...access import Signer
@@ -36,7 +40,7 @@ def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
     signer = Signer(cfg.secret)  # --secret-file: what this process writes, the others check
     shared = shared_path(cfg, opts)
     r = aioredis.Redis.from_url(opts.url, socket_connect_timeout=3, health_check_interval=5,
-                                retry_on_timeout=True)
+                                retry_on_timeout=True, decode_responses=True)
     me = opts.process_id
     # records and logs expire a day after retention-days (the sweep deletes them on time, and
     # keeps prod releases); retention-days 0 keeps them
@@ -45,16 +49,14 @@ def make_service(cfg: Any, opts: Any, sio: Any) -> TaskService:
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
                              consume=opts.runs_builds, per_group=cfg.max_builds_per_token, signer=signer)
     artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer)
-    manager = sio.manager
-    fanout = None
-    if opts.serves_clients:
-        fanout = TaskFanout(sio, store, grace=opts.heartbeat_timeout * 2)
-        manager.on_emit = fanout.on_emit
+    locks = TaskLocks()
+    bus = make_bus(r, sio, gate, store, locks, serves_clients=opts.serves_clients, process_id=me,
+                   grace=opts.heartbeat_timeout * 2)
     paths = Paths(cfg.data_dir)
     paths.uploads = shared / "uploads"      # gateways store them, workers read them
     paths.artifacts = shared / "artifacts"
     service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
-                          bus=RedisBus(manager, fanout), paths=paths,
+                          bus=bus, locks=locks, paths=paths,
                           policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
     if service.sandbox is not None:  # one record of build uids for the whole deployment
         from ...uids import RedisUidAllocator

@@ -19,10 +19,6 @@ from ...artifacts import LocalArtifactStore
 RELEASES = "flowcb:releases"
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class SharedArtifactStore(LocalArtifactStore):
     def __init__(self, root: Path, redis: Any, signer: Any = None) -> None:
         super().__init__(root)
@@ -33,7 +29,7 @@ class SharedArtifactStore(LocalArtifactStore):
         got = await self.redis.hget(RELEASES, f"{name}\n{version}")
         if got is None:
             return None
-        task_id, _, sig = _text(got).partition(" ")
+        task_id, _, sig = str(got).partition(" ")
         if self.signer is not None and not self.signer.check(sig, "release", name, version, task_id):
             return None  # not this deployment's: as if unreleased (a prod publish replaces it)
         return task_id
@@ -46,4 +42,4 @@ class SharedArtifactStore(LocalArtifactStore):
         """Task ids of the current prod releases (retention keeps them). Unsigned values count
         too: keeping a task longer is the safe mistake, and releases recorded before signatures
         existed stay kept."""
-        return {_text(v).partition(" ")[0] for v in await self.redis.hvals(RELEASES)}
+        return {v.partition(" ")[0] for v in await self.redis.hvals(RELEASES)}

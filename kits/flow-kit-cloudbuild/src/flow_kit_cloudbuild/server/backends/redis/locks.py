@@ -44,7 +44,7 @@ class RedisLocks:
         while not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
             if not told and on_wait is not None:
                 holder = await self.redis.get(key)
-                await on_wait((holder.decode() if isinstance(holder, bytes) else str(holder or "?")).rsplit(":", 1)[0])
+                await on_wait(str(holder or "?").rsplit(":", 1)[0])
                 told = True
             await asyncio.sleep(0.1)
         async with self._kept(key, token):

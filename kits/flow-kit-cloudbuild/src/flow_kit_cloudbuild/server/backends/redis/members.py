@@ -120,10 +120,6 @@ return {2, step, running}
 """
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 @dataclass
 class Member:
     """This process as the others see it."""
@@ -196,14 +192,14 @@ def join(url: str, member: Member) -> None:
     import redis
 
     member.write_probe()
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5, decode_responses=True)
     try:
         raw = client.register_script(_BEAT)(keys=[MEMBERS, ALIVE, WORKERS],
                                             args=member.beat_args(START_TTL, as_worker=False))
         others: list[tuple[str, dict[str, Any]]] = []
         for i in range(0, len(raw) - 1, 2):
             with contextlib.suppress(ValueError, TypeError):
-                others.append((_s(raw[i]), json.loads(_s(raw[i + 1]))))
+                others.append((str(raw[i]), json.loads(raw[i + 1])))
         for other_id, info in others:
             if not _sees(member.shared_dir, info):
                 _leave_sync(client, member)
@@ -316,8 +312,8 @@ class NoWorkerWatch:
             return []
         last, grouped = "0-0", False
         for g in groups:
-            if _s(g.get("name", g.get(b"name", b""))) == GROUP:
-                last = _s(g.get("last-delivered-id", g.get(b"last-delivered-id", b"0-0")))
+            if g.get("name") == GROUP:
+                last = str(g.get("last-delivered-id") or "0-0")
                 grouped = True
         entries = list(await self.redis.xrange(STREAM, min=f"({last}", max="+", count=SCAN_LIMIT))
         if grouped:
@@ -330,11 +326,11 @@ class NoWorkerWatch:
                         entries.extend(got)
         seen: dict[str, None] = {}
         for _entry_id, fields in entries:
-            task_id = _s(fields.get(b"task") or fields.get("task") or "")
+            task_id = str(fields.get("task") or "")
             if task_id:
                 seen[task_id] = None
         for parked in await self.redis.zrange(PARKED, 0, SCAN_LIMIT - 1):  # waiting for their token's slot
-            seen[_s(parked).split(" ", 1)[0]] = None
+            seen[str(parked).split(" ", 1)[0]] = None
         return list(seen)
 
     async def _look_at(self, task_id: str) -> None:
@@ -353,9 +349,9 @@ class NoWorkerWatch:
         if code == 0:
             return
         try:
-            step = json.loads(_s(got[1]))
+            step = json.loads(got[1])
         except ValueError:
-            step = _s(got[1])
+            step = str(got[1])
         running = int(got[2]) == 1 and step != "queued"
         if code == 1:
             who = (f"the worker running this task stopped responding during {step} and no other worker "

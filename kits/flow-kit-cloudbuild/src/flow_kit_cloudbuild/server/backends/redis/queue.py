@@ -156,10 +156,6 @@ def current_job() -> Job | None:
     return _current.get()
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 class RedisStreamQueue:
     def __init__(self, redis: Any, consumer: str, *, concurrency: int, heartbeat_timeout: float,
                  consume: bool = True, per_group: int | None = None, signer: Any = None) -> None:
@@ -206,7 +202,7 @@ class RedisStreamQueue:
         """Jobs no worker has taken yet (the group's lag)."""
         with contextlib.suppress(Exception):
             for g in await self.redis.xinfo_groups(STREAM):
-                if _s(g.get("name", g.get(b"name", b""))) == GROUP:
+                if g.get("name") == GROUP:
                     self._pending = int(g.get("lag") or 0) + int(await self.redis.zcard(PARKED))
                     return self._pending
         return self._pending
@@ -246,7 +242,7 @@ class RedisStreamQueue:
         idle_ms = int(self.heartbeat_timeout * 1000)
         claimed = await self.redis.xautoclaim(STREAM, GROUP, self.consumer, idle_ms,
                                               self._claim_from, count=1)
-        self._claim_from = _s(claimed[0]) if claimed else "0-0"  # "0-0": the scan went round
+        self._claim_from = str(claimed[0]) if claimed else "0-0"  # "0-0": the scan went round
         entries = claimed[1] if claimed else []
         for deleted in (claimed[2] if len(claimed) > 2 else []):  # trimmed away: nothing to run
             await self.redis.xack(STREAM, GROUP, deleted)
@@ -258,9 +254,7 @@ class RedisStreamQueue:
         if not entries:
             return None
         entry_id, fields = entries[0]
-        entry_id = _s(entry_id)
-        task_id, group, prior, sig = (_s(fields.get(k.encode()) or fields.get(k) or "")
-                                      for k in ("task", "group", "prior", "sig"))
+        task_id, group, prior, sig = (fields.get(k) or "" for k in ("task", "group", "prior", "sig"))
         if self.signer is not None and not self.signer.check(sig, "job", task_id, group):
             log.warning("job queue: entry %s (task %s) has no valid signature (not queued by a server with "
                         "this --secret-file); dropped", entry_id, task_id[:40])
@@ -275,6 +269,21 @@ class RedisStreamQueue:
                       f"{task_id} {group} {deliveries - 1} {sig}".rstrip()]):
             return None  # its token is at its limit: parked until one of its builds ends
         return Job(entry_id, task_id, deliveries, group)
+
+    async def _done(self, entry_id: str) -> None:
+        """Ack a finished job and delete its entry, which is how ``flowcb:jobs`` stays trimmed.
+
+        Not ``XADD MAXLEN``/``XTRIM``: those cut the oldest entries whatever their state, and the
+        oldest may be a job no worker has read yet, or one a dead worker holds that XAUTOCLAIM
+        must still hand to another (it would come back as deleted, and the build would be lost).
+        Deleting exactly the entries that were acked keeps every job until it ran once; the
+        stream holds the queued and running jobs only. (Only entries at or before the group's
+        last-delivered id are deleted, so XINFO GROUPS' ``lag`` stays known.)
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(STREAM, GROUP, entry_id)
+            pipe.xdel(STREAM, entry_id)
+            await pipe.execute()
 
     @property
     def _ttl_ms(self) -> int:
@@ -299,7 +308,7 @@ class RedisStreamQueue:
         else:
             if job.lost is None:
                 with contextlib.suppress(Exception):
-                    await self.redis.xack(STREAM, GROUP, job.entry_id)
+                    await self._done(job.entry_id)
             await self._release(job)
         finally:
             await stop_tasks(beat)

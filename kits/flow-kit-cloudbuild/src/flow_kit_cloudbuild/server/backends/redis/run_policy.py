@@ -3,10 +3,9 @@ separate processes (assembled with the other Redis parts by ``backends.redis.mak
 
 What differs from the embedded server:
 
-* messages are stored in Redis (``RedisTaskStore``, which retries while Redis is unreachable)
-  and published through python-socketio's Redis manager to the task's room; each gateway passes
-  them on in seq order (``fanout.TaskFanout``), and attaching a socket is the fan-out's
-  ``attach`` (``fanout.RedisBus``);
+* messages are stored in Redis (``RedisTaskStore``, which retries while Redis is unreachable),
+  in the task's stream, which is also how they travel: each gateway's stream reader passes them
+  on to its watchers (``streams.StreamReader``, ``streams.RedisBus``);
 * a worker takes a job from the Redis stream queue; the delivery count is the attempt number.
   A retried attempt says so in the log (which attempt, why) and runs in a fresh work dir; past
   ``max_attempts`` the task fails with the reason. A job taken over by another worker (this one

@@ -85,20 +85,20 @@ def _encode(fields: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v, separators=(",", ":")) for k, v in fields.items()}
 
 
-def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
-    out = {}
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    """A record's hash as read (the client decodes replies: ``decode_responses=True``)."""
+    out: dict[str, Any] = {}
     for k, v in raw.items():
-        k = k.decode() if isinstance(k, bytes) else k
         try:
             out[k] = json.loads(v)
         except ValueError:
-            out[k] = v.decode() if isinstance(v, bytes) else v
+            out[k] = v
     return out
 
 
-def _message(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
-    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    msg = json.loads(fields[b"m"] if b"m" in fields else fields["m"])  # every entry has one (append)
+def message_of(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The message of a stream entry: field ``m``, its seq from the entry id ``<seq>-0``."""
+    msg: dict[str, Any] = json.loads(fields["m"])  # every entry has one (append)
     msg["meta"]["seq"] = int(entry_id.split("-", 1)[0])
     return msg
 
@@ -220,12 +220,10 @@ class RedisTaskStore:
         while True:
             entries = await self.redis.xrange(key(task_id, "log"), min=start, max="+", count=batch)
             for entry_id, fields in entries:
-                yield _message(entry_id, fields)
+                yield message_of(entry_id, fields)
             if len(entries) < batch:
                 return
-            last = entries[-1][0]
-            last = last.decode() if isinstance(last, bytes) else last
-            start = f"{int(last.split('-', 1)[0]) + 1}-0"
+            start = f"{int(entries[-1][0].split('-', 1)[0]) + 1}-0"
 
     async def last_seq(self, task_id: str) -> int:
         return int(await self.redis.get(key(task_id, "seq")) or 0)
@@ -236,7 +234,7 @@ class RedisTaskStore:
 
     async def claim(self, task_id: str, runner: str) -> str:
         got = await self._claim(keys=[key(task_id)], args=[json.dumps(runner), *map(json.dumps, protocol.FINAL)])
-        return got.decode() if isinstance(got, bytes) else str(got)
+        return str(got)
 
     async def cancel_if_queued(self, task_id: str, **fields: Any) -> bool:
         args: list[str] = [json.dumps("queued")]
@@ -263,7 +261,7 @@ class RedisTaskStore:
         got = await self.redis.get(key(task_id, "cancel"))
         if got is None:
             return None
-        raw = got.decode() if isinstance(got, bytes) else str(got)
+        raw = str(got)
         if self.signer is None:
             return raw
         value, _, sig = raw.partition(":")
@@ -291,7 +289,7 @@ class RedisTaskStore:
         """(task id, state, finishedAt) of every task record, in batches (SCAN: never blocks Redis)."""
         batch: list[str] = []
         async for k in self.redis.scan_iter(match=f"{PREFIX}task:*", count=500):
-            task_id = (k.decode() if isinstance(k, bytes) else k)[len(PREFIX) + 5:]
+            task_id = k[len(PREFIX) + 5:]
             if is_id(task_id):  # the record, not its :seq, :log or :cancel
                 batch.append(task_id)
             if len(batch) >= 200:
