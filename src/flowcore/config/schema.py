@@ -102,11 +102,11 @@ class Key:
 GLOBAL: tuple[Key, ...] = (
     Key("schemaVersion", "integer", "format version (1). A newer version than flow understands "
         "is an error asking you to upgrade flowcore.", SCHEMA_VERSION, by_flow=True),
-    Key("activeBuildKit", "kit or null", "the kit used outside projects (`flow buildkit switch`).",
+    Key("activeBuildKit", "kit or null", "the kit used outside projects.",
         None, managed_by="flow buildkit switch"),
-    Key("buildKits", "kits", "kits, each `name` (distribution name), `installed` (false = "
-        "declared by a kit-bound plugin before the kit arrived) and `plugins` (kit-bound plugins "
-        "loaded only with that kit).", [], managed_by="flow buildkit add/delete"),
+    Key("buildKits", "kits", "the kits installed, and those declared by a kit-bound plugin "
+        "before the kit arrived: one object each (`buildKits[]` entries, below).", [],
+        managed_by="flow buildkit add/delete"),
     Key("plugins", "strings", "general plugins, loaded with every kit and outside any kit.", [],
         managed_by="flow plugin add/delete"),
     Key("lastUpdateDate", "epoch ms", "when flow last checked for a newer flowcore (ms since the "
@@ -121,10 +121,11 @@ GLOBAL: tuple[Key, ...] = (
     Key("findLinks", "locations", "directories of wheels, or HTML pages of links.",
         env="FLOW_FIND_LINKS"),
     Key("kitConfig", "sections", "each kit's own settings, by its short name "
-        "(`kitConfig.python.build-tool`); a project's `[tool.flow.<short name>]` wins over them."),
+        "(`kitConfig.python.build-tool`); a project's `[tool.flow.<short name>]` wins over them. "
+        "A kit declares its keys (`config_schema`, docs/hooks.md): any other is warned about."),
     Key("pluginConfig", "sections", "each plugin's own settings, by its short name."),
-    Key("create.git", "git mode", 'whether `flow create` makes the new project a git repository: '
-        '"auto" (default: when it is not inside one already and git is installed), true or false.',
+    Key("create.git", "git mode", 'whether `flow create` makes the new project a git repository; '
+        'unset or "auto": when it is not inside one already and git is installed.',
         load_check=False),
 )
 

@@ -74,7 +74,8 @@ def flow_kit_info(context: CoreContext) -> JSONObject | None:
     Return: a dict with ``short_name`` (the name of the kit's config section, e.g.
     ``"python"`` for ``[tool.flow.python]``; defaults to the distribution name without
     ``flow-kit-``), ``description`` (one line for listings) and optionally ``config_schema``
-    (a mapping of key to a one-line description of that key of the kit's section) and
+    (a mapping of key to a one-line description of that key of the kit's section: every key
+    the kit reads there; flow warns about any other, naming the nearest of these) and
     ``project_files`` (the file names the kit recognises a project folder by, e.g.
     ``["pyproject.toml", "setup.py"]``: a folder holding any of them is one this kit takes).
     Return ``None`` to use the defaults. ``project_files`` is read from every installed kit:
