@@ -254,6 +254,21 @@ def test_every_module_is_cited() -> None:
     assert not uncited(cloud=True), f"modules docs/architecture.md does not name: {uncited(True)}"
 
 
+def test_cited_repository_files_exist() -> None:
+    """The tests and pages "where to change what" points to (``tests/test_<name>*.py``: any)."""
+    missing = []
+    for text in cited():
+        text = text.strip()
+        if not re.fullmatch(r"(tests|docs|kits|plugins|benchmarks)/[\w./<>*-]+", text):
+            continue
+        if "/src/" in text:
+            continue  # a module: test_cited_module_paths_exist
+        pattern = re.sub(r"\*+", "*", re.sub(r"<[^>]+>", "*", text))
+        if not any(REPO.glob(pattern)):
+            missing.append(text)
+    assert not missing, f"docs/architecture.md cites files that do not exist: {missing}"
+
+
 def test_the_checks_see_what_they_check() -> None:
     """The page's citations are found at all (a change of the page's style would hide them)."""
     names = dotted_names()
