@@ -5,9 +5,11 @@ a managed environment exactly as flow lays it out), warms each command manifest 
 every command in the same interleaved loop so that machine noise hits all of them alike. Prints
 medians (ms) and the ratios the issue sets targets for:
 
-* `flow --help` with 1 kit + 50 plugins within 1.25x of `python -c "import click"` (issue 14;
-  was 1.5x, issue 4);
-* `flow bench49` (a plugin's command, run) with 50 plugins within 1.3x of the same (issue 14);
+* `flow --help` with 1 kit + 50 plugins within 1.35x of `python -c "import click"` (issue 21,
+  which retired the tricks that made issue 14's 1.25x: string twins of paths, a copy of click's
+  help formatter; was 1.5x in issue 4);
+* `flow bench49` (a plugin's command, run) with 50 plugins within 1.45x of the same (issue 21;
+  1.3x in issue 14);
 * `flow --help` with 50 plugins within 10% of the same with 0 plugins.
 * `flow --help` inside a trusted project (its own plugin and `.flow/env`, 1 kit + 10 plugins)
   within 5% of the same outside any project (issue 24: the trust check is a stat of a few
@@ -155,9 +157,9 @@ def main() -> None:
     }
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     print(f"ratio flow --help (50 plugins) / import click: {results['help_50_vs_import_click']:.2f}"
-          f"  (target <= 1.25)")
+          f"  (target <= 1.35)")
     print(f"ratio flow bench49 (50 plugins) / import click: {results['run_50_vs_import_click']:.2f}"
-          f"  (target <= 1.3)")
+          f"  (target <= 1.45)")
     print(f"ratio flow --help (50 plugins) / (0 plugins):  {results['help_50_vs_help_0']:.2f}"
           f"  (target <= 1.10)")
     print(f"ratio flow --help trusted project / outside:   "
