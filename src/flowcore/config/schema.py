@@ -192,9 +192,10 @@ def written_by_flow() -> frozenset[str]:
 
 def parse_for_set(key: str, text: str) -> Any:
     """``flow config set KEY TEXT``: the value to store. A key flow manages is refused, naming
-    the command that changes it; TEXT is JSON when it parses, else text; a key of the schema
-    must then be of its kind (the package source keys are checked further by
-    ``package_source.normalise_for_set``: a URL or an existing path)."""
+    the command that changes it; TEXT is JSON when it parses, else text; a key the schema checks
+    on load must then be of its kind, so the error names the command, not the file (the package
+    source keys are checked further by ``package_source.normalise_for_set``: a URL or an
+    existing path). A key read elsewhere (``create.git``) is checked by its reader, as on load."""
     top = key.split(".")[0]
     for k in GLOBAL:
         if k.managed_by and k.name == top:
@@ -204,7 +205,7 @@ def parse_for_set(key: str, text: str) -> Any:
     except json.JSONDecodeError:
         value = text
     known = next((k for k in GLOBAL if k.name == key), None)
-    if known is not None and not known.env:
+    if known is not None and known.load_check and not known.env:
         wrong = problem(known, value)
         if wrong:
             raise ConfigError(f"cannot set '{key}': {text!r} is not {wrong}", f"Set it to {wrong}")
