@@ -74,3 +74,10 @@ def test_config_set_reads_a_value_by_the_keys_kind() -> None:
     with pytest.raises(UsageError, match="'buildKits' is managed by flow"):
         schema.parse_for_set("buildKits", "[]")
     assert schema.settable_keys() == ["indexUrl", "extraIndexUrls", "findLinks", "create.git"]
+
+
+def test_a_project_error_names_the_keys_line(tmp_path: Path) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[project]\nplugins = 1\n\n[tool.flow]\nbuildkit = "k"\nplugins = "flow-plugin-y"\n')
+    with pytest.raises(ConfigError, match=rf"^{path}, line 6: \[tool.flow\] key 'plugins' must be a list"):
+        validate_project({"buildkit": "k", "plugins": "flow-plugin-y"}, path)

@@ -107,16 +107,41 @@ def _flow_table(path: str | Path) -> dict[str, Any] | None:
     return table if isinstance(table, dict) else doc
 
 
-def validate_project(table: dict[str, Any], path: str | Path) -> dict[str, Any]:
+def validate_project(table: dict[str, Any], path: str | Path, *, locate: bool = True) -> dict[str, Any]:
     """Check ``[tool.flow]`` against the schema (``schema.PROJECT``); returns it unchanged.
-    Tables of kits and plugins are theirs (``flowcore.config.unknown_keys`` warns about typos)."""
+    Tables of kits and plugins are theirs (``flowcore.config.unknown_keys`` warns about typos).
+
+    The error names the file, the key's line in it (``locate``: the table was read from that
+    file as it is now) and what the value must be."""
     for spec in PROJECT:
         if spec.name in table and spec.load_check:
             wrong = problem(spec, table[spec.name])
             if wrong:
-                raise ConfigError(f"{path}: [tool.flow] key '{spec.name}' must be {wrong}",
+                line = _line_of(path, spec.name) if locate else None
+                where = f"{path}, line {line}" if line else f"{path}"
+                raise ConfigError(f"{where}: [tool.flow] key '{spec.name}' must be {wrong}",
                                   "Fix the file")
     return table
+
+
+def _line_of(path: str | Path, key: str) -> int | None:
+    """The line assigning ``key`` in the flow table of ``path`` (``[tool.flow]``, or a flow.toml's
+    top level), found in the text (tomllib keeps no positions); ``None`` when not found. Only
+    on the way to an error."""
+    import re
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    header = next((i for i, text in enumerate(lines) if re.match(r"\s*\[\s*tool\s*\.\s*flow\s*\]", text)), None)
+    assign = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for i in range((header + 1) if header is not None else 0, len(lines)):
+        if lines[i].lstrip().startswith("["):
+            return None  # the next table: the key is not a plain line of this one
+        if assign.match(lines[i]):
+            return i + 1
+    return None
 
 
 def _project_in(directory: str) -> ProjectConfig | None:
@@ -234,7 +259,7 @@ def edit_project(project: ProjectConfig, mutate: Callable[[Any], Any]) -> None:
             table = tool.setdefault("flow", tomlkit.table())
         mutate(table)
         text = tomlkit.dumps(doc)
-        new_data = validate_project(table.unwrap(), project.file)
+        new_data = validate_project(table.unwrap(), project.file, locate=False)
         remove_stale_temp_files(project.file)
         atomic_write_bytes(project.file, text.encode("utf-8"))
     project.data = new_data
