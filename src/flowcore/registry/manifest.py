@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -107,18 +106,15 @@ def _read(path: Path) -> bytes:
 
 
 def _env_listing(site_packages: str | Path) -> list[Any]:
-    """dist-info names of one environment, with the stats of the files that name entry points.
-
-    (Plain string paths: 50 distributions' ``Path / name / file`` cost more than their stats.)
-    """
-    where = str(site_packages)
+    """dist-info names of one environment, with the stats of the files that name entry points."""
+    where = Path(site_packages)
     try:
-        names = sorted(n for n in os.listdir(where) if n.endswith(".dist-info"))
+        names = sorted(p.name for p in where.iterdir() if p.name.endswith(".dist-info"))
     except OSError:
-        return [where, None]
+        return [str(where), None]
     return [
-        where,
-        [[n, stat_stamp(f"{where}/{n}/entry_points.txt"), stat_stamp(f"{where}/{n}/direct_url.json")]
+        str(where),
+        [[n, stat_stamp(where / n / "entry_points.txt"), stat_stamp(where / n / "direct_url.json")]
          for n in names],
     ]
 
