@@ -14,7 +14,8 @@ connection open and end, and every frame python-engineio hands to the ASGI serve
   before it is accepted (the client's handshake gets HTTP 403); ``close(conn)`` ends a
   connection (its websocket closed, python-engineio told the client went away).
 * **A refused connect** (Socket.IO ``CONNECT_ERROR``) closes the whole connection once that
-  frame was written, so a client cannot try token after token on one socket.
+  frame was written, so a client cannot try token after token on one socket. A connection the
+  gate ends gets an Engine.IO ``CLOSE`` packet, then the websocket's close.
 
 Rejected: pacing by Socket.IO acknowledgements (``sio.call``) or a credit event, because
 docs/protocol.md says a ``message`` expects no ack and clients (``socket.io-client`` in
@@ -46,6 +47,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "flowcb.connection"   # the scope entry that carries the Connection to the handlers
 MESSAGE_FRAME = '42["message",'   # Engine.IO MESSAGE + Socket.IO EVENT "message" in "/"
 CONNECT_ERROR_FRAME = "44"        # Engine.IO MESSAGE + Socket.IO CONNECT_ERROR in "/"
+ENGINEIO_CLOSE = "1"              # Engine.IO CLOSE: the server ends the connection
 _ids = itertools.count(1)
 
 
@@ -157,11 +159,13 @@ class SocketGate:
             await close_websocket()
             return {"type": "websocket.disconnect", "code": 1000}
 
-        async def close_websocket() -> None:
+        async def close_websocket(say_close: bool = True) -> None:
             nonlocal sent_close
             if not sent_close:
                 sent_close = True
                 with contextlib.suppress(Exception):
+                    if say_close:  # Engine.IO CLOSE first, as engineio's own disconnect would
+                        await send({"type": "websocket.send", "text": ENGINEIO_CLOSE})
                     await send({"type": "websocket.close", "code": 1000})
 
         async def gated_send(message: Message) -> None:
@@ -169,7 +173,7 @@ class SocketGate:
             if sent_close or conn._ending.is_set() and kind == "websocket.send":
                 return  # ended by us: python-engineio's writer may still be flushing
             if kind == "websocket.close":
-                await close_websocket()
+                await close_websocket(say_close=False)
                 return
             await send(message)
             text = message.get("text") if kind == "websocket.send" else None
