@@ -113,16 +113,22 @@ return 0
 
 # back to the stream: parked jobs whose token has room, oldest first (a token's later jobs never
 # overtake its earlier ones); their slot is reserved. Returns how many moved.
-# KEYS: parked, stream, workers, members   ARGV: limit (0: default), reserve ms, slots prefix, scan
+# KEYS: parked, stream, workers, members, then the slots key of each group in ARGV[4..]
+# ARGV: limit (0: default), reserve ms, scan, then the groups (read from the parked set by the
+# caller, so that every key the script touches is passed in KEYS; a job parked since, of a group
+# not passed, waits for the next look, and so do its group's later jobs)
 _UNPARK = _NOW + _LIMIT + """
-local moved, full = 0, {}
+local moved, full, slots_of = 0, {}, {}
+for i = 4, #ARGV do slots_of[ARGV[i]] = KEYS[i + 1] end
 local limit = limit_of(tonumber(ARGV[1]), KEYS[3], KEYS[4])
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
   local task, group, prior, sig = string.match(m, '^(%S+) (%S*) (%d+) ?(%S*)$')
   if not task then
     redis.call('ZREM', KEYS[1], m)
+  elseif not slots_of[group] then
+    full[group] = true
   elseif not full[group] then
-    local slots = ARGV[3] .. group
+    local slots = slots_of[group]
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     if redis.call('ZCARD', slots) < limit then
       redis.call('ZADD', slots, now + tonumber(ARGV[2]), task)
@@ -247,8 +253,7 @@ class RedisStreamQueue:
         for deleted in (claimed[2] if len(claimed) > 2 else []):  # trimmed away: nothing to run
             await self.redis.xack(STREAM, GROUP, deleted)
         if not entries:
-            await self._unpark(keys=[PARKED, STREAM, WORKERS, MEMBERS],
-                               args=[self.per_group, self._ttl_ms * RESERVE_FOR, SLOTS, UNPARK_SCAN])
+            await self._unpark_some()
             got = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=1, block=1000)
             entries = got[0][1] if got else []
         if not entries:
@@ -284,6 +289,15 @@ class RedisStreamQueue:
             pipe.xack(STREAM, GROUP, entry_id)
             pipe.xdel(STREAM, entry_id)
             await pipe.execute()
+
+    async def _unpark_some(self) -> None:
+        """Move parked jobs whose token has room back to the stream (``_UNPARK``)."""
+        parked = await self.redis.zrange(PARKED, 0, UNPARK_SCAN - 1)
+        if not parked:
+            return
+        groups = sorted({m.split(" ")[1] for m in parked if m.count(" ") >= 2})
+        await self._unpark(keys=[PARKED, STREAM, WORKERS, MEMBERS, *(SLOTS + g for g in groups)],
+                           args=[self.per_group, self._ttl_ms * RESERVE_FOR, UNPARK_SCAN, *groups])
 
     @property
     def _ttl_ms(self) -> int:
