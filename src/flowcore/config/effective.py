@@ -8,10 +8,9 @@ other module re-derives the answers or knows the files' shapes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flowcore._base.errors import ConfigError
 from flowcore.config.global_config import GlobalConfig, load_global, set_dotted, update_global
@@ -45,8 +44,7 @@ class RunOptions:
         self.strict_plugins = strict_plugins
 
 
-@dataclass(slots=True)
-class PluginRef:
+class PluginRef(NamedTuple):  # a NamedTuple: on every start, ~5x cheaper to define than a dataclass
     """A plugin to load this run, and why (``general``, ``kit`` or ``project``)."""
 
     name: str

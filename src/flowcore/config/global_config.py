@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flowcore._base import paths
 from flowcore._base.errors import ConfigError
@@ -31,8 +30,7 @@ __all__ = ["MAX_CONFIG_BYTES", "GlobalConfig", "KitEntry", "load_global", "recor
            "set_dotted", "update_global", "validate_global"]
 
 
-@dataclass(slots=True)
-class KitEntry:
+class KitEntry(NamedTuple):  # a NamedTuple: on every start, ~5x cheaper to define than a dataclass
     """One entry of ``buildKits``: a kit that is installed or only declared by a plugin."""
 
     name: str

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from flowcore.plugins.registry_view import load_object
 from flowcore.plugins.run import Run
@@ -46,8 +45,7 @@ RESERVED = frozenset({"buildkit", "plugin", "config"})
 PRECEDENCE = {BUILTIN: 0, "kit": 1, "kit-plugin": 2, "project": 2, "general": 3}
 
 
-@dataclass(frozen=True, slots=True)
-class CommandInfo:
+class CommandInfo(NamedTuple):  # a NamedTuple: on every start, ~5x cheaper to define than a dataclass
     """What ``flow --help`` shows for one command, without loading it."""
 
     name: str
