@@ -1,42 +1,25 @@
 """Shared fixtures: a temporary FLOW_HOME, a `flow` runner, and an offline wheelhouse.
 
-Every subprocess runs with the machine's pip/uv configuration switched off, so that an install
-that passes here would pass with no network and no index.
+Every subprocess runs with the machine's pip/uv configuration switched off (offline.py), so that
+an install that passes here would pass with no network and no index. Test modules never import
+fixtures: pytest finds them here and in the plugins below (``pytest_plugins``); helpers
+(``offline``, ``packages_support``, ...) are plain modules they import.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-FLOW = [sys.executable, "-m", "flowcore"]
+from offline import FLOW, offline_env
+from package_index import build_repo_wheels
+from tiers import shared_dir
 
-_OFFLINE_DROP = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL",
-                 "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "FLOW_LOAD_PLUGINS", "FLOW_STRICT_PLUGINS",
-                 "FLOW_DEBUG", "FLOW_NO_LOCAL", "FLOW_INDEX_URL", "FLOW_EXTRA_INDEX_URL",
-                 "FLOW_FIND_LINKS")
-
-
-def offline_env(flow_home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _OFFLINE_DROP}
-    env.update(
-        FLOW_HOME=str(flow_home),
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_NO_INPUT="1",
-        UV_NO_CONFIG="1",
-        UV_OFFLINE="1",
-        UV_CACHE_DIR=str(flow_home.parent / "uv-cache"),
-        CI="true",
-        NO_COLOR="1",
-        COLUMNS="200",
-    )
-    env.update(extra)
-    return env
+# the test tiers (unit, cli, cloud, redis, browser) and the session resources shared by the
+# pytest-xdist workers
+pytest_plugins = ["tiers"]
 
 
 @pytest.fixture
@@ -65,23 +48,11 @@ def run_flow(flow_home: Path, tmp_path: Path):
     return run
 
 
-def _build_repo_wheels(dest: Path) -> None:
-    for parent in ("kits", "plugins"):
-        for project in sorted((REPO / parent).glob("*/pyproject.toml")):
-            subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                 "--no-index", "-q", "-w", str(dest), str(project.parent)],
-                check=True,
-                env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
-            )
-
-
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wheels of every kit and plugin in this repo, built once per test session, offline."""
-    dest = tmp_path_factory.mktemp("wheelhouse")
-    _build_repo_wheels(dest)
-    return dest
+    """Wheels of every kit and plugin in this repo, built once per test run (for all the xdist
+    workers), offline. Tests only read it."""
+    return shared_dir(tmp_path_factory, "wheelhouse", build_repo_wheels)
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from functools import partial
@@ -130,6 +133,19 @@ def start_package_index(wheels: Path, root: Path | None = None) -> PackageIndex:
     return PackageIndex(wheels, root)
 
 
+def build_repo_wheels(dest: Path) -> None:
+    """Build every kit and plugin of this repo into wheels in ``dest``, offline."""
+    repo = Path(__file__).resolve().parent.parent
+    for parent in ("kits", "plugins"):
+        for project in sorted((repo / parent).glob("*/pyproject.toml")):
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                 "--no-index", "-q", "-w", str(dest), str(project.parent)],
+                check=True,
+                env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+            )
+
+
 def start_repo_index(workdir: Path, wheels: Path | None = None) -> PackageIndex:
     """This repo's kits and plugins (built into ``workdir/wheels`` unless ``wheels`` holds them
     already, e.g. the ``wheelhouse`` fixture) served as a simple index under ``workdir``.
@@ -139,11 +155,9 @@ def start_repo_index(workdir: Path, wheels: Path | None = None) -> PackageIndex:
     install by name, as they do for a reader whose flow points at an index that has them.
     """
     if wheels is None:
-        from conftest import _build_repo_wheels
-
         wheels = workdir / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
-        _build_repo_wheels(wheels)
+        build_repo_wheels(wheels)
     return PackageIndex(wheels, workdir / "index")
 
 

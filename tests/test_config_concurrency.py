@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import FLOW, offline_env
+from offline import FLOW, offline_env
 
 
 def test_ten_concurrent_writers_keep_every_key(flow_home: Path, tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOW, offline_env
 from create_support import PYTHON_KIT, listing
+from offline import FLOW, offline_env
 from packages_support import kit_wheel, one_line_error
 
 DOWN, ENTER, CTRL_C = b"\x1b[B", b"\r", b"\x03"

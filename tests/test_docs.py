@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import offline_env
 from docs_blocks import REPO, Block, blocks, documents, file_blocks, matches, name_installs
+from offline import offline_env
 
 #: Documents whose shell blocks tests run, in order, here, and how: ``cwd`` "clone" (the root of
 #: the copy of the clone) or "work" (an empty folder, flow on PATH as a user has it);

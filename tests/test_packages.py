@@ -198,7 +198,7 @@ def test_a_requirement_that_flowcore_provides_is_refused(run_flow, flow_home):
 
 
 def test_five_parallel_adds_all_end_up_in_the_config(flow_home, wheels, tmp_path):
-    from conftest import FLOW, offline_env
+    from offline import FLOW, offline_env
 
     names = [f"flow-plugin-par{i}" for i in range(5)]
     for name in names:

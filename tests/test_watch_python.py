@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOW, offline_env
 from create_support import PYTHON_KIT
+from offline import FLOW, offline_env
 
 
 class Watching:

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import repo_tests  # noqa: F401  (puts tests/ on sys.path)
 
-from conftest import FLOW, REPO, offline_env
+from offline import FLOW, REPO, offline_env
 
 __all__ = ["BuildServer", "Flow", "GitHost", "free_port", "make_site", "git",
-           "TOKEN", "flow", "server", "git_host", "needs_node", "publish", "json_lines",
+           "TOKEN", "needs_node", "publish", "json_lines",
            "assert_protocol_shape", "error_lines", "git_project"]
 
 TOKEN = "publish-tests-token-0123456789"
@@ -218,7 +218,9 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
 
 
 @pytest.fixture(scope="module")
-def server(flow: Flow, tmp_path_factory: pytest.TempPathFactory):
+def publish_server(flow: Flow, tmp_path_factory: pytest.TempPathFactory):
+    """The build server the kit installed into ``flow``'s environment (a test module names it
+    ``server`` with a one-line fixture: the server tests' ``server`` is another one)."""
     executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
     assert executable.exists(), "flow buildkit add did not install flow-cloudbuild-server"
     srv = BuildServer(executable, tmp_path_factory.mktemp("server") / "data").start()

@@ -23,7 +23,7 @@ needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 @pytest.fixture
 def redis_server(tmp_path):
-    """A fresh redis-server for one test (import this fixture into the test module)."""
+    """A fresh redis-server for one test (conftest.py registers this module as a plugin)."""
     r = RedisServer(tmp_path / "redis").start()
     yield r
     r.stop()

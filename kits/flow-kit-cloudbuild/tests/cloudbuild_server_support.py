@@ -359,7 +359,7 @@ def running(*servers: Any) -> Iterator[None]:
             s.stop()
 
 
-# -- pytest fixtures (import them into a test module to use them) -------------------------------
+# -- pytest fixtures (a plugin: conftest.py registers this module) -----------------------------
 import pytest  # noqa: E402
 
 

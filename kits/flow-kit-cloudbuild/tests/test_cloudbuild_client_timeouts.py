@@ -19,12 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
-    error_lines,
-    flow,
-    free_port,
-    make_site,
-)
+from cloudbuild_publish_support import error_lines, free_port, make_site
 
 from flow_kit_cloudbuild.client import http
 from flow_kit_cloudbuild.client.errors import ConnectError

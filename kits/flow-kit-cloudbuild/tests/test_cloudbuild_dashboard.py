@@ -7,7 +7,6 @@ FLOW_UPDATE_SCREENSHOTS=1 writes the screenshots docs/cloud-build.md shows (docs
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import os
 import shutil
@@ -16,19 +15,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     OTHER_TOKEN,
     REPO,
     TOKEN,
     Client,
     ServerProc,
-    git_daemon,
     http_get,
     http_request,
     new_repo,
     npm_project,
     protocol,
-    server,
 )
 
 CHROMIUM = "/usr/bin/chromium"

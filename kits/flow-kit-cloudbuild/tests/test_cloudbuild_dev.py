@@ -13,14 +13,13 @@ import queue
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from cloudbuild_publish_support import flow, needs_node  # noqa: F401  (fixture)
+from cloudbuild_publish_support import needs_node
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [needs_node,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloudbuild_redis_support import Cluster, needs_redis, redis_server  # noqa: F401  (fixture)
+from cloudbuild_redis_support import Cluster, needs_redis
 from cloudbuild_server_support import (
     OTHER_TOKEN,
     TOKEN,

@@ -15,20 +15,25 @@ import time
 import urllib.error
 import urllib.request
 
-from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
+import pytest
+from cloudbuild_publish_support import (
     assert_protocol_shape,
     error_lines,
-    flow,
     free_port,
     git,
-    git_host,
     git_project,
     json_lines,
     make_site,
     needs_node,
     publish,
-    server,
 )
+
+
+@pytest.fixture(scope="module")
+def server(publish_server):
+    """The publish tests' build server (cloudbuild_publish_support), not the server tests' one."""
+    return publish_server
+
 
 pytestmark = needs_node
 

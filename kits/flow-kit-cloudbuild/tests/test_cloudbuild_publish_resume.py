@@ -9,21 +9,27 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import repo_tests  # noqa: F401  (puts tests/ on sys.path)
-from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
+from cloudbuild_publish_support import (
     BuildServer,
     assert_protocol_shape,
     error_lines,
-    flow,
     json_lines,
     make_site,
     needs_node,
     publish,
-    server,
 )
 from tcp_proxy import TcpProxy
 
 from wheelfactory import build_wheel
+
+
+@pytest.fixture(scope="module")
+def server(publish_server):
+    """The publish tests' build server (cloudbuild_publish_support), not the server tests' one."""
+    return publish_server
+
 
 pytestmark = needs_node
 

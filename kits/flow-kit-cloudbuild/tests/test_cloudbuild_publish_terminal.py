@@ -16,16 +16,19 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
 import repo_tests  # noqa: F401  (puts tests/ on sys.path)
-from cloudbuild_publish_support import (  # noqa: F401 - fixtures and helpers
-    flow,
-    make_site,
-    needs_node,
-    server,
-)
+from cloudbuild_publish_support import make_site, needs_node
 from tcp_proxy import TcpProxy
 
-from conftest import FLOW
+from offline import FLOW
+
+
+@pytest.fixture(scope="module")
+def server(publish_server):
+    """The publish tests' build server (cloudbuild_publish_support), not the server tests' one."""
+    return publish_server
+
 
 pytestmark = needs_node
 

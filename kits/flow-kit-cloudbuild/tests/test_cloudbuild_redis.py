@@ -4,15 +4,13 @@ mid-run; the client must always reach a final message, with every seq once and i
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 import time
 
 import pytest
 import socketio
-from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, wait_for, worker_pid  # noqa: F401 - redis_server: a fixture
+from cloudbuild_redis_support import Cluster, kill, needs_redis, wait_for, worker_pid
 from cloudbuild_server_support import TOKEN, Client, final, http_get, http_request, logs, npm_project, tar_gz
 
 pytestmark = [needs_redis, pytest.mark.skipif(shutil.which("npm") is None, reason="builds npm projects")]

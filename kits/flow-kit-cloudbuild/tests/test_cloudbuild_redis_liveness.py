@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
-from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, secret_file, wait_for  # noqa: F401 - redis_server: a fixture
+from cloudbuild_publish_support import make_site, needs_node
+from cloudbuild_redis_support import Cluster, kill, needs_redis, secret_file, wait_for
 from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get, logs, npm_project
 from test_cloudbuild_redis import publish, slow_project
 

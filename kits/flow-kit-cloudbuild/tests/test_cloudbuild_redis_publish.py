@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cloudbuild_publish_support import flow, make_site, needs_node  # noqa: F401 - fixtures
+from cloudbuild_publish_support import make_site, needs_node
 from cloudbuild_redis_support import Cluster, RedisServer, kill, needs_redis
 from cloudbuild_server_support import TOKEN
 from tcp_proxy import TcpProxy

@@ -10,7 +10,7 @@ import shutil
 import time
 
 import pytest
-from cloudbuild_redis_support import Cluster, kill, needs_redis, redis_server, wait_for, worker_pid  # noqa: F401 - redis_server: a fixture
+from cloudbuild_redis_support import Cluster, kill, needs_redis, wait_for, worker_pid
 from cloudbuild_server_support import OTHER_TOKEN, TOKEN, Client, final, http_get, http_request, logs, npm_project
 from test_cloudbuild_redis import _wait_line, assert_complete, publish, slow_project, tar_gz, upload
 

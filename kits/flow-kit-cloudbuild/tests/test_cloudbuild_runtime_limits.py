@@ -16,18 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     TOKEN,
     Client,
     ServerProc,
-    client,
     final,
-    git_daemon,
     http_get,
     logs,
     new_repo,
     npm_project,
-    server,
     server_env,
 )
 

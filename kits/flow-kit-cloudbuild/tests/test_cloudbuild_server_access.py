@@ -7,24 +7,21 @@ artifacts pruned while prod releases stay."""
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import websocket
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     OTHER_TOKEN,
     TOKEN,
     Client,
     ServerProc,
     final,
-    git_daemon,
     http_get,
     http_request,
     logs,

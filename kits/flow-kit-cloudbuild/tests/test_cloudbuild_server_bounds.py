@@ -17,22 +17,19 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     GIT_ENV,
     TOKEN,
     Client,
     ServerProc,
-    client,
     commit_tree,
     final,
-    git_daemon,
     http_get,
     http_request,
     logs,
     new_repo,
     npm_project,
     protocol,
-    server,
 )
 
 from flow_kit_cloudbuild.server import policy  # noqa: E402

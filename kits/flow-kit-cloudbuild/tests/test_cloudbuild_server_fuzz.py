@@ -9,18 +9,7 @@ import time
 from urllib.parse import quote
 
 import pytest
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Client,
-    final,
-    git_daemon,
-    http_get,
-    logs,
-    new_repo,
-    npm_project,
-    protocol,
-    server,
-)
+from cloudbuild_server_support import TOKEN, Client, final, http_get, logs, new_repo, npm_project, protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 import time
 
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     OTHER_TOKEN,
     TOKEN,
     Client,
-    ServerProc,
     actions,
-    client,
     final,
-    git_daemon,
     http_get,
     http_request,
     logs,
@@ -24,7 +20,6 @@ from cloudbuild_server_support import (  # noqa: F401  (fixtures)
     npm_project,
     protocol,
     python_project,
-    server,
     tar_gz,
     upload,
 )

@@ -15,24 +15,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cloudbuild_server_support import (  # noqa: F401  (fixtures)
+from cloudbuild_server_support import (
     OTHER_TOKEN,
     TOKEN,
     Client,
     ServerProc,
     actions,
-    client,
-    commit_tree,
     final,
     git,
-    git_daemon,
     http_get,
     http_request,
     logs,
     new_repo,
     npm_project,
     protocol,
-    server,
 )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudbuild_server_support import TOKEN, ServerProc, git_daemon, new_repo, npm_project, protocol, server  # noqa: F401  (fixtures)
+from cloudbuild_server_support import TOKEN, ServerProc, new_repo, npm_project, protocol
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SCRIPT = JS_DIR / "protocol_client.mjs"
