@@ -67,7 +67,7 @@ def test_only_the_creating_token_may_watch_cancel_or_read_a_task(server, git_dae
         for event, data in (("attach", {"taskId": task_id, "afterSeq": 0}), ("cancel", {"taskId": task_id})):
             ack = other.call(event, data)
             assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
-        assert http_get(f"{server.url}/api/tasks/{task_id}", token=OTHER_TOKEN)[0] == 403
+        assert http_get(f"{server.url}/api/tasks/{task_id}", token=OTHER_TOKEN)[0] == 404  # as if missing
         assert http_get(f"{server.url}/api/tasks/{task_id}", token="nope")[0] == 401
         assert final(owner.wait(task_id))["action"] == "done"
         assert task_id not in other.messages
@@ -86,6 +86,42 @@ def test_repository_urls_outside_the_policy_are_refused_at_submit(client, server
     ack = client.publish(**payload(repo))
     assert ack["ok"] is False and ack["error"]["code"] in ("refused", "bad-request"), ack
     assert task_count(server) == before
+
+
+def test_another_tokens_task_is_404_on_the_api_and_the_dashboard_alike(server, git_daemon):
+    """One error rule on every HTTP route: another token's task answers exactly like a task id
+    that does not exist (404 ``not-found``), on the bearer API and on the dashboard's API."""
+    url = new_repo(git_daemon, npm_project())
+    with Client(server.url, TOKEN) as owner:
+        task_id = owner.publish(**payload(url))["taskId"]
+        missing = "0" * 24
+        replies = {}
+        for tid in (task_id, missing):
+            replies[tid, "api"] = http_get(f"{server.url}/api/tasks/{tid}", token=OTHER_TOKEN)
+            cookie = _login_cookie(server.url, OTHER_TOKEN)
+            for path in ("", "/events", "/log"):
+                replies[tid, "ui" + path] = http_request("GET", f"{server.url}/ui/api/tasks/{tid}{path}",
+                                                         headers={"Cookie": cookie})
+        for (tid, where), (status, body) in replies.items():
+            assert status == 404, (where, status, body)
+            error = json.loads(body)["error"]
+            assert error["code"] == protocol.ERROR_NOT_FOUND, (where, error)
+            # worded as for the missing id: nothing tells the two apart but the id itself
+            other = replies[missing if tid == task_id else task_id, where][1]
+            assert body.replace(tid.encode(), b"<id>") == other.replace((missing if tid == task_id else task_id)
+                                                                          .encode(), b"<id>"), where
+        assert http_get(f"{server.url}/api/tasks/{task_id}", token=TOKEN)[0] == 200
+        final(owner.wait(task_id))
+
+
+def _login_cookie(url: str, token: str) -> str:
+    """A dashboard session's cookie (``name=value``) for ``token``."""
+    import urllib.request
+
+    req = urllib.request.Request(url + "/ui/api/login", data=json.dumps({"token": token}).encode(), method="POST",
+                                 headers={"Origin": url, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.headers["Set-Cookie"].split(";", 1)[0]
 
 
 def test_a_file_url_cannot_stand_in_for_the_git_daemon(client, server, git_daemon):

@@ -31,7 +31,7 @@ import json
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 MAX_ADDRESSES = 10_000                   # addresses the failure table remembers
@@ -51,7 +51,7 @@ def address_key(host: Any) -> str:
     return str(ip)
 
 
-def scope_address(scope: dict[str, Any] | None) -> str:
+def scope_address(scope: Mapping[str, Any] | None) -> str:
     """The client address of an ASGI scope: the peer, or the client a trusted proxy named
     (uvicorn rewrites ``client`` only for peers in ``--forwarded-allow-ips``)."""
     client = (scope or {}).get("client")

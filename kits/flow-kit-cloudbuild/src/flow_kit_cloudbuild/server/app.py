@@ -1,4 +1,5 @@
-"""The ASGI application: Socket.IO events (publish, attach, cancel) and the HTTP routes.
+"""The server: Socket.IO events (publish, attach, cancel), put together with the HTTP routes
+(http_api.py, dashboard.py) on the one Starlette app of http.py.
 
 Every handler answers: a malformed, oversized or unknown request gets an error reply with a
 protocol error code, and nothing a client sends can stop other tasks (handler errors are caught
@@ -11,20 +12,16 @@ import asyncio
 import hmac
 import json
 import logging
-import os
-import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from .. import __version__, protocol
-from . import access, housekeeping, policy, sio_adapter
+from .. import protocol
+from . import access, http, sio_adapter
 from .artifacts import ArtifactStore
 from .config import ServerConfig
 from .dashboard import Dashboard
 from .errors import RequestError, bad_request
-from .http_headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
+from .http_api import ApiRoutes
 from .queue import JobQueue
 from .service import TaskService, public
 from .store import TaskStore
@@ -66,12 +63,14 @@ class Server:
         self._sessions: dict[str, str] = {}  # sid -> token hash
         self.failures = access.FailureLimiter(cfg.auth_failures, cfg.auth_window)
         self.handshakes = access.Handshakes(cfg.auth_timeout, self.gate.end)
-        self._receiving: dict[str, dict[str, int]] = {}  # token hash -> {upload id: bytes so far}
         self._background: set[asyncio.Future[Any]] = set()
         self._register_events()
         self.dashboard = Dashboard(self)  # the web dashboard under / (dashboard.py)
-        self.gate.app = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.service.start,
-                                         on_shutdown=self.service.stop)
+        self.api = ApiRoutes(self)  # the client API's HTTP routes (http_api.py)
+        # Socket.IO in front (the gate sees websockets first), the one HTTP app (http.py) behind it
+        self.gate.app = socketio.ASGIApp(self.sio, other_asgi_app=http.build([*self.dashboard.routes(),
+                                                                               *self.api.routes()]),
+                                         on_startup=self.service.start, on_shutdown=self.service.stop)
         self.asgi = self.gate
 
     # -- auth ----------------------------------------------------------------------------------
@@ -195,173 +194,6 @@ class Server:
         async def unknown_event(event: str, sid: str, *args: Any) -> dict:
             return protocol.error(protocol.ERROR_BAD_REQUEST,
                                   f"unknown event {str(event)[:40]!r}; use publish, attach or cancel")
-
-    # -- HTTP ----------------------------------------------------------------------------------
-    async def http(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            await self._route(scope, receive, send)
-        except RequestError as exc:
-            status = {protocol.ERROR_AUTH: 401, protocol.ERROR_NOT_FOUND: 404, protocol.ERROR_FORBIDDEN: 403,
-                      protocol.ERROR_BAD_REQUEST: 400}.get(exc.code, 400)
-            await _json(send, status, exc.ack())
-        except _HTTPError as exc:
-            await _json(send, exc.status, {**protocol.error(exc.code, exc.message), **exc.extra},
-                        headers=exc.headers)
-        except Exception as exc:
-            log.exception("HTTP %s %s failed", scope.get("method"), scope.get("path"))
-            await _json(send, 500, protocol.error(protocol.ERROR_INTERNAL, f"internal error ({type(exc).__name__})"))
-
-    def _bearer(self, scope: Scope) -> str:
-        token = None
-        for key, value in scope.get("headers", []):
-            if key == b"authorization":
-                text = value.decode("latin-1")
-                if text[:7].lower() == "bearer ":
-                    token = text[7:].strip()
-                break
-        address = access.scope_address(scope)
-        token_hash, wait = self.check_token(token, address)
-        if wait:
-            raise _HTTPError(429, protocol.ERROR_REFUSED, self.failures.refusal(address, wait),
-                             headers=[(b"retry-after", str(wait).encode())], retryAfter=wait)
-        if token_hash is None:
-            raise RequestError(protocol.ERROR_AUTH, "missing or invalid token; send Authorization: Bearer <token>")
-        return token_hash
-
-    async def _route(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        method, path = scope["method"], scope["path"]
-        if await self.dashboard.route(scope, receive, send):
-            return None
-        if path == protocol.PATH_HEALTH:
-            _allow(method, "GET")
-            return await _json(send, 200, {"ok": True, "version": __version__})
-        if path == protocol.PATH_UPLOADS:
-            _allow(method, "POST")
-            token_hash = self._bearer(scope)
-            return await self._upload(scope, receive, send, token_hash)
-        if path.startswith(protocol.PATH_TASKS):
-            _allow(method, "GET")
-            token_hash = self._bearer(scope)
-            record = await self.service.owned(path[len(protocol.PATH_TASKS):], token_hash)
-            return await _json(send, 200, public(record))
-        if path.startswith(protocol.PATH_ARTIFACTS):
-            _allow(method, "GET")
-            rest = path[len(protocol.PATH_ARTIFACTS):]
-            task_id, _, name = rest.partition("/")
-            if not policy.is_id(task_id):
-                raise _HTTPError(404, protocol.ERROR_NOT_FOUND, "no such task; check the URL")
-            listed = await self.service.artifacts.list(task_id)
-            if listed is None:
-                raise _HTTPError(404, protocol.ERROR_NOT_FOUND, "this task has no artifacts; check the URL")
-            if not name:
-                base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
-                return await _json(send, 200, [{"name": a["name"], "url": base + quote(a["name"]),
-                                                "size": a["size"]} for a in listed], ARTIFACT_SECURITY_HEADERS)
-            opened = await self.service.artifacts.open(task_id, name)
-            if opened is None:
-                raise _HTTPError(404, protocol.ERROR_NOT_FOUND, f"no artifact {name[:100]!r} in this task")
-            size, chunks = opened
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-length", str(size).encode()), *artifact_headers(name)]})
-            async for block in chunks:
-                await send({"type": "http.response.body", "body": block, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return None
-        raise _HTTPError(404, protocol.ERROR_NOT_FOUND, f"no route {path[:100]}; see the protocol for the routes")
-
-    async def _upload(self, scope: Scope, receive: Callable, send: Callable, token_hash: str) -> None:
-        limit = self.cfg.max_upload_bytes
-        declared = 0
-        for key, value in scope.get("headers", []):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "bad Content-Length") from None
-                if declared > limit:
-                    raise _HTTPError(413, protocol.ERROR_BAD_REQUEST,
-                                     f"upload is larger than {limit} bytes; upload fewer files")
-        uploads = self.service.paths.uploads
-        receiving = self._receiving.setdefault(token_hash, {})
-        upload_id = secrets.token_hex(12)
-        receiving[upload_id] = 0
-        try:
-            quota = self._upload_quota(uploads, token_hash, receiving)
-            quota(max(declared, 0))
-            uploads.mkdir(parents=True, exist_ok=True)
-            target = uploads / f"{upload_id}.tar.gz"
-            tmp = uploads / f".{upload_id}.part"
-            size = 0
-            try:
-                with open(tmp, "wb") as fh:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload interrupted")
-                        body = message.get("body", b"")
-                        size += len(body)
-                        if size > limit:
-                            raise _HTTPError(413, protocol.ERROR_BAD_REQUEST,
-                                             f"upload is larger than {limit} bytes; upload fewer files")
-                        receiving[upload_id] = size
-                        quota(0)
-                        fh.write(body)
-                        if not message.get("more_body"):
-                            break
-                with open(tmp, "rb") as fh:
-                    if fh.read(2) != b"\x1f\x8b":
-                        raise _HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload must be a .tar.gz archive")
-                (uploads / f"{upload_id}.json").write_text(json.dumps(
-                    {"tokenHash": token_hash, "size": size, "createdAt": protocol.now_ms()}), encoding="utf-8")
-                os.replace(tmp, target)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-        finally:
-            receiving.pop(upload_id, None)
-            if not receiving:
-                self._receiving.pop(token_hash, None)
-        await _json(send, 201, {"uploadId": upload_id})
-
-    def _upload_quota(self, uploads: Path, token_hash: str, receiving: dict[str, int]) -> Callable[[int], None]:
-        """A check that the token's pending uploads (stored and being received) fit its quota."""
-        count, stored = housekeeping.pending_uploads(uploads, token_hash)
-        max_count, max_bytes = self.cfg.max_pending_uploads, self.cfg.max_pending_upload_bytes
-        later = (f"publish them, or wait until they expire ({self.cfg.upload_retention_hours:g} h "
-                 "after upload)")
-        if count + len(receiving) > max_count:
-            raise _HTTPError(429, protocol.ERROR_REFUSED,
-                             f"this token already holds {max_count} uploads no task used yet; {later}")
-
-        def check(more: int) -> None:
-            if max_bytes and stored + sum(receiving.values()) + more > max_bytes:
-                raise _HTTPError(429, protocol.ERROR_REFUSED,
-                                 f"this token's uploads that no task used yet would exceed {max_bytes} bytes; "
-                                 f"{later}")
-        return check
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, code: str, message: str, *,
-                 headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> None:
-        self.status, self.code, self.message = status, code, message
-        self.headers, self.extra = headers or [], extra
-        super().__init__(message)
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise _HTTPError(405, protocol.ERROR_BAD_REQUEST, f"method {method[:10]} not allowed here; use {allowed}")
-
-
-async def _json(send: Callable, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    data = json.dumps(body).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": data})
 
 
 def create_app(cfg: ServerConfig, redis: Any = None) -> Server:

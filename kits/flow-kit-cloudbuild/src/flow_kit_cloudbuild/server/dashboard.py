@@ -1,6 +1,6 @@
 """The build dashboard: web pages under ``/`` on the server's own port (gateways and embedded).
 
-Routes (``Dashboard.route`` answers them; the app's router hands every request here first):
+Routes (``Dashboard.routes``, on the server's one Starlette app, see http.py):
 
 ``GET /``, ``GET /tasks/<id>``        the single-page app (``dashboard_static/index.html``)
 ``GET /ui/static/<file>``              its script and style sheet (shipped in the package)
@@ -36,20 +36,24 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import parse_qs, quote, urlsplit
 
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute
+
 from .. import protocol
+from . import access
 from .access import Signer
 from .dashboard_events import BATCH_BYTES, events, tail_of
-from .errors import RequestError
+from .http import ANY_METHOD, Headers, HTTPError, RawResponse, allow, chunks, json_response, route, with_headers
 from .http_headers import SECURITY_HEADERS
-from .store import FileTaskStore
+from .store import CREATED, FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
-Scope = dict[str, Any]
 
 STATIC_DIR = Path(__file__).with_name("dashboard_static")
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -58,16 +62,11 @@ SESSION_TTL = 12 * 3600          # seconds a sign-in lasts
 MAX_MEMORY_SESSIONS = 10_000
 PAGE_SIZE, MAX_PAGE = 50, 200
 SCAN_BUDGET = 2000               # records one list request may look at for a state filter
+LOGIN_BODY_BYTES = 8192          # a sign-in's JSON body at most
 RUNNING_STATES = tuple(s for s in protocol.STEPS if s != "queued")
 def label(token_hash: str | None) -> str:
     """How the dashboard names a token: never the token, a short prefix of its hash."""
     return f"token {str(token_hash or '')[:8] or '?'}"
-
-
-class _Reply(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or []
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -141,91 +140,89 @@ class Dashboard:
             self.index = RedisIndex(redis)
         else:
             self.index = None
-        self._hook_store()
+        if self.index is not None:
+            self.store.listeners.append(self._task_written)
 
-    # -- keeping the index and the start time --------------------------------------------------
-    def _hook_store(self) -> None:
-        """Record each new task in the index, and when its build started (``startedAt``)."""
-        store, index = self.store, self.index
-        create, update = store.create, store.update
+    async def _task_written(self, event: str, record: dict[str, Any]) -> None:
+        """The store's change event: a new task goes into the index (``startedAt`` is the
+        service's, written when the build enters its first step)."""
+        if event == CREATED:
+            await self.index.add(record)
 
-        async def create_indexed(record: dict[str, Any]) -> None:
-            await create(record)
-            if index is not None:
-                try:
-                    await index.add(record)
-                except Exception:  # the dashboard must never fail a publish
-                    log.exception("dashboard: could not index task %s", record.get("taskId"))
+    # -- routes ----------------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        """The dashboard's routes on the server's app (none on a build worker: it serves no clients).
 
-        async def update_started(task_id: str, **fields: Any) -> dict[str, Any]:
-            if fields.get("step") == "prepare" and "startedAt" not in fields:
-                fields["startedAt"] = protocol.now_ms()
-            return await update(task_id, **fields)
-
-        store.create, store.update = create_indexed, update_started
-
-    # -- HTTP plumbing -------------------------------------------------------------------------
-    async def route(self, scope: Scope, receive: Callable, send: Callable) -> bool:
-        """Answer a dashboard request; False when ``scope`` is not one (the app goes on)."""
-        path, method = scope["path"], scope["method"]
+        The ``/ui/api/`` routes take every method and check it after ``_guard``, so a request
+        without a session, or a cross-site one, is refused the same way whatever its method.
+        """
         if not self.serves:
-            return False
-        is_page = path == "/" or (path.startswith("/tasks/") and path.count("/") == 2)
-        if not (is_page or path.startswith("/ui/")):
-            return False
-        try:
-            if is_page:
-                self._allow(method, "GET", "HEAD")
-                await self._respond(send, 200, self._index_html, "text/html; charset=utf-8",
-                                    cache="no-cache")
-            elif path.startswith("/ui/static/"):
-                self._allow(method, "GET", "HEAD")
-                name = path[len("/ui/static/"):]
-                if name not in self._static:
-                    raise _Reply(404, protocol.ERROR_NOT_FOUND, "no such file")
-                await self._respond(send, 200, self._static[name], STATIC_FILES[name], cache="no-cache")
-            elif path.startswith("/ui/api/"):
-                await self._api(scope, receive, send, path[len("/ui/api/"):], method)
-            else:
-                raise _Reply(404, protocol.ERROR_NOT_FOUND, "no such page")
-        except RequestError as exc:
-            status = {protocol.ERROR_AUTH: 401, protocol.ERROR_NOT_FOUND: 404,
-                      protocol.ERROR_FORBIDDEN: 404, protocol.ERROR_BAD_REQUEST: 400}.get(exc.code, 400)
-            # another token's task looks exactly like a missing one: ids are not confirmed
-            message = "no such task; check the task id" if exc.code == protocol.ERROR_FORBIDDEN else exc.message
-            code = protocol.ERROR_NOT_FOUND if exc.code == protocol.ERROR_FORBIDDEN else exc.code
-            await self._json(send, status, protocol.error(code, message))
-        except _Reply as exc:
-            await self._json(send, exc.status, protocol.error(exc.code, exc.message), exc.headers)
-        return True
+            return []
+        return [
+            route("/", self._page), route("/tasks/", self._page), route("/tasks/{task_id}", self._page),
+            route("/ui/static/{name:path}", self._static_file),
+            route("/ui/api/login", self._login, ANY_METHOD),
+            route("/ui/api/session", self._session_info, ANY_METHOD),
+            route("/ui/api/logout", self._logout, ANY_METHOD),
+            route("/ui/api/tasks", self._tasks, ANY_METHOD),
+            route("/ui/api/tasks/{task_id}", self._task, ANY_METHOD),
+            route("/ui/api/tasks/{task_id}/{action:path}", self._task, ANY_METHOD),
+            route("/ui/api/{rest:path}", self._no_api_route, ANY_METHOD),
+            route("/ui/{rest:path}", self._no_page, ANY_METHOD),
+        ]
 
     @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise _Reply(405, protocol.ERROR_BAD_REQUEST, f"use {' or '.join(allowed)}")
+    def _file(body: bytes, ctype: str, *, cache: str = "no-store", headers: Headers = ()) -> Response:
+        """A page or static file: the security headers (CSP) and the cache rule with it."""
+        response = Response(body, 200, media_type=ctype)
+        return with_headers(response, [(b"cache-control", cache.encode()), *SECURITY_HEADERS, *headers])
 
     @staticmethod
-    async def _respond(send: Callable, status: int, body: bytes, ctype: str, *, cache: str = "no-store",
-                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()),
-            (b"cache-control", cache.encode()), *SECURITY_HEADERS, *(headers or [])]})
-        await send({"type": "http.response.body", "body": body})
+    def _json(body: Any, headers: Headers = ()) -> Response:
+        return json_response(body, 200, [(b"cache-control", b"no-store"), *SECURITY_HEADERS, *headers])
 
-    async def _json(self, send: Callable, status: int, body: Any,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        await self._respond(send, status, json.dumps(body).encode(), "application/json", headers=headers)
+    async def _page(self, request: Request) -> Response:
+        return self._file(self._index_html, "text/html; charset=utf-8", cache="no-cache")
 
-    @staticmethod
-    def _headers(scope: Scope) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in scope.get("headers", []):
-            out.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
-        return out
+    async def _static_file(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in self._static:
+            raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such file")
+        return self._file(self._static[name], STATIC_FILES[name], cache="no-cache")
 
-    def _same_origin(self, scope: Scope, headers: dict[str, str]) -> bool:
+    async def _no_page(self, request: Request) -> Response:
+        raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such page")
+
+    # -- who asks --------------------------------------------------------------------------------
+    def _check_origin(self, request: Request) -> None:
+        """What every ``/ui/api/`` request passes first, the sign-in too."""
+        headers = request.headers
+        # a browser says where a request comes from: nothing cross-site (another site, a sandboxed
+        # published page) may use the API with the cookie, whatever SameSite does
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            raise HTTPError(403, protocol.ERROR_FORBIDDEN, "cross-site requests are refused")
+        if request.method == "POST":
+            if not self._same_origin(headers.get("origin")):
+                raise HTTPError(403, protocol.ERROR_FORBIDDEN, "cross-origin request refused (Origin)")
+            if not headers.get("content-type", "").startswith("application/json"):
+                raise HTTPError(415, protocol.ERROR_BAD_REQUEST, "send application/json")
+
+    async def _guard(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The signed-in session of a ``/ui/api/`` request: (its key, its record), else 401/403."""
+        self._check_origin(request)
+        cookie = request.headers.get("cookie", "")
+        found = await self._session(cookie)
+        if found is None:  # a stale cookie is cleared
+            raise HTTPError(401, protocol.ERROR_AUTH, "sign in first",
+                            headers=[self._cookie(request, "", 0)] if COOKIE in cookie else ())
+        key, sess = found
+        csrf = request.headers.get("x-csrf-token", "")
+        if request.method == "POST" and not secrets.compare_digest(csrf, sess["csrf"]):
+            raise HTTPError(403, protocol.ERROR_FORBIDDEN, "missing or wrong CSRF token; reload the page")
+        return key, sess
+
+    def _same_origin(self, origin: str | None) -> bool:
         """Whether the request's ``Origin`` is this server's own (see ``origins``)."""
-        origin = headers.get("origin")
         return origin is not None and _origin(origin) in self.origins()
 
     def origins(self) -> frozenset[str]:
@@ -243,8 +240,7 @@ class Dashboard:
             names |= {"localhost", "127.0.0.1", "[::1]"}
         return frozenset(_origin(f"http://{name}:{port}") for name in names)
 
-    async def _session(self, headers: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
-        cookie = headers.get("cookie", "")
+    async def _session(self, cookie: str) -> tuple[str, dict[str, Any]] | None:
         for part in cookie.split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE and value:
@@ -259,104 +255,79 @@ class Dashboard:
         its store by someone else, nor a real one copied under another key or edited)."""
         return self.signer.check(sess.get("sig"), "session", key, sess.get("th"), sess.get("csrf"), sess.get("exp"))
 
-    async def _body(self, receive: Callable, limit: int = 8192) -> Any:
-        data = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Reply(400, protocol.ERROR_BAD_REQUEST, "request interrupted")
-            data += message.get("body", b"")
-            if len(data) > limit:
-                raise _Reply(413, protocol.ERROR_BAD_REQUEST, "request body too large")
-            if not message.get("more_body"):
-                break
-        try:
-            return json.loads(data or b"{}")
-        except ValueError:
-            raise _Reply(400, protocol.ERROR_BAD_REQUEST, "send a JSON body") from None
-
-    def _cookie(self, scope: Scope, value: str, max_age: int) -> tuple[bytes, bytes]:
-        secure = scope.get("scheme") == "https" or self.cfg.base_url.startswith("https:")
+    def _cookie(self, request: Request, value: str, max_age: int) -> tuple[bytes, bytes]:
+        secure = request.scope.get("scheme") == "https" or self.cfg.base_url.startswith("https:")
         attrs = f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
         return b"set-cookie", (attrs + ("; Secure" if secure else "")).encode()
 
     # -- API -----------------------------------------------------------------------------------
-    async def _api(self, scope: Scope, receive: Callable, send: Callable, rest: str, method: str) -> None:
-        headers = self._headers(scope)
-        # a browser says where a request comes from: nothing cross-site (another site, a sandboxed
-        # published page) may use the API with the cookie, whatever SameSite does
-        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            raise _Reply(403, protocol.ERROR_FORBIDDEN, "cross-site requests are refused")
-        if method == "POST":
-            if not self._same_origin(scope, headers):
-                raise _Reply(403, protocol.ERROR_FORBIDDEN, "cross-origin request refused (Origin)")
-            if not headers.get("content-type", "").startswith("application/json"):
-                raise _Reply(415, protocol.ERROR_BAD_REQUEST, "send application/json")
-        if rest == "login":
-            self._allow(method, "POST")
-            return await self._login(scope, receive, send)
-        found = await self._session(headers)
-        if found is None:
-            raise _Reply(401, protocol.ERROR_AUTH, "sign in first",
-                         [self._cookie(scope, "", 0)] if COOKIE in headers.get("cookie", "") else None)
-        key, sess = found
-        if method == "POST" and not secrets.compare_digest(headers.get("x-csrf-token", ""), sess["csrf"]):
-            raise _Reply(403, protocol.ERROR_FORBIDDEN, "missing or wrong CSRF token; reload the page")
-        th = sess["th"]
-        if rest == "session":
-            self._allow(method, "GET")
-            return await self._json(send, 200, {"ok": True, "who": label(th), "csrf": sess["csrf"],
-                                                "redis": self.redis_mode})
-        if rest == "logout":
-            self._allow(method, "POST")
-            await self.sessions.delete(key)
-            return await self._json(send, 200, {"ok": True}, [self._cookie(scope, "", 0)])
-        if rest == "tasks":
-            self._allow(method, "GET")
-            return await self._json(send, 200, await self._list(th, parse_qs(scope.get("query_string", b"").decode())))
-        if rest.startswith("tasks/"):
-            task_id, _, action = rest[len("tasks/"):].partition("/")
-            record = await self.service.owned(task_id, th)
-            if action == "":
-                self._allow(method, "GET")
-                return await self._json(send, 200, self._detail(record))
-            if action == "events":
-                self._allow(method, "GET")
-                query = parse_qs(scope.get("query_string", b"").decode())
-                after = headers.get("last-event-id") or (query.get("after") or ["0"])[0]
-                try:
-                    after_seq = max(0, int(after))
-                except ValueError:
-                    raise _Reply(400, protocol.ERROR_BAD_REQUEST, "after must be a seq") from None
-                return await self._events(receive, send, record, after_seq, key)
-            if action == "log":
-                self._allow(method, "GET")
-                return await self._download(send, record)
-            if action == "cancel":
-                self._allow(method, "POST")
-                return await self._json(send, 200, await self.service.cancel(task_id, th))
-        raise _Reply(404, protocol.ERROR_NOT_FOUND, "no such API route")
-
-    async def _login(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        body = await self._body(receive)
+    async def _login(self, request: Request) -> Response:
+        self._check_origin(request)
+        allow(request, "POST")
+        raw = b"".join([block async for block in chunks(request, LOGIN_BODY_BYTES, "request body too large")])
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise HTTPError(400, protocol.ERROR_BAD_REQUEST, "send a JSON body") from None
         token = body.get("token") if isinstance(body, dict) else None
-        from . import access
-
-        address = access.scope_address(scope)
+        address = access.scope_address(request.scope)
         th, wait = self.server.check_token(token, address)
         if wait:
-            raise _Reply(429, protocol.ERROR_REFUSED, self.server.failures.refusal(address, wait),
-                         [(b"retry-after", str(wait).encode())])
+            raise HTTPError(429, protocol.ERROR_REFUSED, self.server.failures.refusal(address, wait),
+                            headers=[(b"retry-after", str(wait).encode())])
         if th is None:
-            raise _Reply(401, protocol.ERROR_AUTH, "invalid token")
+            raise HTTPError(401, protocol.ERROR_AUTH, "invalid token")
         value = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         key = hashlib.sha256(value.encode()).hexdigest()
         exp = int(time.time()) + SESSION_TTL
         await self.sessions.put(key, {"th": th, "csrf": csrf, "exp": exp,
                                       "sig": self.signer.sign("session", key, th, csrf, exp)})
-        await self._json(send, 200, {"ok": True, "who": label(th), "csrf": csrf},
-                         [self._cookie(scope, value, SESSION_TTL)])
+        return self._json({"ok": True, "who": label(th), "csrf": csrf}, [self._cookie(request, value, SESSION_TTL)])
+
+    async def _session_info(self, request: Request) -> Response:
+        _key, sess = await self._guard(request)
+        allow(request, "GET")
+        return self._json({"ok": True, "who": label(sess["th"]), "csrf": sess["csrf"], "redis": self.redis_mode})
+
+    async def _logout(self, request: Request) -> Response:
+        key, _sess = await self._guard(request)
+        allow(request, "POST")
+        await self.sessions.delete(key)
+        return self._json({"ok": True}, [self._cookie(request, "", 0)])
+
+    async def _tasks(self, request: Request) -> Response:
+        _key, sess = await self._guard(request)
+        allow(request, "GET")
+        return self._json(await self._list(sess["th"], parse_qs(request.url.query)))
+
+    async def _task(self, request: Request) -> Response:
+        key, sess = await self._guard(request)
+        th, task_id = sess["th"], request.path_params["task_id"]
+        record = await self.service.owned(task_id, th)
+        action = request.path_params.get("action", "")
+        if action == "":
+            allow(request, "GET")
+            return self._json(self._detail(record))
+        if action == "events":
+            allow(request, "GET")
+            after = request.headers.get("last-event-id") or (parse_qs(request.url.query).get("after") or ["0"])[0]
+            try:
+                after_seq = max(0, int(after))
+            except ValueError:
+                raise HTTPError(400, protocol.ERROR_BAD_REQUEST, "after must be a seq") from None
+            return RawResponse(lambda receive, send: self._events(receive, send, record, after_seq, key))
+        if action == "log":
+            allow(request, "GET")
+            return self._download(record)
+        if action == "cancel":
+            allow(request, "POST")
+            return self._json(await self.service.cancel(task_id, th))
+        raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
+
+    async def _no_api_route(self, request: Request) -> Response:
+        await self._guard(request)
+        raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
 
     # -- tasks ---------------------------------------------------------------------------------
     def _summary(self, rec: dict[str, Any]) -> dict[str, Any]:
@@ -470,30 +441,33 @@ class Dashboard:
                       session_key: str) -> None:
         await events(self, receive, send, record, after, session_key)
 
-    async def _download(self, send: Callable, record: dict[str, Any]) -> None:
+    def _download(self, record: dict[str, Any]) -> Response:
+        """The whole log as a text file, streamed a batch of messages at a time."""
         task_id = record["taskId"]
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"),
-            (b"content-disposition", f'attachment; filename="{task_id}.log"'.encode()), *SECURITY_HEADERS]})
-        tail = tail_of(self.store, task_id, 0)
-        while True:
-            got = tail.read(BATCH_BYTES)
-            lines, _seq, final = (await got) if asyncio.iscoroutine(got) else got
-            if not lines:
-                break
-            out = []
-            for text in lines:
-                msg = json.loads(text)
-                data = msg.get("data") or {}
-                action, payload = data.get("action"), data.get("payload") or {}
-                if action == protocol.ACTION_LOG:
-                    out.append(str(payload.get("message", "")) + "\n")
-                else:
-                    out.append(f"==> {action}: {payload.get('message', '')}\n")
-            await send({"type": "http.response.body", "body": "".join(out).encode("utf-8"), "more_body": True})
-            if final:
-                break
-        await send({"type": "http.response.body", "body": b""})
+
+        async def text() -> AsyncIterator[bytes]:
+            tail = tail_of(self.store, task_id, 0)
+            while True:
+                got = tail.read(BATCH_BYTES)
+                lines, _seq, final = (await got) if asyncio.iscoroutine(got) else got
+                if not lines:
+                    return
+                out = []
+                for line in lines:
+                    msg = json.loads(line)
+                    data = msg.get("data") or {}
+                    action, payload = data.get("action"), data.get("payload") or {}
+                    if action == protocol.ACTION_LOG:
+                        out.append(str(payload.get("message", "")) + "\n")
+                    else:
+                        out.append(f"==> {action}: {payload.get('message', '')}\n")
+                yield "".join(out).encode("utf-8")
+                if final:
+                    return
+
+        response = StreamingResponse(text(), media_type="text/plain; charset=utf-8")
+        return with_headers(response, [(b"cache-control", b"no-store"), *SECURITY_HEADERS,
+                                       (b"content-disposition", f'attachment; filename="{task_id}.log"'.encode())])
 
 
 class _Artifact(TypedDict):
@@ -531,6 +505,3 @@ def _state_matches(state: Any, wanted: str) -> bool:
         return state in RUNNING_STATES
     return state == wanted
 
-
-def dashboard_url(base_url: str, task_id: str) -> str:
-    return f"{base_url.rstrip('/')}/tasks/{task_id}"

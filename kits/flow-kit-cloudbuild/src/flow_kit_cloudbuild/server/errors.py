@@ -17,11 +17,16 @@ class ServerConfigError(ConfigError):
 
 
 class RequestError(Exception):
-    """A request is refused; ``code`` is one of protocol.ERROR_CODES."""
+    """A request is refused; ``code`` is one of protocol.ERROR_CODES.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``over_http``: what an HTTP reply says instead (``http.error_response``), when a socket's
+    ack may say more than a URL anyone can try (another token's task reads as a missing one).
+    """
+
+    def __init__(self, code: str, message: str, *, over_http: RequestError | None = None) -> None:
         self.code = code
         self.message = message
+        self.over_http = over_http
         super().__init__(message)
 
     def ack(self) -> dict:
@@ -30,6 +35,16 @@ class RequestError(Exception):
 
 def bad_request(message: str) -> RequestError:
     return RequestError(protocol.ERROR_BAD_REQUEST, message)
+
+
+def no_such_task(task_id: str) -> RequestError:
+    return RequestError(protocol.ERROR_NOT_FOUND, f"no such task {task_id} on this server; check the task id")
+
+
+def not_your_task(task_id: str) -> RequestError:
+    """Another token's task: ``forbidden`` in a socket's ack, a missing task over HTTP (404)."""
+    return RequestError(protocol.ERROR_FORBIDDEN, f"task {task_id} was created with another token; use that token",
+                        over_http=no_such_task(task_id))
 
 
 def refused(message: str) -> RequestError:

@@ -35,7 +35,7 @@ from . import housekeeping, policy
 from .artifacts import ArtifactStore
 from .bus import FLUSH_LIMIT, MessageBus, TaskLocks
 from .config import ServerConfig
-from .errors import RequestError, StepFailed
+from .errors import RequestError, StepFailed, no_such_task, not_your_task
 from .pipeline import Paths, Pipeline, TaskChannel
 from .process import LogLimitExceeded, kill_orphaned_groups
 from .queue import JobQueue
@@ -187,10 +187,9 @@ class TaskService:
                                else protocol.ERROR_BAD_REQUEST, "no such task; check the task id")
         record = await self.store.get(task_id)
         if record is None:
-            raise RequestError(protocol.ERROR_NOT_FOUND, f"no task {task_id} on this server; check the task id")
+            raise no_such_task(task_id)
         if not secrets.compare_digest(record.get("tokenHash", ""), token_hash):
-            raise RequestError(protocol.ERROR_FORBIDDEN,
-                               f"task {task_id} was created with another token; use that token")
+            raise not_your_task(task_id)
         return record
 
     async def submit(self, data: Any, token_hash: str) -> str:
@@ -356,7 +355,10 @@ class _Channel:
         return await self.service.emit(self.task_id, action, message, **extra)
 
     async def set_step(self, step: str) -> None:
-        await self.service.store.update(self.task_id, state=step, step=step)
+        fields: dict[str, Any] = {"state": step, "step": step}
+        if step == "prepare":  # the first build step: when the build started (the dashboard shows it)
+            fields["startedAt"] = protocol.now_ms()
+        await self.service.store.update(self.task_id, **fields)
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

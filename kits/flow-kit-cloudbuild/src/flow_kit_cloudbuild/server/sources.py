@@ -6,16 +6,21 @@ URL has one bare mirror under ``<data>/cache/git/<sha256(url)>.git``: the first 
 later tasks only fetch into it and then clone locally from it, which is what makes a second
 publish of the same repository fast.
 
-Uploaded archives are unpacked member by member after checking each one: no absolute paths, no
-``..``, no links that leave the tree, no devices, and bounded size and file count. Headers are
-bounded before tarfile reads them: a GNU long name/link or a pax header declares its size in the
+Uploaded archives are checked member by member before anything is written: no absolute paths,
+no ``..``, no links that leave the tree, no devices, and bounded size and file count; then
+tarfile extracts them with its ``data`` filter (PEP 706). Headers are bounded before tarfile
+reads them (``scan_headers``): a GNU long name/link or a pax header declares its size in the
 header block in front of it, and one over the bound is refused before its data is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bz2
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import shutil
 import stat
@@ -130,71 +135,136 @@ def _short(text: str, limit: int = 100) -> str:
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """A TarInfo whose extended headers are bounded before tarfile reads them.
+_LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+# member types that tarfile reads no data after (for every other member, ``size`` bytes follow)
+_NO_DATA_TYPES = (tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
+                  tarfile.BLKTYPE)
+_BLOCK = tarfile.BLOCKSIZE
+_SKIP_CHUNK = 1024 * 1024
 
-    tarfile reads a GNU long name or a pax header whole (``fileobj.read(size)``, size taken from
-    the header) before anyone sees the member; this refuses an oversized one from its header.
+
+def _tar_stream(archive: Path) -> io.BufferedIOBase:
+    """The archive's tar stream, decompressed by its magic bytes (what tarfile's ``r:*`` reads)."""
+    with open(archive, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(archive, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.open(archive, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(archive, "rb")
+    return open(archive, "rb")
+
+
+def _blocks(size: int) -> int:
+    """Bytes of the blocks that ``size`` bytes of data take in a tar stream."""
+    return -(-size // _BLOCK) * _BLOCK
+
+
+def _skip(stream: io.BufferedIOBase, size: int) -> None:
+    while size > 0:
+        got = stream.read(min(size, _SKIP_CHUNK))
+        if not got:
+            return
+        size -= len(got)
+
+
+def scan_headers(archive: Path) -> None:
+    """Refuse an archive whose extended headers are too large, too many or in too long a chain,
+    or that holds sparse members, from the header blocks alone. Raises StepFailed.
+
+    Why before tarfile, and why by hand: tarfile reads a GNU long name or a pax header whole
+    (``read(size)``, the size taken from its header block) before anyone sees the member it
+    belongs to, so a 2 MB upload could put a 256 MB name in memory; and it reads a pax sparse
+    map (format 1.0) from the member's data without a bound. Its public ``TarInfo.frombuf``
+    parses one 512-byte header block; this walks the decompressed stream block by block the
+    way tarfile will (``size`` bytes of data after each member but links, directories and
+    devices; an extended header's data right after it) and holds at most one bounded
+    extended header in memory. A pax ``size`` record would move the next header away from
+    where its own header says, so it is refused (tar tools write one only for a file of 8 GiB
+    or more, larger than any upload); so is a negative size, which tarfile would read to the end.
     """
-
-    # Unannotated: tarfile's private TarInfo._proc_member is not in typeshed for mypy to check against.
-    def _proc_member(self, tar):
-        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
-                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
-            long_name = self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-            bound = MAX_NAME_BYTES + 1 if long_name else MAX_PAX_BYTES  # + 1: the NUL after a name
-            chain = getattr(tar, "_flow_chain", 0) + 1
-            spent = getattr(tar, "_flow_extended", 0) + max(self.size, 0)
-            if self.size > bound:
-                if long_name:
-                    head = tar.fileobj.read(min(self.size, tarfile.BLOCKSIZE))
-                    text = head.split(b"\0", 1)[0].decode("utf-8", "replace")
-                    raise StepFailed(f"archive entry {_short(text, 60)} has a "
-                                     f"{'path' if self.type == tarfile.GNUTYPE_LONGNAME else 'link target'} "
-                                     f"of {self.size - 1} bytes, over the limit of {MAX_NAME_BYTES}; "
-                                     "use shorter paths")
-                raise StepFailed(f"the archive has a pax header of {self.size} bytes, over the limit of "
-                                 f"{MAX_PAX_BYTES}; create the archive without large extended headers")
-            if chain > MAX_HEADER_CHAIN:
-                raise StepFailed(f"the archive has more than {MAX_HEADER_CHAIN} extended headers in front "
-                                 "of one entry; create the archive with a standard tar")
-            if spent > MAX_EXTENDED_TOTAL:
-                raise StepFailed(f"the archive's long-name and pax headers add up to more than "
-                                 f"{MAX_EXTENDED_TOTAL} bytes; upload fewer files or use shorter paths")
-            tar._flow_chain, tar._flow_extended = chain, spent
-        elif self.type == tarfile.GNUTYPE_SPARSE:
-            raise StepFailed(f"archive entry {_short(self.name)} is a sparse file; archive it as a plain file")
-        else:
-            tar._flow_chain = 0
-        member = super()._proc_member(tar)  # type: ignore[misc]  # tarfile private, not in typeshed
-        for what, value in (("path", member.name), ("link target", member.linkname)):
-            if len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-                raise StepFailed(f"archive entry {_short(member.name, 60)} has a {what} of more than "
-                                 f"{MAX_NAME_BYTES} bytes; use shorter paths")
-        member.pax_headers = {}  # applied already; 100,000 members must not each keep 64 KiB
-        return member
-
-    def _sparse_refused(self, member, *args):
-        raise StepFailed(f"archive entry {_short(member.name)} is a sparse file; archive it as a plain file")
-
-    # pax GNU sparse formats 0.0, 0.1 and 1.0 (1.0 reads its map from the member's data, unbounded)
-    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse_refused
+    chain = spent = 0
+    sparse = False
+    with _tar_stream(archive) as stream:
+        while True:
+            block = stream.read(_BLOCK)
+            if len(block) < _BLOCK or not block.strip(b"\0"):
+                return  # the end (or a cut-off archive, which tarfile reports)
+            try:
+                info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+            except tarfile.HeaderError:
+                return  # tarfile stops at the same block (or refuses the archive)
+            if info.size < 0:
+                raise StepFailed(f"archive entry {_short(info.name)} has a negative size; "
+                                 "upload a .tar.gz of the project made with a standard tar")
+            if info.type in _LONG_TYPES or info.type in _PAX_TYPES:
+                long_name = info.type in _LONG_TYPES
+                bound = MAX_NAME_BYTES + 1 if long_name else MAX_PAX_BYTES  # + 1: the NUL after a name
+                chain += 1
+                spent += info.size
+                if info.size > bound:
+                    if long_name:
+                        head = stream.read(min(info.size, _BLOCK))
+                        text = head.split(b"\0", 1)[0].decode("utf-8", "replace")
+                        raise StepFailed(f"archive entry {_short(text, 60)} has a "
+                                         f"{'path' if info.type == tarfile.GNUTYPE_LONGNAME else 'link target'} "
+                                         f"of {info.size - 1} bytes, over the limit of {MAX_NAME_BYTES}; "
+                                         "use shorter paths")
+                    raise StepFailed(f"the archive has a pax header of {info.size} bytes, over the limit of "
+                                     f"{MAX_PAX_BYTES}; create the archive without large extended headers")
+                if chain > MAX_HEADER_CHAIN:
+                    raise StepFailed(f"the archive has more than {MAX_HEADER_CHAIN} extended headers in front "
+                                     "of one entry; create the archive with a standard tar")
+                if spent > MAX_EXTENDED_TOTAL:
+                    raise StepFailed(f"the archive's long-name and pax headers add up to more than "
+                                     f"{MAX_EXTENDED_TOTAL} bytes; upload fewer files or use shorter paths")
+                data = stream.read(_blocks(info.size))[:info.size]  # bounded just above
+                if not long_name:
+                    # tarfile's keyword is the bytes between a record's length and "=", so a
+                    # record it reads as "size" or "GNU.sparse.*" has these bytes in it
+                    if b" size=" in data:
+                        raise StepFailed("the archive has a pax header that sets an entry's size (a file of "
+                                         "8 GiB or more); upload less")
+                    sparse = sparse or b" GNU.sparse." in data
+                continue
+            if sparse or info.type == tarfile.GNUTYPE_SPARSE:
+                raise StepFailed(f"archive entry {_short(info.name)} is a sparse file; archive it as a plain file")
+            chain = 0
+            if info.type not in _NO_DATA_TYPES:
+                _skip(stream, _blocks(info.size))
 
 
 def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> int:
-    """Safely unpack a .tar.gz into ``dest``; return the number of files. Raises StepFailed."""
+    """Safely unpack a .tar.gz into ``dest``; return the number of files. Raises StepFailed.
+
+    Three passes: ``scan_headers`` bounds the extended headers before tarfile reads any; then
+    tarfile lists the members, each checked (path, link target, type, count, total size); then
+    ``extractall`` with a filter built on tarfile's ``data_filter`` (PEP 706), which refuses
+    again whatever would land outside ``dest``, and gives files the modes the build reads them
+    with (``0644``, ``0755`` when the owner may run it; directories ``0755``).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     total = count = 0
     try:
-        with tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo) as tar:
+        scan_headers(archive)
+        with tarfile.open(archive, "r:*") as tar:
             members = []
             names: set[str] = set()
             for m in tar:
+                for what, value in (("path", m.name), ("link target", m.linkname)):
+                    if len(value.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                        raise StepFailed(f"archive entry {_short(m.name, 60)} has a {what} of more than "
+                                         f"{MAX_NAME_BYTES} bytes; use shorter paths")
+                m.pax_headers = {}  # applied already; 100,000 members must not each keep 64 KiB
                 count += 1
                 if count > max_files:
                     raise StepFailed(f"the archive holds more than {max_files} entries; upload fewer files")
                 name = _member_name(m.name)
+                if name == ".":
+                    continue  # the project directory itself: dest
                 if m.isdir():
                     names.add(name)
                     members.append(m)
@@ -207,6 +277,8 @@ def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int)
                         raise StepFailed(f"archive entry {_short(name)} is a hard link to "
                                          f"{_short(m.linkname)}, which is not an earlier file of the "
                                          "archive; remove it")
+                elif m.issparse():
+                    raise StepFailed(f"archive entry {_short(name)} is a sparse file; archive it as a plain file")
                 elif not m.isreg():
                     raise StepFailed(f"archive entry {_short(name)} is not a file, directory or link; remove it")
                 total += max(m.size, 0)
@@ -214,11 +286,10 @@ def unpack_archive(archive: Path, dest: Path, *, max_bytes: int, max_files: int)
                     raise StepFailed(f"the archive unpacks to more than {max_bytes} bytes; upload less")
                 names.add(name)
                 members.append(m)
-            for m in members:
-                _extract(tar, m, root)
+            tar.extractall(root, members=members, filter=_data_filter)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise StepFailed(f"the uploaded archive cannot be unpacked ({type(exc).__name__}: "
-                         f"{str(exc)[:100]}); "
+                         f"{' '.join(str(exc).split())[:100]}); "
                          "upload a .tar.gz of the project") from None
     return count
 
@@ -241,35 +312,12 @@ def _check_link(name: str, target: str) -> None:
                          "project; remove it")
 
 
-def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> None:
-    name = _member_name(m.name)
-    if name == ".":
-        return
-    dest = root.joinpath(*name.split("/"))
-    parent = dest.parent.resolve()
-    if parent != root and root not in parent.parents:
-        raise StepFailed(f"archive entry {_short(m.name)} would be written outside the project "
-                         "(through a link); remove the link")
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        dest.unlink()
-    if m.isdir():
-        dest.mkdir(parents=True, exist_ok=True)
-        return
-    parent.mkdir(parents=True, exist_ok=True)
-    if m.issym():
-        os.symlink(m.linkname, dest)
-    elif m.islnk():
-        src = root.joinpath(*_member_name(m.linkname).split("/"))
-        if src.is_symlink() or not src.is_file():
-            raise StepFailed(f"archive entry {_short(m.name)} links to something that is not a file; "
-                             "remove it")
-        shutil.copyfile(src, dest)
-    else:
-        f = tar.extractfile(m)
-        if f is None:
-            raise StepFailed(f"archive entry {_short(m.name)} cannot be read")
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with f, os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(f, out, 1024 * 1024)
-        if m.mode & stat.S_IXUSR:
-            os.chmod(dest, 0o755)
+def _data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tarfile's ``data`` filter (no absolute paths, nothing outside ``path``, no devices, no
+    setuid bits, no owners), with the modes the build's user reads files and directories by."""
+    checked = tarfile.data_filter(member, path)
+    if checked.isreg():
+        return checked.replace(mode=0o755 if member.mode & stat.S_IXUSR else 0o644, deep=False)
+    if checked.isdir():
+        return checked.replace(mode=0o755, deep=False)
+    return checked

@@ -5,15 +5,22 @@ per task under ``<data>/tasks/<taskId>/`` holding ``task.json`` (the record, rep
 atomically) and ``messages.jsonl`` (one message per line, appended and flushed as it is made).
 A restart therefore keeps all history. Task ids are server-made hex strings, checked before
 they are ever joined to a path.
+
+**Change events.** A store calls its ``listeners`` after each record it wrote: ``("created",
+record)`` and ``("updated", record)`` with the record as stored. Whoever keeps something derived
+from records (the dashboard's index of tasks per token) subscribes by appending to the list,
+instead of wrapping ``create``/``update``; a listener's failure is logged and never fails the
+write (a publish must not fail because of the dashboard).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -30,14 +37,30 @@ _SEQ_RE = re.compile(r'\{"meta":\{"timestamp":-?\d+,"taskId":"[0-9a-f]+","seq":(
 _SEQ_RE_BYTES = re.compile(_SEQ_RE.pattern.encode())
 READ_BATCH_BYTES = 1024 * 1024  # bytes of a log read at once by a replay (a worker thread's turn)
 T = TypeVar("T")
+#: A store's change event: ("created" | "updated", the record as stored).
+TaskListener = Callable[[str, dict[str, Any]], Awaitable[None]]
+CREATED, UPDATED = "created", "updated"
+log = logging.getLogger("flow_kit_cloudbuild.server")
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record.get(k) for k in PUBLIC_FIELDS}
 
 
+async def notify(listeners: Iterable[TaskListener], event: str, record: dict[str, Any]) -> None:
+    """Tell each listener of a written record; one that fails is logged, the write stands."""
+    for listener in list(listeners):
+        try:
+            await listener(event, record)
+        except Exception:
+            log.exception("a listener of the task store failed on %s task %s", event, record.get("taskId"))
+
+
 class TaskStore(Protocol):
     """Where task records and messages live. A Redis implementation can replace the file one."""
+
+    #: called after every ``create`` and ``update`` (see "Change events" above)
+    listeners: list[TaskListener]
 
     async def create(self, record: dict[str, Any]) -> None:
         """Store a new task record (``record["taskId"]`` is new)."""
@@ -72,8 +95,9 @@ class FileTaskStore:
     last seq of a log) run in worker threads, a batch at a time.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, listeners: Iterable[TaskListener] = ()) -> None:
         self.root = root
+        self.listeners: list[TaskListener] = list(listeners)
         root.mkdir(parents=True, exist_ok=True)
         self._seq: dict[str, int] = {}
         self._files: dict[str, IO[str]] = {}  # open logs; used on the writer thread only
@@ -94,6 +118,7 @@ class FileTaskStore:
         await self._write_op(self._create_files, record["taskId"], _record_bytes(record))
         self._records[record["taskId"]] = record
         self._seq[record["taskId"]] = 0
+        await notify(self.listeners, CREATED, {**record, "lastSeq": 0})
 
     def _create_files(self, task_id: str, body: bytes) -> None:
         d = self._dir(task_id)
@@ -157,7 +182,9 @@ class FileTaskStore:
             raise KeyError(task_id)
         record.update(fields)
         await self._write_op(self._write_record, task_id, _record_bytes(record))
-        return {**record, "lastSeq": await self._last_seq(task_id)}
+        stored = {**record, "lastSeq": await self._last_seq(task_id)}
+        await notify(self.listeners, UPDATED, stored)
+        return stored
 
     async def append(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
         seq = await self._last_seq(task_id) + 1

@@ -29,11 +29,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from .... import protocol
 from ...policy import is_id
+from ...store import CREATED, UPDATED, TaskListener, notify
 
 PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
@@ -106,8 +107,10 @@ def message_of(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 class RedisTaskStore:
     """``TaskStore`` on Redis (see the module docstring for the keys)."""
 
-    def __init__(self, redis: Any, retention: float | None = RETENTION, signer: Any = None) -> None:
+    def __init__(self, redis: Any, retention: float | None = RETENTION, signer: Any = None,
+                 listeners: Iterable[TaskListener] = ()) -> None:
         self.redis = redis
+        self.listeners: list[TaskListener] = list(listeners)  # told of this process's writes (store.py)
         self.retention = retention
         self.signer = signer  # access.Signer; None (tests of the store alone): nothing signed or checked
         self._warned: set[str] = set()  # what was reported as unsigned (once each: readers poll)
@@ -124,6 +127,7 @@ class RedisTaskStore:
         if self.signer is not None:
             body["sig"] = self._record_sig(body)
         await self.redis.hset(key(task_id), mapping=_encode(body))
+        await notify(self.listeners, CREATED, {**body, "lastSeq": 0})
 
     def _record_sig(self, record: dict[str, Any]) -> str:
         return self.signer.sign("task", *(record.get(f) for f in SIGNED_FIELDS))
@@ -185,6 +189,7 @@ class RedisTaskStore:
         record = await self.get(task_id)
         if record is None:
             raise KeyError(task_id)
+        await notify(self.listeners, UPDATED, record)
         return record
 
     async def append(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
