@@ -40,8 +40,8 @@ sys.path[:0] = [str(KIT / "src"), str(KIT / "tests")]
 
 from npm_registry import StaticNpmRegistry  # noqa: E402
 
-from flow_kit_cloudbuild.server import egress  # noqa: E402
-from flow_kit_cloudbuild.server.sandbox import Sandbox, SandboxSpec  # noqa: E402
+from flow_kit_cloudbuild.server.runtime import egress  # noqa: E402
+from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec  # noqa: E402
 
 TREE = {"eslint": "8.57.0", "express": "4.21.2"}
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flow-bench-egress"

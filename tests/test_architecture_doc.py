@@ -50,15 +50,6 @@ DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 PATH = re.compile(r"[\w./<>*-]+(?:\.py|/)")
 
 
-def skip_until_server_move() -> None:
-    """The page describes the cloud-build server in its subpackages by concern (``http/``,
-    ``tasks/``, ``runtime/``, ``storage/``, ``dashboard/``); until that move lands, its part of
-    the page cannot be checked. Remove this function and its calls once it has."""
-    if not (SOURCES[CLOUD] / "server" / "tasks").is_dir():
-        pytest.skip("flow_kit_cloudbuild/server/ is not split into subpackages yet "
-                    "(server/tasks/ is missing): the page cites the new module paths")
-
-
 def cited() -> list[str]:
     return CODE.findall(DOC.read_text(encoding="utf-8"))
 
@@ -217,7 +208,6 @@ def test_cited_module_paths_exist() -> None:
                 and not (path.is_file() if text.endswith(".py") else (path / "__init__.py").is_file())]
 
     assert not problems(cloud=False), f"docs/architecture.md cites missing modules: {problems(False)}"
-    skip_until_server_move()
     assert not problems(cloud=True), f"docs/architecture.md cites missing modules: {problems(True)}"
 
 
@@ -232,7 +222,6 @@ def test_cited_names_exist() -> None:
         else:
             missing_here.append(name)
     assert not missing_here, f"docs/architecture.md cites names the code lacks: {missing_here}"
-    skip_until_server_move()
     assert not missing_cloud, f"docs/architecture.md cites names the code lacks: {missing_cloud}"
 
 
@@ -250,7 +239,6 @@ def test_every_module_is_cited() -> None:
         return sorted(out)
 
     assert not uncited(cloud=False), f"modules docs/architecture.md does not name: {uncited(False)}"
-    skip_until_server_move()
     assert not uncited(cloud=True), f"modules docs/architecture.md does not name: {uncited(True)}"
 
 

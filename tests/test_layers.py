@@ -14,6 +14,7 @@ that only run on some paths.
 from __future__ import annotations
 
 import ast
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,15 +85,44 @@ def import_graph(package: str) -> dict[str, dict[str, int]]:
     return graph
 
 
+def part_of(package: str, module: str) -> str:
+    """The part of ``package`` holding ``module``: its first name below the package (a
+    subpackage or a module), ``__init__`` for the package itself."""
+    return module[len(package) + 1:].split(".")[0] if module != package else "__init__"
+
+
 def layer_of(package: str, module: str, layers: list[list[str]]) -> int:
-    """The index of the layer holding ``module``: its first part below the package (a subpackage
-    or a top-level module; ``__init__`` for the package itself)."""
-    rest = module[len(package) + 1:] if module != package else "__init__"
-    part = rest.split(".")[0]
+    """The index of the layer holding ``module``'s part of ``package``."""
+    part = part_of(package, module)
     for index, parts in enumerate(layers):
         if part in parts:
             return index
-    raise AssertionError(f"{module} is in no layer of [tool.flowcore.layers].{package}: add its part to one")
+    raise AssertionError(f"{module} is in no layer of [tool.flowcore.layers].{package}: add {part!r} to one")
+
+
+def inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def upward_imports(top: str) -> list[str]:
+    """Every import of ``top``'s modules that points up a declared order. An import is judged by
+    the deepest declared package holding both ends (``flow_kit_cloudbuild.server`` for two
+    server modules, ``flow_kit_cloudbuild`` for a server module importing the protocol); two
+    modules in the same part of it are not ordered there."""
+    declared = {name: layers for name, layers in declared_layers().items() if inside(name, top)}
+    found = []
+    for module, edges in sorted(import_graph(top).items()):
+        for name in declared:
+            if inside(module, name):
+                layer_of(name, module, declared[name])  # every module is in a layer
+        for target, line in sorted(edges.items()):
+            common = max((n for n in declared if inside(module, n) and inside(target, n)), key=len)
+            layers = declared[common]
+            mine, theirs = layer_of(common, module, layers), layer_of(common, target, layers)
+            if theirs > mine:
+                found.append(f"{module} (line {line}) imports {target}: layer {' '.join(layers[mine])} "
+                             f"of {common} may not import layer {' '.join(layers[theirs])}")
+    return found
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -132,16 +162,7 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 @pytest.mark.parametrize("package", sorted(SOURCES))
 def test_every_import_points_down_the_declared_layers(package: str) -> None:
-    layers = declared_layers()[package]
-    graph = import_graph(package)
-    upward = []
-    for module, edges in sorted(graph.items()):
-        mine = layer_of(package, module, layers)
-        for target, line in sorted(edges.items()):
-            theirs = layer_of(package, target, layers)
-            if theirs > mine:
-                upward.append(f"{module} (line {line}) imports {target}: "
-                              f"layer {' '.join(layers[mine])} may not import layer {' '.join(layers[theirs])}")
+    upward = upward_imports(package)
     assert not upward, "imports pointing up the layer order:\n" + "\n".join(upward)
 
 
@@ -166,3 +187,7 @@ def test_the_checker_sees_deferred_and_type_checking_imports(tmp_path: Path, mon
     assert graph["demo.high"] == {"demo.low.a": 3}
     assert cycles(graph) == [["demo.high", "demo.low.a"]]
     assert layer_of("demo", "demo.high", [["low"], ["high"]]) == 1
+    monkeypatch.setattr(sys.modules[__name__], "declared_layers",
+                        lambda: {"demo": [["low"], ["high", "__init__"]]})
+    assert upward_imports("demo") == [
+        "demo.low.a (line 2) imports demo.high: layer low of demo may not import layer high __init__"]

@@ -39,14 +39,14 @@ from cloudbuild_server_support import TOKEN, Client, ServerProc, final, http_get
 from npm_registry import StaticNpmRegistry
 from tls_support import make_ca
 
-from flow_kit_cloudbuild.server import egress
-from flow_kit_cloudbuild.server.egress import (
+from flow_kit_cloudbuild.server.registry_hosts import parse_registry_host, parse_registry_hosts
+from flow_kit_cloudbuild.server.runtime import egress
+from flow_kit_cloudbuild.server.runtime.egress import (
     EgressPolicy,
     EgressProxy,
     Refused,
     address_problem,
 )
-from flow_kit_cloudbuild.server.registry_hosts import parse_registry_host, parse_registry_hosts
 from package_index import build_simple_index
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run)")
@@ -302,7 +302,7 @@ def test_the_proxy_bounds_connections_and_idle_time():
 
 
 def test_the_sandbox_argv_binds_the_socket_and_runs_the_relay(tmp_path):
-    from flow_kit_cloudbuild.server.sandbox import Sandbox, SandboxSpec
+    from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec
 
     sb = Sandbox()
     ca = tmp_path / "ca.pem"

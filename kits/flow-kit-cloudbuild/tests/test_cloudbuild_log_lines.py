@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from flow_kit_cloudbuild import protocol  # noqa: E402
 from flow_kit_cloudbuild.client import session as session_mod  # noqa: E402
-from flow_kit_cloudbuild.server import process  # noqa: E402
+from flow_kit_cloudbuild.server.runtime import process  # noqa: E402
 
 
 def one_line_at_a_time(data: bytes, max_line: int) -> list[str]:
@@ -174,7 +174,7 @@ def test_a_final_message_behind_the_disconnect_still_ends_the_follow(monkeypatch
 def test_the_limit_hint_of_a_batch_is_that_of_its_first_line_naming_one():
     import re
 
-    from flow_kit_cloudbuild.server import pipeline
+    from flow_kit_cloudbuild.server.tasks import pipeline
 
     def line_by_line(lines: list[str]) -> str:
         for line in lines:

@@ -32,7 +32,7 @@ from cloudbuild_server_support import (
 
 from flow_kit_cloudbuild.client import http as client_http  # noqa: E402
 from flow_kit_cloudbuild.client.errors import PublishError  # noqa: E402
-from flow_kit_cloudbuild.server import uids  # noqa: E402
+from flow_kit_cloudbuild.server.runtime import uids  # noqa: E402
 
 MiB = 1024 * 1024
 THIRD_TOKEN = "test-token-charlie"

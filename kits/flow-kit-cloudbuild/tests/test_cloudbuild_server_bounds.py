@@ -35,7 +35,7 @@ from cloudbuild_server_support import (
 from flow_kit_cloudbuild.server import policy  # noqa: E402
 from flow_kit_cloudbuild.server.config import ServerConfig  # noqa: E402
 from flow_kit_cloudbuild.server.errors import RequestError, StepFailed  # noqa: E402
-from flow_kit_cloudbuild.server.sources import MAX_NAME_BYTES, MAX_PAX_BYTES, unpack_archive  # noqa: E402
+from flow_kit_cloudbuild.server.tasks.sources import MAX_NAME_BYTES, MAX_PAX_BYTES, unpack_archive  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -230,7 +230,7 @@ def test_the_sweep_keeps_a_used_uploads_record_as_long_as_its_task(tmp_path):
     import asyncio
     from types import SimpleNamespace
 
-    from flow_kit_cloudbuild.server import housekeeping
+    from flow_kit_cloudbuild.server.tasks import housekeeping
 
     uploads = tmp_path / "uploads"
     uploads.mkdir()

@@ -25,7 +25,7 @@ import websocket
 from cloudbuild_server_support import free_port
 from socketio.exceptions import ConnectionRefusedError
 
-from flow_kit_cloudbuild.server import sio_adapter
+from flow_kit_cloudbuild.server.http import sio_adapter
 
 INSTALLED = f"python-socketio {version('python-socketio')}, python-engineio {version('python-engineio')}"
 

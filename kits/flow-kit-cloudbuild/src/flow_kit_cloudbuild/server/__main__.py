@@ -1,3 +1,3 @@
-from .cli import main
+from flow_kit_cloudbuild.server.cli import main
 
 main()

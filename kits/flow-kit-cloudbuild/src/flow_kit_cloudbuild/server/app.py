@@ -15,16 +15,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import protocol
-from . import access, http, sio_adapter
-from .artifacts import ArtifactStore
-from .config import ServerConfig
-from .dashboard import Dashboard
-from .errors import RequestError, bad_request
-from .http_api import ApiRoutes
-from .queue import JobQueue
-from .service import TaskService, public
-from .store import TaskStore
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.dashboard.pages import Dashboard
+from flow_kit_cloudbuild.server.errors import RequestError, bad_request
+from flow_kit_cloudbuild.server.http import access, sio_adapter
+from flow_kit_cloudbuild.server.http import responses as http
+from flow_kit_cloudbuild.server.http.api import ApiRoutes
+from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore
+from flow_kit_cloudbuild.server.tasks.queue import JobQueue
+from flow_kit_cloudbuild.server.tasks.service import TaskService, public
+from flow_kit_cloudbuild.server.tasks.store import TaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 Scope = dict[str, Any]
@@ -51,11 +52,11 @@ class Server:
             on_open=lambda conn, scope: self.handshakes.opened(conn.id, access.scope_address(scope)),
             on_close=lambda conn: self.handshakes.closed(conn.id))
         if redis is not None:  # the service's parts, per mode (backends/)
-            from . import roles
+            from flow_kit_cloudbuild.server.backends import redis as redis_backend
 
-            self.service: TaskService = roles.make_service(cfg, redis, self.sio, self.gate)
+            self.service: TaskService = redis_backend.make_service(cfg, redis, self.sio, self.gate)
         else:
-            from .backends import embedded
+            from flow_kit_cloudbuild.server.backends import embedded
 
             self.service = embedded.make_service(cfg, self.sio, self.gate, store=store, queue=queue,
                                                  artifacts=artifacts)
@@ -199,7 +200,7 @@ class Server:
 def create_app(cfg: ServerConfig, redis: Any = None) -> Server:
     """Build the server for ``cfg``; serve ``create_app(cfg).asgi`` with any ASGI server.
 
-    ``redis`` (a ``roles.RedisOptions``) moves state, queue and fan-out to Redis.
+    ``redis`` (a ``roles.RedisOptions``) moves state, queue and log delivery to Redis.
     """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     return Server(cfg, redis=redis)

@@ -21,10 +21,8 @@ from typing import Any, TypeVar
 
 import click
 
-from flowcore.api import FlowError
-
-from .. import __version__, protocol
-from .config import (
+from flow_kit_cloudbuild import __version__, protocol
+from flow_kit_cloudbuild.server.config import (
     GENERATE_SECRET,
     MIN_TOKEN_LENGTH,
     ServerConfig,
@@ -36,8 +34,9 @@ from .config import (
     read_secret,
     read_tokens,
 )
-from .errors import ServerConfigError
-from .sandbox import make_sandbox
+from flow_kit_cloudbuild.server.errors import ServerConfigError
+from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
+from flowcore.api import FlowError
 
 #: A click command callback being decorated with options (each option keeps its type).
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -119,7 +118,7 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
     if opts.get("no_cgroups"):
         cfg.build_cgroups = False
     if opts.get("registry_hosts"):
-        from .registry_hosts import parse_registry_hosts
+        from flow_kit_cloudbuild.server.registry_hosts import parse_registry_hosts
 
         try:
             parse_registry_hosts(opts["registry_hosts"])
@@ -133,8 +132,8 @@ def apply_sandbox_options(cfg: ServerConfig, opts: dict, secrets: tuple[Path | N
                    "access to its files, tokens and other tenants' artifacts; use it only on a trusted "
                    "single-user machine", err=True)
         return
-    from .cgroups import CgroupsUnavailable
-    from .sandbox import SandboxUnavailable
+    from flow_kit_cloudbuild.server.runtime.cgroups import CgroupsUnavailable
+    from flow_kit_cloudbuild.server.runtime.sandbox import SandboxUnavailable
 
     if not cfg.build_cgroups:
         click.echo("flow-cloudbuild-server: warning: --no-cgroups: a build's memory (its /tmp included), CPU and "
@@ -263,8 +262,8 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
     if redis_url:
-        from .backends.redis import connect
-        from .roles import RedisOptions
+        from flow_kit_cloudbuild.server.backends.redis import connect
+        from flow_kit_cloudbuild.server.backends.redis.roles import RedisOptions
 
         if secret_file is None:
             raise ServerConfigError(
@@ -314,7 +313,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
                                 "Pick another --port or stop what uses it") from None
     cfg.port = sock.getsockname()[1]
     if redis_opts is not None:  # the shared-dir probe: refuse before listening
-        from .roles import join
+        from flow_kit_cloudbuild.server.backends.redis.roles import join
 
         join(cfg, redis_opts)
 
@@ -322,7 +321,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
 
     import uvicorn
 
-    from .app import create_app
+    from flow_kit_cloudbuild.server.app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = create_app(cfg, redis=redis_opts)
@@ -331,7 +330,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
     if generated:
         click.echo(f"token: {generated} (kept in {cfg.data_dir / 'server-token'})")
     if redis_opts is not None:
-        from .backends.redis.connect import redact
+        from flow_kit_cloudbuild.server.backends.redis.connect import redact
 
         click.echo(f"redis: {redact(redis_opts.url)} (role {role})")
     sys.stdout.flush()

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
-from .errors import ServerConfigError
-from .registry_hosts import DEFAULT_REGISTRY_HOSTS
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.errors import ServerConfigError
+from flow_kit_cloudbuild.server.registry_hosts import DEFAULT_REGISTRY_HOSTS
 
 #: Build command shapes allowed by default. ``<script>`` stands for the name of a script that
 #: exists in the project's package.json (checked after download, before install).
@@ -110,7 +110,7 @@ class ServerConfig:
     max_pending_uploads: int = 16          # per token, not yet published
     upload_retention_hours: float = 1.0    # an upload no task used is deleted after this
     retention_days: float = 30.0           # finished tasks and their artifacts; 0: keep forever
-    # What signs sessions and Redis records (access.Signer): --secret-file, shared by every process
+    # What signs sessions and Redis records (signing.Signer): --secret-file, shared by every process
     # of a Redis deployment; an embedded server without one makes its own for each run (its
     # sessions live in memory and end with the process anyway).
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -283,7 +283,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")
             setattr(cfg, attr, data[key])
     if "registry-hosts" in data:
-        from .registry_hosts import parse_registry_hosts
+        from flow_kit_cloudbuild.server.registry_hosts import parse_registry_hosts
 
         v = data["registry-hosts"]
         try:

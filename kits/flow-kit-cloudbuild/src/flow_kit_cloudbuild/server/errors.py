@@ -7,9 +7,8 @@ with the cause and the fix.
 
 from __future__ import annotations
 
+from flow_kit_cloudbuild import protocol
 from flowcore.api import ConfigError
-
-from .. import protocol
 
 
 class ServerConfigError(ConfigError):

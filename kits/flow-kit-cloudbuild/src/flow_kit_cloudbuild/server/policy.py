@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
-from .. import protocol
-from .config import ServerConfig
-from .errors import RequestError, StepFailed, bad_request, refused
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.errors import RequestError, StepFailed, bad_request, refused
 
 SCRIPT = "<script>"
 _SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,99}$")

@@ -14,5 +14,5 @@ companions     none                                          ``redis.members``: 
 =============  ===========================================  ==============================================
 
 ``embedded.make_service`` and ``redis.make_service`` assemble one ``service.TaskService`` from
-them (``app.Server`` calls the one for its mode; ``roles.make_service`` is the Redis one).
+them (``app.Server`` calls the one for its mode; ``backends.redis.make_service`` is the Redis one).
 """

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ... import protocol
-from ..artifacts import ArtifactStore, LocalArtifactStore
-from ..bus import Hub, TaskLocks
-from ..config import ServerConfig
-from ..queue import InProcessQueue, JobQueue
-from ..service import TaskService
-from ..store import FileTaskStore, TaskStore
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore, LocalArtifactStore
+from flow_kit_cloudbuild.server.tasks.bus import Hub, TaskLocks
+from flow_kit_cloudbuild.server.tasks.queue import InProcessQueue, JobQueue
+from flow_kit_cloudbuild.server.tasks.service import TaskService
+from flow_kit_cloudbuild.server.tasks.store import FileTaskStore, TaskStore
 
 
 def make_service(cfg: ServerConfig, sio: Any, gate: Any, *, store: TaskStore | None = None,

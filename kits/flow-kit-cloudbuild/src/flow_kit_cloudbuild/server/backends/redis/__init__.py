@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...bus import TaskLocks
-from ...pipeline import Paths
-from ...roles import membership, shared_path
-from ...service import TaskService
-from .artifacts import SharedArtifactStore
-from .locks import RedisLocks
-from .members import NoWorkerWatch, Presence
-from .queue import RedisStreamQueue
-from .run_policy import RedisPolicy
-from .store import RedisTaskStore
-from .streams import make_bus
+from flow_kit_cloudbuild.server.backends.redis.artifacts import SharedArtifactStore
+from flow_kit_cloudbuild.server.backends.redis.locks import RedisLocks
+from flow_kit_cloudbuild.server.backends.redis.members import NoWorkerWatch, Presence
+from flow_kit_cloudbuild.server.backends.redis.queue import RedisStreamQueue
+from flow_kit_cloudbuild.server.backends.redis.roles import membership, shared_path
+from flow_kit_cloudbuild.server.backends.redis.run_policy import RedisPolicy
+from flow_kit_cloudbuild.server.backends.redis.store import RedisTaskStore
+from flow_kit_cloudbuild.server.backends.redis.streams import make_bus
+from flow_kit_cloudbuild.server.tasks.bus import TaskLocks
+from flow_kit_cloudbuild.server.tasks.pipeline import Paths
+from flow_kit_cloudbuild.server.tasks.service import TaskService
 
 
 def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
@@ -35,7 +35,7 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
     (``gate``: the ``sio_adapter.SocketGate`` in front of ``sio``)."""
     import redis.asyncio as aioredis
 
-    from ...access import Signer
+    from flow_kit_cloudbuild.server.signing import Signer
 
     signer = Signer(cfg.secret)  # --secret-file: what this process writes, the others check
     shared = shared_path(cfg, opts)
@@ -59,7 +59,7 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
                           bus=bus, locks=locks, paths=paths,
                           policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
     if service.sandbox is not None:  # one record of build uids for the whole deployment
-        from ...uids import RedisUidAllocator
+        from flow_kit_cloudbuild.server.runtime.uids import RedisUidAllocator
 
         service.sandbox.uids = RedisUidAllocator(r, *cfg.build_uid_range)
     service.companions.append(Presence(r, membership(cfg, opts), opts.heartbeat_timeout))

@@ -5,7 +5,7 @@ can produce hundreds of megabytes, which do not belong in Redis's memory. Across
 directory must be shared storage (NFS, a mounted volume). Only the prod release index moves to
 Redis (hash ``flowcb:releases``), so that "is name+version released?" and "record this release"
 are single atomic commands that every worker sees at once. A release's value is
-``<task id> <signature>`` (``access.Signer``): one written into Redis without the server secret
+``<task id> <signature>`` (``signing.Signer``): one written into Redis without the server secret
 is no release, so it cannot block a name's prod publish ("exists") or claim it for a task.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import LocalArtifactStore
+from flow_kit_cloudbuild.server.storage.artifacts import LocalArtifactStore
 
 RELEASES = "flowcb:releases"
 
@@ -23,7 +23,7 @@ class SharedArtifactStore(LocalArtifactStore):
     def __init__(self, root: Path, redis: Any, signer: Any = None) -> None:
         super().__init__(root)
         self.redis = redis
-        self.signer = signer  # access.Signer; None: releases are neither signed nor checked
+        self.signer = signer  # signing.Signer; None: releases are neither signed nor checked
 
     async def find_release(self, name: str, version: str) -> str | None:
         got = await self.redis.hget(RELEASES, f"{name}\n{version}")

@@ -19,7 +19,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from ...errors import ServerConfigError
+from flow_kit_cloudbuild.server.errors import ServerConfigError
 
 URL_ENV = "FLOW_CLOUDBUILD_REDIS_URL"
 SCHEMES = ("redis", "rediss", "unix")

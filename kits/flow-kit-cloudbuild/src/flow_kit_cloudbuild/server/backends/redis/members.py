@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .... import protocol
-from ...errors import ServerConfigError
-from .queue import GROUP, PARKED, STREAM
-from .stopping import stop_tasks
-from .store import RETENTION, key
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.backends.redis.queue import GROUP, PARKED, STREAM
+from flow_kit_cloudbuild.server.backends.redis.stopping import stop_tasks
+from flow_kit_cloudbuild.server.backends.redis.store import RETENTION, key
+from flow_kit_cloudbuild.server.errors import ServerConfigError
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 

@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stopping import stop_tasks
+from flow_kit_cloudbuild.server.backends.redis.stopping import stop_tasks
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 
@@ -166,7 +166,7 @@ class RedisStreamQueue:
     def __init__(self, redis: Any, consumer: str, *, concurrency: int, heartbeat_timeout: float,
                  consume: bool = True, per_group: int | None = None, signer: Any = None) -> None:
         self.redis = redis
-        self.signer = signer  # access.Signer; None (tests of the queue alone): entries unsigned, unchecked
+        self.signer = signer  # signing.Signer; None (tests of the queue alone): entries unsigned, unchecked
         self.consumer = consumer
         self.concurrency = max(1, concurrency)
         self.heartbeat_timeout = heartbeat_timeout

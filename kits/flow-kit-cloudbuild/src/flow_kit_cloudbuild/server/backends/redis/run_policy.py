@@ -26,10 +26,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .... import protocol
-from .locks import RedisLocks
-from .members import CLOSED
-from .queue import current_job
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.backends.redis.locks import RedisLocks
+from flow_kit_cloudbuild.server.backends.redis.members import CLOSED
+from flow_kit_cloudbuild.server.backends.redis.queue import current_job
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 CANCEL_POLL = 0.5       # seconds between two looks at a running task's cancel key

@@ -32,9 +32,9 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .... import protocol
-from ...policy import is_id
-from ...store import CREATED, UPDATED, TaskListener, notify
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.policy import is_id
+from flow_kit_cloudbuild.server.tasks.store import CREATED, UPDATED, TaskListener, notify
 
 PREFIX = "flowcb:"
 LOG_MAXLEN = 1_000_000      # messages kept per task (approximate cap, XADD MAXLEN ~)
@@ -112,7 +112,7 @@ class RedisTaskStore:
         self.redis = redis
         self.listeners: list[TaskListener] = list(listeners)  # told of this process's writes (store.py)
         self.retention = retention
-        self.signer = signer  # access.Signer; None (tests of the store alone): nothing signed or checked
+        self.signer = signer  # signing.Signer; None (tests of the store alone): nothing signed or checked
         self._warned: set[str] = set()  # what was reported as unsigned (once each: readers poll)
         self._append = redis.register_script(_APPEND)
         self._claim = redis.register_script(_CLAIM)

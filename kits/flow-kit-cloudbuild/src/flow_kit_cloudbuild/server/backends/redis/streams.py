@@ -25,10 +25,10 @@ import logging
 import time
 from typing import Any
 
-from .... import protocol
-from ...bus import Hub
-from .stopping import stop_tasks
-from .store import key, message_of
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.backends.redis.stopping import stop_tasks
+from flow_kit_cloudbuild.server.backends.redis.store import key, message_of
+from flow_kit_cloudbuild.server.tasks.bus import Hub
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 BLOCK_MS = 5000          # how long one XREAD waits for news (the wake stream cuts it short)

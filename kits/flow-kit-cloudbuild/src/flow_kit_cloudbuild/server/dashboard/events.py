@@ -17,8 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .. import protocol
-from .http_headers import SECURITY_HEADERS
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.http.headers import SECURITY_HEADERS
 
 BATCH_BYTES = 512 * 1024         # bytes of messages in one read of the download
 PING_EVERY = 15.0

@@ -19,18 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server import policy
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.errors import RequestError, StepFailed
+from flow_kit_cloudbuild.server.runtime import cache_quota, egress, uids
+from flow_kit_cloudbuild.server.runtime.cgroups import CgroupsUnavailable, Outcome
+from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
+from flow_kit_cloudbuild.server.runtime.process import LogBudget, run_command
+from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
+from flow_kit_cloudbuild.server.storage.artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
+from flow_kit_cloudbuild.server.tasks.sources import GitSource, unpack_archive
 from flowcore.api import uv_binary
-
-from .. import protocol
-from . import cache_quota, egress, policy, uids
-from .artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
-from .cgroups import CgroupsUnavailable, Outcome
-from .config import ServerConfig
-from .errors import RequestError, StepFailed
-from .process import LogBudget, run_command
-from .runtime import CommandRuntime
-from .sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
-from .sources import GitSource, unpack_archive
 
 OUTPUT_DIRS = ("dist", "build")
 CACHE_KINDS = ("npm", "uv", "pip")

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
-from .config import ServerConfig
-from .errors import RequestError
-from .policy import is_id
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.errors import RequestError
+from flow_kit_cloudbuild.server.policy import is_id
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 DAY = 86400.0
@@ -189,8 +189,8 @@ async def _sweep_uploads(service: Any, now: float) -> int:
 
 async def _sweep_tasks(service: Any, cutoff: float) -> int:
     """Finished tasks older than ``cutoff`` (seconds since the epoch), except prod releases."""
-    from .artifacts import LocalArtifactStore
-    from .store import FileTaskStore
+    from flow_kit_cloudbuild.server.storage.artifacts import LocalArtifactStore
+    from flow_kit_cloudbuild.server.tasks.store import FileTaskStore
 
     store, artifacts = service.store, service.artifacts
     if hasattr(store, "finished") and hasattr(artifacts, "release_ids"):

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .policy import is_id
+from flow_kit_cloudbuild.server.policy import is_id
 
 Entry = tuple[int, str, str]  # (createdAt ms, taskId, name)
 REDIS_PREFIX = "flowcb:dash:"
@@ -180,7 +180,7 @@ class RedisIndex:
             if not await self.redis.set(f"{REDIS_PREFIX}indexed", "1", nx=True):
                 self._built = True
                 return
-            from .backends.redis.store import _decode
+            from flow_kit_cloudbuild.server.backends.redis.store import _decode
 
             async for key in self.redis.scan_iter(match="flowcb:task:*", count=1000):
                 k = str(key)

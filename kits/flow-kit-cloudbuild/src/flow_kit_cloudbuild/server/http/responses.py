@@ -38,9 +38,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .. import protocol
-from .errors import RequestError
-from .http_headers import SECURITY_HEADERS
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.errors import RequestError
+from flow_kit_cloudbuild.server.http.headers import SECURITY_HEADERS
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 #: Every method: routes that check the method themselves, after checks that must come first.

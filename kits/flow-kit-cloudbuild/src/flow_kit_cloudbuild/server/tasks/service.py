@@ -30,18 +30,19 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .. import protocol
-from . import housekeeping, policy
-from .artifacts import ArtifactStore
-from .bus import FLUSH_LIMIT, MessageBus, TaskLocks
-from .config import ServerConfig
-from .errors import RequestError, StepFailed, no_such_task, not_your_task
-from .pipeline import Paths, Pipeline, TaskChannel
-from .process import LogLimitExceeded, kill_orphaned_groups
-from .queue import JobQueue
-from .sandbox import make_sandbox
-from .sources import GitSource
-from .store import TaskStore, public_record
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server import policy
+from flow_kit_cloudbuild.server.config import ServerConfig
+from flow_kit_cloudbuild.server.errors import RequestError, StepFailed, no_such_task, not_your_task
+from flow_kit_cloudbuild.server.runtime.process import LogLimitExceeded, kill_orphaned_groups
+from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
+from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore
+from flow_kit_cloudbuild.server.tasks import housekeeping
+from flow_kit_cloudbuild.server.tasks.bus import FLUSH_LIMIT, MessageBus, TaskLocks
+from flow_kit_cloudbuild.server.tasks.pipeline import Paths, Pipeline, TaskChannel
+from flow_kit_cloudbuild.server.tasks.queue import JobQueue
+from flow_kit_cloudbuild.server.tasks.sources import GitSource
+from flow_kit_cloudbuild.server.tasks.store import TaskStore, public_record
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 

@@ -20,9 +20,9 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .. import protocol
-from .runtime import CommandRuntime
-from .sandbox import Sandbox, SandboxSpec
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
+from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec
 
 LineSink = Callable[[list[str], str], Awaitable[None]]  # (lines, "stdout"|"stderr")
 KILL_GRACE = 2.0      # seconds between SIGTERM and SIGKILL

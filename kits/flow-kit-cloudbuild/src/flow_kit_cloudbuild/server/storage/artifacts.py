@@ -22,9 +22,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow_kit_cloudbuild.server.policy import is_id
 from flowcore.api import atomic_write_bytes
-
-from .policy import is_id
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.+@=~-][A-Za-z0-9_.+@=~# -]{0,199}$")  # URLs quote " " and "#"
 

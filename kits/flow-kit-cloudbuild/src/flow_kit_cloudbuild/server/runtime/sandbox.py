@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import seccomp
-from .cgroups import CgroupsUnavailable, server_tree
-from .runtime import CommandRuntime
-from .uids import RECORD_NAME, FileUidAllocator, UidAllocator
+from flow_kit_cloudbuild.server.runtime import seccomp
+from flow_kit_cloudbuild.server.runtime.cgroups import CgroupsUnavailable, server_tree
+from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
+from flow_kit_cloudbuild.server.runtime.uids import RECORD_NAME, FileUidAllocator, UidAllocator
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
+    from flow_kit_cloudbuild.server.config import ServerConfig
 
 DEFAULT_UID_START = 1_000_000
 
@@ -218,7 +218,7 @@ class Sandbox:
                 args += [*parents(ca), "--ro-bind", str(ca), str(ca)]
                 mounted.append(ca)
         if spec.egress is not None and not spec.network:
-            from .egress import SANDBOX_SOCKET
+            from flow_kit_cloudbuild.server.runtime.egress import SANDBOX_SOCKET
 
             args += ["--bind", str(spec.egress), SANDBOX_SOCKET]
         args += ["--chdir", str(cwd), "--"]
@@ -226,7 +226,7 @@ class Sandbox:
             args += ["setpriv", f"--reuid={spec.uid}", f"--regid={spec.gid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         if spec.egress is not None and not spec.network:
-            from .egress import relay_argv
+            from flow_kit_cloudbuild.server.runtime.egress import relay_argv
 
             args += relay_argv(sys.executable)
         return args + argv

@@ -16,11 +16,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from .. import __version__, protocol
-from . import access, housekeeping, policy
-from .http import HTTPError, json_response, route, with_headers
-from .http_headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
-from .service import public
+from flow_kit_cloudbuild import __version__, protocol
+from flow_kit_cloudbuild.server import policy
+from flow_kit_cloudbuild.server.http import access
+from flow_kit_cloudbuild.server.http.headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
+from flow_kit_cloudbuild.server.http.responses import HTTPError, json_response, route, with_headers
+from flow_kit_cloudbuild.server.tasks import housekeeping
+from flow_kit_cloudbuild.server.tasks.service import public
 
 
 class ApiRoutes:

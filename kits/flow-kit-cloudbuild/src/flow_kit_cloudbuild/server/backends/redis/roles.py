@@ -47,7 +47,7 @@ def shared_path(cfg: Any, opts: RedisOptions) -> Path:
 
 def membership(cfg: Any, opts: RedisOptions) -> Any:
     """This process's ``backends.redis.members.Member`` (made once)."""
-    from .backends.redis.members import Member
+    from flow_kit_cloudbuild.server.backends.redis.members import Member
 
     if opts.member is None:
         opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts),
@@ -58,13 +58,6 @@ def membership(cfg: Any, opts: RedisOptions) -> Any:
 def join(cfg: Any, opts: RedisOptions) -> None:
     """Before listening: register, and refuse (ServerConfigError) when another live process of
     the deployment does not see this process's shared dir (backends.redis.members, "Shared-dir probe")."""
-    from .backends.redis.members import join as join_members
+    from flow_kit_cloudbuild.server.backends.redis.members import join as join_members
 
     join_members(opts.url, membership(cfg, opts))
-
-
-def make_service(cfg: Any, opts: RedisOptions, sio: Any, gate: Any) -> Any:
-    """The ``TaskService`` of one process, assembled from the Redis parts for ``opts.role``."""
-    from .backends.redis import make_service as make
-
-    return make(cfg, opts, sio, gate)

@@ -2,7 +2,7 @@
 
 Routes (``Dashboard.routes``, on the server's one Starlette app, see http.py):
 
-``GET /``, ``GET /tasks/<id>``        the single-page app (``dashboard_static/index.html``)
+``GET /``, ``GET /tasks/<id>``        the single-page app (``dashboard/static/index.html``)
 ``GET /ui/static/<file>``              its script and style sheet (shipped in the package)
 ``POST /ui/api/login``                 ``{"token"}`` -> a session cookie (HttpOnly, SameSite=Strict)
 ``POST /ui/api/logout``                ends the session (CSRF header)
@@ -22,7 +22,7 @@ request's ``Host``, which a DNS-rebinding page controls); API requests a browser
 cross-site (``Sec-Fetch-Site``) are refused; pages carry a strict Content-Security-Policy (no
 inline script, ``script-src 'self'``) and the script renders all data with ``textContent``.
 Sessions live in memory (embedded) or in Redis (every gateway of a deployment accepts them),
-keyed by a hash of the cookie value and signed with the server secret (``access.Signer``): a
+keyed by a hash of the cookie value and signed with the server secret (``signing.Signer``): a
 record written into Redis by anyone else is no session.
 """
 
@@ -45,17 +45,27 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from .. import protocol
-from . import access
-from .access import Signer
-from .dashboard_events import BATCH_BYTES, events, tail_of
-from .http import ANY_METHOD, Headers, HTTPError, RawResponse, allow, chunks, json_response, route, with_headers
-from .http_headers import SECURITY_HEADERS
-from .store import CREATED, FileTaskStore
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.dashboard.events import BATCH_BYTES, events, tail_of
+from flow_kit_cloudbuild.server.http import access
+from flow_kit_cloudbuild.server.http.headers import SECURITY_HEADERS
+from flow_kit_cloudbuild.server.http.responses import (
+    ANY_METHOD,
+    Headers,
+    HTTPError,
+    RawResponse,
+    allow,
+    chunks,
+    json_response,
+    route,
+    with_headers,
+)
+from flow_kit_cloudbuild.server.signing import Signer
+from flow_kit_cloudbuild.server.tasks.store import CREATED, FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 
-STATIC_DIR = Path(__file__).with_name("dashboard_static")
+STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 COOKIE = "flowcb_session"
 SESSION_TTL = 12 * 3600          # seconds a sign-in lasts
@@ -130,12 +140,12 @@ class Dashboard:
                         if (STATIC_DIR / name).is_file()}
         self._index_html = (STATIC_DIR / "index.html").read_bytes()
         if isinstance(self.store, FileTaskStore):
-            from .dashboard_index import FileIndex
+            from flow_kit_cloudbuild.server.dashboard.index import FileIndex
 
             self.index: Any = FileIndex(self.cfg.data_dir, self.store.root)
             self.index.build_if_needed()
         elif redis is not None:
-            from .dashboard_index import RedisIndex
+            from flow_kit_cloudbuild.server.dashboard.index import RedisIndex
 
             self.index = RedisIndex(redis)
         else:
@@ -374,7 +384,7 @@ class Dashboard:
                 return got
             fresh = await asyncio.to_thread(read) if len(want) > 20 else read()
         elif hasattr(self.store, "redis") and want:
-            from .backends.redis.store import _decode, key
+            from flow_kit_cloudbuild.server.backends.redis.store import _decode, key
 
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for task_id in want:

@@ -27,8 +27,8 @@ import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from .errors import StepFailed
-from .process import LineSink, LogBudget, run_command
+from flow_kit_cloudbuild.server.errors import StepFailed
+from flow_kit_cloudbuild.server.runtime.process import LineSink, LogBudget, run_command
 
 GIT_SAFE_CONFIG = [
     "-c", "core.hooksPath=/dev/null",

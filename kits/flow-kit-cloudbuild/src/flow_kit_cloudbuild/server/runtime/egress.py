@@ -48,7 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .registry_hosts import (
+from flow_kit_cloudbuild.server.registry_hosts import (
     DEFAULT_REGISTRY_HOSTS,
     IP,
     RegistryHost,
@@ -59,7 +59,7 @@ from .registry_hosts import (
 __all__ = ["DEFAULT_REGISTRY_HOSTS", "EgressPolicy", "EgressProxy", "Refused", "RegistryHost", "address_problem",
            "parse_registry_hosts", "proxy_env", "trust_env", "trust_paths"]
 
-log = logging.getLogger("flow_kit_cloudbuild.server.egress")
+log = logging.getLogger("flow_kit_cloudbuild.server.runtime.egress")
 
 #: Where the proxy's socket appears inside the sandbox, and the relay's port there.
 SANDBOX_SOCKET = "/run/flow-egress.sock"

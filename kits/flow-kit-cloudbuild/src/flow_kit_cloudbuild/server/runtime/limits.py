@@ -13,7 +13,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-from .cgroups import CommandCgroup, Outcome
+from flow_kit_cloudbuild.server.runtime.cgroups import CommandCgroup, Outcome
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox import disk_usage
+from flow_kit_cloudbuild.server.runtime.sandbox import disk_usage
 
 MARKER_SUFFIX = ".used"
 

@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
+from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.policy import is_id
 from flowcore.api import atomic_write_bytes
-
-from .. import protocol
-from .policy import is_id
 
 #: Record fields that a client may see (GET /api/tasks/{id}, attach ack).
 PUBLIC_FIELDS = protocol.TASK_FIELDS

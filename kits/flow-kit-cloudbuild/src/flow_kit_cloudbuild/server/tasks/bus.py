@@ -26,7 +26,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from .. import protocol
+from flow_kit_cloudbuild import protocol
 
 BACKPRESSURE_EVERY = 64   # messages between two looks at the watchers' backlog
 BACKLOG_LIMIT = 2000      # messages a watcher may have pending before the build waits for it

@@ -1,0 +1,1 @@
+"""Where finished builds' artifacts are kept and served from."""
