@@ -15,7 +15,6 @@ import pytest
 
 from offline import FLOW, offline_env
 from package_index import build_repo_wheels
-from tiers import shared_dir
 
 # the test tiers (unit, cli, cloud, redis, browser) and the session resources shared by the
 # pytest-xdist workers
@@ -52,6 +51,8 @@ def run_flow(flow_home: Path, tmp_path: Path):
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Wheels of every kit and plugin in this repo, built once per test run (for all the xdist
     workers), offline. Tests only read it."""
+    from tiers import shared_dir  # the plugin registered above (imported here: not before pytest rewrites it)
+
     return shared_dir(tmp_path_factory, "wheelhouse", build_repo_wheels)
 
 

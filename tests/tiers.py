@@ -16,8 +16,8 @@ where the test lives and the fixtures it uses (``item.fixturenames``: the transi
 pytest-xdist (``-n`` in pyproject's addopts, ``--dist loadgroup``): tests spread one by one over
 the workers, except those using a module- or class-scoped fixture (a build server, a git daemon,
 a flow environment with the kit installed): those get ``xdist_group`` by module, so the fixture
-is set up once, on one worker. Session fixtures run once per worker; the ones that build files
-(``shared_dir``) build them once for the whole run, under a lock.
+is set up once, on one worker; the longer tiers are sent first. Session fixtures run once per
+worker; the ones that build files (``shared_dir``) build them once for the whole run, under a lock.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 TIERS = ("unit", "cli", "cloud", "redis", "browser")
+FIRST = ("redis", "browser", "cloud", "cli", "unit")  # the order an xdist worker runs them in
 KIT_TESTS = Path(__file__).resolve().parent.parent / "kits" / "flow-kit-cloudbuild" / "tests"
 # fixtures (anywhere in a test's closure) that make a test of tests/ a cli one
 CLI_FIXTURES = {"run_flow", "wheelhouse", "package_index"}
@@ -81,6 +82,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier_of(item))
         if _shares_a_module_fixture(item) and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))  # module names are unique
+    if hasattr(config, "workerinput"):  # an xdist worker: the longest tiers first, so that
+        # the last tests to start are short ones and no worker is left with a long tail
+        items.sort(key=lambda item: FIRST.index(next(m.name for m in item.iter_markers() if m.name in TIERS)))
     result = yield
     if getattr(config.option, "loadgroup", False):
         _xdist_group_ids(items)
