@@ -58,11 +58,7 @@ def _peek(name: str, parsed: dict[str, Any]) -> click.Command | None:
     from flowcore.registry.command_registry import CommandRegistry
 
     try:
-        registry = CommandRegistry(flow_from_params(parsed))
-        record = registry.manifest().command(name)
-        if record is None:
-            return None
-        return registry._load_from_manifest(name, record.source)
+        return CommandRegistry(flow_from_params(parsed)).peek(name)
     except (FlowError, click.ClickException, OSError):
         return None
 

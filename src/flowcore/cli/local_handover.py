@@ -79,7 +79,8 @@ def find_local_flowcore(start: str | os.PathLike[str], *,
     another installation than the running one (``running``: ``_running_installation()``),
     whatever its version.
 
-    Plain ``os.path`` until one is found: this runs on every start (see ``flowcore._base.paths``).
+    Plain ``os.path`` until one is found: this runs on every start, before click or anything else
+    of flow is imported.
     Whether it may run is not decided here (``hand_over_to_local`` asks ``flowcore.config.trust``).
     """
     root = nearest_env_root(start)

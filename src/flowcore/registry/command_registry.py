@@ -251,6 +251,13 @@ class CommandRegistry:
             return self._live.get(name)
         return command
 
+    def peek(self, name: str) -> click.Command | None:
+        """The kit or plugin command ``name`` of this scope, loaded without reporting anything
+        (the real dispatch reports), or ``None``: for reading its options before dispatch
+        (global options given after the command, ``flowcore.cli.late_options``)."""
+        record = self.manifest().command(name)
+        return None if record is None else self._load_from_manifest(name, record.source)
+
     def _load_from_manifest(self, name: str, source: str) -> click.Command | None:
         manifest = self.manifest()
         plugin_record = manifest.plugin(source)

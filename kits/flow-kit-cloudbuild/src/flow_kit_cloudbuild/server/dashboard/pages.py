@@ -372,31 +372,7 @@ class Dashboard:
                 out[task_id] = cached
             else:
                 want.append(task_id)
-        if isinstance(self.store, FileTaskStore):
-            def read() -> dict[str, dict[str, Any]]:
-                got = {}
-                for task_id in want:
-                    try:
-                        with open(self.store.root / task_id / "task.json", encoding="utf-8") as fh:
-                            got[task_id] = json.load(fh)
-                    except (OSError, ValueError):
-                        pass
-                return got
-            fresh = await asyncio.to_thread(read) if len(want) > 20 else read()
-        elif hasattr(self.store, "redis") and want:
-            from flow_kit_cloudbuild.server.backends.redis.store import _decode, key
-
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for task_id in want:
-                    pipe.hgetall(key(task_id))
-                raws = await pipe.execute()
-            fresh = {}
-            for task_id, raw in zip(want, raws, strict=True):  # one reply per HGETALL
-                rec = _decode(raw) if raw else {}
-                if rec.get("taskId") == task_id and self.store.verified(rec):  # signed by this deployment
-                    fresh[task_id] = rec
-        else:
-            fresh = {t: r for t in want if (r := await self.store.get(t)) is not None}
+        fresh = await self.store.get_many(want)
         for task_id, rec in fresh.items():
             out[task_id] = rec
             if rec.get("state") in protocol.FINAL:

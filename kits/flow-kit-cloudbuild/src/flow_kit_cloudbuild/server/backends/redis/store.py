@@ -150,6 +150,28 @@ class RedisTaskStore:
         log.warning("%s in Redis has no valid signature (not written by a server with this --secret-file); "
                     "ignored", what)
 
+    async def get_many(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """One pipeline of HGETALLs; a record without this deployment's signature is absent."""
+        keys = {}
+        for task_id in task_ids:
+            try:
+                keys[task_id] = key(task_id)
+            except KeyError:  # not an id: no record
+                pass
+        task_ids = list(keys)
+        if not task_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(keys[task_id])
+            raws = await pipe.execute()
+        found = {}
+        for task_id, raw in zip(task_ids, raws, strict=True):  # one reply per HGETALL
+            record = _decode(raw) if raw else {}
+            if record.get("taskId") == task_id and self.verified(record):
+                found[task_id] = record
+        return found
+
     async def get(self, task_id: str) -> dict[str, Any] | None:
         try:
             k = key(task_id)
