@@ -69,7 +69,7 @@ def test_python_m_build_when_asked(tmp_path: Path) -> None:
 
 
 def test_bad_setting_is_a_usage_error() -> None:
-    from flowcore._base.errors import UsageError
+    from flowcore.api import UsageError
 
     with pytest.raises(UsageError, match="build-isolation = 'sometimes' is not one of"):
         commands._choice("sometimes", ("auto", "true", "false"), "build-isolation")

@@ -1,15 +1,15 @@
-"""``flow clean`` on a real directory tree, through click's CliRunner."""
+"""``flow clean`` on a real directory tree, in-process through ``flow.invoke`` (click's CliRunner
+with a real core instance of a temporary FLOW_HOME: flowcore.testing's fixtures)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from flow_plugin_pyclean import FLOW_BUILD_KITS, clean
-from flowcore.cli.app import Flow
-from flowcore.config import RunOptions
+from flowcore.api import UsageError
+from flowcore.testing import FlowRunner, Result
 
 
 def _tree(root: Path) -> None:
@@ -22,25 +22,27 @@ def _tree(root: Path) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
+def project(tmp_path: Path, flow_home: Path) -> Path:
     root = tmp_path / "app"
     root.mkdir()
     _tree(root)
     return root
 
 
-def _run(root: Path, cwd: Path, *args: str):
-    flow = Flow(RunOptions(), cwd=cwd)
-    return CliRunner().invoke(clean, list(args), obj=flow)
+@pytest.fixture
+def run(flow: FlowRunner):
+    def run(cwd: Path, *args: str) -> Result:
+        return flow.invoke(clean, *args, cwd=cwd)
+
+    return run
 
 
 def test_is_bound_to_the_python_kit() -> None:
     assert FLOW_BUILD_KITS == ["flow-kit-python"]
 
 
-def test_dry_run_lists_and_keeps_everything(project: Path) -> None:
-    result = _run(project, project / "src", "--dry-run")
+def test_dry_run_lists_and_keeps_everything(project: Path, run) -> None:
+    result = run(project / "src", "--dry-run")
     assert result.exit_code == 0, result.output
     listed = {line.removeprefix("would remove ") for line in result.output.splitlines()}
     assert listed == {"dist/", "build/", "app.egg-info/", "src/app.egg-info/",
@@ -48,8 +50,8 @@ def test_dry_run_lists_and_keeps_everything(project: Path) -> None:
     assert (project / "dist").is_dir() and (project / "src/app/__pycache__").is_dir()
 
 
-def test_removes_leftovers_from_the_project_root_not_the_cwd(project: Path) -> None:
-    result = _run(project, project / "tests")
+def test_removes_leftovers_from_the_project_root_not_the_cwd(project: Path, run) -> None:
+    result = run(project / "tests")
     assert result.exit_code == 0, result.output
     assert "removed 7 paths" in result.output
     for gone in ("dist", "build", "app.egg-info", "src/app.egg-info", "src/app/__pycache__",
@@ -60,32 +62,25 @@ def test_removes_leftovers_from_the_project_root_not_the_cwd(project: Path) -> N
         assert (project / kept).exists(), kept
 
 
-def test_nothing_to_clean(project: Path) -> None:
-    assert _run(project, project).exit_code == 0
-    result = _run(project, project)
+def test_nothing_to_clean(project: Path, run) -> None:
+    assert run(project).exit_code == 0
+    result = run(project)
     assert result.output.strip() == "nothing to clean"
 
 
-def test_refuses_outside_a_python_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowcore._base.errors import UsageError
-
-    monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
+def test_refuses_outside_a_python_project(tmp_path: Path, run) -> None:
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "__pycache__").mkdir(parents=True)
-    monkeypatch.chdir(elsewhere)
-    result = CliRunner().invoke(clean, [], obj=Flow(RunOptions(), cwd=elsewhere))
+    result = run(elsewhere)  # in-process, flow's error stays an exception
     assert isinstance(result.exception, UsageError)
     assert "is not a Python project" in result.exception.message
     assert (elsewhere / "__pycache__").is_dir()
 
 
-def test_a_plain_python_project_without_flow_config(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLOW_HOME", str(tmp_path / "home"))
+def test_a_plain_python_project_without_flow_config(tmp_path: Path, run) -> None:
     root = tmp_path / "plain"
     (root / "build").mkdir(parents=True)
     (root / "setup.py").write_text("")
-    monkeypatch.chdir(root)
-    result = CliRunner().invoke(clean, [], obj=Flow(RunOptions(), cwd=root))
+    result = run(root)
     assert result.exit_code == 0, result.output
     assert not (root / "build").exists()
