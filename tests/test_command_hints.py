@@ -85,7 +85,7 @@ def test_a_command_of_an_installed_but_inactive_kit_says_how_to_run_it(run_flow,
         "flow-kit-other provides it. Run it with: flow -k flow-kit-other serve, or make "
         "flow-kit-other the active kit: flow buildkit switch flow-kit-other")
     r = run_flow("-k", "flow-kit-other", "serve")
-    assert r.returncode == 0 and r.stdout.startswith("serve: KitContext"), r.stderr
+    assert r.returncode == 0 and r.stdout.startswith("serve: KitPluginContext"), r.stderr
 
 
 def test_a_command_of_a_plugin_bound_to_another_kit_says_how_to_run_it(run_flow, two_kits):
@@ -272,7 +272,7 @@ def test_global_options_may_follow_the_command(run_flow, two_kits, project, tmp_
         assert json.loads(r.stdout)["scope"] == "global"
     # -k after a kit's command that this scope does not have: looked up with that kit
     r = run_flow("serve", "-k", "flow-kit-other")
-    assert r.returncode == 0 and r.stdout.startswith("serve: KitContext"), r.stderr
+    assert r.returncode == 0 and r.stdout.startswith("serve: KitPluginContext"), r.stderr
     r = run_flow("serve", "--build-kit=flow-kit-other")
     assert r.returncode == 0, r.stderr
     # --root after the command

@@ -25,6 +25,11 @@ PUBLIC = [
     "FLOW_API_VERSION",
     "__version__",
     "hookimpl",
+    "hookspec",
+    "HookSpecs",
+    "HookCaller",
+    "KitInfo",
+    "Template",
     "Registry",
     "CoreContext",
     "KitContext",
@@ -63,7 +68,7 @@ def test_every_public_name_resolves_to_the_same_object_from_both_modules():
 
 
 def test_private_names_are_not_reexported():
-    for name in ("hookspec", "Flow", "PluginSystem", "EffectiveConfig"):
+    for name in ("Flow", "PluginSystem", "EffectiveConfig", "PluginContext", "ConfigSection"):
         with pytest.raises(AttributeError):
             getattr(flowcore, name)
         with pytest.raises(AttributeError):

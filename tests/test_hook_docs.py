@@ -1,7 +1,8 @@
 """docs/hooks.md is the hookspecs module rendered for readers; this test fails when a hook or a
 hook argument is missing there, or when the page drifted from the specs.
 
-Regenerate the page with: .venv/bin/python tests/test_hook_docs.py
+Regenerate the page with: .venv/bin/python tests/test_hook_docs.py (the same generator as the kits'
+pages: python -m flowcore.plugins.hookdocs flowcore.plugins.hookspecs docs/hooks.md)
 """
 
 from __future__ import annotations
@@ -18,43 +19,23 @@ GUIDE_MD = REPO / "docs" / "writing-plugins.md"
 
 def hookspecs() -> list[tuple[str, str, object]]:
     """``(phase, name, function)`` of every hook, in the order of the hookspecs module."""
-    from flowcore import hookspecs as module
+    from flowcore.plugins import hookdocs
+    from flowcore.plugins import hookspecs as module
 
-    phase, out = "", []
-    lines = inspect.getsource(module).splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("# ") and i and lines[i - 1].startswith("# ---"):
-            phase = line[2:].strip()
-        match = re.match(r"def (flow_\w+)\(", line)
-        if match:
-            out.append((phase, match.group(1), getattr(module, match.group(1))))
-    return out
+    return hookdocs.hooks(module)
 
 
 def render() -> str:
-    from flowcore import hookspecs as module
+    from flowcore.plugins import hookdocs
+    from flowcore.plugins import hookspecs as module
 
-    parts = [
-        "# Hook reference\n",
-        "<!-- Generated from src/flowcore/hookspecs.py by tests/test_hook_docs.py; "
-        "do not edit by hand. -->\n",
-        inspect.cleandoc(module.__doc__ or "").split("\n", 2)[2].strip() + "\n",
-    ]
-    phase = None
-    for hook_phase, name, func in hookspecs():
-        if hook_phase != phase:
-            phase = hook_phase
-            parts.append(f"## {phase}\n")
-        params = ", ".join(inspect.signature(func).parameters)
-        parts.append(f"### `{name}({params})`\n")
-        parts.append(inspect.cleandoc(func.__doc__ or "") + "\n")
-    return "\n".join(parts)
+    return hookdocs.render(module)
 
 
 def test_every_hook_is_marked_as_a_spec():
     specs = hookspecs()
     assert [name for _, name, _ in specs] == [
-        "flow_register_commands", "flow_kit_info", "flow_create_templates",
+        "flow_addhooks", "flow_register_commands", "flow_kit_info", "flow_create_templates",
         "flow_before_command", "flow_after_command", "flow_publish_checks",
         "flow_publish_artifact_targets",
     ]

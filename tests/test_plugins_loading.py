@@ -97,12 +97,12 @@ def test_global_scope_loads_kit_kit_bound_and_general_plugins(run_flow, world):
 def test_kit_and_kit_bound_plugins_get_the_kit_context_general_ones_the_core_context(
         run_flow, world):
     r = run_flow("build")
-    assert r.stdout.strip() == "build: KitContext plugin=flow-kit-demo kit=flow-kit-demo short=demo"
+    assert r.stdout.strip() == "build: KitPluginContext plugin=flow-kit-demo kit=flow-kit-demo short=demo"
     r = run_flow("bound")
-    assert r.stdout.strip() == ("bound: KitContext plugin=flow-plugin-bound kit=flow-kit-demo "
+    assert r.stdout.strip() == ("bound: KitPluginContext plugin=flow-plugin-bound kit=flow-kit-demo "
                                 "short=demo")
     r = run_flow("gen")
-    assert r.stdout.strip() == "gen: CoreContext plugin=flow-plugin-gen kit=None short=None"
+    assert r.stdout.strip() == "gen: PluginContext plugin=flow-plugin-gen kit=None short=None"
 
 
 def test_project_scope_loads_the_projects_kit_and_plugins(run_flow, world, tmp_path):
@@ -120,7 +120,7 @@ def test_project_scope_loads_the_projects_kit_and_plugins(run_flow, world, tmp_p
     assert cmds.get("gen") == "flow-plugin-gen"  # general plugins load everywhere
     assert "build" not in cmds and "bound" not in cmds
     r = run_flow("proj", cwd=project)
-    assert "KitContext plugin=flow-plugin-proj kit=flow-kit-other" in r.stdout
+    assert "KitPluginContext plugin=flow-plugin-proj kit=flow-kit-other" in r.stdout
 
     # -g: the global scope even inside the project
     cmds = commands_in_help(run_flow("-g", "--help", cwd=project).stdout)
@@ -292,5 +292,5 @@ def test_project_plugins_come_from_the_project_environment(run_flow, menv, tmp_p
     assert run_flow("trust", cwd=project).returncode == 0
     r = run_flow("local", cwd=project)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("local: CoreContext plugin=flow-plugin-local")
+    assert r.stdout.startswith("local: PluginContext plugin=flow-plugin-local")
     assert run_flow("-g", "local", cwd=project).returncode == 2

@@ -75,7 +75,7 @@ def flow_after_command(context, exit_code):
     r = run_flow("good", env={"HOOK_LOG": str(log)})
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
-    assert r.stdout.startswith("good: CoreContext plugin=flow-plugin-good")
+    assert r.stdout.startswith("good: PluginContext plugin=flow-plugin-good")
     assert entries(log) == [
         "wrapper enters flow-plugin-wrap good []",
         "tryfirst flow-plugin-early",
@@ -115,7 +115,7 @@ def flow_after_command(exit_code):
     log = tmp_path / "hooks.log"
     r = run_flow("good", env={"HOOK_LOG": str(log)})
     assert r.returncode == 0
-    assert r.stdout.startswith("good: CoreContext")
+    assert r.stdout.startswith("good: PluginContext")
     assert entries(log) == ["plain good", "teardown sees exit code 0"]
     assert r.stderr.splitlines() == [
         "flow: warning: plugin 'flow-plugin-badwrap' failed in flow_before_command: "

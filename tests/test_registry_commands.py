@@ -156,14 +156,14 @@ def test_a_stale_manifest_never_runs_the_wrong_code(run_flow, menv, flow_home):
     forge_manifest(flow_home, swap_owner)
     r = run_flow("two")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("two: CoreContext plugin=flow-plugin-two")
+    assert r.stdout.startswith("two: PluginContext plugin=flow-plugin-two")
 
     def hide(data):  # a cache that lost a command must not hide it
         data["commands"] = [c for c in data["commands"] if c["name"] != "one"]
 
     forge_manifest(flow_home, hide)
     r = run_flow("one")
-    assert r.returncode == 0 and r.stdout.startswith("one: CoreContext plugin=flow-plugin-one")
+    assert r.returncode == 0 and r.stdout.startswith("one: PluginContext plugin=flow-plugin-one")
 
 
 def test_a_corrupt_manifest_is_rebuilt(run_flow, menv, flow_home):

@@ -72,7 +72,7 @@ def test_a_plugin_command_imports_only_its_own_plugin(installed, flow_home, tmp_
     assert "flow_plugin_two" in modules
     assert not {"flow_plugin_one", "flow_kit_demo", "questionary"} & modules
     modules, out = modules_after(flow_home, tmp_path, "two")
-    assert out.startswith("two: CoreContext")
+    assert out.startswith("two: PluginContext")
     assert not {"flow_plugin_one", "flow_kit_demo", "questionary", "importlib.metadata"} & modules
 
 

@@ -18,6 +18,11 @@ __all__ = [
     "FLOW_API_VERSION",
     "__version__",
     "hookimpl",
+    "hookspec",
+    "HookSpecs",
+    "HookCaller",
+    "KitInfo",
+    "Template",
     "Registry",
     "CoreContext",
     "KitContext",
@@ -52,19 +57,24 @@ if TYPE_CHECKING:
         ConfigError,
         CoreContext,
         FlowError,
+        HookCaller,
+        HookSpecs,
         InstalledPackage,
         InstallError,
         KitContext,
+        KitInfo,
         Packages,
         PluginConfig,
         PluginLoadError,
         Registry,
+        Template,
         UsageError,
         atomic_write_bytes,
         choose,
         current,
         flow_home,
         hookimpl,
+        hookspec,
         interactive,
         printable,
         printable_line,
@@ -76,10 +86,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
-    if name == "hookimpl":  # what every plugin imports first: pluggy's marker, not the whole API
-        from flowcore.plugins.markers import hookimpl
+    if name in ("hookimpl", "hookspec"):  # what plugins and kits import first: pluggy's markers,
+        from flowcore.plugins import markers  # not the whole API
 
-        return hookimpl
+        return getattr(markers, name)
     if name in __all__:
         from flowcore import api
 

@@ -10,7 +10,11 @@ What there is, by purpose:
 
 * **Hooks**: :data:`hookimpl` marks an implementation (``@hookimpl``, or ``@hookimpl(tryfirst=True)``,
   ``@hookimpl(wrapper=True)``, ... as pluggy documents). The hooks themselves are listed in
-  ``docs/hooks.md``; their arguments are typed with the Protocols below.
+  ``docs/hooks.md``; their arguments are typed with the Protocols below, and the mappings they
+  exchange with the TypedDicts :class:`KitInfo` and :class:`Template`. A kit declares hooks of
+  its own with :data:`hookspec` in its own module, adds them in ``flow_addhooks(hooks)``
+  (``hooks`` is a :class:`HookSpecs`), and calls them as ``context.hook.<name>(...)``
+  (``context.hook`` is a :class:`HookCaller`).
 * **Contexts**: every hook gets ``context`` (:class:`CoreContext`, or :class:`KitContext` for a
   kit and its kit-bound or project plugins), and a running command gets the same object from
   :func:`current`. Through it a plugin reads the run (project root, scope, active kit, plugins,
@@ -27,7 +31,7 @@ What there is, by purpose:
   mix), :func:`flow_home`, :func:`site_packages_dir` of a managed environment, :func:`uv_binary`,
   and :func:`watch` (rebuild-on-change loop) with its :class:`Change`.
 
-Importing this module is cheap: pluggy (behind ``hookimpl``) and the watch loop are imported on
+Importing this module is cheap: pluggy (behind ``hookimpl`` and ``hookspec``) and the watch loop are imported on
 first use of those names.
 """
 
@@ -52,11 +56,15 @@ from flowcore.config.environment import site_packages_dir, uv_binary
 from flowcore.plugins.context import current as _current
 from flowcore.plugins.protocols import (
     CoreContext,
+    HookCaller,
+    HookSpecs,
     InstalledPackage,
     KitContext,
+    KitInfo,
     Packages,
     PluginConfig,
     Registry,
+    Template,
 )
 
 if TYPE_CHECKING:
@@ -71,6 +79,11 @@ __all__ = [
     "__version__",
     # hooks and the types of their arguments
     "hookimpl",
+    "hookspec",
+    "HookSpecs",
+    "HookCaller",
+    "KitInfo",
+    "Template",
     "Registry",
     "CoreContext",
     "KitContext",
@@ -111,11 +124,13 @@ def current() -> CoreContext:
     return _current()
 
 
-_LAZY = {"hookimpl": "flowcore.plugins.markers", "watch": "flowcore._base.watching",
+_LAZY = {"hookimpl": "flowcore.plugins.markers", "hookspec": "flowcore.plugins.markers",
+         "watch": "flowcore._base.watching",
          "Change": "flowcore._base.watching"}
 
 if TYPE_CHECKING:
     hookimpl: pluggy.HookimplMarker
+    hookspec: pluggy.HookspecMarker
 
 
 def __getattr__(name: str) -> object:

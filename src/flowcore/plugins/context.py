@@ -1,8 +1,10 @@
 """The contexts handed to kits and plugins: what they can reach of flow, and nothing more.
 
-A kit and its kit-bound (or project) plugins get a :class:`KitContext`; general plugins get a
-:class:`CoreContext`. Their public shape is declared as Protocols in :mod:`flowcore.api` (the one
-module kits and plugins import); these are the implementations. The core instance itself is
+A kit and its kit-bound (or project) plugins get a :class:`KitPluginContext`; general plugins get
+a :class:`PluginContext`. Their public shape is declared as Protocols in :mod:`flowcore.api` (the
+one module kits and plugins import: ``KitContext``, ``CoreContext``, ``PluginConfig``); these are
+the implementations, named apart from the Protocols so that a traceback or ``repr`` never leaves
+a reader wondering which of the two they hold. The core instance itself is
 deliberately not reachable from them, so plugins cannot grow dependencies on flow's internals:
 everything a plugin needs of the run (project root, scope, active kit, the plugins loaded, the
 managed environments, other plugins' hooks) is a read-only property here.
@@ -32,15 +34,16 @@ if TYPE_CHECKING:
     from flowcore.config import EffectiveConfig
     from flowcore.plugins.protocols import Packages
 
-__all__ = ["CoreContext", "KitContext", "PluginConfig", "current", "short_name_of"]
+__all__ = ["ConfigSection", "HookRelay", "KitPluginContext", "PluginContext", "current",
+           "short_name_of"]
 
-_CURRENT: ContextVar[CoreContext | None] = ContextVar("flow_plugin_context", default=None)
+_CURRENT: ContextVar[PluginContext | None] = ContextVar("flow_plugin_context", default=None)
 
 #: How a context calls a hook on every kit and plugin of the run (``PluginSystem.call``).
 HookCall = Callable[..., list[object]]
 
 
-def current() -> CoreContext:
+def current() -> PluginContext:
     """The context of the plugin whose command is running now.
 
     Inside flow's dispatch this is the context the PluginSystem made for the command's plugin.
@@ -56,7 +59,7 @@ def current() -> CoreContext:
     return ctx
 
 
-def _context_from_click() -> CoreContext | None:
+def _context_from_click() -> PluginContext | None:
     import click
 
     click_ctx = click.get_current_context(silent=True)
@@ -69,12 +72,13 @@ def _context_from_click() -> CoreContext | None:
     if context_for is None:
         return None
     module = getattr(click_ctx.command.callback, "__module__", None) or ""
-    found: CoreContext = context_for(module.split(".")[0].replace("_", "-"))
+    found: PluginContext = context_for(module.split(".")[0].replace("_", "-"))
     return found
 
 
-class PluginConfig:
-    """Configuration access for one kit or plugin: read all of it, write only its own section."""
+class ConfigSection:
+    """Configuration access for one kit or plugin (``flowcore.api.PluginConfig``): read all of
+    it, write only its own section."""
 
     __slots__ = ("_effective", "_table", "_short")
 
@@ -104,6 +108,11 @@ class PluginConfig:
             merged.update(copy.deepcopy(project.section(self._short)))
         return merged
 
+    def get(self, key: str, default: object = None) -> object:
+        """One key of :attr:`section` (the project's table over the global section), or
+        ``default``: what the plugin guide's ``context.kit_config.get("key", default)`` reads."""
+        return self.section.get(key, default)
+
     def update_section(self, mutate: Callable[[dict[str, object]], object]) -> dict[str, object]:
         """Change this plugin's section of the global config (locked, atomic); returns it."""
         return self._effective.update_section(self._table, self._short, mutate)
@@ -113,10 +122,35 @@ class PluginConfig:
         self.update_section(lambda section: section.__setitem__(key, value))
 
 
-class CoreContext:
-    """The context of a general plugin."""
+class HookRelay:
+    """``context.hook``: each attribute calls the hook of that name on every kit and plugin of
+    the run (``flowcore.api.HookCaller``), so a kit writes ``context.hook.flow_x(a=1)`` where
+    it used to write ``context.call_hook("flow_x", a=1)`` and a type checker can follow it."""
 
-    __slots__ = ("plugin", "short_name", "config", "_effective", "_packages", "_call",
+    __slots__ = ("_call",)
+
+    def __init__(self, call: HookCall | None) -> None:
+        self._call = call
+
+    def __getattr__(self, name: str) -> Callable[..., list[object]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        call = self._call
+
+        def caller(**kwargs: object) -> list[object]:
+            return call(name, **kwargs) if call is not None else []
+
+        caller.__name__ = caller.__qualname__ = name
+        return caller
+
+    def __repr__(self) -> str:
+        return "<flow hooks>"
+
+
+class PluginContext:
+    """The context of a general plugin (``flowcore.api.CoreContext``)."""
+
+    __slots__ = ("plugin", "short_name", "config", "hook", "_effective", "_packages", "_call",
                  "_register", "_logger")
 
     def __init__(
@@ -126,6 +160,7 @@ class CoreContext:
         packages: Callable[[], Packages],
         *,
         call_hook: HookCall | None = None,
+        hook_call: HookCall | None = None,
         short_name: str | None = None,
         table: str = "pluginConfig",
     ) -> None:
@@ -134,7 +169,9 @@ class CoreContext:
         self.short_name = short_name or short_name_of(plugin)
         self._logger: logging.Logger | None = None
         self._effective = effective
-        self.config = PluginConfig(effective, table, self.short_name)
+        self.config = ConfigSection(effective, table, self.short_name)
+        #: The hooks of this run, called as attributes (see :class:`HookRelay`).
+        self.hook = HookRelay(hook_call or call_hook)
         self._packages = packages
         self._call = call_hook
         self._register: Callable[[click.Command, str | None], None] | None = None
@@ -196,9 +233,9 @@ class CoreContext:
     def call_hook(self, hook: str, **kwargs: object) -> list[object]:
         """Call ``hook`` on every kit and plugin of this run; their non-``None`` answers in order.
 
-        How a kit asks plugins to contribute (``flow publish`` calls ``flow_publish_checks``).
-        Each implementation gets its own plugin's ``context``; one that raises is reported once,
-        naming it, and left out.
+        Kept for kits written before ``context.hook``, which is the way now (typed, and a name
+        nothing declares is an error there instead of an empty list). Each implementation gets
+        its own plugin's ``context``; one that raises is reported once, naming it, and left out.
         """
         if self._call is None:
             return []
@@ -219,8 +256,8 @@ class CoreContext:
         return f"<{type(self).__name__} {self.plugin}>"
 
 
-class KitContext(CoreContext):
-    """The context of a build kit and of the plugins bound to it."""
+class KitPluginContext(PluginContext):
+    """The context of a build kit and of the plugins bound to it (``flowcore.api.KitContext``)."""
 
     __slots__ = ("kit", "kit_short_name", "kit_config")
 
@@ -233,6 +270,7 @@ class KitContext(CoreContext):
         kit: str,
         kit_short_name: str,
         call_hook: HookCall | None = None,
+        hook_call: HookCall | None = None,
     ) -> None:
         is_kit = plugin == kit
         super().__init__(
@@ -240,6 +278,7 @@ class KitContext(CoreContext):
             effective,
             packages,
             call_hook=call_hook,
+            hook_call=hook_call,
             short_name=kit_short_name if is_kit else None,
             table="kitConfig" if is_kit else "pluginConfig",
         )
@@ -247,15 +286,15 @@ class KitContext(CoreContext):
         self.kit = kit
         self.kit_short_name = kit_short_name
         #: The kit's own section (read it; only the kit itself writes it).
-        self.kit_config = self.config if is_kit else PluginConfig(
+        self.kit_config = self.config if is_kit else ConfigSection(
             effective, "kitConfig", kit_short_name
         )
 
 
-def activate(context: CoreContext | None) -> Token[CoreContext | None]:
+def activate(context: PluginContext | None) -> Token[PluginContext | None]:
     """Make ``context`` the one :func:`current` returns; returns a token for :func:`deactivate`."""
     return _CURRENT.set(context)
 
 
-def deactivate(token: Token[CoreContext | None]) -> None:
+def deactivate(token: Token[PluginContext | None]) -> None:
     _CURRENT.reset(token)

@@ -9,9 +9,9 @@ How flow calls hooks
 * Implement a hook with a module-level function of the same name, marked ``@hookimpl``
   (``from flowcore.api import hookimpl``). An implementation may accept any subset of the hook's
   arguments, in any order; flow passes them by name.
-* Every hook receives ``context``: a ``flowcore.api.KitContext`` for the kit itself and its
-  kit-bound (or project) plugins, else a ``flowcore.api.CoreContext``. Each implementation gets
-  the context of the plugin it belongs to.
+* Every hook but ``flow_addhooks`` receives ``context``: a ``flowcore.api.KitContext`` for the
+  kit itself and its kit-bound (or project) plugins, else a ``flowcore.api.CoreContext``. Each
+  implementation gets the context of the plugin it belongs to.
 * flow calls hooks through pluggy, in load order (the kit, then kit-bound or project plugins,
   then general plugins); ``tryfirst``/``trylast`` move an implementation to the front or back,
   and hook wrappers (``@hookimpl(wrapper=True)``, a generator that yields once and receives the
@@ -21,6 +21,9 @@ How flow calls hooks
   result is left out (a wrapper that raises is left out and the call goes on without it); the
   other plugins and every built-in command keep working (``--strict-plugins`` turns the report
   into an error).
+* Kits declare hooks of their own (``flow_addhooks``); each kit's hook reference lists them.
+  A kit or plugin calls any hook as ``context.hook.<name>(...)``, which gets the non-``None``
+  results in the order above.
 * ``flow --help`` and ``flow <command> --help`` call no hook at all: command names and help come
   from a cached manifest, rebuilt (by calling ``flow_register_commands`` and ``flow_kit_info``)
   when the config or an installed distribution changes. Hooks must therefore be cheap and free of
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 from flowcore.plugins.markers import hookspec
 
 if TYPE_CHECKING:
-    from flowcore.plugins.protocols import CoreContext, Registry
+    from flowcore.plugins.protocols import CoreContext, HookSpecs, KitInfo, Registry, Template
 
 #: What hooks exchange with flow: JSON-like mappings (strings, numbers, lists, dicts).
 JSONObject = dict[str, object]
@@ -42,6 +45,25 @@ JSONObject = dict[str, object]
 # ---------------------------------------------------------------------------------------------
 # Registration: called when flow (re)builds its command manifest, and when a command is run
 # ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def flow_addhooks(hooks: HookSpecs) -> None:
+    """Declare the kit's own hooks (implemented by kits only), as pytest's ``pytest_addhooks``.
+
+    When: every time the kit is loaded, before its kit-bound and the project's plugins are
+    registered, so that their implementations are checked against the kit's specifications
+    (``flow plugin add`` runs the same check, with the specs of the kits a plugin declares in
+    ``FLOW_BUILD_KITS`` that are installed). Kit hooks exist only while their kit is loaded.
+
+    :param hooks: call ``hooks.add(module)`` with the module (or class) holding the kit's hook
+        specifications, functions marked ``@hookspec`` (``from flowcore.api import hookspec``),
+        named ``flow_<kit short name>_<what>`` and taking ``context`` first.
+
+    Return: ignored. The kit calls its hooks with ``context.hook.<name>(...)``; a plugin
+    implementing a ``flow_*`` hook that neither flowcore nor its kit declares is warned about,
+    naming both, and its other hooks still work.
+    """
 
 
 @hookspec
@@ -64,14 +86,14 @@ def flow_register_commands(registry: Registry, context: CoreContext) -> None:
 
 
 @hookspec
-def flow_kit_info(context: CoreContext) -> JSONObject | None:
+def flow_kit_info(context: CoreContext) -> KitInfo | None:
     """Describe the build kit (implemented by kits only; plugins leave it out).
 
     When: when flow builds its command manifest, before ``flow_register_commands``.
 
     :param context: the kit's context.
 
-    Return: a dict with ``short_name`` (the name of the kit's config section, e.g.
+    Return: a dict (``flowcore.api.KitInfo``) with ``short_name`` (the name of the kit's config section, e.g.
     ``"python"`` for ``[tool.flow.python]``; defaults to the distribution name without
     ``flow-kit-``), ``description`` (one line for listings) and optionally ``config_schema``
     (a mapping of key to a one-line description of that key of the kit's section: every key
@@ -92,7 +114,7 @@ def flow_kit_info(context: CoreContext) -> JSONObject | None:
 
 
 @hookspec
-def flow_create_templates(kit: str, context: CoreContext) -> list[JSONObject] | None:
+def flow_create_templates(kit: str, context: CoreContext) -> list[Template] | None:
     """Contribute project templates to ``flow create``.
 
     When: when ``flow create`` lists the templates of the kit the user chose (the kit runs in
@@ -102,7 +124,7 @@ def flow_create_templates(kit: str, context: CoreContext) -> list[JSONObject] | 
         kit-bound plugin normally returns templates only when ``kit`` is its kit.
     :param context: this plugin's context.
 
-    Return: a list of template dicts, each with ``name`` (unique within the kit),
+    Return: a list of template dicts (``flowcore.api.Template``), each with ``name`` (unique within the kit),
     ``description`` (one line), ``source`` (a local directory path or a git URL) and ``kit``
     (the kit it belongs to). ``None`` or ``[]`` contributes nothing. Lists of all plugins are
     concatenated in load order; a later template with a name already taken is dropped.

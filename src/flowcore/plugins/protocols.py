@@ -8,11 +8,12 @@ so that the hook specifications and the contexts can name them without importing
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 if TYPE_CHECKING:
     import logging
     from pathlib import Path
+    from types import ModuleType
 
     import click
 
@@ -46,9 +47,64 @@ class PluginConfig(Protocol):
         """Change this plugin's section of the global config (locked, atomic); returns it."""
         ...
 
+    def get(self, key: str, default: object = None) -> object:
+        """One key of :attr:`section` (project over global), or ``default`` when unset."""
+        ...
+
     def set(self, key: str, value: object) -> None:
         """Set one key of this plugin's section in the global config."""
         ...
+
+
+@runtime_checkable
+class HookSpecs(Protocol):
+    """The ``hooks`` argument of ``flow_addhooks``: where a kit declares its own hooks."""
+
+    def add(self, module_or_class: ModuleType | type) -> None:
+        """Declare every function of ``module_or_class`` marked ``@hookspec`` as a hook.
+
+        Names start with ``flow_`` (``flow_<kit short name>_<what>`` by convention) and must
+        not be declared already, by flowcore or another kit; a ``ValueError`` says which.
+        """
+        ...
+
+
+class HookCaller(Protocol):
+    """``context.hook``: the hooks of this run, called by name as attributes.
+
+    ``context.hook.flow_python_before_build(project=root)`` calls every implementation (each
+    with its own plugin's ``context``) and returns their non-``None`` results in pluggy's order;
+    one that raises is reported and left out, as for core hooks. A kit may declare a Protocol of
+    its own hooks and ``cast`` this to it, so that its calls are type-checked.
+    """
+
+    def __getattr__(self, name: str) -> Callable[..., list[Any]]: ...
+
+
+class KitInfo(TypedDict, total=False):
+    """What ``flow_kit_info`` returns (every key optional; flow fills in the defaults)."""
+
+    #: The name of the kit's config section (``"python"`` for ``[tool.flow.python]``).
+    short_name: str
+    #: One line for listings.
+    description: str
+    #: Every key the kit reads in its section, with a one-line description of each.
+    config_schema: dict[str, str]
+    #: File names a project folder of this kit holds (any of them), e.g. ``["pyproject.toml"]``.
+    project_files: list[str]
+
+
+class Template(TypedDict):
+    """One entry of what ``flow_create_templates`` returns."""
+
+    #: Unique within the kit.
+    name: str
+    #: One line.
+    description: str
+    #: A local directory path or a git URL.
+    source: str
+    #: The distribution name of the kit the template belongs to.
+    kit: str
 
 
 @runtime_checkable
@@ -144,9 +200,15 @@ class CoreContext(Protocol):
     @property
     def packages(self) -> Packages: ...
 
+    @property
+    def hook(self) -> HookCaller:
+        """The hooks of this run: ``context.hook.flow_<name>(**arguments)`` calls every
+        implementation and returns the non-``None`` results in order (see :class:`HookCaller`)."""
+        ...
+
     def call_hook(self, hook: str, **kwargs: object) -> list[object]:
-        """Call ``hook`` on every kit and plugin of this run; their non-``None`` answers in
-        load order. Each gets its own context; one that raises is reported and left out."""
+        """Same as ``getattr(context.hook, hook)(**kwargs)``; kept for compatibility, prefer
+        ``context.hook``."""
         ...
 
     def register_command(self, command: click.Command, name: str | None = None) -> None:

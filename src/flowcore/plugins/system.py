@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowcore._base.errors import PluginLoadError, warn
 from flowcore.config.environment import ENTRY_POINT_GROUPS, canonical_name
-from flowcore.plugins.context import CoreContext, KitContext, short_name_of
+from flowcore.plugins.context import KitPluginContext, PluginContext, short_name_of
 from flowcore.plugins.records import Failure, PluginRecord, file_stamp
 
 if TYPE_CHECKING:
@@ -106,7 +106,9 @@ class LoadedPlugin:
         self.registered: list[_Guards] = []
         self.pm_names: list[str] = []
         self.files: list[str] = []
-        self.context: CoreContext | None = None
+        self.context: PluginContext | None = None
+        #: The hooks a kit declared through ``flow_addhooks`` when it loaded.
+        self.declares: list[str] = []
 
     def record(self, hooks: list[str]) -> PluginRecord:
         return PluginRecord(self.name, self.kind, self.entry_points, sorted(hooks), list(self.files))
@@ -227,28 +229,40 @@ class PluginSystem:
                     *ENTRY_POINT_GROUPS))
                 continue
             imported.append(self._import(name, kind, values, check_api=True))
-        self._add(imported)
+        self._add(imported, check=True)
         return list(self.loaded.values())
 
     def load_records(self, records: list[PluginRecord], env_dirs: list[str]) -> None:
         """Load plugins named by a cached manifest, without scanning any metadata.
 
-        They passed the API check when the manifest was built, and any upgrade since would have
-        changed the manifest's fingerprint, so the check is not repeated here.
+        They passed the API check and the hook check (no undeclared hooks warned about again)
+        when the manifest was built, and any upgrade since would have changed the manifest's
+        fingerprint, so the checks are not repeated here. A kit-bound plugin may so be loaded
+        before its kit (for its own command): its kit hooks wait without a spec, and pluggy
+        checks them when the kit declares them.
         """
         self._activate_envs(env_dirs)
         failed = {f.name for f in self.failures}
         self._add([self._import(r.name, r.kind, r.entry_points) for r in records
                    if r.name not in self.loaded and r.name not in failed])
 
-    def _add(self, imported: Sequence[LoadedPlugin | None]) -> None:
+    def _add(self, imported: Sequence[LoadedPlugin | None], *, check: bool = False) -> None:
         """Register newly imported plugins (given in load order) and make them loaded.
 
         The last of them is registered first: pluggy calls the last registered first, so this
-        makes it call them in load order without registering anything twice.
+        makes it call them in load order. A kit among them goes first of all, on its own, to
+        declare its hooks (``flow_addhooks``) before the plugins that implement them are
+        registered and checked; it is then registered again, last, to be called first.
+        ``check``: warn about hooks nothing declares (see ``load_records`` for when not).
         """
         fresh = [p for p in imported if p is not None]
-        registered = {p.name for p in reversed(fresh) if self._register(p)}
+        kit = next((p for p in fresh if p.kind == "kit"), None)
+        if kit is not None:
+            if self._register(kit, check=False) and self._declare_hooks(kit):
+                self._unregister(kit)
+            else:
+                fresh.remove(kit)
+        registered = {p.name for p in reversed(fresh) if self._register(p, check=check)}
         for plugin in fresh:
             if plugin.name in registered:
                 self.loaded[plugin.name] = plugin
@@ -288,32 +302,51 @@ class PluginSystem:
         if problem:
             raise PluginLoadError(f"it {problem}")
 
-    def _register(self, plugin: LoadedPlugin) -> bool:
-        """Register ``plugin``'s guards with pluggy, which validates them against the specs."""
+    def _register(self, plugin: LoadedPlugin, *, check: bool) -> bool:
+        """Register ``plugin``'s guards with pluggy, which validates them against the specs
+        (``hookcheck.register_checked``, the check ``flow plugin add`` runs too): a signature
+        that does not fit fails the plugin; with ``check``, a hook that neither flowcore nor the
+        loaded kit declares is warned about (the plugin's other hooks still work)."""
         import pluggy
+
+        from flowcore.plugins.hookcheck import (
+            register_checked,
+            validation_message,
+            warn_undeclared,
+        )
 
         pm = self.pm
         plugin.pm_names = [plugin.name if i == 0 else f"{plugin.name}#{i}"
                            for i in range(len(plugin.objects))]
         plugin.registered = [self._guards(plugin, obj) for obj in plugin.objects]
+        undeclared: set[str] = set()
         try:
             # last first, like the plugins themselves (see _add)
             for pm_name, namespace in reversed(list(zip(plugin.pm_names, plugin.registered, strict=True))):
-                pm.register(namespace, name=pm_name)
+                undeclared.update(register_checked(pm, namespace, pm_name))
                 self._registration.append(pm_name)
                 for caller in pm.get_hookcallers(namespace) or []:
-                    impls = [i for i in caller.get_hookimpls() if i.plugin is namespace]
-                    if not caller.has_spec() and not any(i.optionalhook for i in impls):
-                        raise pluggy.PluginValidationError(
-                            namespace, f"it implements an unknown hook '{caller.name}'"
-                        )
-                    for impl in impls:
-                        impl.function.flow_argnames = impl.argnames  # type: ignore[attr-defined]
+                    for impl in caller.get_hookimpls():
+                        if impl.plugin is namespace:
+                            impl.function.flow_argnames = impl.argnames  # type: ignore[attr-defined]
         except (pluggy.PluginValidationError, ValueError) as exc:
             self._unregister(plugin)
-            self._fail(plugin.name, plugin.kind, str(exc).splitlines()[0])
+            self._fail(plugin.name, plugin.kind, validation_message(exc))
             return False
+        if check and undeclared:
+            warn_undeclared(plugin.name, sorted(undeclared))
         return True
+
+    def _declare_hooks(self, kit: LoadedPlugin) -> bool:
+        """Call the (registered) kit's ``flow_addhooks``, so that its hooks exist before its
+        plugins are registered; ``False`` when it raised (the kit is then failed)."""
+        from flowcore.plugins.hookcheck import ADDHOOKS, SpecAdder
+
+        self.loaded[kit.name] = kit  # guards run only for loaded plugins
+        adder = SpecAdder(self.pm, kit.name)
+        self._call(ADDHOOKS, {kit.name}, False, {"hooks": adder})
+        kit.declares = list(adder.added)
+        return kit.name in self.loaded
 
     def _unregister(self, plugin: LoadedPlugin) -> None:
         for pm_name in plugin.pm_names:
@@ -470,9 +503,8 @@ class PluginSystem:
         """Record (and, when the caller asks, report) ``plugin`` as failed in ``hook``."""
         if plugin.name not in self.loaded:
             return
-        if hook == "flow_register_commands":  # reported with the manifest's load failures
-            self._fail(plugin.name, plugin.kind,
-                       f"flow_register_commands raised {type(exc).__name__}: {exc}")
+        if hook in ("flow_register_commands", "flow_addhooks"):  # reported as load failures
+            self._fail(plugin.name, plugin.kind, f"{hook} raised {type(exc).__name__}: {exc}")
             return
         failure = self._fail(plugin.name, plugin.kind, f"{type(exc).__name__}: {exc}")
         if self._calls and self._calls[-1].report_now:
@@ -487,13 +519,13 @@ class PluginSystem:
         info = self.kit_info or {}
         return str(info.get("short_name") or short_name_of(kit))
 
-    def context(self, plugin: LoadedPlugin) -> CoreContext:
+    def context(self, plugin: LoadedPlugin) -> PluginContext:
         """The context handed to ``plugin``'s hooks: the kit's, or the looser core one."""
         if plugin.context is None:
             plugin.context = self._make_context(plugin.name, plugin.kind)
         return plugin.context
 
-    def context_for(self, name: str) -> CoreContext:
+    def context_for(self, name: str) -> PluginContext:
         """The context of distribution ``name`` in this run, loaded or not (for a command run
         outside flow's dispatch, e.g. under click's CliRunner)."""
         wanted = canonical_name(name)
@@ -503,7 +535,7 @@ class PluginSystem:
         kind = next((k for n, k in self.plan() if canonical_name(n) == wanted), "general")
         return self._make_context(name, kind)
 
-    def _make_context(self, name: str, kind: str) -> CoreContext:
+    def _make_context(self, name: str, kind: str) -> PluginContext:
         flow = self.flow
         kit = self.active_kit()
 
@@ -511,9 +543,11 @@ class PluginSystem:
             return flow.packages
 
         if kit is not None and kind in ("kit", "kit-plugin", "project"):
-            return KitContext(name, flow.config, packages, call_hook=self.call,
-                              kit=kit, kit_short_name=self.kit_short_name() or short_name_of(kit))
-        return CoreContext(name, flow.config, packages, call_hook=self.call)
+            return KitPluginContext(
+                name, flow.config, packages, call_hook=self.call, hook_call=self.call_declared,
+                kit=kit, kit_short_name=self.kit_short_name() or short_name_of(kit))
+        return PluginContext(name, flow.config, packages, call_hook=self.call,
+                             hook_call=self.call_declared)
 
     # -- calling hooks ---------------------------------------------------------------------
 
@@ -521,15 +555,33 @@ class PluginSystem:
         """Call ``hook`` on every kit and plugin of this run; the non-``None`` results in order.
 
         This is how the core and kits call hooks (``flow create`` calls
-        ``flow_create_templates``, ``flow publish`` calls ``flow_publish_checks``, through
+        ``flow_create_templates``; kits through ``context.hook``, or the older
         ``context.call_hook``). Each implementation gets its own plugin's ``context``; one that
         raises is reported and left out. A ``firstresult`` hook gives a list of at most one.
+        A hook nothing declares gives ``[]`` (``call_hook``'s old contract; see
+        :meth:`call_declared`).
         """
         self.load_all()
         result, _ = self._call(hook, None, True, kwargs)
         if isinstance(result, list):
             return result
         return [] if result is None else [result]
+
+    def call_declared(self, hook: str, **kwargs: object) -> list[object]:
+        """:meth:`call` for ``context.hook``: a hook that neither flowcore nor the loaded kit
+        declares is a ``FlowError`` naming it (a typo, or a kit that forgot ``hooks.add``)."""
+        self.load_all()
+        caller = getattr(self.pm.hook, hook, None)
+        if caller is None or not caller.has_spec():
+            from flowcore._base.errors import FlowError
+
+            kit = self.active_kit()
+            raise FlowError(
+                f"no hook '{hook}' is declared by flowcore"
+                + (f" or the build kit {kit}" if kit and kit in self.loaded else ""),
+                "Check the name against the hook reference; a kit declares its hooks in "
+                "flow_addhooks with hooks.add(module)")
+        return self.call(hook, **kwargs)
 
     def call_loaded(
         self, hook: str, *, only: set[str] | None = None, report_now: bool = True,

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     import click
 
-    from flowcore.plugins.context import CoreContext
+    from flowcore.plugins.context import PluginContext
     from flowcore.plugins.system import PluginSystem
     from flowcore.registry.manifest import Failure, Manifest
 
@@ -66,7 +66,7 @@ class CommandRegistry:
         self._rebuilt = False
         self._reported: set[str] = set()  # failure and warning lines already shown
         self._live: dict[str, Any] = {}  # commands loaded in this process, by name
-        self._contexts: dict[str, CoreContext] = {}
+        self._contexts: dict[str, PluginContext] = {}
 
     # -- the manifest ----------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ class CommandRegistry:
                 return command
         return None
 
-    def context_of(self, name: str) -> CoreContext | None:
+    def context_of(self, name: str) -> PluginContext | None:
         """The context of the plugin that owns command ``name`` (after it was loaded)."""
         return self._contexts.get(name)
 
