@@ -86,11 +86,13 @@ def test_the_environment_is_set_explicitly(tmp_path: Path, monkeypatch: pytest.M
 
 def test_make_project_writes_the_flow_table(tmp_path: Path) -> None:
     project = testing.make_project(tmp_path / "app", kit="flow-kit-python",
-                                   plugins=["flow-plugin-env"], files={"src/app/__init__.py": ""})
+                                   plugins=["flow-plugin-env"], files={"src/app/__init__.py": ""},
+                                   settings={"python": {"test-args": ["-q"], "build-isolation": "false"}})
     import tomllib
 
     data = tomllib.loads((project / "pyproject.toml").read_text())
-    assert data["tool"]["flow"] == {"buildkit": "flow-kit-python", "plugins": ["flow-plugin-env"]}
+    assert data["tool"]["flow"] == {"buildkit": "flow-kit-python", "plugins": ["flow-plugin-env"],
+                                    "python": {"test-args": ["-q"], "build-isolation": "false"}}
     assert data["project"]["name"] == "app"
     assert (project / "src" / "app" / "__init__.py").is_file()
     with pytest.raises(testing.SetupError, match="both a pyproject.toml in files and kit"):

@@ -285,31 +285,35 @@ class FlowRunner:
 
 
 def make_project(root: str | os.PathLike[str], *, kit: str | None = None,
-                 plugins: Sequence[str] = (), files: Mapping[str, str | bytes] | None = None,
+                 plugins: Sequence[str] = (),
+                 settings: Mapping[str, Mapping[str, object]] | None = None,
+                 files: Mapping[str, str | bytes] | None = None,
                  name: str | None = None) -> Path:
     """Make a flow project at ``root`` and return its path.
 
-    Writes ``pyproject.toml`` with ``[project]`` (``name``, default the folder's name) and
-    ``[tool.flow]`` (``buildkit = kit``, ``plugins``), then ``files`` (relative path -> text or
-    bytes; folders are created). A ``pyproject.toml`` in ``files`` replaces the generated one, so
-    it cannot be combined with ``kit`` or ``plugins``. Trusting it is the runner's:
-    :meth:`FlowRunner.trust`.
+    Writes ``pyproject.toml`` with ``[project]`` (``name``, default the folder's name),
+    ``[tool.flow]`` (``buildkit = kit``, ``plugins``) and one ``[tool.flow.<short name>]`` table
+    per entry of ``settings`` (a kit's or a plugin's section, e.g. ``{"python": {"test-args":
+    ["-q"]}}``), then ``files`` (relative path -> text or bytes; folders are created). A
+    ``pyproject.toml`` in ``files`` replaces the generated one, so it cannot be combined with
+    ``kit``, ``plugins`` or ``settings``. Trusting it is the runner's: :meth:`FlowRunner.trust`.
     """
-    import json
-
     project = Path(root).absolute()
     files = dict(files or {})
-    if "pyproject.toml" in files and (kit is not None or plugins):
-        raise SetupError("make_project got both a pyproject.toml in files and kit/plugins",
+    if "pyproject.toml" in files and (kit is not None or plugins or settings):
+        raise SetupError("make_project got both a pyproject.toml in files and kit/plugins/settings",
                          "Declare [tool.flow] in the pyproject.toml you pass, or drop it from files")
     project.mkdir(parents=True, exist_ok=True)
     if "pyproject.toml" not in files:
-        lines = ["[project]", f"name = {json.dumps(name or project.name)}", 'version = "0.1.0"', "",
-                 "[tool.flow]"]
+        import tomlkit  # a dependency of flowcore (style-preserving config edits)
+
+        flow: dict[str, object] = {}
         if kit is not None:
-            lines.append(f"buildkit = {json.dumps(kit)}")
-        lines.append(f"plugins = {json.dumps(list(plugins))}")
-        files["pyproject.toml"] = "\n".join(lines) + "\n"
+            flow["buildkit"] = kit
+        flow["plugins"] = list(plugins)
+        flow.update({short: dict(section) for short, section in (settings or {}).items()})
+        files["pyproject.toml"] = tomlkit.dumps(
+            {"project": {"name": name or project.name, "version": "0.1.0"}, "tool": {"flow": flow}})
     for relative, content in files.items():
         target = project / relative
         if project not in Path(os.path.normpath(target)).parents:

@@ -7,8 +7,8 @@ every session of an environment that has flowcore; ``-p no:flowcore`` turns it o
   set in this process's environment for the test, so code run in-process sees it too;
 * ``flow``: a :class:`flowcore.testing.FlowRunner` bound to ``flow_home``, starting in
   ``tmp_path``; wheels it builds and uv's cache are shared by the session's tests;
-* ``make_project``: ``make_project(path="project", *, kit=None, plugins=(), files=None,
-  name=None, trust=False)``, :func:`flowcore.testing.make_project` under ``tmp_path`` (a relative
+* ``make_project``: ``make_project(path="project", *, kit=None, plugins=(), settings=None,
+  files=None, name=None, trust=False)``, :func:`flowcore.testing.make_project` under ``tmp_path`` (a relative
   ``path``) that trusts the project with ``flow`` when asked.
 
 Only pytest is imported here at start; flowcore.testing is imported when a fixture is used.
@@ -59,10 +59,11 @@ def make_project(tmp_path: Path, flow: FlowRunner) -> MakeProject:
     from flowcore import testing
 
     def make(path: str | os.PathLike[str] = "project", *, kit: str | None = None,
-             plugins: Sequence[str] = (), files: Mapping[str, str | bytes] | None = None,
-             name: str | None = None, trust: bool = False) -> Path:
-        project = testing.make_project(tmp_path / path, kit=kit, plugins=plugins, files=files,
-                                       name=name)
+             plugins: Sequence[str] = (), settings: Mapping[str, Mapping[str, object]] | None = None,
+             files: Mapping[str, str | bytes] | None = None, name: str | None = None,
+             trust: bool = False) -> Path:
+        project = testing.make_project(tmp_path / path, kit=kit, plugins=plugins, settings=settings,
+                                       files=files, name=name)
         if trust:
             flow.trust(project)
         return project
