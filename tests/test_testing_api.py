@@ -173,6 +173,9 @@ def test_fixtures_through_the_pytest11_entry_point(pytester: pytest.Pytester) ->
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=5)
+    # pytester's HOME is its folder: the runs wrote nothing under ~ (no ~/.flow, no uv cache, no
+    # flow debug log), only into the session's temporary folders
+    assert sorted(p.name for p in pytester.path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:

@@ -44,9 +44,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import click
@@ -72,8 +71,7 @@ class SetupError(Exception):
         super().__init__(f"{self.cause}. {fix}")
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):  # a NamedTuple: ~5x cheaper to define than a dataclass (see above)
     """What one run gave: ``exit_code``, ``output`` (stdout), ``stderr``.
 
     ``args`` is the command line after ``flow``; ``exception`` is the exception an in-process
