@@ -64,7 +64,7 @@ def test_at_load(run_flow, flow_home: Path, tmp_path: Path, api: str, reason: st
     if reason is None:
         assert "hello" in r.stdout and r.stderr == ""
         r = run_flow("hello")
-        assert r.returncode == 0 and r.stdout.startswith("hello: CoreContext"), r.stderr
+        assert r.returncode == 0 and r.stdout.startswith("hello: PluginContext"), r.stderr
         return
     assert r.stderr.strip() == (f"flow: warning: plugin 'flow-plugin-hello' failed to load: it "
                                 f"{reason}. Remove it with: flow plugin delete flow-plugin-hello")

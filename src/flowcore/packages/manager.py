@@ -301,7 +301,9 @@ class PackageManager:
                     f"{_UNCHANGED}")
             values += [v for g, _, v in dist.entry_points if g == group]
 
-        declared = read_declarations(env, values)
+        names = {v: dist.name for _, dist in targets for g, _, v in dist.entry_points if g == group}
+        declared = read_declarations(env, values, check_hooks=True, names=names,
+                                     kit_dirs=[self.env("global").site_packages])
         results: list[InstalledPackage] = []
         for p, dist in targets:
             kits: list[str] = []
@@ -315,6 +317,15 @@ class PackageManager:
                 if problem:
                     raise InstallError(problem, f"Install a version of {dist.name} made for "
                                        f"plugin API {_api()}. {_UNCHANGED}")
+                if decl.hook_error:  # what loading it would refuse (flowcore.plugins.hookcheck)
+                    raise InstallError(
+                        f"{dist.name} implements a hook wrongly: {decl.hook_error}",
+                        "Take only arguments the hook's specification lists (docs/hooks.md, or "
+                        f"its kit's hook reference). {_UNCHANGED}")
+                if decl.undeclared:
+                    from flowcore.plugins.hookcheck import warn_undeclared
+
+                    warn_undeclared(dist.name, decl.undeclared, decl.build_kits or ())
                 kits += [canonical_name(k) for k in decl.build_kits or () if canonical_name(k) not in kits]
             results.append(InstalledPackage(dist.name, dist.version, kind,
                                             tuple(kits) if kind == PLUGIN else (),

@@ -7,6 +7,11 @@ that nobody has vetted yet), which reports the declarations as JSON. An entry po
 import is reported with its error, which is how ``flow plugin add`` refuses broken plugins and
 ``flow doctor`` finds them.
 
+With ``check_hooks``, the probe also checks each entry point's hook implementations the way
+loading it will (``flowcore.plugins.hookcheck.check_for_install``: flowcore's hook specs and those
+of the kits it declares in ``FLOW_BUILD_KITS`` that are installed): a signature that does not fit
+a declared hook comes back as ``hook_error``, a hook nothing declares in ``undeclared``.
+
 A fresh interpreter rather than a fork of flow: a fork would hold all of flow's memory (tokens,
 index passwords) and could not hide it from the plugin, for ~50 ms saved per install.
 """
@@ -17,12 +22,13 @@ import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from flowcore._base.errors import InstallError
 from flowcore.packages.installer import ManagedEnv
 
 _SCRIPT = r"""
-def _declare(value):
+def _declare(value, check):
     import importlib
     module_name, _, attr = value.partition(":")
     item = {"value": value}
@@ -36,15 +42,25 @@ def _declare(value):
             if found is not None and not isinstance(found, (str, list, tuple)):
                 found = repr(found)
             item[key] = list(found) if isinstance(found, tuple) else found
+        if check is not None:
+            from flowcore.plugins.hookcheck import check_for_install
+            from flowcore.plugins.system import entry_point_values
+            kits = item.get("FLOW_BUILD_KITS") or []
+            kits = [kits] if isinstance(kits, str) else kits
+            item.update(check_for_install(obj, check["names"].get(value, value), kits,
+                                          entry_point_values))
     except BaseException as exc:
         item["error"] = f"{type(exc).__name__}: {exc}"
     return item
 
-import json, os, sys
+import json, os, site, sys
 result = os.fdopen(os.dup(1), "w")  # the probe's own channel: what plugins print goes to stderr
 os.dup2(2, 1)
 sys.stdout = sys.stderr
-out = [_declare(value) for value in json.loads(sys.argv[1])]
+check = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+for kit_dir in (check or {}).get("kit_dirs", []):
+    site.addsitedir(kit_dir)  # where kits are installed, after the environment's own packages
+out = [_declare(value, check) for value in json.loads(sys.argv[1])]
 result.write(json.dumps(out) + "\n")
 result.flush()
 """
@@ -85,25 +101,35 @@ def probe_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Declarations:
-    """What one entry point declares, or the error importing it raised."""
+    """What one entry point declares, or the error importing it raised; with ``check_hooks``,
+    the hooks it implements that nothing declares and why a hook signature does not fit."""
 
     value: str
     build_kits: list[str] | None
     api: str | None
     error: str | None
+    undeclared: tuple[str, ...] = ()
+    hook_error: str | None = None
 
 
-def read_declarations(env: ManagedEnv, values: Sequence[str], *,
-                      timeout: float = 120) -> dict[str, Declarations]:
+def read_declarations(env: ManagedEnv, values: Sequence[str], *, timeout: float = 120,
+                      check_hooks: bool = False, names: Mapping[str, str] | None = None,
+                      kit_dirs: Sequence[Path] = ()) -> dict[str, Declarations]:
     """Import each entry point value (``module`` or ``module:attr``) in the environment's own
     interpreter (``python -I``, ``probe_environ()``).
 
-    An import that hangs is bounded: after ``timeout`` seconds the probe is killed and
-    InstallError raised.
+    ``check_hooks``: check each one's hook implementations as loading will (see the module
+    docs), naming it by ``names[value]`` (its distribution) and finding its kits in the
+    environment and in ``kit_dirs``. An import that hangs is bounded: after ``timeout`` seconds
+    the probe is killed and InstallError raised.
     """
     if not values:
         return {}
-    return _declarations(_subprocess(env, values, timeout))
+    check: dict[str, object] | None = None
+    if check_hooks:
+        check = {"names": dict(names or {}),
+                 "kit_dirs": [str(d) for d in kit_dirs if Path(d).is_dir()]}
+    return _declarations(_subprocess(env, values, timeout, check))
 
 
 def _declarations(items: list[dict]) -> dict[str, Declarations]:
@@ -118,15 +144,19 @@ def _declarations(items: list[dict]) -> dict[str, Declarations]:
             [str(k) for k in kits] if isinstance(kits, list) else None,
             str(api) if api is not None else None,
             item.get("error"),
+            tuple(str(h) for h in item.get("undeclared") or ()),
+            item.get("hook_error"),
         )
     return out
 
 
-def _subprocess(env: ManagedEnv, values: Sequence[str], timeout: float) -> list[dict]:
+def _subprocess(env: ManagedEnv, values: Sequence[str], timeout: float,
+                check: dict[str, object] | None = None) -> list[dict]:
     """The probe in the environment's own interpreter (``python -I``)."""
+    extra = [json.dumps(check)] if check is not None else []
     try:
         proc = subprocess.run(
-            [str(env.python), "-I", "-c", _SCRIPT, json.dumps(list(values))],
+            [str(env.python), "-I", "-c", _SCRIPT, json.dumps(list(values)), *extra],
             capture_output=True, text=True, check=False, timeout=timeout, env=probe_environ(),
         )
     except subprocess.TimeoutExpired as exc:  # (killed and reaped by subprocess.run)

@@ -97,26 +97,84 @@ def register_checked(pm: pluggy.PluginManager, namespace: object, name: str) -> 
     return sorted(undeclared)
 
 
+def declare_kit_hooks(pm: pluggy.PluginManager, kit: object, name: str) -> list[str]:
+    """Call ``kit``'s ``flow_addhooks`` outside the loader (the install check): the specs it
+    adds go into ``pm``, where a plugin is then checked as :func:`register_checked` does at
+    load. ``kit`` is registered only to find its implementation, and unregistered before it
+    runs, so that ``pm`` holds nothing but the specs."""
+    pm.register(kit, name=f"{name}:addhooks")
+    try:
+        impls = [i for i in pm.hook.flow_addhooks.get_hookimpls() if i.plugin is kit]
+    finally:
+        pm.unregister(name=f"{name}:addhooks")
+    adder = SpecAdder(pm, name)
+    for impl in impls:
+        impl.function(**{arg: adder for arg in impl.argnames if arg == "hooks"})
+    return adder.added
+
+
+def check_for_install(obj: object, name: str, kits: Sequence[str],
+                      entry_points: Callable[[str], list[str] | None]) -> dict[str, object]:
+    """What loading ``obj`` (an imported entry point of ``name``) would say of its hooks, found
+    before the install is committed (``flowcore.packages.probe`` runs this in the managed
+    environment's interpreter): ``{"undeclared": [...], "hook_error": str | None}``.
+
+    The PluginManager holds flowcore's specs, those of ``kits`` (the plugin's
+    ``FLOW_BUILD_KITS``) that are installed (``entry_points(kit)``: their entry point values,
+    ``None`` when not installed; ``system.entry_point_values``), and, when ``obj`` is itself a
+    kit, its own; a kit that is not installed or fails to load adds nothing (its hooks are then
+    undeclared).
+    """
+    import pluggy
+
+    from flowcore.plugins import hookspecs
+    from flowcore.plugins.markers import PROJECT_NAME
+    from flowcore.plugins.registry_view import load_object
+
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for kit in kits:
+        try:
+            for value in entry_points(kit) or ():
+                declare_kit_hooks(pm, load_object(value.split("[", 1)[0].strip()), kit)
+        except Exception:  # noqa: BLE001,S112 - the kit's own problem, reported when it loads
+            continue
+    try:
+        if ADDHOOKS in dir(obj):
+            declare_kit_hooks(pm, obj, name)
+        undeclared = register_checked(pm, obj, name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        return {"undeclared": [], "hook_error": validation_message(exc)}
+    except Exception as exc:  # noqa: BLE001 - a kit's flow_addhooks that raises
+        return {"undeclared": [], "hook_error": f"{ADDHOOKS} raised {type(exc).__name__}: {exc}"}
+    return {"undeclared": undeclared, "hook_error": None}
+
+
 def validation_message(exc: BaseException) -> str:
     """pluggy's several-line validation error as one line (hook, definition and reason)."""
     return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def undeclared_text(plugin: str, hook: str, kits: Sequence[str] = ()) -> tuple[str, str]:
-    """``(cause, fix)`` of the warning about ``plugin`` implementing ``hook`` that neither
-    flowcore nor a loaded kit declares (``kits``: those the plugin supports, at install)."""
-    cause = f"plugin '{plugin}' implements hook '{hook}', which neither flowcore nor "
-    if kits:
-        cause += f"its kits ({', '.join(kits)}) declare"
+def undeclared_text(plugin: str, hook: str,
+                    kits: Sequence[str] | None = None) -> tuple[str, str]:
+    """``(cause, fix)`` of the warning about ``plugin`` implementing ``hook`` that nothing
+    declares: at load (``kits`` None) flowcore and the loaded kit; at install flowcore and
+    ``kits``, the installed kits the plugin names in ``FLOW_BUILD_KITS``."""
+    cause = f"plugin '{plugin}' implements hook '{hook}', which "
+    if kits is None:
+        cause += "neither flowcore nor the loaded kit declares"
+    elif kits:
+        cause += f"neither flowcore nor its kits ({', '.join(kits)}) declare"
     else:
-        cause += "the loaded kit declares"
+        cause += "flowcore does not declare (and it names no kit in FLOW_BUILD_KITS)"
     cause += ", so flow never calls it"
     fix = ("Check the name against docs/hooks.md and the kit's hook reference, or install the "
            "kit that declares it")
     return cause, fix
 
 
-def warn_undeclared(plugin: str, hooks: Sequence[str], kits: Sequence[str] = ()) -> None:
+def warn_undeclared(plugin: str, hooks: Sequence[str],
+                    kits: Sequence[str] | None = None) -> None:
     """Warn once per process about each of ``hooks`` (see :func:`undeclared_text`)."""
     from flowcore._base.errors import warn
 
