@@ -40,9 +40,16 @@ def build():
     click.echo(f"answers={answers}")
 
 
+@click.command("nope")
+def nope():
+    """Call a hook nobody declares."""
+    current().hook.flow_demo_nope(target="out")
+
+
 @hookimpl
 def flow_register_commands(registry):
     registry.add(build)
+    registry.add(nope)
 '''
 
 SPECS = '''"""The demo kit's hooks."""
@@ -113,6 +120,13 @@ def test_a_kit_hook_is_called_on_its_plugin_with_the_plugins_own_context(run_flo
     config.setdefault("kitConfig", {})["demo"] = {"greeting": "ahoy"}
     (flow_home / "config.json").write_text(json.dumps(config))
     assert run_flow("build").stdout.startswith("answers=['ahoy from flow-plugin-stamp")
+    # context.hook is typed by name: a name nothing declares is an error, not an empty list
+    r = run_flow("nope")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "flow: error: no hook 'flow_demo_nope' is declared by flowcore or the build kit "
+        "flow-kit-demo. Check the name against the hook reference; a kit declares its hooks in "
+        "flow_addhooks with hooks.add(module)")
 
 
 def test_with_its_kit_inactive_the_plugin_is_not_loaded_and_says_nothing(run_flow, tmp_path):
