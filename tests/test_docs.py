@@ -46,6 +46,7 @@ RUN: dict[str, dict[str, object]] = {
     "docs/create.md": {"cwd": "work"},
     "kits/flow-kit-python/README.md": {"cwd": "work"},
     "plugins/flow-plugin-templates/README.md": {"cwd": "work"},
+    "plugins/flow-plugin-secretguard/README.md": {"cwd": "work"},
 }
 
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.

@@ -36,8 +36,7 @@ def test_every_hook_is_marked_as_a_spec():
     specs = hookspecs()
     assert [name for _, name, _ in specs] == [
         "flow_addhooks", "flow_register_commands", "flow_kit_info", "flow_create_templates",
-        "flow_before_command", "flow_after_command", "flow_publish_checks",
-        "flow_publish_artifact_targets",
+        "flow_before_command", "flow_after_command",
     ]
     for _, name, func in specs:
         assert isinstance(getattr(func, "flow_spec", None), dict), name

@@ -232,19 +232,32 @@ from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 flow = Flow(RunOptions())
 templates = flow.plugins.call("flow_create_templates", kit="flow-kit-demo")
-checks = flow.plugins.call("flow_publish_checks", task={"kit": "flow-kit-demo"})
-targets = flow.plugins.call("flow_publish_artifact_targets", task={"kit": "flow-kit-demo"})
+checks = flow.plugins.call("flow_demo_checks", task={"kit": "flow-kit-demo"})
+targets = flow.plugins.call("flow_demo_targets", task={"kit": "flow-kit-demo"})
 print(json.dumps({"templates": templates, "checks": checks, "targets": targets}))
 '''
 
 
-def test_kits_call_template_and_publish_hooks_in_load_order(menv, flow_home, tmp_path):
+def test_kits_call_template_and_their_own_hooks_in_load_order(menv, flow_home, tmp_path):
     menv.add_plugin("flow-kit-demo", KIT_INFO + '''
+from flowcore.api import hookspec
+
+class DemoHooks:  # the kit's own hooks (a kit usually keeps them in a hookspecs module)
+    @hookspec
+    def flow_demo_checks(context, task):
+        """Checks."""
+    @hookspec
+    def flow_demo_targets(context, task):
+        """Targets."""
+
+@hookimpl
+def flow_addhooks(hooks):
+    hooks.add(DemoHooks)
 @hookimpl
 def flow_create_templates(kit, context):
     return [{"name": "basic", "description": "d", "source": "/t/basic", "kit": kit}]
 @hookimpl
-def flow_publish_checks(task):
+def flow_demo_checks(task):
     return [{"name": "kit-check", "ok": True, "message": "fine"}]
 ''', group="flow.kits")
     menv.add_plugin("flow-plugin-extra", '''
@@ -253,15 +266,15 @@ def flow_create_templates(kit, context):
     if kit == context.kit:
         return [{"name": "extra", "description": "d", "source": "https://x/y.git", "kit": kit}]
 @hookimpl
-def flow_publish_checks(task, context):
+def flow_demo_checks(task, context):
     return [{"name": "extra-check", "ok": False, "message": f"set it in {context.kit_short_name}"}]
 @hookimpl
-def flow_publish_artifact_targets(task):
+def flow_demo_targets(task):
     return [{"name": "s3", "kind": "s3", "url": "s3://bucket"}]
 ''', kits=["flow-kit-demo"])
     menv.add_plugin("flow-plugin-broken-checks", '''
 @hookimpl
-def flow_publish_checks(task):
+def flow_demo_checks(task):
     raise RuntimeError("checks exploded")
 ''')
     menv.config(kit="flow-kit-demo", kit_plugins=["flow-plugin-extra"],
@@ -276,7 +289,7 @@ def flow_publish_checks(task):
     assert out["checks"][1][0]["message"] == "set it in demo"
     assert out["targets"] == [[{"name": "s3", "kind": "s3", "url": "s3://bucket"}]]
     assert r.stderr.strip() == (
-        "flow: warning: plugin 'flow-plugin-broken-checks' failed in flow_publish_checks: "
+        "flow: warning: plugin 'flow-plugin-broken-checks' failed in flow_demo_checks: "
         "RuntimeError: checks exploded. Remove it with: flow plugin delete "
         "flow-plugin-broken-checks")
 

@@ -131,8 +131,8 @@ import json
 from flowcore.cli.app import Flow
 from flowcore.config import RunOptions
 flow = Flow(RunOptions())
-checks = flow.plugins.call("flow_publish_checks", task={"kit": "flow-kit-demo"})
-print(json.dumps(checks))
+templates = flow.plugins.call("flow_create_templates", kit="flow-kit-demo")
+print(json.dumps(templates))
 '''
 
 
@@ -140,18 +140,18 @@ def test_a_wrapper_changes_what_the_other_plugins_answered(menv, flow_home, tmp_
     """A kit calling a hook gets the answers as the wrappers left them (pluggy's semantics)."""
     menv.add_plugin("flow-kit-demo", KIT_INFO + '''
 @hookimpl
-def flow_publish_checks(task):
-    return [{"name": "kit-check", "ok": False, "message": "too strict"}]
+def flow_create_templates(kit):
+    return [{"name": "kit-template", "description": "draft", "source": "/t/a", "kit": kit}]
 ''', group="flow.kits")
     menv.add_plugin("flow-plugin-lenient", '''
 @hookimpl
-def flow_publish_checks(task):
-    return [{"name": "lenient-check", "ok": True, "message": "fine"}]
+def flow_create_templates(kit):
+    return [{"name": "plugin-template", "description": "fine", "source": "/t/b", "kit": kit}]
 
-@hookimpl(wrapper=True, specname="flow_publish_checks")
-def waive_failed_checks(task, context):
+@hookimpl(wrapper=True, specname="flow_create_templates")
+def relabel_templates(kit, context):
     answers = yield
-    return [[dict(c, ok=True, message=f"waived by {context.plugin}") for c in a]
+    return [[dict(t, description=f"relabelled by {context.plugin}") for t in a]
             for a in answers]
 ''')
     menv.config(kit="flow-kit-demo", plugins=["flow-plugin-lenient"])
@@ -159,6 +159,8 @@ def waive_failed_checks(task, context):
                        env=offline_env(flow_home), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [
-        [{"name": "kit-check", "ok": True, "message": "waived by flow-plugin-lenient"}],
-        [{"name": "lenient-check", "ok": True, "message": "waived by flow-plugin-lenient"}],
+        [{"name": "kit-template", "description": "relabelled by flow-plugin-lenient",
+          "source": "/t/a", "kit": "flow-kit-demo"}],
+        [{"name": "plugin-template", "description": "relabelled by flow-plugin-lenient",
+          "source": "/t/b", "kit": "flow-kit-demo"}],
     ]

@@ -1,5 +1,6 @@
-"""``flow publish`` following tasks: detach and attach, dropped connections, Ctrl-C, cancel,
-and the publish hooks of plugins. Real CLI, real server (see cloudbuild_publish_support)."""
+"""``flow publish`` following tasks: detach and attach, dropped connections, Ctrl-C, cancel.
+Real CLI, real server (see cloudbuild_publish_support); the kit's hooks are
+test_cloudbuild_publish_hooks.py's."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from cloudbuild_publish_support import (
     publish,
 )
 from tcp_proxy import TcpProxy
-
-from wheelfactory import build_wheel
 
 
 @pytest.fixture(scope="module")
@@ -155,63 +154,6 @@ def test_cancel_a_running_task(flow, server, tmp_path):
     assert len(error_lines(followed.stderr)) == 1
     assert f"task {task_id} was cancelled" in followed.stderr
     assert "slow line 600" not in followed.stdout
-
-
-PLUGIN = '''
-from pathlib import Path
-from flowcore import hookimpl
-
-FLOW_BUILD_KITS = ["flow-kit-cloudbuild"]
-FLOW_API = ">=1"
-
-
-@hookimpl
-def flow_publish_checks(task):
-    root = Path(task["project_root"])
-    if (root / "BLOCK").exists():
-        return [{"name": "no-block-file", "ok": False,
-                 "message": "remove BLOCK from " + task["name"]}]
-    return [{"name": "no-block-file", "ok": True, "message": "fine"}]
-
-
-@hookimpl
-def flow_publish_artifact_targets(task):
-    root = Path(task["project_root"])
-    if (root / "COPY_TO").exists():
-        return [{"name": "local-copy", "kind": "directory",
-                 "url": (root / "COPY_TO").read_text().strip()}]
-    return []
-'''
-
-
-def test_plugin_checks_stop_a_publish_and_targets_receive_artifacts(flow, server, tmp_path):
-    wheel = build_wheel(tmp_path / "wheels", "flow-plugin-publishguard",
-                        {"flow_plugin_publishguard/__init__.py": PLUGIN},
-                        entry_points={"flow.plugins": {"publishguard": "flow_plugin_publishguard"}})
-    added = flow("plugin", "add", str(wheel), "--no-index", cwd=tmp_path)
-    assert added.returncode == 0, added.stderr
-    project = make_site(tmp_path / "site", name="guarded-site")
-    # a kit-bound plugin loads with the kit in global scope; this project names none itself
-    (project / "flow.toml").unlink()
-    try:
-        (project / "BLOCK").write_text("")
-        blocked = publish(flow, server, project, "--source", "upload",
-                          "--build-cmd", "npm run build")
-        assert blocked.returncode == 1
-        assert error_lines(blocked.stderr) == [
-            "flow: error: pre-build check 'no-block-file' failed: remove BLOCK from "
-            "guarded-site. Fix it and publish again"]
-
-        (project / "BLOCK").unlink()
-        copies = tmp_path / "copies"
-        (project / "COPY_TO").write_text(str(copies))
-        done = publish(flow, server, project, "--source", "upload",
-                       "--build-cmd", "npm run build")
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().splitlines()[-1].startswith(server.url + "/artifacts/")
-        assert "<h1>1.0.0</h1>" in (copies / "index.html").read_text()
-    finally:
-        flow("plugin", "delete", "flow-plugin-publishguard", cwd=tmp_path)
 
 
 def test_server_restart_mid_stream_resumes_after_the_last_seq(flow, tmp_path):

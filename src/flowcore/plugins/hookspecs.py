@@ -20,7 +20,8 @@ How flow calls hooks
 * Isolation: an implementation that raises is reported in one line naming its plugin, and its
   result is left out (a wrapper that raises is left out and the call goes on without it); the
   other plugins and every built-in command keep working (``--strict-plugins`` turns the report
-  into an error).
+  into an error). One exception: a ``FlowError`` raised in a hook a kit declared reaches the kit
+  that called it (a plugin's refusal, e.g. of an upload); the kit's hook reference says so.
 * Kits declare hooks of their own (``flow_addhooks``); each kit's hook reference lists them.
   A kit or plugin calls any hook as ``context.hook.<name>(...)``, which gets the non-``None``
   results in the order above.
@@ -38,9 +39,6 @@ from flowcore.plugins.markers import hookspec
 
 if TYPE_CHECKING:
     from flowcore.plugins.protocols import CoreContext, HookSpecs, KitInfo, Registry, Template
-
-#: What hooks exchange with flow: JSON-like mappings (strings, numbers, lists, dicts).
-JSONObject = dict[str, object]
 
 # ---------------------------------------------------------------------------------------------
 # Registration: called when flow (re)builds its command manifest, and when a command is run
@@ -170,43 +168,3 @@ def flow_after_command(
     Return: ignored. Raising is reported and skipped; it never changes the exit code.
     """
 
-
-# ---------------------------------------------------------------------------------------------
-# Cloud publish (called by the cloud-build kit's ``flow publish``)
-# ---------------------------------------------------------------------------------------------
-
-
-@hookspec
-def flow_publish_checks(context: CoreContext, task: JSONObject) -> list[JSONObject] | None:
-    """Pre-build checks run by ``flow publish`` before anything is sent to the build server.
-
-    When: once per ``flow publish``, after the task has been described and before upload.
-
-    :param context: this plugin's context.
-    :param task: the publish task being prepared: ``project_root``, ``kit``, ``settings`` (the
-        kit's merged config section) and ``target`` (server URL); read it, do not change it.
-
-    Return: a list of check results, each a dict with ``name``, ``ok`` (bool) and ``message``
-    (one line; for a failed check it says how to fix it). Results of all plugins are
-    concatenated; ``flow publish`` stops before upload when any result has ``ok`` false.
-    ``None`` or ``[]`` means nothing to check.
-    """
-
-
-@hookspec
-def flow_publish_artifact_targets(context: CoreContext, task: JSONObject) -> list[JSONObject] | None:
-    """Extra places a successful cloud build's artifacts are delivered to.
-
-    When: once per ``flow publish`` that ends with the task **done** (not on ``--attach``), after
-    the server has stored the artifacts and before the artifact URL is printed. Not called for
-    a failed, cancelled or timed-out task.
-
-    :param context: this plugin's context.
-    :param task: the publish task (see ``flow_publish_checks``) plus ``taskId``,
-        ``artifactUrl`` and ``artifacts`` (a list of ``{"name", "url", "size"}``).
-
-    Return: a list of target dicts, each with ``name`` (unique), ``kind`` and ``url``. The
-    client downloads every artifact into targets of kind ``"directory"`` (``url`` a local path
-    or ``file://`` URL) and reports other kinds as skipped. Lists of all plugins are
-    concatenated; ``None`` or ``[]`` adds nothing.
-    """

@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from flowcore._base.errors import PluginLoadError, warn
+from flowcore._base.errors import FlowError, PluginLoadError, warn
 from flowcore.config.environment import ENTRY_POINT_GROUPS, canonical_name
 from flowcore.plugins.context import KitPluginContext, PluginContext, short_name_of
 from flowcore.plugins.records import Failure, PluginRecord, file_stamp
@@ -438,6 +438,8 @@ class PluginSystem:
             try:
                 result = function(*call_args, **call_kwargs)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation
+                if isinstance(exc, FlowError) and self._kit_declared(hook):
+                    raise  # a kit hook's refusal, e.g. flow_cloudbuild_before_upload: the kit's call
                 self._hook_failed(plugin, hook, exc)
                 return None
             if result is not None and self._calls:
@@ -445,6 +447,12 @@ class PluginSystem:
             return result
 
         return guard
+
+    def _kit_declared(self, hook: str) -> bool:
+        """Whether a loaded kit declared ``hook``: a ``FlowError`` raised in one is the plugin's
+        answer (cause and fix for the user), and reaches the kit that called it; the kit's hook
+        reference says what it means there. Core hooks keep their isolation."""
+        return any(hook in p.declares for p in self.loaded.values())
 
     def _wrapper_guard(self, plugin: LoadedPlugin, hook: str,
                        function: Callable[..., Generator[object, object, object]]

@@ -1,4 +1,5 @@
-"""The cloud-build kit's hooks: what it is, the ``publish`` command, and its create templates.
+"""The cloud-build kit's hooks: what it is, the hooks it declares for its plugins, the
+``publish`` command, and its create templates.
 
 This module is what flow imports to list or run the kit's commands, so it imports click and
 the command's option definitions only; ``flow publish`` imports the rest (socketio included)
@@ -8,11 +9,14 @@ when it runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flowcore import hookimpl
+
+if TYPE_CHECKING:
+    from flowcore.api import HookSpecs
 
 FLOW_API = ">=1"
 KIT_NAME = "flow-kit-cloudbuild"
@@ -23,6 +27,15 @@ TEMPLATES = {
     "static-site": "Static web site built with npm (no dependencies; node build.js -> dist/)",
     "python-package": "Python package built with hatchling (wheel and sdist)",
 }
+
+
+@hookimpl
+def flow_addhooks(hooks: HookSpecs) -> None:
+    """Declare the kit's own hooks (``hookspecs``), before its plugins are registered, so that
+    flow validates them against these specs; they exist only in runs where this kit loads."""
+    from flow_kit_cloudbuild import hookspecs
+
+    hooks.add(hookspecs)
 
 
 @hookimpl

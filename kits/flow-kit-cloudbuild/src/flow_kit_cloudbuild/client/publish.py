@@ -2,17 +2,24 @@
 
 1. resolve settings (flags, environment, config; :mod:`.settings`);
 2. describe the task (name and version from :mod:`.project`, source from :mod:`.source`);
-3. run the plugins' ``flow_publish_checks``; any failed check stops here;
-4. check the git branch or pack and upload the files; submit; follow the log;
-5. on ``done``: ``flow_publish_artifact_targets``, then print the artifact URL last.
+3. run the plugins' ``flow_cloudbuild_publish_checks``; any failed check stops here;
+4. check the git branch, or choose the files to upload (``flow_cloudbuild_upload_files``) and
+   let the plugins refuse them (``flow_cloudbuild_before_upload``) before the server is
+   contacted; pack and upload them; submit; follow the log;
+5. on ``done``: ``flow_cloudbuild_artifact_targets``, print the URL last, then
+   ``flow_cloudbuild_published``.
+
+The hooks are the kit's own (:mod:`flow_kit_cloudbuild.hookspecs`), called through
+``context.hook`` typed by :class:`~flow_kit_cloudbuild.hookspecs.CloudBuildHooks`.
 
 ``--attach`` and ``--cancel`` skip to following or cancelling a task by id.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import os
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -36,6 +43,16 @@ from flow_kit_cloudbuild.protocol import (
 )
 from flowcore.api import CoreContext, current, interactive, printable_line
 
+if TYPE_CHECKING:
+    from flow_kit_cloudbuild.hookspecs import (
+        ArtifactTarget,
+        CloudBuildHooks,
+        Deployment,
+        PublishedTask,
+        PublishTask,
+        UploadFile,
+    )
+
 KIT = "flow-kit-cloudbuild"
 
 
@@ -52,19 +69,73 @@ def _project_root(context: CoreContext | None) -> Path:
     return root if root is not None else Path.cwd()
 
 
-def _call_hook(context: CoreContext | None, hook: str,
-               task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Call a publish hook on every loaded kit and plugin; the answers' items, in load order."""
-    if context is None:
-        return []
+def _hooks(context: CoreContext | None) -> CloudBuildHooks | None:
+    """The kit's hooks of this run, typed; ``None`` without flow (then no plugin is asked)."""
+    return None if context is None else cast("CloudBuildHooks", context.hook)
+
+
+def _dicts(answers: list[Any]) -> list[dict[str, Any]]:
+    """The dict items of hook answers that should be lists of dicts, in order: a plugin's
+    answer is its own code's, so a lone dict counts as one item and anything else is ignored."""
     items: list[dict[str, Any]] = []
-    for answer in context.call_hook(hook, task=dict(task)):
-        if isinstance(answer, dict):
-            answer = [answer]
-        for item in answer if isinstance(answer, list) else []:
+    for answer in answers:
+        for item in [answer] if isinstance(answer, dict) else answer if isinstance(answer, list) else []:
             if isinstance(item, dict):
                 items.append(item)
     return items
+
+
+def _choose_files(hooks: CloudBuildHooks | None, root: Path, files: list[str]) -> list[str]:
+    """The files to upload once the plugins had their say (``flow_cloudbuild_upload_files``):
+    any answer leaving out one of ``files`` drops it, a path an answer adds is appended once.
+    An added path must be a file inside ``root``: a plugin cannot make the client send
+    ``/etc/passwd`` or a file behind a link out of the project."""
+    if hooks is None:
+        return files
+    answers = [a for a in hooks.flow_cloudbuild_upload_files(project=root, files=list(files))
+               if isinstance(a, list | tuple)]
+    if not answers:
+        return files
+    offered = set(files)
+    dropped: set[str] = set()
+    added: list[str] = []
+    for answer in answers:
+        dropped |= offered - {p for p in answer if isinstance(p, str)}
+        for rel in answer:
+            if rel not in offered and rel not in added:
+                added.append(_inside(root, rel))
+    return [f for f in files if f not in dropped] + added
+
+
+def _inside(root: Path, rel: object) -> str:
+    """``rel`` when it names a file inside ``root`` (no ``..``, not absolute, no link out)."""
+    fix = "Fix or remove the plugin that adds it (flow plugin list shows them)"
+    if not isinstance(rel, str) or not rel:
+        raise PublishError(f"a flow_cloudbuild_upload_files hook returned {rel!r} as a path", fix)
+    parts = PurePosixPath(rel).parts
+    path = root / rel
+    try:
+        escapes = (PurePosixPath(rel).is_absolute() or ".." in parts
+                   or not path.parent.resolve().is_relative_to(root.resolve()))
+    except OSError:
+        escapes = True
+    if escapes or not (path.is_file() or path.is_symlink()):
+        raise PublishError(f"a flow_cloudbuild_upload_files hook added '{rel}', which is not a file "
+                           f"inside {root}", fix)
+    return PurePosixPath(*parts).as_posix()
+
+
+def _upload_entries(root: Path, files: list[str]) -> list[UploadFile]:
+    """``files`` that exist (a file deleted since the walk is not packed either), with sizes."""
+    entries: list[UploadFile] = []
+    for rel in files:
+        try:
+            stat = os.lstat(root / rel)
+        except OSError:
+            continue
+        if not (root / rel).is_dir():
+            entries.append({"path": rel, "size": stat.st_size})
+    return entries
 
 
 def run(*, server: str | None, token: str | None, build_cmd: str | None, branch: str | None,
@@ -102,12 +173,18 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
 def _publish(session: Session, renderer: Renderer, settings: Settings,
              context: CoreContext | None, *, prod: bool, force: bool, detach: bool) -> None:
     from flow_kit_cloudbuild.client.project import read_project
-    from flow_kit_cloudbuild.client.source import default_source, git_source, pack_upload
+    from flow_kit_cloudbuild.client.source import (
+        default_source,
+        git_source,
+        pack_upload,
+        upload_files,
+    )
 
+    hooks = _hooks(context)
     root = _project_root(context)
     meta = read_project(root)
     source = settings.source or default_source(root)
-    task: dict[str, Any] = {
+    task: PublishTask = {
         "project_root": str(root),
         "kit": getattr(context, "kit", KIT),
         "settings": dict(settings.section),
@@ -120,7 +197,8 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
         "build_cmd": settings.build_cmd,
         "timeout": settings.timeout,
     }
-    failed = [c for c in _call_hook(context, "flow_publish_checks", task) if not c.get("ok")]
+    checks = [] if hooks is None else hooks.flow_cloudbuild_publish_checks(task=task.copy())
+    failed = [c for c in _dicts(checks) if not c.get("ok")]
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
@@ -138,9 +216,14 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
         branch = git_source(root, settings.branch)
         payload.update(repo=branch.repo, ref=branch.ref)
         task["branch"] = branch.ref
+    files: list[str] = []
+    if source == "upload":
+        files = _choose_files(hooks, root, upload_files(root))
+        if hooks is not None:  # a refusal (FlowError) stops here: nothing packed, nothing sent
+            hooks.flow_cloudbuild_before_upload(project=root, files=_upload_entries(root, files))
     session.connect()  # fail fast on a wrong URL or token before packing anything
     if source == "upload":
-        archive, count = pack_upload(root, MAX_UPLOAD_BYTES)
+        archive, count = pack_upload(root, MAX_UPLOAD_BYTES, files)
         renderer.notice(f"uploading {count} files ({len(archive) // 1024 + 1} KiB)")
         payload["uploadId"] = http.upload(settings.server, settings.token, archive,
                                           connect_timeout=settings.connect_timeout)
@@ -174,7 +257,7 @@ def _submit(session: Session, payload: dict[str, Any], name: str, version: str) 
 
 def _follow_and_finish(session: Session, renderer: Renderer, task_id: str,
                        context: CoreContext | None,
-                       task: dict[str, Any] | None) -> None:
+                       task: PublishTask | None) -> None:
     final = _follow(session, renderer, task_id)
     data = final.get("data") or {}
     action = data.get("action")
@@ -192,17 +275,25 @@ def _follow_and_finish(session: Session, renderer: Renderer, task_id: str,
         raise TaskFailed(f"the build failed at step '{step}'" + (f": {message}" if message else ""),
                          f"See the log above (again with: flow publish --attach {task_id})")
     url = str(payload.get("artifactUrl") or "")
-    if task is not None:
-        done_task = {**task, "taskId": task_id, "artifactUrl": url,
-                     "artifacts": list(payload.get("artifacts") or [])}
-        targets = _call_hook(context, "flow_publish_artifact_targets", done_task)
-        _deliver(renderer, targets, done_task, session.connect_timeout)
+    hooks = _hooks(context)
+    artifacts: list[Any] = [a for a in payload.get("artifacts") or [] if isinstance(a, dict)]
+    if task is not None and hooks is not None:
+        done_task = cast("PublishedTask", {**task, "taskId": task_id, "artifactUrl": url,
+                                           "artifacts": artifacts})
+        targets = _dicts(hooks.flow_cloudbuild_artifact_targets(task=done_task))
+        _deliver(renderer, cast("list[ArtifactTarget]", targets), done_task,
+                 session.connect_timeout)
     # The site's index page opens in a browser; the file list (JSON) has its own URL.
-    site = next((str(a.get("url")) for a in payload.get("artifacts") or []
-                 if isinstance(a, dict) and a.get("name") == "index.html" and a.get("url")), None)
+    site = next((str(a.get("url")) for a in artifacts
+                 if a.get("name") == "index.html" and a.get("url")), None)
     if site and url:
         renderer.notice(f"files: {url}")
     renderer.result_url(site or url)
+    if task is not None and hooks is not None:
+        deployment: Deployment = {"task_id": task_id, "url": site or url, "files_url": url,
+                                  "prod": task["prod"], "name": task["name"],
+                                  "version": task["version"], "artifacts": artifacts}
+        hooks.flow_cloudbuild_published(deployment=deployment)
 
 
 def _follow(session: Session, renderer: Renderer, task_id: str) -> dict[str, Any]:
@@ -235,7 +326,7 @@ def _ask_cancel() -> bool:
     return answer == "cancel the task"
 
 
-def _deliver(renderer: Renderer, targets: list[dict[str, Any]], task: dict[str, Any],
+def _deliver(renderer: Renderer, targets: list[ArtifactTarget], task: PublishedTask,
              connect_timeout: float = http.CONNECT_TIMEOUT) -> None:
     """Copy the artifacts to the targets plugins named; kinds this client cannot serve are
     reported, not fatal (the build is done either way)."""

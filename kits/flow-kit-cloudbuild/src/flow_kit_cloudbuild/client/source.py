@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flow_kit_cloudbuild.client.errors import PublishError, PublishUsageError
 
-__all__ = ["GitSource", "default_source", "git_source", "pack_upload", "git_remote"]
+__all__ = ["GitSource", "default_source", "git_source", "pack_upload", "git_remote", "upload_files"]
 
 #: Folders never packed from a folder that is not a git repository.
 SKIP_DIRS = {".git", ".hg", ".svn", ".flow", ".venv", "venv", "node_modules", "dist", "build",
@@ -203,9 +203,10 @@ def upload_files(root: Path) -> list[str]:
     return files
 
 
-def pack_upload(root: Path, max_bytes: int) -> tuple[bytes, int]:
-    """A .tar.gz of the project's files (see :func:`upload_files`) and their count."""
-    files = upload_files(root)
+def pack_upload(root: Path, max_bytes: int, files: list[str] | None = None) -> tuple[bytes, int]:
+    """A .tar.gz of ``files`` (default: :func:`upload_files`; ``flow publish`` passes the list
+    its plugins agreed on) and their count."""
+    files = upload_files(root) if files is None else files
     buffer = io.BytesIO()
     count = 0
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
