@@ -47,6 +47,7 @@ RUN: dict[str, dict[str, object]] = {
     "kits/flow-kit-python/README.md": {"cwd": "work"},
     "plugins/flow-plugin-templates/README.md": {"cwd": "work"},
     "plugins/flow-plugin-secretguard/README.md": {"cwd": "work"},
+    "plugins/flow-plugin-buildinfo/README.md": {"cwd": "work"},
 }
 
 #: Only in this test (never in .ci/run): the virtualenv of step 1 exists already.

@@ -17,7 +17,7 @@ SUITES = sorted(p.parent for p in (REPO / "plugins").glob("*/tests"))
 
 
 def test_example_plugins_exist() -> None:
-    assert {p.name for p in SUITES} >= {"flow-plugin-env", "flow-plugin-pyclean"}
+    assert {p.name for p in SUITES} >= {"flow-plugin-env", "flow-plugin-pyclean", "flow-plugin-buildinfo"}
 
 
 @pytest.mark.parametrize("plugin", SUITES, ids=lambda p: p.name)

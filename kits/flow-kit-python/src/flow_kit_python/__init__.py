@@ -1,17 +1,22 @@
 """flow-kit-python: the build kit for Python projects.
 
 Hooks: ``flow_kit_info`` (short name ``python``, its ``[tool.flow.python]`` keys),
-``flow_register_commands`` (``flow build``, ``flow test``) and ``flow_create_templates``
-(``library`` and ``cli``, copier templates shipped inside this package). The commands live in
+``flow_register_commands`` (``flow build``, ``flow test``), ``flow_create_templates``
+(``library`` and ``cli``, copier templates shipped inside this package) and ``flow_addhooks``,
+which declares the kit's own hooks (``flow_kit_python.hookspecs``, docs/hooks-python.md) for its
+kit-bound plugins. The commands live in
 ``flow_kit_python.commands`` and are imported only when flow registers or runs them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowcore import hookimpl
+
+if TYPE_CHECKING:
+    from flowcore.api import HookSpecs
 
 FLOW_API = ">=1"
 KIT = "flow-kit-python"
@@ -61,3 +66,12 @@ def flow_create_templates(kit: str) -> list[dict[str, str]]:
         return []
     return [{"name": name, "description": description, "source": str(TEMPLATES_DIR / name),
              "kit": KIT} for name, description in TEMPLATES]
+
+
+@hookimpl
+def flow_addhooks(hooks: HookSpecs) -> None:
+    """Declare the kit's hooks; flow calls this when the kit loads, before its plugins, so that
+    they are checked against these specs (and the hooks exist only when this kit is loaded)."""
+    from flow_kit_python import hookspecs
+
+    hooks.add(hookspecs)

@@ -2,6 +2,8 @@
 
 Settings come from the kit's section: ``[tool.flow.python]`` in the project, over
 ``kitConfig.python`` in ``$FLOW_HOME/config.json`` (see ``CONFIG_SCHEMA`` in the package).
+Plugins take part through the kit's own hooks (``flow_kit_python.hookspecs``), called through
+``context.hook`` typed by ``PythonHooks``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
 from flowcore.api import CoreContext, FlowError, UsageError, current, uv_binary
+
+if TYPE_CHECKING:
+    from flow_kit_python.hookspecs import BuiltArtifact, ExtraFile, PythonHooks
 
 OFFLINE_VARS = ("FLOW_OFFLINE", "UV_OFFLINE", "PIP_NO_INDEX")
 #: What makes a directory a Python project (setup.py/setup.cfg alone: setuptools builds it).
@@ -36,6 +41,23 @@ def _context() -> CoreContext | None:
         return current()
     except LookupError:  # the command runs without flow (a plain click call)
         return None
+
+
+def kit_hooks() -> PythonHooks | None:
+    """The kit's hooks of this run (``None`` when the command runs without flow)."""
+    context = _context()
+    return cast("PythonHooks", context.hook) if context is not None else None
+
+
+def _lists_of_strings(results: list[Any], hook: str) -> list[str]:
+    """The concatenated results of ``hook``; anything but a list of strings is a plugin's bug."""
+    out: list[str] = []
+    for result in results:
+        if not isinstance(result, list) or not all(isinstance(a, str) for a in result):
+            raise FlowError(f"a {hook} plugin returned {result!r}, not a list of strings",
+                            "Fix or remove that plugin (flow plugin list shows them)")
+        out += result
+    return out
 
 
 def project_root(ctx: click.Context) -> Path:
@@ -142,6 +164,18 @@ def build_once(root: Path, conf: dict[str, Any], no_isolation: bool, out_dir: Pa
     isolated = not no_isolation and (mode == "true" or (mode == "auto" and not offline()))
     dest = (root / (out_dir or Path(str(conf.get("dist-dir", "dist"))))).resolve()
     cmd = build_command(root, dest, isolated, tool)
+    hooks = kit_hooks()
+    extra: list[ExtraFile] = []
+    if hooks is not None:
+        for result in hooks.flow_python_before_build(project=root, outdir=dest,
+                                                     targets=["sdist", "wheel"]):
+            if not isinstance(result, list):
+                raise FlowError(f"a flow_python_before_build plugin returned {result!r}, not a "
+                                "list of files", "Fix or remove that plugin (flow plugin list shows them)")
+            extra += result
+        from flow_kit_python.artifacts import check_extra_files
+
+        check_extra_files(extra)
     click.echo(f"building {root.name} ({'isolated' if isolated else 'no isolation'}) "
                f"with {Path(cmd[0]).name}", err=True)
     start = time.time() - 1
@@ -154,9 +188,23 @@ def build_once(root: Path, conf: dict[str, Any], no_isolation: bool, out_dir: Pa
         raise FlowError(f"build failed ({Path(cmd[0]).name} exited with {code})", fix)
     built = sorted(p for p in dest.glob("*") if p.name.endswith((".whl", ".tar.gz"))
                    and p.stat().st_mtime >= start)
+    if hooks is not None:
+        _finish(hooks, root, built, extra)
     for path in built:
         click.echo(f"built {path.relative_to(root) if path.is_relative_to(root) else path}")
     return built
+
+
+def _finish(hooks: PythonHooks, root: Path, built: list[Path], extra: list[ExtraFile]) -> None:
+    """Add the plugins' extra files to what was built, then tell the plugins what it is."""
+    from flow_kit_python.artifacts import add_to_sdist, add_to_wheel, sha256_of
+
+    artifacts: list[BuiltArtifact] = []
+    for path in built:
+        kind: Literal["wheel", "sdist"] = "wheel" if path.suffix == ".whl" else "sdist"
+        (add_to_wheel if kind == "wheel" else add_to_sdist)(path, extra)
+        artifacts.append({"path": path, "kind": kind, "sha256": sha256_of(path)})
+    hooks.flow_python_built(project=root, artifacts=artifacts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +261,23 @@ def test(ctx: click.Context, watch: bool, no_clear: bool, pytest_args: tuple[str
     if not _has_pytest(Path(python).parent.parent, python, env):
         raise FlowError(f"pytest is not installed for {python}",
                         "Add pytest to the project's test dependencies and install them")
+    hooks = kit_hooks()
+    added: list[str] = []
+    if hooks is not None:
+        added = _lists_of_strings(hooks.flow_python_test_args(
+            project=root, args=[*extra, *pytest_args]), "flow_python_test_args")
+    argv = [python, "-m", "pytest", *extra, *added, *pytest_args]
+
+    def told(code: int, duration: float) -> None:
+        if hooks is not None:
+            hooks.flow_python_test_result(project=root, exit_code=code, duration=duration)
+
     if watch:
         from flow_kit_python.watch import watch_tests
 
-        watch_tests(ctx, root, conf, [python, "-m", "pytest", *extra, *pytest_args], clear=not no_clear,
-                    env=env)
+        watch_tests(ctx, root, conf, argv, clear=not no_clear, env=env, on_result=told)
         return
-    code = _run([python, "-m", "pytest", *extra, *pytest_args], root, "tests failed", "", env=env)
+    start = time.monotonic()
+    code = _run(argv, root, "tests failed", "", env=env)
+    told(code, time.monotonic() - start)
     ctx.exit(code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -73,16 +74,21 @@ def watch_build(ctx: click.Context, root: Path, conf: dict[str, Any],
 
 
 def watch_tests(ctx: click.Context, root: Path, conf: dict[str, Any], argv: list[str],
-                clear: bool, env: dict[str, str] | None = None) -> None:
-    """Rerun pytest after each change: failed tests first (pytest's --ff), a one-line summary."""
+                clear: bool, env: dict[str, str] | None = None,
+                on_result: Callable[[int, float], None] | None = None) -> None:
+    """Rerun pytest after each change: failed tests first (pytest's --ff), a one-line summary;
+    ``on_result(exit_code, seconds)`` after each run (the kit's flow_python_test_result)."""
     runs = [0]
 
     def run(changes: list[Change]) -> None:
         runs[0] += 1
         if clear and runs[0] > 1 and os.isatty(1):
             click.clear()
+        start = time.monotonic()
         done = subprocess.run([*argv, "--ff"], cwd=root, check=False, capture_output=True, text=True,
                               env=env)
+        if on_result is not None:
+            on_result(done.returncode, time.monotonic() - start)
         output = done.stdout + done.stderr
         click.echo(output, nl=False)
         summary = _summary(output) or f"pytest exited with {done.returncode}"
