@@ -117,17 +117,13 @@ def test_settings_turn_it_off_or_name_the_mistake(installed: FlowRunner, make_pr
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("enabled = false", 'package = "nope"'))
     installed.trust(project)  # a changed pyproject.toml is trusted again before its plugins load
-    # a mistake is one line naming the key and the fix; flow's plugin isolation makes it a
-    # warning (the build goes on, unstamped), --strict-plugins an error
+    # a mistake stops the build before the backend runs: one line naming the key and the fix
     result = installed.run("build", cwd=project)
-    assert result.exit_code == 0, result.stderr
-    warning = ("flow: warning: plugin 'flow-plugin-buildinfo' failed in flow_python_before_build: "
-               "FlowError: [tool.flow.buildinfo] package = 'nope': ")
-    assert result.stderr.startswith(warning)
-    assert 'Set [tool.flow.buildinfo] package = "NAME"' in result.stderr.splitlines()[0]
-    result = installed.run("--strict-plugins", "build", cwd=project)
     assert result.exit_code == 1
-    assert result.stderr.startswith(warning.replace("warning", "error")) and "built" not in result.output
+    assert result.stderr.splitlines() == [
+        f"flow: error: [tool.flow.buildinfo] package = 'nope': {project} has no such package (under "
+        "src/ or at its root). Set [tool.flow.buildinfo] package = \"NAME\" in the project's pyproject.toml"]
+    assert result.output == ""
 
 
 OTHER_KIT = {

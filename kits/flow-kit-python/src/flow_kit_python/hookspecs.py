@@ -14,12 +14,14 @@ How the kit calls them
   ``[tool.flow.<short name>]`` table). An implementation may accept
   any subset of the arguments; the kit passes them by name.
 * Results are combined in pluggy's order (the kit, then kit-bound or project plugins, then
-  general plugins; ``tryfirst``/``trylast`` move one). An implementation that raises is reported
-  in one line naming its plugin and left out, and the command goes on (``--strict-plugins``
-  makes that an error).
-* The payloads are TypedDicts, ``ExtraFile`` and ``BuiltArtifact`` (their keys are described
-  with the hooks that use them), importable from ``flow_kit_python.hookspecs``; import them
-  under ``TYPE_CHECKING`` so that a plugin does not depend on the kit at run time.
+  general plugins; ``tryfirst``/``trylast`` move one).
+* A plugin refuses by raising ``flowcore.api.FlowError`` (a cause and a fix): it reaches the
+  kit, and the command stops with that one-line error (each hook says when). Any other
+  exception is a bug: reported in one line naming the plugin, the result left out, the command
+  goes on (``--strict-plugins`` makes that an error).
+* The payloads are the TypedDicts below, ``ExtraFile`` and ``BuiltArtifact``, importable from
+  ``flow_kit_python.hookspecs``; import them under ``TYPE_CHECKING`` so that a plugin does not
+  depend on the kit at run time.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def flow_python_before_build(context: CoreContext, project: Path, outdir: Path,
     the path in the sdist, relative to the project root), or ``None``. The kit adds every file
     to the wheel after the backend built it (with its line in the wheel's ``RECORD``) and, when
     ``source`` is given, to the sdist. A path the wheel (or sdist) already has, one that two
-    plugins add, or a folder the wheel does not have fails the build naming the file.
+    plugins add, or a folder the wheel does not have fails the build naming the file. A
+    ``FlowError`` stops the build before the backend runs.
     """
 
 
@@ -111,7 +114,8 @@ def flow_python_built(context: CoreContext, project: Path, artifacts: list[Built
         lines (by file name): ``path``, ``kind`` (``"wheel"`` or ``"sdist"``) and ``sha256`` of
         the final file.
 
-    Return: ignored. Raising does not fail the build: the plugin is reported and skipped.
+    Return: ignored. A ``FlowError`` fails ``flow build`` with its message (the files stay
+    written); any other exception is reported and the plugin skipped.
     """
 
 
@@ -134,7 +138,7 @@ def flow_python_test_args(context: CoreContext, project: Path, args: list[str]) 
 
     Return: a list of strings, or ``None``. The lists of all plugins are concatenated in order
     and placed after ``test-args`` and before the command line's arguments, so what the user
-    typed comes last.
+    typed comes last. A ``FlowError`` stops ``flow test`` before pytest starts.
     """
 
 
@@ -151,5 +155,6 @@ def flow_python_test_result(context: CoreContext, project: Path, exit_code: int,
     :param exit_code: pytest's exit code (0 passed, 1 failed tests, 5 no tests collected, ...).
     :param duration: wall-clock seconds pytest ran, as a float.
 
-    Return: ignored. Raising never changes the exit code: the plugin is reported and skipped.
+    Return: ignored. A ``FlowError`` makes ``flow test`` fail with its message (exit 1); any
+    other exception is reported and the plugin skipped, and pytest's code stands.
     """
