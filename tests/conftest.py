@@ -2,8 +2,8 @@
 
 Every subprocess runs with the machine's pip/uv configuration switched off (offline.py), so that
 an install that passes here would pass with no network and no index. Test modules never import
-fixtures: pytest finds them here and in the plugins below (``pytest_plugins``); helpers
-(``offline``, ``packages_support``, ...) are plain modules they import.
+fixtures: pytest finds them here (seen by the tests of this folder only); helpers (``offline``,
+``packages_support``, ...) are plain modules they import. tests/tiers.py is a plugin (below).
 """
 
 from __future__ import annotations

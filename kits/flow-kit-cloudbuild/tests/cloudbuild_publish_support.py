@@ -208,33 +208,6 @@ class Flow:
                                 stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
-    home = tmp_path_factory.mktemp("publish") / "flowhome"
-    runner = Flow(home)
-    result = runner("buildkit", "add", str(KIT_DIR), "--no-index", cwd=home.parent)
-    assert result.returncode == 0, result.stderr
-    return runner
-
-
-@pytest.fixture(scope="module")
-def publish_server(flow: Flow, tmp_path_factory: pytest.TempPathFactory):
-    """The build server the kit installed into ``flow``'s environment (a test module names it
-    ``server`` with a one-line fixture: the server tests' ``server`` is another one)."""
-    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
-    assert executable.exists(), "flow buildkit add did not install flow-cloudbuild-server"
-    srv = BuildServer(executable, tmp_path_factory.mktemp("server") / "data").start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def git_host(tmp_path_factory: pytest.TempPathFactory):
-    host = GitHost(tmp_path_factory.mktemp("githost"))
-    yield host
-    host.stop()
-
-
 def publish(flow: Flow, server: BuildServer, project: Path, *args: str,
             **env: str) -> subprocess.CompletedProcess[str]:
     return flow("publish", "--server", server.url, "--token", server.token, *args,

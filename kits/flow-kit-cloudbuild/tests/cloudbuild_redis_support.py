@@ -21,14 +21,6 @@ needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="the Redis-mode tests need redis-server (.ci/run installs it)")
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    """A fresh redis-server for one test (conftest.py registers this module as a plugin)."""
-    r = RedisServer(tmp_path / "redis").start()
-    yield r
-    r.stop()
-
-
 #: The ACL user of a deployment, as docs/cloud-build.md ("Who may use Redis") makes it: its own
 #: keys and Socket.IO channel, no dangerous commands.
 ACL_RULES = ("~flowcb:*", "+@all", "-@dangerous")

@@ -359,31 +359,6 @@ def running(*servers: Any) -> Iterator[None]:
             s.stop()
 
 
-# -- pytest fixtures (a plugin: conftest.py registers this module) -----------------------------
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
-    d = GitDaemon(tmp_path_factory.mktemp("githost"))
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    s = ServerProc(tmp_path_factory.mktemp("server") / "data", "--concurrency", "4",
-                   config={"checks": [], "freeze-windows": []}).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def client(server: ServerProc) -> Iterator[Client]:
-    with Client(server.url) as c:
-        yield c
-
-
 _repo_counter = [0]
 
 

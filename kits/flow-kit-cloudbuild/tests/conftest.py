@@ -1,14 +1,83 @@
-"""The cloud-build tests' fixtures, as pytest plugins: test modules name them as arguments and
-never import them (helpers such as ``ServerProc`` or ``make_site`` they import as usual).
+"""The cloud-build tests' fixtures. Test modules name them as arguments and never import them;
+the parts they are made of (``ServerProc``, ``GitDaemon``, ``BuildServer``, ``make_site``, ...)
+live in the ``cloudbuild_*_support`` modules, which tests import as plain helpers.
 
-* cloudbuild_server_support: ``server`` (module), ``git_daemon`` (module), ``client``;
-* cloudbuild_publish_support: ``flow`` (the kit installed into a flow environment, module),
-  ``publish_server`` (the build server from that environment: a publish test module names it
-  ``server`` with a one-line fixture of its own), ``git_host`` (module);
-* cloudbuild_redis_support: ``redis_server``;
-* tiers (tests/tiers.py): the tier markers and the xdist grouping, as for tests/.
+Defined here rather than registered as plugins: a conftest's fixtures are seen only by the tests
+below it, so generic names (``flow``, ``server``, ``client``) do not shadow, for tests/, the
+fixtures of the same name that other plugins offer (flowcore.testing's ``flow``).
+
+The publish tests' build server is ``publish_server`` (the kit installed into ``flow``'s
+environment): a publish test module names it ``server`` with a one-line fixture of its own.
+tests/tiers.py (the tier markers, the xdist grouping) is registered as for tests/.
 """
 
-import repo_tests  # noqa: F401  (puts tests/ and the kit's src/ on sys.path, for a run of this folder alone)
+from __future__ import annotations
 
-pytest_plugins = ["tiers", "cloudbuild_server_support", "cloudbuild_publish_support", "cloudbuild_redis_support"]
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import repo_tests  # noqa: F401  (puts tests/ and the kit's src/ on sys.path, for a run of this folder alone)
+from cloudbuild_publish_support import KIT_DIR, BuildServer, Flow, GitHost
+from cloudbuild_redis_support import RedisServer
+from cloudbuild_server_support import Client, GitDaemon, ServerProc
+
+pytest_plugins = ["tiers"]
+
+
+# -- the server tests: a server and a git daemon per module --------------------------------------
+@pytest.fixture(scope="module")
+def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
+    d = GitDaemon(tmp_path_factory.mktemp("githost"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path_factory.mktemp("server") / "data", "--concurrency", "4",
+                   config={"checks": [], "freeze-windows": []}).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server: ServerProc) -> Iterator[Client]:
+    with Client(server.url) as c:
+        yield c
+
+
+# -- the publish tests: the kit installed by flow, its server, a git host -------------------------
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
+    home = tmp_path_factory.mktemp("publish") / "flowhome"
+    runner = Flow(home)
+    result = runner("buildkit", "add", str(KIT_DIR), "--no-index", cwd=home.parent)
+    assert result.returncode == 0, result.stderr
+    return runner
+
+
+@pytest.fixture(scope="module")
+def publish_server(flow: Flow, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildServer]:
+    """The build server the kit installed into ``flow``'s environment."""
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    assert executable.exists(), "flow buildkit add did not install flow-cloudbuild-server"
+    srv = BuildServer(executable, tmp_path_factory.mktemp("server") / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def git_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHost]:
+    host = GitHost(tmp_path_factory.mktemp("githost"))
+    yield host
+    host.stop()
+
+
+# -- the Redis-mode tests ------------------------------------------------------------------------
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test."""
+    r = RedisServer(tmp_path / "redis").start()
+    yield r
+    r.stop()
