@@ -171,6 +171,7 @@ def test_with_another_kit_active_it_is_not_loaded_and_says_nothing(
     installed.install_kit(kit)
     added = installed.install_plugin(HERE)  # globally: bound to the kit it names
     assert "for build kit flow-kit-python" in added.output
+    assert added.stderr == ""  # its hooks match the kit's specs: the probe warns of nothing
     result = installed.run("-k", "flow-kit-other", "loaded")
     assert result.exit_code == 0, result.stderr
     assert result.output == "end\n" and result.stderr == ""
