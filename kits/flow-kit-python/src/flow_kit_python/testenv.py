@@ -266,9 +266,12 @@ def copy_installed_wheels(dest: Path, dirs: list[str], names: set[str] | None = 
     done: set[str] = set()
     for dist in distributions(path=dirs):
         name, version = dist.metadata["Name"], dist.version
-        info = getattr(dist, "_path", None)
-        if not name or not isinstance(info, Path) or info.suffix != ".dist-info":
+        # the dist-info folder, found through the public API: the folder of its METADATA file
+        meta = next((f for f in dist.files or () if f.name == "METADATA"
+                     and f.parent.suffix == ".dist-info"), None)
+        if not name or meta is None:
             continue
+        info = Path(str(dist.locate_file(meta.parent)))
         norm = re.sub(r"[-_.]+", "_", name).lower()
         if norm in done or (names is not None and norm not in names):
             continue
@@ -280,7 +283,9 @@ def copy_installed_wheels(dest: Path, dirs: list[str], names: set[str] | None = 
         base = info.parent
         record: list[str] = []
         out = dest / f"{norm}-{version}-{tags[0]}.whl"
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        # stored, not deflated: these wheels live only until the installer has read them, and
+        # compressing flow's whole environment cost ~9 s of CPU per fresh test environment
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
             for file in dist.files:
                 arc = file.as_posix()
                 path = base / file
