@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flowcore.registry import manifest
 from flowcore.plugins import records
 from flowcore.plugins.records import CommandRecord, Failure, PluginRecord
+from flowcore.registry import manifest
 from flowcore.registry.manifest import Manifest
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from flowcore._base.errors import InstallError
 from flowcore._base.version import FLOW_API_VERSION
+from flowcore.config.environment import site_packages_dir
 from flowcore.packages.installer import ManagedEnv
 from flowcore.packages.probe import Declarations, api_problem, read_declarations
-from flowcore.config.environment import site_packages_dir
-from flowcore._base.errors import InstallError
 from managed_env import make_env
 
 MODULES = {
