@@ -34,7 +34,7 @@ TIERS = ("unit", "cli", "cloud", "redis", "browser")
 FIRST = ("redis", "browser", "cloud", "cli", "unit")  # the order an xdist worker runs them in
 KIT_TESTS = Path(__file__).resolve().parent.parent / "kits" / "flow-kit-cloudbuild" / "tests"
 # fixtures (anywhere in a test's closure) that make a test of tests/ a cli one
-CLI_FIXTURES = {"run_flow", "wheelhouse", "package_index"}
+CLI_FIXTURES = {"run_flow", "wheelhouse", "package_index", "flow", "make_project"}  # flowcore.testing's too
 # names in a test module's globals that make its tests cli ones: they start processes
 CLI_NAMES = ("subprocess", "FLOW", "ManagedEnv", "make_env", "pty")
 BROWSER_FIXTURES = {"browser", "tab"}
