@@ -42,6 +42,7 @@ from offline import offline_env
 RUN: dict[str, dict[str, object]] = {
     "README.md": {"cwd": "clone"},
     "docs/writing-plugins.md": {"cwd": "work", "files_into": "flow-plugin-greet"},
+    "docs/writing-kits.md": {"cwd": "work", "files_into": "."},  # its file names name the folder
     "plugins/flow-plugin-env/README.md": {"cwd": "work"},
     "docs/create.md": {"cwd": "work"},
     "kits/flow-kit-python/README.md": {"cwd": "work"},
@@ -211,3 +212,22 @@ def test_readme_quick_starts_run_as_written(tmp_path):
 def test_documented_examples_run_as_written(doc, tmp_path):
     outputs = run_document(REPO / doc, tmp_path)
     assert outputs, f"{doc} has no example left to run; drop it from RUN"
+    if doc == "docs/writing-kits.md":
+        _the_kit_guides_plugin_changes_its_build(outputs, tmp_path / "work")
+
+
+def _the_kit_guides_plugin_changes_its_build(outputs: list[Ran], work: Path) -> None:
+    """docs/writing-kits.md, its kit and plugin written from its blocks: the plugin's hook changes
+    what the kit's command builds, and with another kit active it is not loaded and says nothing."""
+    written = {rel for rel, _, _ in file_blocks(REPO / "docs" / "writing-kits.md")}
+    assert {"flow-kit-greet/pyproject.toml", "flow-plugin-shout/pyproject.toml"} <= written
+    builds = [ran.stdout for ran in outputs if ran.command == "cat build/greetings.txt"]
+    assert builds == ["hello Ada\nhello Grace\n", "HELLO ADA!\nHELLO GRACE!\n",
+                      "AHOY ADA!\nAHOY GRACE!\n"], builds
+    installs = [ran for ran in outputs if ran.command.startswith(("flow buildkit add", "flow plugin add"))]
+    assert installs and all(ran.stderr == "" for ran in installs), [ran.stderr for ran in installs]
+    other = next(ran for ran in outputs if ran.command.startswith("flow create --list"))
+    assert other.stderr == "" and "shout" not in other.stdout, other.text
+    once = next(ran for ran in outputs if ran.command.startswith("flow -k flow-kit-greet greet-build"))
+    assert once.stderr == "", once.stderr
+    assert (work / "build" / "greetings.txt").read_text() == "AHOY ADA!\nAHOY GRACE!\n"

@@ -74,7 +74,7 @@ def test_the_plugin_docs_name_no_private_module():
     and flowcore.testing for their tests)."""
     from flowcore import api
 
-    for page in (GUIDE_MD, HOOKS_MD, REPO / "docs" / "plugins.md"):
+    for page in (GUIDE_MD, HOOKS_MD, REPO / "docs" / "plugins.md", REPO / "docs" / "writing-kits.md"):
         for name in re.findall(r"\bflowcore\.(\w+)", page.read_text(encoding="utf-8")):
             assert name in ("api", "testing") or name in api.__all__, f"{page.name} names flowcore.{name}"
 
