@@ -574,16 +574,14 @@ def test_redis_mode_any_gateway_serves_the_dashboard_and_survives_a_killed_gatew
 
 
 # -- the installed kit: assets packaged, `flow publish` names the page -------------------------------
-def test_the_installed_kit_serves_the_dashboard_and_flow_publish_prints_its_url(browser, tmp_path_factory, tmp_path):
+def test_the_installed_kit_serves_the_dashboard_and_flow_publish_prints_its_url(browser, flow, tmp_path):
     """The kit installed from its wheel (as users get it): the assets are in the package, and
     `flow publish` prints the task's dashboard URL when the build starts."""
     import re
 
-    from cloudbuild_publish_support import BuildServer, git, make_site  # noqa: F401
-    from cloudbuild_publish_support import flow as _flow_fixture
+    from cloudbuild_publish_support import BuildServer, git, make_site
     from cloudbuild_publish_support import publish as flow_publish
 
-    flow = _flow_fixture.__wrapped__(tmp_path_factory)
     executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
     srv = BuildServer(executable, tmp_path / "data").start()
     try:
