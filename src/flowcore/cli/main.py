@@ -23,7 +23,26 @@ from flowcore.registry.command_registry import CommandRegistry
 if TYPE_CHECKING:
     from pathlib import Path
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+HELP_MAX_WIDTH = 100
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": HELP_MAX_WIDTH}
+
+
+def _help_width() -> int:
+    """The width click's help formatter picks by default (the terminal's columns, at most
+    ``max_content_width``, minus 2, at least 50), handed to click as the context's public
+    ``terminal_width``. Found with ``os`` the way ``shutil.get_terminal_size`` does (``COLUMNS``,
+    then the terminal, then 80) because importing shutil brings bz2, lzma and zlib: ~1.7 ms of
+    every ``flow --help`` (benchmarks/README.md, the cost ledger)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return max(min(columns or 80, HELP_MAX_WIDTH) - 2, 50)
 #: The environment variable of click's shell completion protocol (``flow completion``).
 COMPLETE_VAR = "_FLOW_COMPLETE"
 
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         hand_over_to_local(args, debug=debug)  # returns only when there is nothing to hand over
     try:
         rv = cli.main(args=args, prog_name="flow", standalone_mode=False,
-                      complete_var=COMPLETE_VAR)
+                      complete_var=COMPLETE_VAR, terminal_width=_help_width())
     except _NO_ARGS_IS_HELP as exc:  # bare `flow` (or a bare group): the help, exit 0
         click.echo(exc.ctx.get_help() if exc.ctx else cli.get_help(click.Context(cli)))
         sys.exit(0)

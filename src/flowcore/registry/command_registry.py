@@ -308,10 +308,10 @@ class CommandRegistry:
 def _carry_failed_commands(previous: Manifest, failures: list[Failure], taken: set[str]) -> None:
     """Give each failure the commands its kit or plugin had in ``previous`` (when it loaded, or
     carried over then), except names another source or a built-in provides now."""
-    for failure in failures:
+    for i, failure in enumerate(failures):
         names = {c.name for c in previous.commands if c.source == failure.name}
         names.update(n for f in previous.failures if f.name == failure.name for n in f.commands)
-        failure.commands = sorted(names - taken - _builtin_names())
+        failures[i] = failure._replace(commands=tuple(sorted(names - taken - _builtin_names())))
 
 
 def _resolve(

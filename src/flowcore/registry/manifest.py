@@ -18,7 +18,6 @@ import binascii
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +67,9 @@ class Manifest:
     def to_json(self) -> bytes:
         data = {
             "format": FORMAT, "key": self.key, "fingerprint": self.fingerprint, "kit": self.kit,
-            "plugins": [asdict(p) for p in self.plugins],
-            "commands": [asdict(c) for c in self.commands],
-            "failures": [asdict(f) for f in self.failures],
+            "plugins": [p._asdict() for p in self.plugins],
+            "commands": [c._asdict() for c in self.commands],
+            "failures": [f._asdict() for f in self.failures],
             "warnings": self.warnings, "env_dirs": self.env_dirs,
         }
         return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
@@ -87,7 +86,7 @@ class Manifest:
                 kit=data.get("kit"),
                 plugins=[PluginRecord(**p) for p in data["plugins"]],
                 commands=[CommandRecord(**c) for c in data["commands"]],
-                failures=[Failure(**f) for f in data["failures"]],
+                failures=[Failure(**{**f, "commands": tuple(f.get("commands", ()))}) for f in data["failures"]],
                 warnings=list(data["warnings"]),
                 env_dirs=list(data["env_dirs"]),
             )
