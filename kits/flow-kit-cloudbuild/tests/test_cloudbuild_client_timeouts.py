@@ -187,3 +187,80 @@ def test_the_tcp_probe_gives_a_starting_local_server_the_connect_timeout_only():
     error, took = _timed(lambda: http.probe(closed, connect_timeout=0.5))
     assert 0.45 <= took < 0.5 + 1.0, f"took {took:.2f} s"
     assert "connection refused" in str(error) and "0.5 s" in str(error), error
+
+
+# -- the Socket.IO connect ------------------------------------------------------------------------
+class RefusingServer:
+    """A websocket endpoint on loopback that opens an Engine.IO session, refuses the Socket.IO
+    connect at once (CONNECT_ERROR, code "auth") and then neither sends nor reads a byte: it
+    never answers the client's hang-up, as when the server's close crosses it."""
+
+    REFUSAL = ('44{"message":"missing or invalid token","data":{"code":"auth",'
+               '"message":"missing or invalid token"}}')
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _frame(text: str) -> bytes:
+        data = text.encode()
+        assert len(data) < 126
+        return bytes([0x81, len(data)]) + data
+
+    def _serve(self) -> None:
+        import base64
+        import hashlib
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            with contextlib.suppress(OSError):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                if b"\r\n\r\n" not in request:
+                    continue  # the client's TCP probe
+                key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                           if line.lower().startswith(b"sec-websocket-key:"))
+                accept = base64.b64encode(hashlib.sha1(
+                    key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                conn.sendall(self._frame('0{"sid":"s1","upgrades":[],"pingInterval":25000,'
+                                         '"pingTimeout":20000,"maxPayload":1000000}'))
+                conn.sendall(self._frame(self.REFUSAL))
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[RefusingServer]:
+    server = RefusingServer()
+    yield server
+    server.close()
+
+
+def test_a_refused_connect_fails_at_once_whatever_the_hang_up_costs(refusing_server):
+    """A refused token is reported as soon as the refusal arrived: the client does not wait for
+    its own hang-up to finish (python-socketio's connect() did, which could take python-engineio's
+    ping timeout, 60 s and more, when the server's close crossed it; here the server never
+    answers the hang-up, so that wait would be websocket-client's 3 s close timeout at least)."""
+    from flow_kit_cloudbuild.client.session import Session
+
+    error, took = _timed(lambda: Session(refusing_server.url, "wrong", connect_timeout=30).connect())
+    assert "refused the token" in error.cause and "--token" in error.fix, error
+    assert took < 2.0, f"took {took:.1f} s"

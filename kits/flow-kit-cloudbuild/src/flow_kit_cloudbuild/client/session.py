@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,20 +115,33 @@ class Session:
             self._events.put((generation, "disconnect", None))
 
         refusal: list[Any] = []
+        settled = threading.Event()  # the server answered the Socket.IO connect, either way
+
+        def on_connect_error(data: Any = None) -> None:
+            refusal.append(data)
+            settled.set()
+
         client.on(EVENT_MESSAGE, on_message)
         client.on("disconnect", on_disconnect)
-        client.on("connect_error", lambda data=None: refusal.append(data))
+        client.on("connect", settled.set)
+        client.on("connect_error", on_connect_error)
+        # wait=False, and the answer awaited here: after a refusal python-socketio's own wait
+        # hangs up before it raises, and that hang-up can take python-engineio's ping timeout
+        # (60 s and more) when the server's close crosses it; this one is left to a thread.
         try:
             client.connect(self.server, auth={"token": self.token}, transports=TRANSPORTS,
-                           wait_timeout=left)
+                           wait=False)
         except exceptions.ConnectionError as exc:
             timed_out = time.monotonic() >= deadline - 0.1  # the handshake used up the time
-            raise self._connect_error(exc, refusal[0] if refusal else None, timed_out) from None
+            detail = exc.args[0] if exc.args else ""
+            raise self._connect_error(detail, refusal[0] if refusal else None, timed_out) from None
+        if not settled.wait(max(deadline - time.monotonic(), 0.0)) or refusal:
+            client.start_background_task(client.disconnect)  # never waited for
+            raise self._connect_error("", refusal[0] if refusal else None, not refusal)
         self._client = client
         self._attached = None
 
-    def _connect_error(self, exc: Exception, refused: Any, timed_out: bool = False) -> ConnectError:
-        detail = exc.args[0] if exc.args else ""
+    def _connect_error(self, detail: Any, refused: Any, timed_out: bool = False) -> ConnectError:
         refused = _refusal(refused)
         if isinstance(refused, dict) and refused.get("code") == ERROR_AUTH:
             return ConnectError(

@@ -14,8 +14,13 @@ connection open and end, and every frame python-engineio hands to the ASGI serve
   before it is accepted (the client's handshake gets HTTP 403); ``close(conn)`` ends a
   connection (its websocket closed, python-engineio told the client went away).
 * **A refused connect** (Socket.IO ``CONNECT_ERROR``) closes the whole connection once that
-  frame was written, so a client cannot try token after token on one socket. A connection the
-  gate ends gets an Engine.IO ``CLOSE`` packet, then the websocket's close.
+  frame was written, so a client cannot try token after token on one socket: the websocket's
+  close follows the refusal, with no Engine.IO ``CLOSE`` packet between them. python-engineio's
+  threaded client (4.15) answers ``CONNECT_ERROR`` by hanging up itself, and a ``CLOSE``
+  packet read while it does so empties its send queue, end marker included: its writer thread
+  then waits ``max(pingInterval, pingTimeout) + 5`` s (65 s here) and its ``connect()`` with it.
+  A websocket close is read as a transport error, which never empties that queue. Any other
+  connection the gate ends (the handshake deadline) gets a ``CLOSE`` packet, then the close.
 
 Rejected: pacing by Socket.IO acknowledgements (``sio.call``) or a credit event, because
 docs/protocol.md says a ``message`` expects no ack and clients (``socket.io-client`` in
@@ -60,6 +65,7 @@ class Connection:
         self._in_flight: deque[int] = deque()   # sizes of the message events not yet written
         self._bytes = 0
         self._ending = asyncio.Event()           # close(): the websocket is to end now
+        self._say_close = True                   # send an Engine.IO CLOSE before the close
 
     def handed(self, size: int) -> None:
         """A ``message`` event of about ``size`` bytes went to ``sio.emit`` for this connection."""
@@ -76,8 +82,10 @@ class Connection:
             return None
         return len(self._in_flight), self._bytes
 
-    def end(self) -> None:
-        """Close the websocket now (what python-engineio queued after this is dropped)."""
+    def end(self, say_close: bool = True) -> None:
+        """Close the websocket now (what python-engineio queued after this is dropped);
+        ``say_close``: an Engine.IO ``CLOSE`` packet first."""
+        self._say_close = self._say_close and say_close
         self._ending.set()
 
 
@@ -156,7 +164,7 @@ class SocketGate:
             if got.done():
                 return got.result()
             got.cancel()
-            await close_websocket()
+            await close_websocket(say_close=conn._say_close)
             return {"type": "websocket.disconnect", "code": 1000}
 
         async def close_websocket(say_close: bool = True) -> None:
@@ -182,7 +190,9 @@ class SocketGate:
             if text.startswith(MESSAGE_FRAME):
                 conn.written()
             elif text.startswith(CONNECT_ERROR_FRAME):
-                conn.end()  # the refusal is out: one token attempt per connection
+                # the refusal is out: one token attempt per connection; no CLOSE packet, which
+                # would race the client's own hang-up (see the module's docstring)
+                conn.end(say_close=False)
 
         try:
             await self.app(scope, gated_receive, gated_send)
