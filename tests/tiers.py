@@ -13,11 +13,12 @@ Each test gets one tier marker (registered in pyproject.toml; run one tier with 
 A module may set its tier itself (``pytestmark = pytest.mark.cli``); otherwise it follows from
 where the test lives and the fixtures it uses (``item.fixturenames``: the transitive closure).
 
-pytest-xdist (``-n`` in pyproject's addopts, ``--dist loadgroup``): tests spread one by one over
-the workers, except those using a module- or class-scoped fixture (a build server, a git daemon,
-a flow environment with the kit installed): those get ``xdist_group`` by module, so the fixture
-is set up once, on one worker; the longer tiers are sent first. Session fixtures run once per
-worker; the ones that build files (``shared_dir``) build them once for the whole run, under a lock.
+pytest-xdist (``-n`` in pyproject's addopts, ``--dist loadfile``): a test module's tests run on
+one worker, so a module-scoped fixture (a build server, a git daemon, a flow environment with the
+kit installed) is set up once; each worker runs the longer tiers first. Session fixtures run once
+per worker; the ones that build files (``shared_dir``) build them once for the whole run, under
+a lock. (``--dist loadgroup`` with an ``xdist_group`` per module would balance finer, but under
+pytest 9 it needs xdist to rename node ids through pytest's private attributes.)
 """
 
 from __future__ import annotations
@@ -65,46 +66,16 @@ def tier_of(item: pytest.Item) -> str:
     return "unit"
 
 
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    # defs[-1]: the definition the test gets (the others are the ones it overrides)
-    return any(defs and defs[-1].scope in ("module", "class", "package")
-               for defs in info.name2fixturedefs.values())
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
     # before every other implementation (-m deselects by these markers, xdist reads the groups)
     for item in items:
         if not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(tier_of(item))
-        if _shares_a_module_fixture(item) and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))  # module names are unique
     if hasattr(config, "workerinput"):  # an xdist worker: the longest tiers first, so that
         # the last tests to start are short ones and no worker is left with a long tail
         items.sort(key=lambda item: FIRST.index(next(m.name for m in item.iter_markers() if m.name in TIERS)))
-    result = yield
-    if getattr(config.option, "loadgroup", False):
-        _xdist_group_ids(items)
-    return result
-
-
-def _xdist_group_ids(items: list[pytest.Item]) -> None:
-    """What pytest-xdist's worker does for --dist loadgroup (the group appended to the node id,
-    which the controller's scheduler reads), for a pytest whose node id is no longer the
-    ``_nodeid`` attribute xdist 3.8 sets (pytest 9.2 keeps it in ``_id``): without it, a module's
-    tests would spread over the workers and set its module-scoped server up on each."""
-    try:
-        from _pytest.nodeid import coerce_node_id
-    except ImportError:  # an older pytest, where xdist's own renaming works
-        return
-    for item in items:
-        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                        for m in item.iter_markers("xdist_group")})
-        if names and "@" not in item.nodeid and hasattr(item, "_id"):
-            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+    return (yield)
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
