@@ -33,7 +33,11 @@ from flow_kit_cloudbuild.server.tasks.bus import Hub
 log = logging.getLogger("flow_kit_cloudbuild.server")
 BLOCK_MS = 5000          # how long one XREAD waits for news (the wake stream cuts it short)
 READ_COUNT = 64          # entries one XREAD returns per stream
-REPLAY_BATCH = 16        # messages a replay reads from a stream at once (each up to 64 KiB)
+# messages a replay reads from a stream at once (each up to 64 KiB). Small: a socket that reads
+# nothing holds its replay at the first backpressure check with this batch in memory, and 40
+# attaches of an 18 MB log grew a gateway by 67-75 MB with 16 at a time, 28-41 MB with 4
+# (test_cloudbuild_redis_quotas, on a loaded machine); the extra round trips cost a replay little
+REPLAY_BATCH = 4
 LOST_CHECK_EVERY = 5.0   # seconds between two looks for watched tasks Redis lost
 WAKE_MAXLEN = 16
 
