@@ -27,6 +27,7 @@ from flow_kit_cloudbuild.server.config import (
     MIN_TOKEN_LENGTH,
     ServerConfig,
     apply_file,
+    check_deploy_domain,
     default_data_dir,
     load_file,
     parse_size,
@@ -227,6 +228,10 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--forwarded-allow-ips", default=None,
               help="Comma-separated addresses (or networks) of the reverse proxies whose X-Forwarded-For "
                    "names the client (default: none; the TCP peer is the client).")
+@click.option("--deploy-domain", default=None, metavar="DOMAIN",
+              help="Serve each deployment at its own origin, http://<deployment>.DOMAIN/, and the stable "
+                   "aliases at <project>.DOMAIN and <project>--<branch>.DOMAIN; needs a wildcard DNS name "
+                   "(default localhost:PORT, which browsers resolve with every subdomain).")
 @click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The server secret that signs sessions and Redis records; the same file for every "
                    "process of a Redis deployment (required with --redis-url).")
@@ -257,7 +262,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
           max_upload_bytes: int | None, public_url: str | None, forwarded_allow_ips: str | None,
           secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
           redis_password_file: Path | None, role: str, shared_dir: Path | None,
-          heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None,
+          heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None, deploy_domain: str | None,
           **sandbox_opts: Any) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
@@ -284,13 +289,15 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
         apply_file(cfg, load_file(config_file), config_file)
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
-                        ("forwarded_allow_ips", forwarded_allow_ips),
+                        ("forwarded_allow_ips", forwarded_allow_ips), ("deploy_domain", deploy_domain),
                         ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)
     if data_dir is not None:
         cfg.data_dir = data_dir
     cfg.data_dir = cfg.data_dir.expanduser().resolve()
+    if cfg.deploy_domain is not None:
+        check_deploy_domain(cfg.deploy_domain)
     found = read_tokens(tokens, tokens_file)
     check_tokens(found, from_argv=bool(tokens))
     apply_access_options(cfg, sandbox_opts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +62,8 @@ class ServerConfig:
     port: int = protocol.DEFAULT_PORT
     public_url: str | None = None          # base of artifact URLs and the dashboard's origin; default http://host:port
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed; None: no peer
+    # where deployments are served (deployments.py): "<deployment>.<deploy-domain>"; None: localhost:<port>
+    deploy_domain: str | None = None
     concurrency: int = 2
     tokens: frozenset[str] = frozenset()
     build_commands: list[list[str]] = field(default_factory=lambda: [list(c) for c in DEFAULT_BUILD_COMMANDS])
@@ -125,6 +128,32 @@ class ServerConfig:
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def deploy_origin(self) -> tuple[str, str]:
+        """(scheme, host[:port]) under which deployments get their own origins: ``--deploy-domain``
+        (a bare domain takes the public URL's scheme), by default ``localhost:<port>``, which every
+        browser resolves, with each subdomain, to loopback."""
+        given = (self.deploy_domain or "").strip().rstrip("/")
+        scheme, sep, rest = given.partition("://")
+        if not sep:
+            scheme, rest = (self.public_url or "http://").partition("://")[0], given
+        return scheme.lower(), (rest or f"localhost:{self.port}").lower()
+
+    def deploy_url(self, label: str) -> str:
+        """The URL of a deployment or alias label: ``http://<label>.localhost:<port>/``."""
+        scheme, domain = self.deploy_origin
+        return f"{scheme}://{label}.{domain}/"
+
+
+_DEPLOY_DOMAIN_RE = re.compile(r"^(?:https?://)?[a-z0-9](?:[a-z0-9.-]{0,200}[a-z0-9])?(?::\d{1,5})?/?$")
+
+
+def check_deploy_domain(value: str) -> None:
+    """Refuse a ``--deploy-domain`` that is not a host name (with an optional scheme and port)."""
+    if not _DEPLOY_DOMAIN_RE.match(value.lower()) or ".." in value:
+        raise ServerConfigError(f"--deploy-domain {value[:100]!r} is not a domain name",
+                                "Pass a wildcard domain such as preview.example.com (or https://preview.example.com)")
 
 
 def parse_size(value: object) -> int:
@@ -224,7 +253,7 @@ def _argv(value: Any, where: str) -> list[str]:
 def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     """Merge a config file's settings into ``cfg`` (validating each one)."""
     known = {"host", "port", "public-url", "forwarded-allow-ips", "concurrency", "data-dir", "build-commands",
-             "allowed-protocols",
+             "deploy-domain", "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
@@ -252,7 +281,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
         v = num(key, 0 if key == "port" else 1)
         if v is not None:
             setattr(cfg, attr, v)
-    for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips")):
+    for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips"),
+                      ("deploy-domain", "deploy_domain")):
         if key in data:
             if not isinstance(data[key], str):
                 raise ServerConfigError(f"{source}: {key} must be a string", "Fix the value")

@@ -38,6 +38,8 @@ class ApiRoutes:
         return [
             route(protocol.PATH_HEALTH, self.health),
             route(protocol.PATH_UPLOADS, self.upload, ["POST"]),
+            route(protocol.PATH_TASKS + "{task_id}/promote", self.promote, ["POST"]),
+            route(protocol.PATH_PROJECTS + "{name:path}/releases", self.releases),
             route(protocol.PATH_TASKS + "{task_id:path}", self.task),
             route(protocol.PATH_ARTIFACTS + "{rest:path}", self.artifacts),
         ]
@@ -63,6 +65,16 @@ class ApiRoutes:
     async def task(self, request: Request) -> Response:
         token_hash = self._bearer(request)
         return json_response(public(await self.service.owned(request.path_params["task_id"], token_hash)))
+
+    async def promote(self, request: Request) -> Response:
+        """``flow promote``: point the project's prod alias at this task (TaskService.promote)."""
+        token_hash = self._bearer(request)
+        return json_response(await self.service.promote(token_hash, request.path_params["task_id"]))
+
+    async def releases(self, request: Request) -> Response:
+        """``flow releases``: the project's aliases and release history, for its owner."""
+        token_hash = self._bearer(request)
+        return json_response(await self.service.project_releases(token_hash, request.path_params["name"]))
 
     async def artifacts(self, request: Request) -> Response:
         task_id, _, name = request.path_params["rest"].partition("/")

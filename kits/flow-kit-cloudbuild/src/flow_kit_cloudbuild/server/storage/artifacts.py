@@ -1,4 +1,4 @@
-"""Artifact store: the files a task's build produced, and the index of prod releases.
+"""Artifact store: the files a task's build produced (releases: storage/releases.py).
 
 One interface (``ArtifactStore``) with the embedded implementation ``LocalArtifactStore``:
 ``<data>/artifacts/<taskId>/files/<name>`` plus a ``manifest.json`` listing them. Files are
@@ -56,18 +56,11 @@ class ArtifactStore(Protocol):
     async def open(self, task_id: str, name: str) -> tuple[int, AsyncIterator[bytes]] | None:
         """(size, chunks) of one artifact, or None when there is no such artifact."""
 
-    async def find_release(self, name: str, version: str) -> str | None:
-        """Task id of the prod release of name+version, if any."""
-
-    async def record_release(self, name: str, version: str, task_id: str) -> None:
-        """Make ``task_id`` the prod release of name+version (replacing an older one)."""
-
 
 class LocalArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._releases_path = root / "releases.json"
 
     def _dir(self, task_id: str) -> Path:
         if not is_id(task_id):
@@ -126,27 +119,10 @@ class LocalArtifactStore:
 
         return size, chunks()
 
-    def _releases(self) -> dict[str, str]:
-        try:
-            return json.loads(self._releases_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    async def find_release(self, name: str, version: str) -> str | None:
-        return self._releases().get(f"{name}\n{version}")
-
-    def release_task_ids(self) -> set[str]:
-        """Task ids of the current prod releases (retention keeps them)."""
-        return set(self._releases().values())
-
     async def delete(self, task_id: str) -> None:
         """Delete a task's artifacts (retention), in a thread: a tree of many files takes time."""
         await asyncio.to_thread(shutil.rmtree, self._dir(task_id), True)
 
-    async def record_release(self, name: str, version: str, task_id: str) -> None:
-        releases = self._releases()
-        releases[f"{name}\n{version}"] = task_id
-        atomic_write_bytes(self._releases_path, json.dumps(releases, indent=1).encode("utf-8"))
 
 
 def _copy_no_follow(src: Path, dest: Path, limit: int = -1) -> int:

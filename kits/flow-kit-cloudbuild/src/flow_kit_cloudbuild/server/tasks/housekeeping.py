@@ -193,11 +193,11 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
     from flow_kit_cloudbuild.server.tasks.store import FileTaskStore
 
     store, artifacts = service.store, service.artifacts
-    if hasattr(store, "finished") and hasattr(artifacts, "release_ids"):
-        return await _sweep_redis_tasks(store, artifacts, cutoff)
+    keep = await service.releases.task_ids()  # prod and branch releases (storage/releases.py)
+    if hasattr(store, "finished"):
+        return await _sweep_redis_tasks(store, artifacts, cutoff, keep)
     if not isinstance(store, FileTaskStore) or not isinstance(artifacts, LocalArtifactStore):
         return 0  # a store this sweep does not know
-    keep = artifacts.release_task_ids()
     deleted = 0
     for d in await asyncio.to_thread(_id_dirs, store.root):
         task_id = d.name
@@ -220,9 +220,8 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
     return deleted
 
 
-async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float) -> int:
+async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float, keep: set[str]) -> int:
     """Redis mode: finished task records and logs (``RedisTaskStore``), artifacts in the shared dir."""
-    keep = await artifacts.release_ids()
     await store.keep(keep)  # a release's record outlives the store's expiry, as long as it is one
     old: list[str] = []
     async for task_id, state, finished in store.finished():

@@ -466,17 +466,11 @@ class Pipeline:
                              "the operator to raise it")
         if max_bytes and files.bytes > max_bytes:
             raise StepFailed(_artifacts_too_large(out.name, files.bytes, max_bytes))
-        if self.req["prod"] and not self.req["force"]:
-            if await self.artifacts.find_release(self.req["name"], self.req["version"]):
-                raise StepFailed(f"{self.req['name']} {self.req['version']} was released to prod while "
-                                 "this task ran; publish with force to overwrite")
         try:
             stored = await self.artifacts.put(self.task_id, files.found, max_bytes=max_bytes)
         except ArtifactQuotaExceeded:  # a file grew after it was measured
             raise StepFailed(_artifacts_too_large(out.name, max_bytes + 1, max_bytes)) from None
-        if self.req["prod"]:
-            await self.artifacts.record_release(self.req["name"], self.req["version"], self.task_id)
-        return stored
+        return stored  # the release index is written when the task is done (TaskService._record_release)
 
     async def _log_skipped(self, files: Collected) -> None:
         """One line for every skipped file, however many: 20,000 of them are one line of the log

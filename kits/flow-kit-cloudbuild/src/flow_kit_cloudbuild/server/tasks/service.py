@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -37,6 +37,7 @@ from flow_kit_cloudbuild.server.errors import RequestError, StepFailed, no_such_
 from flow_kit_cloudbuild.server.runtime.process import LogLimitExceeded, kill_orphaned_groups
 from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore
+from flow_kit_cloudbuild.server.storage.releases import LocalReleases, Releases, project_label
 from flow_kit_cloudbuild.server.tasks import housekeeping
 from flow_kit_cloudbuild.server.tasks.bus import FLUSH_LIMIT, MessageBus, TaskLocks
 from flow_kit_cloudbuild.server.tasks.pipeline import Paths, Pipeline, TaskChannel
@@ -82,7 +83,8 @@ class RunPolicy(Protocol):
 class TaskService:
     def __init__(self, cfg: ServerConfig, *, store: TaskStore, queue: JobQueue, artifacts: ArtifactStore,
                  bus: MessageBus, policy: RunPolicy, locks: TaskLocks | None = None,
-                 paths: Paths | None = None, companions: Iterable[Any] = ()) -> None:
+                 paths: Paths | None = None, companions: Iterable[Any] = (),
+                 releases: Releases | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.queue = queue
@@ -92,6 +94,11 @@ class TaskService:
         self.locks = locks or TaskLocks()
         self.paths = paths or Paths(cfg.data_dir)
         self.companions: list[Any] = list(companions)  # start()/stop() with the service
+        # the release index: name owners, prod and branch pointers (storage/releases.py)
+        self.releases: Releases = releases or LocalReleases(cfg.data_dir / "releases")
+        # called with (project label, task id) after a project's prod pointer moved (a prod
+        # release or a promote), e.g. to copy the release to a delivery target
+        self.on_prod_changed: list[Callable[[str, str], Awaitable[None]]] = []
         self.git = GitSource(self.paths.git_cache, cfg.allowed_protocols)
         self.sandbox = make_sandbox(cfg) if cfg.sandbox else None
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -197,12 +204,9 @@ class TaskService:
         req = policy.check_publish(data, self.cfg)
         if req["source"] == "upload":
             self.check_upload(req["uploadId"], token_hash)
-        if req["prod"] and not req["force"]:
-            existing = await self.artifacts.find_release(req["name"], req["version"])
-            if existing:
-                raise RequestError(protocol.ERROR_EXISTS,
-                                   f"{req['name']} {req['version']} is already released to prod "
-                                   f"(task {existing}); publish with force to overwrite it")
+        # a name another token owns, or a released version without force: refused before building
+        # (and checked again, atomically, when the build is recorded: _record_release)
+        await self.releases.check(req["name"], req["version"], token_hash, prod=req["prod"], force=req["force"])
         task_id = secrets.token_hex(12)
         if req["source"] == "upload":  # one upload feeds one task; it is deleted when the task ends
             housekeeping.claim_upload(self.paths.uploads, req["uploadId"], task_id)
@@ -247,6 +251,76 @@ class TaskService:
             return protocol.ok(state=record["state"])
         await self.policy.cancel(self, record)
         return protocol.ok()
+
+    async def promote(self, owner: str, task_id: str) -> dict[str, Any]:
+        """Point the project's prod alias at ``task_id``, an earlier successful build of ``owner``
+        (rollback, or a preview made prod), atomically (``Releases.promote``).
+
+        Refused (``RequestError``) for another token's task (not-found / forbidden), a task that
+        did not end done or whose files retention deleted (refused), a name another token owns
+        (name-taken). Returns ``ok`` with ``project`` (its label), ``taskId``, ``previous`` (the
+        prod task before, or None), ``url`` (the prod alias) and ``deploymentUrl``.
+        """
+        record = await self.owned(task_id, owner)
+        if record.get("state") != protocol.STATE_DONE:
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"task {task_id} ended {record.get('state')}, not done; promote a successful build")
+        if await self.artifacts.list(task_id) is None:
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"the files of task {task_id} were deleted (retention); publish it again")
+        previous = await self.releases.promote(record["name"], record["version"], task_id, owner)
+        label = project_label(record["name"])
+        await self._prod_changed(label, task_id)
+        return protocol.ok(project=label, taskId=task_id, previous=previous, url=self.cfg.deploy_url(label),
+                           deploymentUrl=self.cfg.deploy_url(task_id))
+
+    async def project_releases(self, owner: str, name: Any) -> dict[str, Any]:
+        """``flow releases``: the prod alias, branch aliases and release history of the project
+        ``name`` (a name or its label), for the token that owns it; anyone else, and a project
+        never released, get not-found (the same answer, so a name's owner stays private)."""
+        if not isinstance(name, str) or not 0 < len(name) <= protocol.MAX_NAME:
+            raise RequestError(protocol.ERROR_BAD_REQUEST, "give a project name of at most 214 characters")
+        label = project_label(name)
+        project = await self.releases.get(label)
+        held = (project or {}).get("owner")
+        if project is None or not isinstance(held, str) or not secrets.compare_digest(held, owner):
+            raise RequestError(protocol.ERROR_NOT_FOUND,
+                               f"no releases of {name[:100]!r} made with this token; publish it with --prod first")
+        url = self.cfg.deploy_url
+        return {
+            "project": label, "name": project.get("name"), "prod": project.get("prod"),
+            "url": url(label),
+            "branches": {b: {"taskId": t, "url": url(f"{label}--{b}")} for b, t in sorted(project["branches"].items())},
+            "history": [{**e, "deploymentUrl": url(e["taskId"])} for e in reversed(project["history"])],
+        }
+
+    async def _prod_changed(self, label: str, task_id: str) -> None:
+        """Tell ``on_prod_changed``'s callbacks; one that fails is logged, the release stands."""
+        for callback in list(self.on_prod_changed):
+            try:
+                await callback(label, task_id)
+            except Exception:
+                log.exception("an on_prod_changed callback failed for %s -> %s", label, task_id)
+
+    async def _record_release(self, task_id: str, record: dict[str, Any]) -> list[str]:
+        """Record a successful build in the release index: the prod alias (prod publishes) and its
+        branch's alias. Returns the alias URLs that now serve it; raises RequestError when the
+        name was taken, or the version released, while this task ran."""
+        req = record.get("request") or {}
+        moved = await self.releases.record(record["name"], record["version"], task_id, record.get("tokenHash", ""),
+                                           prod=bool(req.get("prod")), force=bool(req.get("force")),
+                                           branch=req.get("branch"))
+        label = project_label(record["name"])
+        aliases = []
+        if moved.get("prodChanged"):
+            aliases.append(self.cfg.deploy_url(label))
+        if moved.get("branch"):
+            aliases.append(self.cfg.deploy_url(f"{label}--{moved['branch']}"))
+        if moved.get("skipped"):
+            await self.notice(task_id, "publish", str(moved["skipped"]))
+        if moved.get("prodChanged"):
+            await self._prod_changed(label, task_id)
+        return aliases
 
     def drop_upload(self, record: dict[str, Any] | None) -> None:
         """Delete the upload of a task that ended (whatever the outcome, its sources go; the
@@ -315,12 +389,21 @@ class TaskService:
                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
                               "see the server log", step=pipeline.step)
         else:
+            try:
+                aliases = await self._record_release(task_id, record)
+            except RequestError as exc:  # taken or released while this task ran
+                message = (f"{record['name']} {record['version']} was released to prod while this task ran; "
+                           "publish with force to overwrite" if exc.code == protocol.ERROR_EXISTS
+                           else f"refused: {exc.message}")
+                await self.finish(task_id, protocol.STATE_FAILED, message, step="publish")
+                return
             base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
             artifacts = [{"name": a["name"], "url": base + quote(a["name"]), "size": a["size"]}
                          for a in stored]
             await self.finish(task_id, protocol.STATE_DONE,
                               f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
-                              artifactUrl=base, artifacts=artifacts)
+                              artifactUrl=base, artifacts=artifacts, deploymentUrl=self.cfg.deploy_url(task_id),
+                              aliases=aliases)
 
     async def finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
                      **extra: Any) -> None:
@@ -329,6 +412,8 @@ class TaskService:
         payload = dict(extra)
         if state == protocol.STATE_DONE:
             fields["artifacts"] = extra.get("artifacts", [])
+            if "deploymentUrl" in extra:
+                fields["deploymentUrl"], fields["aliases"] = extra["deploymentUrl"], extra.get("aliases", [])
         else:
             fields["error"] = message
             payload["step"] = step

@@ -21,6 +21,7 @@ from flow_kit_cloudbuild.server.backends.redis.artifacts import SharedArtifactSt
 from flow_kit_cloudbuild.server.backends.redis.locks import RedisLocks
 from flow_kit_cloudbuild.server.backends.redis.members import NoWorkerWatch, Presence
 from flow_kit_cloudbuild.server.backends.redis.queue import RedisStreamQueue
+from flow_kit_cloudbuild.server.backends.redis.releases import RedisReleases
 from flow_kit_cloudbuild.server.backends.redis.roles import membership, shared_path
 from flow_kit_cloudbuild.server.backends.redis.run_policy import RedisPolicy
 from flow_kit_cloudbuild.server.backends.redis.store import RedisTaskStore
@@ -56,7 +57,7 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
     paths.uploads = shared / "uploads"      # gateways store them, workers read them
     paths.artifacts = shared / "artifacts"
     service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
-                          bus=bus, locks=locks, paths=paths,
+                          bus=bus, locks=locks, paths=paths, releases=RedisReleases(r, signer),
                           policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
     if service.sandbox is not None:  # one record of build uids for the whole deployment
         from flow_kit_cloudbuild.server.runtime.uids import RedisUidAllocator
