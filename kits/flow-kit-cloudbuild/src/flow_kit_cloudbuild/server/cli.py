@@ -34,6 +34,7 @@ from flow_kit_cloudbuild.server.config import (
     parse_uid_range,
     read_secret,
     read_tokens,
+    token_names,
 )
 from flow_kit_cloudbuild.server.errors import ServerConfigError
 from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
@@ -218,7 +219,10 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--token", "tokens", multiple=True,
               help="A client token (repeatable; visible in ps: prefer --tokens-file or FLOW_CLOUDBUILD_TOKENS).")
 @click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A file of client tokens, one per line.")
+              help="A file of client tokens, one per line (name:token names who publishes with it).")
+@click.option("--token-label", "token_labels", multiple=True, metavar="HASH=NAME",
+              help="Name a token in the dashboard: the 8 hex digits it shows as 'token HASH', = and a name "
+                   "(repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Server config file (TOML or JSON): allowlists, release gates, limits.")
 @click.option("--max-upload-bytes", type=click.IntRange(1), default=None, help="Largest source upload accepted.")
@@ -258,7 +262,8 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.version_option(__version__, prog_name="flow-cloudbuild-server",
                       message="%(prog)s %(version)s")  # as `flow --version`: NAME VERSION
 def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency: int | None,
-          tokens: tuple[str, ...], tokens_file: Path | None, config_file: Path | None,
+          tokens: tuple[str, ...], tokens_file: Path | None, token_labels: tuple[str, ...],
+          config_file: Path | None,
           max_upload_bytes: int | None, public_url: str | None, forwarded_allow_ips: str | None,
           secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
           redis_password_file: Path | None, role: str, shared_dir: Path | None,
@@ -306,6 +311,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
         generated = _server_token(cfg.data_dir)
         found = {generated}
     cfg.tokens = frozenset(found)
+    cfg.token_names = token_names(found, tokens_file, token_labels)
     if secret_file is not None:
         cfg.secret = read_secret(secret_file)
     apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file, secret_file,

@@ -66,6 +66,7 @@ class ServerConfig:
     deploy_domain: str | None = None
     concurrency: int = 2
     tokens: frozenset[str] = frozenset()
+    token_names: dict[str, str] = field(default_factory=dict)  # token hash -> who (the dashboard's "Who")
     build_commands: list[list[str]] = field(default_factory=lambda: [list(c) for c in DEFAULT_BUILD_COMMANDS])
     allowed_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     allowed_hosts: tuple[str, ...] | None = None   # None: any host
@@ -187,10 +188,51 @@ def read_tokens(tokens: tuple[str, ...] | list[str], tokens_file: Path | None) -
         except OSError as exc:
             raise ServerConfigError(f"cannot read tokens file {tokens_file}: {exc.strerror}",
                                     "Pass an existing file to --tokens-file") from exc
-        found |= {ln.strip() for ln in text.splitlines()
+        found |= {split_token_line(ln)[1] for ln in text.splitlines()
                   if ln.strip() and not ln.lstrip().startswith("#")}
     found |= {t.strip() for t in os.environ.get(protocol.TOKENS_ENV, "").split(",") if t.strip()}
     return found
+
+
+#: A token's name: who published, as the dashboard shows it (never the token itself).
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,63}$")
+
+
+def split_token_line(line: str) -> tuple[str | None, str]:
+    """``name:token`` -> (name, token); a line without a valid name before a colon is all token."""
+    name, colon, token = line.strip().partition(":")
+    if colon and token.strip() and TOKEN_NAME_RE.match(name.strip()):
+        return name.strip(), token.strip()
+    return None, line.strip()
+
+
+def token_names(tokens: frozenset[str] | set[str], tokens_file: Path | None,
+                labels: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Token hash -> name, from ``name:token`` lines of the tokens file and ``--token-label
+    HASH=NAME`` (HASH: at least 8 leading hex digits of the token's hash, what the dashboard
+    showed before it had a name), so a name can be given to a token kept elsewhere."""
+    names: dict[str, str] = {}
+    if tokens_file is not None:
+        for ln in tokens_file.read_text(encoding="utf-8").splitlines():
+            if ln.strip() and not ln.lstrip().startswith("#"):
+                name, token = split_token_line(ln)
+                if name is not None:
+                    names[protocol.token_hash(token)] = name
+    hashes = [protocol.token_hash(t) for t in tokens]
+    for label in labels:
+        prefix, eq, name = label.partition("=")
+        prefix, name = prefix.strip().lower(), name.strip()
+        if not eq or not re.fullmatch(r"[0-9a-f]{8,64}", prefix) or not TOKEN_NAME_RE.match(name):
+            raise ServerConfigError(f"--token-label {label[:80]!r} is not HASH=NAME",
+                                    "Pass the first 8 hex digits the dashboard shows for the token, "
+                                    "then = and a name of letters, digits, space . _ @ + -")
+        matching = [h for h in hashes if h.startswith(prefix)]
+        if len(matching) != 1:
+            raise ServerConfigError(f"--token-label {prefix}: {'no' if not matching else 'more than one'} "
+                                    "token's hash starts with it",
+                                    "Use the hash prefix the dashboard shows as 'token XXXXXXXX' (longer if two match)")
+        names[matching[0]] = name
+    return names
 
 
 def read_secret(path: Path) -> bytes:

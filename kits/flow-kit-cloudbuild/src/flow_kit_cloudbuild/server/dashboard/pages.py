@@ -14,6 +14,8 @@ Routes (``Dashboard.routes``, on the server's one Starlette app, see http.py):
                                        lost connection resumes with ``Last-Event-ID``
 ``GET /ui/api/tasks/<id>/log``         the whole log as a text file
 ``POST /ui/api/tasks/<id>/cancel``     cancel (CSRF header)
+``POST /ui/api/tasks/<id>/retry``      the same source as a new task (CSRF header; owner only)
+``POST /ui/api/tasks/<id>/promote``    point the project's prod at this build (CSRF header)
 
 Security: the token is only ever sent in a POST body and never stored (sessions keep its hash);
 every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` and an
@@ -74,9 +76,11 @@ PAGE_SIZE, MAX_PAGE = 50, 200
 SCAN_BUDGET = 2000               # records one list request may look at for a state filter
 LOGIN_BODY_BYTES = 8192          # a sign-in's JSON body at most
 RUNNING_STATES = tuple(s for s in protocol.STEPS if s != "queued")
-def label(token_hash: str | None) -> str:
-    """How the dashboard names a token: never the token, a short prefix of its hash."""
-    return f"token {str(token_hash or '')[:8] or '?'}"
+def label(token_hash: str | None, names: dict[str, str] | None = None) -> str:
+    """How the dashboard names a token: never the token; its name (``name:token`` in the tokens
+    file, ``--token-label``), else a short prefix of its hash."""
+    name = (names or {}).get(str(token_hash or ""))
+    return name if name else f"token {str(token_hash or '')[:8] or '?'}"
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -158,6 +162,10 @@ class Dashboard:
         service's, written when the build enters its first step)."""
         if event == CREATED:
             await self.index.add(record)
+
+    def _who(self, token_hash: str | None) -> str:
+        """Who published: the token's name if the server was given one, else its hash prefix."""
+        return label(token_hash, self.cfg.token_names)
 
     # -- routes ----------------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
@@ -293,12 +301,12 @@ class Dashboard:
         exp = int(time.time()) + SESSION_TTL
         await self.sessions.put(key, {"th": th, "csrf": csrf, "exp": exp,
                                       "sig": self.signer.sign("session", key, th, csrf, exp)})
-        return self._json({"ok": True, "who": label(th), "csrf": csrf}, [self._cookie(request, value, SESSION_TTL)])
+        return self._json({"ok": True, "who": self._who(th), "csrf": csrf}, [self._cookie(request, value, SESSION_TTL)])
 
     async def _session_info(self, request: Request) -> Response:
         _key, sess = await self._guard(request)
         allow(request, "GET")
-        return self._json({"ok": True, "who": label(sess["th"]), "csrf": sess["csrf"], "redis": self.redis_mode})
+        return self._json({"ok": True, "who": self._who(sess["th"]), "csrf": sess["csrf"], "redis": self.redis_mode})
 
     async def _logout(self, request: Request) -> Response:
         key, _sess = await self._guard(request)
@@ -333,6 +341,17 @@ class Dashboard:
         if action == "cancel":
             allow(request, "POST")
             return self._json(await self.service.cancel(task_id, th))
+        if action == "retry":  # the same source as a new task (service.retry: owner only)
+            allow(request, "POST")
+            return self._json({"ok": True, "taskId": await self.service.retry(th, task_id)})
+        if action == "promote":  # prod points at this build (rollback to an earlier one)
+            allow(request, "POST")
+            promote = getattr(self.service, "promote", None)
+            if promote is None:
+                raise HTTPError(501, protocol.ERROR_REFUSED, "this server cannot promote builds yet; "
+                                "publish the build again with --prod")
+            answer = await promote(th, task_id)
+            return self._json(answer if isinstance(answer, dict) else {"ok": True})
         raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
 
     async def _no_api_route(self, request: Request) -> Response:
@@ -348,10 +367,14 @@ class Dashboard:
             source = {"kind": "upload"}
         return {"taskId": rec.get("taskId"), "name": rec.get("name"), "version": rec.get("version"),
                 "channel": "prod" if rec.get("prod") else "preview", "source": source,
-                "state": rec.get("state"), "step": rec.get("step"), "who": label(rec.get("tokenHash")),
+                "state": rec.get("state"), "step": rec.get("step"), "who": self._who(rec.get("tokenHash")),
                 "createdAt": rec.get("createdAt"), "startedAt": rec.get("startedAt"),
                 "finishedAt": rec.get("finishedAt"),
-                "attempt": rec.get("attempt") if self.redis_mode else None, "error": rec.get("error")}
+                "attempt": rec.get("attempt") if self.redis_mode else None, "error": rec.get("error"),
+                "number": rec.get("number"), "retryOf": rec.get("retryOf"),
+                # where a failed (cancelled, timed-out) build stopped; the record's step then
+                "failedStep": rec.get("step") if rec.get("state") in protocol.FINAL
+                and rec.get("state") != protocol.STATE_DONE else None}
 
     def _detail(self, rec: dict[str, Any]) -> dict[str, Any]:
         base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{rec['taskId']}/"

@@ -354,7 +354,9 @@ class Pipeline:
             await self._enter("download", f"fetching {self.req['repo']} at {self.req['ref']}")
             commit = await self.git.checkout(self.req["repo"], self.req["ref"], self.src, env=self.env(),
                                              on_line=self._log, budget=self.budget)
-            await self._log([f"checked out commit {commit}"], "stdout")
+            # ``commit`` in the payload (no build output carries it): what a retry builds again
+            await self.channel.emit(protocol.ACTION_LOG, f"checked out commit {commit}", step=self.step,
+                                    stream="stdout", lines=1, commit=commit)
         else:
             await self._enter("download", "unpacking the uploaded source")
             archive = self.paths.upload(self.req["uploadId"])

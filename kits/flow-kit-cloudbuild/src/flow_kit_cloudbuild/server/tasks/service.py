@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
@@ -46,6 +47,7 @@ from flow_kit_cloudbuild.server.tasks.sources import GitSource
 from flow_kit_cloudbuild.server.tasks.store import TaskStore, public_record
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a SHA-1 or SHA-256 object name
 
 
 class RunPolicy(Protocol):
@@ -200,7 +202,7 @@ class TaskService:
             raise not_your_task(task_id)
         return record
 
-    async def submit(self, data: Any, token_hash: str) -> str:
+    async def submit(self, data: Any, token_hash: str, *, retry_of: str | None = None) -> str:
         req = policy.check_publish(data, self.cfg)
         if req["source"] == "upload":
             self.check_upload(req["uploadId"], token_hash)
@@ -208,19 +210,57 @@ class TaskService:
         # (and checked again, atomically, when the build is recorded: _record_release)
         await self.releases.check(req["name"], req["version"], token_hash, prod=req["prod"], force=req["force"])
         task_id = secrets.token_hex(12)
+        # the build number users call it by (#1, #2, ... per token and project; dashboard)
+        number = await self.store.next_number(token_hash, req["name"])
         if req["source"] == "upload":  # one upload feeds one task; it is deleted when the task ends
             housekeeping.claim_upload(self.paths.uploads, req["uploadId"], task_id)
         try:
             await self.store.create({
                 "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
                 "step": "queued", "createdAt": protocol.now_ms(), "finishedAt": None, "prod": req["prod"],
-                "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1,
+                "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1, "number": number,
+                **({"retryOf": retry_of} if retry_of else {}),
             })
         except BaseException:
             if req["source"] == "upload":
                 (self.paths.uploads / f"{req['uploadId']}.task").unlink(missing_ok=True)
             raise
         return task_id
+
+    async def retry(self, owner: str, task_id: str) -> str:
+        """Build a finished task's source again as a new task (the dashboard's Retry): the same
+        request, and for git the commit the first build checked out (a moved branch is not
+        "the same source"); only the token that made the task may. Returns the new task's id,
+        queued. An upload is deleted when its build ends, so such a task is refused."""
+        record = await self.owned(task_id, owner)
+        if record.get("state") not in protocol.FINAL:
+            raise RequestError(protocol.ERROR_BAD_REQUEST,
+                               f"task {task_id} is still {record.get('state')}; retry it once it has ended")
+        req = dict(record.get("request") or {})
+        if req.get("source") != "git":
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"task {task_id} built an uploaded archive, which was deleted when its "
+                               "build ended; run flow publish again")
+        commit = await self._checked_out(task_id)
+        if commit:
+            req["ref"] = commit
+        req.pop("uploadId", None)
+        new_id = await self.submit(req, owner, retry_of=task_id)
+        await self.enqueue(new_id)
+        return new_id
+
+    async def _checked_out(self, task_id: str) -> str | None:
+        """The commit a git task's download step checked out (its ``commit`` message field,
+        which only the server writes), looked for until the build moved past that step."""
+        async for msg in self.store.messages(task_id, 0):
+            data = msg.get("data") or {}
+            payload = data.get("payload") or {}
+            commit = payload.get("commit")
+            if data.get("action") == protocol.ACTION_LOG and isinstance(commit, str) and _COMMIT_RE.fullmatch(commit):
+                return commit
+            if data.get("action") in ("install", "build", "publish") or protocol.is_final(str(data.get("action"))):
+                return None
+        return None
 
     async def enqueue(self, task_id: str) -> None:
         """Announce the new task (seq 1) and hand it to the queue."""
