@@ -342,9 +342,10 @@ class TaskService:
             except Exception:
                 log.exception("an on_prod_changed callback failed for %s -> %s", label, task_id)
 
-    async def _record_release(self, task_id: str, record: dict[str, Any]) -> list[str]:
+    async def _record_release(self, task_id: str, record: dict[str, Any]) -> list[dict[str, str]]:
         """Record a successful build in the release index: the prod alias (prod publishes) and its
-        branch's alias. Returns the alias URLs that now serve it; raises RequestError when the
+        branch's alias. Returns the aliases that now serve it (``{"kind": "prod"|"branch",
+        "url"}``); raises RequestError when the
         name was taken, or the version released, while this task ran."""
         req = record.get("request") or {}
         moved = await self.releases.record(record["name"], record["version"], task_id, record.get("tokenHash", ""),
@@ -353,9 +354,9 @@ class TaskService:
         label = project_label(record["name"])
         aliases = []
         if moved.get("prodChanged"):
-            aliases.append(self.cfg.deploy_url(label))
+            aliases.append({"kind": "prod", "url": self.cfg.deploy_url(label)})
         if moved.get("branch"):
-            aliases.append(self.cfg.deploy_url(f"{label}--{moved['branch']}"))
+            aliases.append({"kind": "branch", "url": self.cfg.deploy_url(f"{label}--{moved['branch']}")})
         if moved.get("skipped"):
             await self.notice(task_id, "publish", str(moved["skipped"]))
         if moved.get("prodChanged"):
