@@ -283,3 +283,49 @@ def test_build_end_to_url_answering_is_fast(deploy_server, flow, tmp_path):
     assert fetch(url)[0] == 200
     assert time.monotonic() - started < 1.0
     shutil.rmtree(tmp_path / "fast")
+
+
+def test_names_and_hosts_cannot_be_hijacked(deploy_server, flow, browser, tmp_path):
+    """Another token's preview of an owned name deploys but cannot be promoted onto its alias;
+    a failed build cannot be promoted; a deployment cannot toss a cookie to the dashboard or to
+    another deployment (Domain=localhost is refused by the browser); Host names that only look
+    like the deploy domain reach the dashboard's app, never a deployment."""
+    owner_site = vite_site(tmp_path / "owner", "owned-site", "1.0.0")
+    owned, _ = published(publish(flow, deploy_server, owner_site, *ARGS, "--prod"))
+    prod = f"http://owned-site.localhost:{deploy_server.port}/"
+    thief = vite_site(tmp_path / "thief", "owned_site", "6.6.6")
+    preview, aliases = published(publish(flow, deploy_server, thief, *ARGS, "--token", OTHER))
+    assert aliases == {}  # a preview without a branch moves no alias
+    task = preview.split("//", 1)[1].split(".", 1)[0]
+    took = flow("promote", task, "--server", deploy_server.url, "--token", OTHER, cwd=tmp_path)
+    assert took.returncode != 0 and "belongs to another token" in took.stderr, took.stderr
+    assert fetch(prod)[2].find(b'id="app"') > 0 and rendered(browser, prod)[0] == "rendered 1.0.0"
+    # a failed build is no release
+    (owner_site / "build.js").write_text("process.exit(3);\n")
+    failed = publish(flow, deploy_server, owner_site, *ARGS, "--detach")
+    failed_id = failed.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while deploy_server.get(f"/api/tasks/{failed_id}")["state"] != "failed":  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    refused = flow("promote", failed_id, "--server", deploy_server.url, "--token", deploy_server.token, cwd=tmp_path)
+    assert refused.returncode != 0 and "not done" in refused.stderr, refused.stderr
+    # cookie tossing from a deployment
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(owned)
+        page.evaluate("document.cookie = 'flowcb_session=tossed; Domain=localhost; Path=/'")
+        page.evaluate("document.cookie = 'mine=1; Path=/'")
+        assert {c["domain"] for c in ctx.cookies()} == {owned.split("//", 1)[1].split(":", 1)[0]}
+    finally:
+        ctx.close()
+    # hosts that are not under the deploy domain go to the server's own app (JSON 404 there)
+    port = deploy_server.port
+    for host in (f"{task}.localhost.evil.example:{port}", f"{task}localhost:{port}", f"evil.example:{port}"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/index.html", headers={"Host": host})
+        reply = conn.getresponse()
+        assert reply.status == 404 and reply.getheader("content-type") == "application/json", host
+        conn.close()
+    assert fetch(f"http://{task.upper()}.LOCALHOST:{port}/")[0] == 200  # host names are case-blind

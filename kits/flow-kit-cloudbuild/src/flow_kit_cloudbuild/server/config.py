@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server.errors import ServerConfigError
@@ -134,12 +135,16 @@ class ServerConfig:
     def deploy_origin(self) -> tuple[str, str]:
         """(scheme, host[:port]) under which deployments get their own origins: ``--deploy-domain``
         (a bare domain takes the public URL's scheme), by default ``localhost:<port>``, which every
-        browser resolves, with each subdomain, to loopback."""
+        browser resolves, with each subdomain, to loopback. Every process of a Redis deployment
+        needs the same one (``--deploy-domain``, or ``--public-url``), as a worker writes the URLs."""
         given = (self.deploy_domain or "").strip().rstrip("/")
         scheme, sep, rest = given.partition("://")
         if not sep:
             scheme, rest = (self.public_url or "http://").partition("://")[0], given
-        return scheme.lower(), (rest or f"localhost:{self.port}").lower()
+        if not rest:  # the port clients use: the public URL's when it names one (a worker's is its own)
+            port = urlsplit(self.public_url).port if self.public_url else None
+            rest = f"localhost:{port or self.port}"
+        return scheme.lower(), rest.lower()
 
     def deploy_url(self, label: str) -> str:
         """The URL of a deployment or alias label: ``http://<label>.localhost:<port>/``."""
