@@ -75,6 +75,12 @@ class Server:
                                          on_startup=self.service.start, on_shutdown=self.service.stop)
         # deployments at their own origins (<id>.<deploy-domain>) in front; the rest to the gate
         self.deployments = Deployments(self.service, cfg.deploy_origin[1])
+        if cfg.targets:  # prod releases copied to S3 targets (storage/targets.py)
+            from flow_kit_cloudbuild.server.http.deployments import content_type
+            from flow_kit_cloudbuild.server.storage.targets import Targets
+
+            self.targets = Targets(cfg.targets, self.service.artifacts, content_type)
+            self.service.on_prod_changed.append(self.targets.on_prod_changed)
         self.asgi = HostRouter(self.gate, self.deployments)
 
     # -- auth ----------------------------------------------------------------------------------

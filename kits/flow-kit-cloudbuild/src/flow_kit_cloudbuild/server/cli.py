@@ -232,6 +232,10 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--forwarded-allow-ips", default=None,
               help="Comma-separated addresses (or networks) of the reverse proxies whose X-Forwarded-For "
                    "names the client (default: none; the TCP peer is the client).")
+@click.option("--store", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Keep artifacts and uploads in S3-compatible object storage (endpoint and keys from "
+                   "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; default: the data "
+                   "dir). With --redis-url no process then needs a --shared-dir.")
 @click.option("--deploy-domain", default=None, metavar="DOMAIN",
               help="Serve each deployment at its own origin, http://<deployment>.DOMAIN/, and the stable "
                    "aliases at <project>.DOMAIN and <project>--<branch>.DOMAIN; needs a wildcard DNS name "
@@ -268,6 +272,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
           secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
           redis_password_file: Path | None, role: str, shared_dir: Path | None,
           heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None, deploy_domain: str | None,
+          store: str | None,
           **sandbox_opts: Any) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
@@ -295,6 +300,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
                         ("forwarded_allow_ips", forwarded_allow_ips), ("deploy_domain", deploy_domain),
+                        ("store", store),
                         ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)

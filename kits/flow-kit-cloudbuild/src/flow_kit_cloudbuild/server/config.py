@@ -65,6 +65,9 @@ class ServerConfig:
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed; None: no peer
     # where deployments are served (deployments.py): "<deployment>.<deploy-domain>"; None: localhost:<port>
     deploy_domain: str | None = None
+    # artifacts and uploads (storage/objects.py): None = the data dir, or "s3://bucket/prefix"
+    store: str | None = None
+    targets: list[Any] = field(default_factory=list)  # storage.targets.Target: prod releases copied there
     concurrency: int = 2
     tokens: frozenset[str] = frozenset()
     token_names: dict[str, str] = field(default_factory=dict)  # token hash -> who (the dashboard's "Who")
@@ -305,7 +308,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
              "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths",
-             "registry-hosts"}
+             "registry-hosts", "store", "targets"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -329,7 +332,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
         if v is not None:
             setattr(cfg, attr, v)
     for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips"),
-                      ("deploy-domain", "deploy_domain")):
+                      ("deploy-domain", "deploy_domain"), ("store", "store")):
         if key in data:
             if not isinstance(data[key], str):
                 raise ServerConfigError(f"{source}: {key} must be a string", "Fix the value")
@@ -422,11 +425,48 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
                 raise ServerConfigError(f"{where} must be an argv list or a table with name and argv",
                                         "Fix the value")
     _apply_access(cfg, data, source)
+    if "targets" in data:
+        cfg.targets = parse_targets(data["targets"], source)
     if "build-env" in data:
         env = data["build-env"]
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ServerConfigError(f"{source}: build-env must be a table of strings", "Fix the value")
         cfg.build_env = dict(env)
+
+
+#: A project name as a DNS label (a target's ``project``).
+PROJECT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str                      # s3://bucket/prefix
+    project: str | None = None    # only this project's releases, at the prefix itself
+    endpoint_url: str | None = None
+
+
+def parse_targets(value: Any, source: object) -> list[Target]:
+    """The ``[[targets]]`` tables of a config file, checked."""
+    if not isinstance(value, list):
+        raise ServerConfigError(f"{source}: targets must be a list of tables",
+                                'Write [[targets]] url = "s3://bucket/prefix"')
+    found = []
+    for i, t in enumerate(value):
+        where = f"{source}: targets[{i}]"
+        if not isinstance(t, dict) or set(t) - {"url", "project", "endpoint-url"}:
+            raise ServerConfigError(f"{where} must be a table of url, project and endpoint-url", "Fix the table")
+        url, project, endpoint = t.get("url"), t.get("project"), t.get("endpoint-url")
+        bucket, _, prefix = str(url).removeprefix("s3://").partition("/")
+        if not str(url).startswith("s3://") or not bucket or "?" in str(url) or ".." in prefix.split("/"):
+            raise ServerConfigError(f"{where}.url {str(url)[:100]!r} is not s3://BUCKET/PREFIX",
+                                    'Write it like url = "s3://www-bucket/site"')
+        if project is not None and not (isinstance(project, str) and PROJECT_RE.match(project)):
+            raise ServerConfigError(f"{where}.project must be a project name (a DNS label)", "Fix the value")
+        if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("http://", "https://"))):
+            raise ServerConfigError(f"{where}.endpoint-url must be an http(s) URL", "Fix the value")
+        found.append(Target(str(url), project, endpoint))
+    return found
+
 
 
 #: Config file keys of the access and quota settings -> (attribute, kind).

@@ -16,6 +16,7 @@ from typing import Any
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server.config import ServerConfig
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore, LocalArtifactStore
+from flow_kit_cloudbuild.server.storage.objects import make_object_store
 from flow_kit_cloudbuild.server.tasks.bus import Hub, TaskLocks
 from flow_kit_cloudbuild.server.tasks.queue import InProcessQueue, JobQueue
 from flow_kit_cloudbuild.server.tasks.service import TaskService
@@ -30,7 +31,8 @@ def make_service(cfg: ServerConfig, sio: Any, gate: Any, *, store: TaskStore | N
     locks = TaskLocks()
     return TaskService(
         cfg, store=store, queue=queue or InProcessQueue(cfg.concurrency, cfg.builds_per_token),
-        artifacts=artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"),
+        artifacts=artifacts or LocalArtifactStore(cfg.data_dir / "artifacts",
+                                                  make_object_store(cfg.store, cfg.data_dir).child("artifacts")),
         bus=Hub(sio, gate, store, locks, wait_for_slow=True), policy=EmbeddedPolicy(), locks=locks)
 
 

@@ -214,9 +214,9 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
         await store.close(task_id)
         deleted += 1
     # artifacts whose task is gone (e.g. a replaced prod release)
-    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
-        if d.name not in keep and not (store.root / d.name).exists() and _mtime(d) < cutoff:
-            await artifacts.delete(d.name)
+    for task_id, stored in (await artifacts.task_ids()).items():  # the data dir's or S3's
+        if task_id not in keep and not (store.root / task_id).exists() and stored < cutoff:
+            await artifacts.delete(task_id)
     return deleted
 
 
@@ -232,9 +232,9 @@ async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float, keep: se
         await store.delete(task_id)
         await artifacts.delete(task_id)
     # artifacts whose task is gone (a replaced prod release, a record Redis lost)
-    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
-        if d.name not in keep and _mtime(d) < cutoff and not await store.exists(d.name):
-            await artifacts.delete(d.name)
+    for task_id, stored in (await artifacts.task_ids()).items():  # the shared dir's or S3's
+        if task_id not in keep and stored < cutoff and not await store.exists(task_id):
+            await artifacts.delete(task_id)
     return len(old)
 
 

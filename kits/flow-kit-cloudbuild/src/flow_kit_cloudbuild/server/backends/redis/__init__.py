@@ -26,6 +26,7 @@ from flow_kit_cloudbuild.server.backends.redis.roles import membership, shared_p
 from flow_kit_cloudbuild.server.backends.redis.run_policy import RedisPolicy
 from flow_kit_cloudbuild.server.backends.redis.store import RedisTaskStore
 from flow_kit_cloudbuild.server.backends.redis.streams import make_bus
+from flow_kit_cloudbuild.server.storage.objects import make_object_store
 from flow_kit_cloudbuild.server.tasks.bus import TaskLocks
 from flow_kit_cloudbuild.server.tasks.pipeline import Paths
 from flow_kit_cloudbuild.server.tasks.service import TaskService
@@ -49,7 +50,9 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
                            signer=signer)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
                              consume=opts.runs_builds, per_group=cfg.max_builds_per_token, signer=signer)
-    artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer)
+    objects = make_object_store(cfg.store, shared)  # --store s3://...: no shared dir needed
+    artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer,
+                                    objects=objects.child("artifacts") if cfg.store else None)
     locks = TaskLocks()
     bus = make_bus(r, sio, gate, store, locks, serves_clients=opts.serves_clients, process_id=me,
                    grace=opts.heartbeat_timeout * 2)

@@ -129,6 +129,7 @@ class Member:
     runs_builds: bool
     shared_dir: Path
     slots: int = 0           # builds this process runs at once (the default per-token limit counts them)
+    store: str = ""          # --store s3://...: artifacts there; every process must name the same one
     probe: str = field(default_factory=lambda: secrets.token_hex(8) + ".probe")
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     written: bool = False
@@ -140,7 +141,7 @@ class Member:
     def info(self) -> str:
         return json.dumps({"role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
                            "sharedDir": str(self.shared_dir), "probe": self.probe, "nonce": self.nonce,
-                           "slots": self.slots})
+                           "slots": self.slots, "store": self.store})
 
     def write_probe(self) -> None:
         if self.written:
@@ -201,6 +202,13 @@ def join(url: str, member: Member) -> None:
             with contextlib.suppress(ValueError, TypeError):
                 others.append((str(raw[i]), json.loads(raw[i + 1])))
         for other_id, info in others:
+            theirs = str(info.get("store") or "")
+            if theirs != member.store:  # one object store, or one shared dir, for every process
+                _leave_sync(client, member)
+                raise ServerConfigError(
+                    f"this {member.role} keeps uploads and artifacts in {member.store or 'its shared dir'} but "
+                    f"{info.get('role', 'process')} {other_id} in {theirs or 'its shared dir'}",
+                    "Pass the same --store (or none, and the same --shared-dir) to every gateway and worker")
             if not _sees(member.shared_dir, info):
                 _leave_sync(client, member)
                 raise ServerConfigError(
