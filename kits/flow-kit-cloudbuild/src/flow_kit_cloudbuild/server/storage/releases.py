@@ -193,8 +193,12 @@ class LocalReleases:
     file renamed over it) under one lock, so a reader sees the old record or the new one and
     two changes never interleave (one process serves the embedded server)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, legacy: Path | None = None) -> None:
         self.root = root
+        # the index before this one: "<name>\n<version>" -> prod task (artifacts/releases.json);
+        # read only, so that an upgrade keeps those releases from retention and their versions
+        # still need force
+        self.legacy = legacy
         self._lock = asyncio.Lock()
         self._cache: dict[str, dict[str, Any] | None] = {}  # label -> record (this process writes them all)
 
@@ -234,15 +238,31 @@ class LocalReleases:
     async def get(self, label: str) -> dict[str, Any] | None:
         return copy.deepcopy(self._read(label)) if is_label(label) else None
 
+    def _legacy(self) -> dict[str, str]:
+        try:
+            got = json.loads(self.legacy.read_text(encoding="utf-8")) if self.legacy else {}
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in got.items() if isinstance(v, str)} if isinstance(got, dict) else {}
+
+    def _with_legacy(self, project: dict[str, Any], name: str, version: str) -> dict[str, Any]:
+        """``project`` (changed in place) with the legacy index's prod release of ``version``."""
+        old = self._legacy().get(f"{name}\n{version}")
+        if old:
+            project["versions"].setdefault(version, old)
+        return project
+
     async def check(self, name: str, version: str, owner: str, *, prod: bool, force: bool) -> None:
-        ReleaseRules.check(self._read(project_label(name)) or empty_project(name), name, version, owner,
-                           prod=prod, force=force)
+        project = copy.deepcopy(self._read(project_label(name))) or empty_project(name)
+        self._with_legacy(project, name, version)
+        ReleaseRules.check(project, name, version, owner, prod=prod, force=force)
 
     async def record(self, name: str, version: str, task_id: str, owner: str, *, prod: bool,
                      force: bool, branch: str | None) -> dict[str, Any]:
         at = protocol.now_ms()
         return dict(await self._change(name, lambda p: ReleaseRules.record(
-            p, name, version, task_id, owner, prod=prod, force=force, branch=branch, at=at)))
+            self._with_legacy(p, name, version), name, version, task_id, owner, prod=prod, force=force,
+            branch=branch, at=at)))
 
     async def promote(self, name: str, version: str, task_id: str, owner: str) -> str | None:
         at = protocol.now_ms()
@@ -259,7 +279,7 @@ class LocalReleases:
 
     async def task_ids(self) -> set[str]:
         def scan() -> set[str]:
-            ids: set[str] = set()
+            ids: set[str] = set(self._legacy().values())
             for path in self.root.glob("*.json") if self.root.is_dir() else ():
                 project = self._read(path.stem)
                 if project is not None:

@@ -97,7 +97,8 @@ class TaskService:
         self.paths = paths or Paths(cfg.data_dir)
         self.companions: list[Any] = list(companions)  # start()/stop() with the service
         # the release index: name owners, prod and branch pointers (storage/releases.py)
-        self.releases: Releases = releases or LocalReleases(cfg.data_dir / "releases")
+        self.releases: Releases = releases or LocalReleases(cfg.data_dir / "releases",
+                                                            legacy=cfg.data_dir / "artifacts" / "releases.json")
         # called with (project label, task id) after a project's prod pointer moved (a prod
         # release or a promote), e.g. to copy the release to a delivery target
         self.on_prod_changed: list[Callable[[str, str], Awaitable[None]]] = []

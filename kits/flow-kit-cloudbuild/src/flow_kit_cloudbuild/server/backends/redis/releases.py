@@ -20,6 +20,9 @@ from flow_kit_cloudbuild.server.storage.releases import ReleaseRules, empty_proj
 
 PREFIX = "flowcb:project:"
 PROJECTS = "flowcb:projects"
+#: The index before this one (hash "<name>\n<version>" -> "<task> <signature>"): read only, so an
+#: upgrade keeps those releases from retention and their versions still need force.
+LEGACY = "flowcb:releases"
 #: Attempts of one change against concurrent writers before it is reported as failed.
 ATTEMPTS = 50
 
@@ -69,15 +72,31 @@ class RedisReleases:
     async def get(self, label: str) -> dict[str, Any] | None:
         return await self._read(label) if is_label(label) else None
 
+    async def _legacy(self, name: str, version: str) -> str | None:
+        task_id, _, sig = str(await self.redis.hget(LEGACY, f"{name}\n{version}") or "").partition(" ")
+        ok = task_id and self.signer.check(sig, "release", name, version, task_id)
+        return task_id if ok else None
+
+    async def _with_legacy(self, project: dict[str, Any], name: str, version: str) -> dict[str, Any]:
+        old = await self._legacy(name, version)
+        if old:
+            project["versions"].setdefault(version, old)
+        return project
+
     async def check(self, name: str, version: str, owner: str, *, prod: bool, force: bool) -> None:
-        ReleaseRules.check(await self._read(project_label(name)) or empty_project(name), name, version, owner,
-                           prod=prod, force=force)
+        project = await self._with_legacy(await self._read(project_label(name)) or empty_project(name), name, version)
+        ReleaseRules.check(project, name, version, owner, prod=prod, force=force)
 
     async def record(self, name: str, version: str, task_id: str, owner: str, *, prod: bool,
                      force: bool, branch: str | None) -> dict[str, Any]:
         at = protocol.now_ms()
-        return dict(await self._change(name, lambda p: ReleaseRules.record(
-            p, name, version, task_id, owner, prod=prod, force=force, branch=branch, at=at)))
+        old = await self._legacy(name, version)
+
+        def change(p: dict[str, Any]) -> dict[str, Any]:
+            if old:
+                p["versions"].setdefault(version, old)
+            return ReleaseRules.record(p, name, version, task_id, owner, prod=prod, force=force, branch=branch, at=at)
+        return dict(await self._change(name, change))
 
     async def promote(self, name: str, version: str, task_id: str, owner: str) -> str | None:
         at = protocol.now_ms()
@@ -93,7 +112,7 @@ class RedisReleases:
         return found if isinstance(found, str) else None
 
     async def task_ids(self) -> set[str]:
-        ids: set[str] = set()
+        ids = {str(v).partition(" ")[0] for v in await self.redis.hvals(LEGACY)}  # unsigned too: keeping is safe
         for label in await self.redis.smembers(PROJECTS):
             project = await self.get(str(label))
             if project is not None:
