@@ -49,6 +49,9 @@ fs.writeFileSync("dist/assets/index-4f2a9c1b.js",
   "// " + "padding ".repeat(300) + "\\n");
 fs.writeFileSync("dist/assets/app-Bx3k9a1Q.css", "#app { color: rgb(1, 2, 3); }\\n");
 fs.writeFileSync("dist/404.html", "<!doctype html><h1 id=nf>custom not found</h1>");
+fs.mkdirSync("dist/docs", { recursive: true });
+fs.writeFileSync("dist/docs/index.html", "<!doctype html><h1>docs</h1>");
+fs.writeFileSync("dist/a b.txt", "spaced");
 console.log("built " + v);
 """
 
@@ -256,6 +259,11 @@ def test_deployment_responses(deploy_server, flow, tmp_path):
     assert fetch(url + "assets/index-4f2a9c1b.js", method="HEAD")[2] == b""
     assert fetch(url, method="POST")[0] == 405
     assert fetch(url + "assets")[0] == 404  # no index.html there: not a page
+    status, headers, _ = fetch(url + "docs?x=1")  # a directory without its slash
+    assert status == 301 and headers["location"] == "/docs/?x=1"
+    assert fetch(url + "docs/")[2] == b"<!doctype html><h1>docs</h1>"
+    assert fetch(url + "a%20b.txt")[2] == b"spaced"
+    assert fetch(url + "a%2520b.txt")[0] == 404  # decoded once, as the URL says
     # unknown deployments and aliases
     port = deploy_server.port
     for bad in (f"http://{'0' * 24}.localhost:{port}/", f"http://no-such-project.localhost:{port}/",

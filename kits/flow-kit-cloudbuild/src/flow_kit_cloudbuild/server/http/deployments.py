@@ -38,7 +38,7 @@ import re
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -166,14 +166,14 @@ class Deployments:
         if len(raw) > MAX_PATH:
             await _plain(send, 414, "path too long\n")
             return
-        name = unquote(raw).lstrip("/")
+        name = raw.lstrip("/")  # the ASGI path is percent-decoded already: never twice
         if name == "" or name.endswith("/"):
             name += "index.html"
         status = 200
         if name not in site.files:
             if name + "/index.html" in site.files:
                 query = scope.get("query_string", b"")
-                location = raw.encode("utf-8", "replace") + b"/" + (b"?" + query if query else b"")
+                location = quote(raw).encode("ascii") + b"/" + (b"?" + query if query else b"")
                 await _plain(send, 301, "moved\n", [(b"location", location)])
                 return
             last = name.rsplit("/", 1)[-1]
