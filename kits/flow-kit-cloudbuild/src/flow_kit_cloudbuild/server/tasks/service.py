@@ -206,7 +206,7 @@ class TaskService:
     async def submit(self, data: Any, token_hash: str, *, retry_of: str | None = None) -> str:
         req = policy.check_publish(data, self.cfg)
         if req["source"] == "upload":
-            self.check_upload(req["uploadId"], token_hash)
+            await self.check_upload(req["uploadId"], token_hash)
         # a name another token owns, or a released version without force: refused before building
         # (and checked again, atomically, when the build is recorded: _record_release)
         await self.releases.check(req["name"], req["version"], token_hash, prod=req["prod"], force=req["force"])
@@ -214,7 +214,7 @@ class TaskService:
         # the build number users call it by (#1, #2, ... per token and project; dashboard)
         number = await self.store.next_number(token_hash, req["name"])
         if req["source"] == "upload":  # one upload feeds one task; it is deleted when the task ends
-            housekeeping.claim_upload(self.paths.uploads, req["uploadId"], task_id)
+            await housekeeping.claim_upload(self.paths.upload_store, req["uploadId"], task_id)
         try:
             await self.store.create({
                 "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
@@ -224,7 +224,7 @@ class TaskService:
             })
         except BaseException:
             if req["source"] == "upload":
-                (self.paths.uploads / f"{req['uploadId']}.task").unlink(missing_ok=True)
+                await housekeeping.unclaim_upload(self.paths.upload_store, req["uploadId"])
             raise
         return task_id
 
@@ -274,15 +274,18 @@ class TaskService:
         # the group: the queue limits running builds per token (InProcessQueue, RedisStreamQueue)
         await self.queue.put(task_id, group=(record or {}).get("tokenHash", ""))
 
-    def check_upload(self, upload_id: str, token_hash: str) -> None:
-        meta = self.paths.uploads / f"{upload_id}.json"
+    async def check_upload(self, upload_id: str, token_hash: str) -> None:
+        """The upload exists, is this token's and no task used it yet (else the reason)."""
+        raw = await self.paths.upload_store.get_bytes(f"{upload_id}.json")
         try:
-            owner = json.loads(meta.read_text(encoding="utf-8")).get("tokenHash", "")
-        except (OSError, ValueError):
-            raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again") from None
+            owner = str(json.loads(raw).get("tokenHash", "")) if raw is not None else None
+        except (ValueError, AttributeError):
+            owner = None
+        if owner is None:
+            raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again")
         if not secrets.compare_digest(owner, token_hash):
             raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
-        used_by = housekeeping.claimant(self.paths.uploads, upload_id)
+        used_by = await housekeeping.claimant(self.paths.upload_store, upload_id)
         if used_by is not None:  # running, or ended (its sources deleted): uploads are single-use
             raise housekeeping.used_upload(upload_id, used_by)
 
@@ -364,12 +367,15 @@ class TaskService:
             await self._prod_changed(label, task_id)
         return aliases
 
-    def drop_upload(self, record: dict[str, Any] | None) -> None:
+    async def drop_upload(self, record: dict[str, Any] | None) -> None:
         """Delete the upload of a task that ended (whatever the outcome, its sources go; the
         record that this task used it stays, see housekeeping)."""
         upload_id = housekeeping.upload_of(record)
         if upload_id is not None:
-            housekeeping.release_upload(self.paths.uploads, upload_id)
+            try:
+                await housekeeping.release_upload(self.paths.upload_store, upload_id)
+            except Exception as exc:  # noqa: BLE001 - the store is away: the sweep deletes it later
+                log.warning("could not delete the sources of upload %s (%s); the retention sweep will", upload_id, exc)
 
     # -- running -------------------------------------------------------------------------------
     def channel(self, task_id: str) -> TaskChannel:
@@ -461,7 +467,7 @@ class TaskService:
             payload["step"] = step
             fields["step"] = step
         record = await self.store.update(task_id, **fields)
-        self.drop_upload(record)  # its build is over: the sources go
+        await self.drop_upload(record)  # its build is over: the sources go
         await self.emit(task_id, state, message, **payload)
         await self.close_task(task_id)
 

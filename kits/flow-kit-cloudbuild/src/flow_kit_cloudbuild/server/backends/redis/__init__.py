@@ -56,8 +56,9 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
     locks = TaskLocks()
     bus = make_bus(r, sio, gate, store, locks, serves_clients=opts.serves_clients, process_id=me,
                    grace=opts.heartbeat_timeout * 2)
-    paths = Paths(cfg.data_dir)
-    paths.uploads = shared / "uploads"      # gateways store them, workers read them
+    paths = Paths(cfg.data_dir, objects)    # uploads: gateways store them, workers fetch them
+    if not cfg.store:  # received in the shared dir, where they are stored (with S3: this data dir)
+        paths.uploads = shared / "uploads"
     paths.artifacts = shared / "artifacts"
     service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
                           bus=bus, locks=locks, paths=paths, releases=RedisReleases(r, signer),
