@@ -337,3 +337,28 @@ def test_names_and_hosts_cannot_be_hijacked(deploy_server, flow, browser, tmp_pa
         assert reply.status == 404 and reply.getheader("content-type") == "application/json", host
         conn.close()
     assert fetch(f"http://{task.upper()}.LOCALHOST:{port}/")[0] == 200  # host names are case-blind
+
+
+def test_deploy_domain_option(tmp_path, git_daemon):
+    """``--deploy-domain``: deployments under the given wildcard domain (and its scheme), the
+    default ``*.localhost`` then no deployment host; a value that is no domain is refused."""
+    from cloudbuild_server_support import Client, ServerProc, final, new_repo, npm_project
+
+    js = "require('fs').mkdirSync('dist'); require('fs').writeFileSync('dist/index.html', 'hello');\n"
+    with ServerProc(tmp_path / "data", "--deploy-domain", "https://Preview.Example.test") as srv, \
+            Client(srv.url) as client:
+        ack = client.publish(name="dd-site", version="1.0.0", source="git", prod=True, ref="main",
+                             repo=new_repo(git_daemon, npm_project("dd-site", "1.0.0", js)),
+                             buildCmd=["npm", "run", "build"])
+        done = final(client.wait(ack["taskId"]))
+        assert done["payload"]["deploymentUrl"] == f"https://{ack['taskId']}.preview.example.test/"
+        assert {"kind": "prod", "url": "https://dd-site.preview.example.test/"} in done["payload"]["aliases"]
+        for host in (f"{ack['taskId']}.preview.example.test", "dd-site.preview.example.test:443"):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            conn.request("GET", "/", headers={"Host": host})
+            assert conn.getresponse().read() == b"hello", host
+            conn.close()
+        assert fetch(f"http://{ack['taskId']}.localhost:{srv.port}/")[2] != b"hello"  # the server's own app
+    bad = ServerProc(tmp_path / "bad", "--deploy-domain", "not a domain")
+    with pytest.raises(RuntimeError, match="is not a domain name"):
+        bad.start()
