@@ -327,3 +327,69 @@ def test_a_token_label_names_a_token_kept_elsewhere(tmp_path):
         assert json.loads(body)["who"] == f"token {protocol.token_hash(TOKEN)[:8]}"
     with pytest.raises(RuntimeError, match="--token-label 00000000: no token"):
         ServerProc(tmp_path / "bad", "--token-label", "00000000=nobody").start()
+
+
+def test_the_preview_url_is_the_deployment_and_the_prod_build_is_marked_after_promotes(browser, named, git_daemon):
+    """Issue 19: "Preview URL" opens the deployment (not the JSON file list), the aliases show,
+    and the build prod serves now is marked "prod" in the list and on its page, following a
+    promote and a promote back to the earlier build."""
+    url = new_repo(git_daemon, site_files("marksite"))
+    with Client(named.url) as client:
+        first = start(client, git_payload(url, name="marksite", prod=True))
+        client.wait(first)
+        second = start(client, git_payload(url, name="marksite", version="2.0.0", branch="main"))
+        client.wait(second)
+    rec = {i: json.loads((named.data_dir / "tasks" / i / "task.json").read_text()) for i in (first, second)}
+    assert rec[second]["deploymentUrl"].startswith(f"http://{second}.localhost:")
+
+    def marked_in_list(t: Tab, task_id: str) -> bool:
+        return row(t, task_id).locator(".prod-now").count() == 1
+
+    t = tab_for(browser, named)
+    try:
+        t.page.goto(f"{named.url}/tasks/{second}")
+        t.wait_final()
+        assert "Preview URL" in t.page.text_content("#artifacts")
+        assert t.page.get_attribute("#site-url", "href") == rec[second]["deploymentUrl"]
+        aliases = t.page.locator("#aliases a.alias")
+        assert [(aliases.nth(i).get_attribute("data-kind"), aliases.nth(i).get_attribute("href"))
+                for i in range(aliases.count())] == [(a["kind"], a["url"]) for a in rec[second]["aliases"]]
+        assert [a["kind"] for a in rec[second]["aliases"]] == ["branch"]
+        assert t.page.locator("#task-prod").is_hidden()
+        t.page.goto(f"{named.url}/tasks/{first}")
+        t.wait_final()
+        assert t.page.get_attribute("#site-url", "href") == rec[first]["deploymentUrl"]
+        assert t.page.get_attribute("#aliases a.alias[data-kind='prod']", "href") == rec[first]["aliases"][0]["url"]
+        assert t.page.text_content("#task-prod") == "prod" and t.page.locator("#task-prod").is_visible()
+        t.page.goto(named.url + "/")
+        t.page.wait_for_selector(f"tr[data-task='{second}']")
+        assert marked_in_list(t, first) and not marked_in_list(t, second)
+        # promote the preview: the mark moves, on its page and in the list
+        t.page.goto(f"{named.url}/tasks/{second}")
+        t.wait_final()
+        t.page.click("#promote")
+        t.page.wait_for_selector("#action-note.ok")
+        assert t.page.locator("#task-prod").is_visible()
+        t.page.reload()
+        t.wait_final()
+        assert t.page.locator("#task-prod").is_visible()  # from the server, not the click
+        t.page.goto(named.url + "/")
+        t.page.wait_for_selector(f"tr[data-task='{second}']")
+        assert marked_in_list(t, second) and not marked_in_list(t, first)
+        # and back to the earlier build: the list follows (its 2 s refresh) and the page says so
+        t.page.goto(f"{named.url}/tasks/{first}")
+        t.wait_final()
+        assert t.page.locator("#task-prod").is_hidden()
+        t.page.click("#promote")
+        t.page.wait_for_selector("#action-note.ok")
+        t.page.reload()
+        t.wait_final()
+        assert t.page.locator("#task-prod").is_visible()
+        t.page.goto(named.url + "/")
+        t.page.wait_for_selector(f"tr[data-task='{first}']")
+        wait_for(lambda: marked_in_list(t, first) and not marked_in_list(t, second), 10, "prod marked on the first")
+        # one prod per project: exactly one of marksite's rows is marked
+        assert t.page.locator("tr[data-task] td.build", has_text="marksite").locator(".prod-now").count() == 1
+        assert not t.dialogs and not t.errors
+    finally:
+        t.close()

@@ -63,6 +63,7 @@ from flow_kit_cloudbuild.server.http.responses import (
     with_headers,
 )
 from flow_kit_cloudbuild.server.signing import Signer
+from flow_kit_cloudbuild.server.storage.releases import project_label
 from flow_kit_cloudbuild.server.tasks.store import CREATED, FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -326,7 +327,7 @@ class Dashboard:
         action = request.path_params.get("action", "")
         if action == "":
             allow(request, "GET")
-            return self._json(self._detail(record))
+            return self._json(self._detail(record, await self._prod_tasks([record.get("name")])))
         if action == "events":
             allow(request, "GET")
             after = request.headers.get("last-event-id") or (parse_qs(request.url.query).get("after") or ["0"])[0]
@@ -359,7 +360,32 @@ class Dashboard:
         raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
 
     # -- tasks ---------------------------------------------------------------------------------
-    def _summary(self, rec: dict[str, Any]) -> dict[str, Any]:
+    async def _prod_tasks(self, names: list[Any]) -> set[str]:
+        """The builds prod serves now for these projects (``Releases.get(...)["prod"]``), so the
+        list and the task page can mark them: the record's own ``prod`` only says it was published
+        with --prod, and a promote (or a later release) moves the alias without touching it.
+
+        One read per distinct project, not per row; a project the index cannot read right now is
+        left unmarked (the list still loads) and logged.
+        """
+        releases = getattr(self.service, "releases", None)
+        if releases is None:
+            return set()
+        labels = sorted({project_label(n) for n in names if isinstance(n, str) and n})
+
+        async def prod_of(label: str) -> str | None:
+            try:
+                project = await releases.get(label)
+            except Exception:
+                log.warning("the release index could not be read for %s; its prod build is not marked", label,
+                            exc_info=True)
+                return None
+            prod = (project or {}).get("prod")
+            return prod if isinstance(prod, str) else None
+
+        return {p for p in await asyncio.gather(*(prod_of(label) for label in labels)) if p}
+
+    def _summary(self, rec: dict[str, Any], prod_now: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         req = rec.get("request") or {}
         if req.get("source") == "git":
             source = {"kind": "git", "repo": str(req.get("repo") or ""), "ref": str(req.get("ref") or "")}
@@ -372,19 +398,26 @@ class Dashboard:
                 "finishedAt": rec.get("finishedAt"),
                 "attempt": rec.get("attempt") if self.redis_mode else None, "error": rec.get("error"),
                 "number": rec.get("number"), "retryOf": rec.get("retryOf"),
+                # prod serves this build now (the release index), whatever channel it was built for
+                "prodNow": rec.get("taskId") in prod_now,
                 # where a failed (cancelled, timed-out) build stopped; the record's step then
                 "failedStep": rec.get("step") if rec.get("state") in protocol.FINAL
                 and rec.get("state") != protocol.STATE_DONE else None}
 
-    def _detail(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def _detail(self, rec: dict[str, Any], prod_now: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{rec['taskId']}/"
         artifacts: list[_Artifact] = [{"name": str(a.get("name")), "size": a.get("size"),
                       "path": f"{protocol.PATH_ARTIFACTS}{rec['taskId']}/{quote(str(a.get('name')))}"}
                      for a in rec.get("artifacts") or [] if isinstance(a, dict)]
         # the site's index page first, then by name
         artifacts.sort(key=lambda a: (not a["name"].endswith("index.html"), a["name"].count("/"), a["name"]))
-        return {**self._summary(rec), "lastSeq": rec.get("lastSeq"), "artifacts": artifacts,
-                "url": base if artifacts else None, "attach": f"flow publish --attach {rec['taskId']}"}
+        # the deployment at its own origin (a build from before deployments has none: its file list)
+        deployment = rec.get("deploymentUrl") if isinstance(rec.get("deploymentUrl"), str) else None
+        aliases = [{"kind": str(a.get("kind")), "url": str(a.get("url"))} for a in rec.get("aliases") or []
+                   if isinstance(a, dict) and isinstance(a.get("url"), str)][:10]
+        return {**self._summary(rec, prod_now), "lastSeq": rec.get("lastSeq"), "artifacts": artifacts,
+                "url": base if artifacts else None, "deploymentUrl": deployment if artifacts else None,
+                "aliases": aliases if artifacts else [], "attach": f"flow publish --attach {rec['taskId']}"}
 
     async def _records(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -415,6 +448,7 @@ class Dashboard:
         if self.index is None:
             return {"tasks": [], "next": None, "projects": []}
         tasks: list[dict[str, Any]] = []
+        names: list[Any] = []
         scanned, next_cursor = 0, None
         while len(tasks) < limit:
             batch = await self.index.page(th, project, cursor, limit if state is None else 200)
@@ -435,6 +469,7 @@ class Dashboard:
                 if state and not _state_matches(rec.get("state"), state):
                     continue
                 tasks.append(self._summary(rec))
+                names.append(rec.get("name"))
                 if len(tasks) >= limit:
                     break
             next_cursor = cursor
@@ -442,6 +477,9 @@ class Dashboard:
                 break
         if next_cursor is not None and len(tasks) < limit and scanned < SCAN_BUDGET:
             next_cursor = None
+        prod_now = await self._prod_tasks(names)  # one read per listed project
+        for summary in tasks:
+            summary["prodNow"] = summary["taskId"] in prod_now
         return {"tasks": tasks, "next": next_cursor, "projects": await self.index.projects(th),
                 "scanned": scanned}
 

@@ -89,6 +89,8 @@
   }
   setInterval(tickRelative, 15000);
   function buildNo(t) { return t.number ? '#' + t.number : ''; }
+  // prod serves this build now (the release index; a promote moves it, the channel stays)
+  function prodMark(id) { return el('span', {class: 'prod-now', id: id || null, text: 'prod', title: 'prod serves this build now'}); }
   function fmtDur(ms) {
     if (ms === null || ms === undefined || ms < 0 || Number.isNaN(ms)) return '—';
     if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -225,7 +227,7 @@
         t.failedStep ? el('span', {class: 'fail-step', text: 'at ' + t.failedStep}) : null, ' ',
         t.error ? el('span', {class: 'fail-reason', title: t.error, text: t.error}) : null) : null;
       const cells = [
-        el('td', {'data-label': 'Build', class: 'build'}, el('a', {href: '/tasks/' + encodeURIComponent(t.taskId), class: 'task-link'},
+        el('td', {'data-label': 'Build', class: 'build'}, t.prodNow ? prodMark() : null, t.prodNow ? ' ' : null, el('a', {href: '/tasks/' + encodeURIComponent(t.taskId), class: 'task-link'},
           t.number ? el('span', {class: 'num', text: buildNo(t)}) : null, t.number ? ' ' : null,
           el('span', {class: 'name', text: t.name}), ' ', el('span', {class: 'muted', text: t.version}))),
         el('td', {'data-label': 'Channel'}, el('span', {class: 'chan chan-' + (t.channel === 'prod' ? 'prod' : 'preview'), text: t.channel})),
@@ -491,6 +493,7 @@
                       task.number ? ' ' : null, el('span', {class: 'name', text: task.name}), ' ',
                       el('span', {class: 'muted', text: task.version}));
     const stateEl = el('span', {id: 'task-state'});
+    const prodNow = prodMark('task-prod');
     const live = el('span', {id: 'live', class: 'live'});
     const meta = el('dl', {class: 'meta'});
     const steps = el('ol', {class: 'timeline', id: 'timeline'});
@@ -523,7 +526,7 @@
     app.replaceChildren(
       el('p', {class: 'crumbs'}, el('a', {href: '/', text: '← all builds'})),
       el('section', {class: 'card head'},
-        el('div', {class: 'bar'}, title, stateEl, el('span', {class: 'grow'}), live),
+        el('div', {class: 'bar'}, title, stateEl, prodNow, el('span', {class: 'grow'}), live),
         meta,
         el('div', {class: 'bar'}, el('span', {class: 'muted', text: 'Follow in a terminal:'}), cmd, copy,
            el('span', {class: 'grow'}), actions, cancelBox),
@@ -546,6 +549,7 @@
       meta.replaceChildren(...items.map(([k, v]) => el('div', {class: k === 'Error' ? 'wide' : null, 'data-meta': k},
         el('dt', {text: k}), typeof v === 'object' ? el('dd', {}, v) : el('dd', {text: v, title: k === 'Source' ? v : null}))));
       artifactsCard.hidden = !FINAL.includes(task.state);
+      prodNow.hidden = !task.prodNow;
       stateEl.className = stateClass(task.state);
       stateEl.textContent = FINAL.includes(task.state) || task.state === 'queued' ? task.state : 'running: ' + task.step;
       renderCancel();
@@ -580,7 +584,10 @@
       if (task.state === 'done') {
         const label = task.channel === 'prod' ? 'Roll back prod to this build' : 'Promote to prod';
         const promote = el('button', {type: 'button', id: 'promote', text: label, title: 'point the project\'s prod URL at this build',
-          onclick: () => post(promote, 'promote', () => { note.className = 'ok'; note.textContent = 'prod now serves this build'; })});
+          onclick: () => post(promote, 'promote', () => {
+            note.className = 'ok'; note.textContent = 'prod now serves this build';
+            task.prodNow = true; prodNow.hidden = false;
+          })});
         kids.push(promote);
       }
       actions.replaceChildren(...kids, note);
@@ -613,8 +620,13 @@
         el('a', {href: a.path.startsWith('/artifacts/') ? a.path : '#', rel: 'noopener noreferrer', target: '_blank', text: a.name}),
         ' ', el('span', {class: 'muted', text: fmtSize(a.size)}))));
       const kids = [list];
-      if (task.url) kids.unshift(el('p', {}, el('span', {class: 'muted', text: (task.channel === 'prod' ? 'Prod' : 'Preview') + ' URL: '}),
-        el('a', {href: task.url, id: 'site-url', rel: 'noopener noreferrer', target: '_blank', text: task.url})));
+      // the deployment at its own origin (its scripts run there); a build from before deployments: its file list
+      const site = task.deploymentUrl || task.url;
+      if (task.aliases && task.aliases.length) kids.unshift(el('p', {id: 'aliases'}, el('span', {class: 'muted', text: 'Aliases: '}),
+        task.aliases.flatMap((a, i) => [i ? ', ' : null, el('span', {class: 'muted', text: a.kind + ' '}),
+          el('a', {href: a.url, class: 'alias', 'data-kind': a.kind, rel: 'noopener noreferrer', target: '_blank', text: a.url})])));
+      if (site) kids.unshift(el('p', {}, el('span', {class: 'muted', text: (task.channel === 'prod' ? 'Prod' : 'Preview') + ' URL: '}),
+        el('a', {href: site, id: 'site-url', rel: 'noopener noreferrer', target: '_blank', text: site})));
       artifacts.replaceChildren(...kids);
     }
     function renderSteps() {
