@@ -197,12 +197,12 @@ def test_readme_quick_starts_run_as_written(tmp_path):
     outputs = run_document(REPO / "README.md", tmp_path)
     everything = "\n".join(ran.text for ran in outputs)
     assert "2 passed" in everything                       # quick start: the demo's tests
-    # `flow publish` prints the site's URL last (docs/cloud-build.md): its index.html on the server
+    # `flow publish` prints the deployment's URL last (docs/cloud-build.md): the site at its own origin
     publish = next(ran for ran in outputs if "flow publish" in ran.command)
     last = publish.stdout.rstrip("\n").splitlines()[-1]
-    assert re.fullmatch(r"http://127\.0\.0\.1:7001/artifacts/[^/\s]+/index\.html", last), (
-        f"the last line of `flow publish` is not the site's index.html URL: {last!r}\n{publish.text[-3000:]}")
-    assert f"flow: files: {last.removesuffix('index.html')}" in publish.stderr  # the file list's URL
+    found = re.fullmatch(r"http://([0-9a-f]{24})\.localhost:7001/", last)
+    assert found, f"the last line of `flow publish` is not the deployment's URL: {last!r}\n{publish.text[-3000:]}"
+    assert f"flow: files: http://127.0.0.1:7001/artifacts/{found[1]}/" in publish.stderr  # the file list's URL
     clone = tmp_path / "home" / "flow"
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True)
     assert status.stdout == "", f"the quick starts left the clone dirty:\n{status.stdout}"

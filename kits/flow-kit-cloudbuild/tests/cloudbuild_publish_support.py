@@ -24,7 +24,7 @@ import repo_tests  # noqa: F401  (puts tests/ on sys.path)
 
 from offline import FLOW, REPO, offline_env
 
-__all__ = ["BuildServer", "Flow", "GitHost", "free_port", "make_site", "git",
+__all__ = ["BuildServer", "Flow", "GitHost", "free_port", "make_site", "git", "open_deployment", "is_deployment_url",
            "TOKEN", "needs_node", "publish", "json_lines",
            "assert_protocol_shape", "error_lines", "git_project"]
 
@@ -35,6 +35,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def is_deployment_url(url: str, port: int) -> bool:
+    """``http://<24 hex digits>.localhost:<port>/``: what ``flow publish`` prints last."""
+    import re
+
+    return re.fullmatch(rf"http://[0-9a-f]{{24}}\.localhost:{port}/", url) is not None
+
+
+def open_deployment(url: str, path: str = "") -> tuple[int, dict[str, str], bytes]:
+    """GET ``url`` + ``path`` (``http://<label>.localhost:<port>/``) from 127.0.0.1 with the Host
+    header a browser sends (browsers resolve *.localhost themselves; this machine's resolver
+    need not)."""
+    import http.client
+
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    conn = http.client.HTTPConnection("127.0.0.1", int(host.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.request("GET", "/" + path, headers={"Host": host})
+        reply = conn.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        conn.close()
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -106,10 +106,13 @@ class Cluster:
     """Gateways and workers of one deployment (same Redis, same shared dir)."""
 
     def __init__(self, base: Path, redis: RedisServer, *, heartbeat: float = 3.0,
-                 max_attempts: int = 3, config: dict | None = None, extra: tuple[str, ...] = ()) -> None:
+                 max_attempts: int = 3, config: dict | None = None, extra: tuple[str, ...] = (),
+                 shared_dir: bool = True, env: dict[str, str] | None = None) -> None:
         self.base = base
         self.redis = redis
         self.shared = base / "shared"
+        self.shared_dir = shared_dir  # False: no --shared-dir (with --store s3://... in ``extra``)
+        self.env = dict(env or {})      # for every process (say, the AWS variables of a store)
         self.heartbeat = heartbeat
         self.max_attempts = max_attempts
         self.config = config or {"checks": [], "freeze-windows": []}
@@ -125,10 +128,11 @@ class Cluster:
         n = len(self.procs)
         where = ("--redis-url", self.redis.url) if url is None and "--redis-url" not in extra else ()
         proc = ServerProc(self.base / f"{role}{n}" / "data", *where, "--role", role,
-                          "--shared-dir", str(self.shared), "--heartbeat-timeout", str(self.heartbeat),
+                          *(("--shared-dir", str(self.shared)) if self.shared_dir else ()),
+                          "--heartbeat-timeout", str(self.heartbeat),
                           "--max-attempts", str(self.max_attempts), "--concurrency", str(concurrency),
                           "--secret-file", str(self.secret), *self.extra, *extra, config=dict(self.config),
-                          env={"FLOW_CLOUDBUILD_REDIS_URL": url} if url is not None else None)
+                          env={**self.env, **({"FLOW_CLOUDBUILD_REDIS_URL": url} if url is not None else {})})
         # artifact URLs must point at a gateway: every process uses the first gateway's base
         proc.start()
         self.procs.append(proc)

@@ -21,6 +21,7 @@ import repo_tests  # noqa: F401  (puts tests/ and the kit's src/ on sys.path, fo
 from cloudbuild_publish_support import KIT_DIR, BuildServer, Flow, GitHost
 from cloudbuild_redis_support import RedisServer
 from cloudbuild_server_support import Client, GitDaemon, ServerProc
+from seaweed_support import SeaweedFS
 
 pytest_plugins = ["tiers"]
 
@@ -81,3 +82,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     r = RedisServer(tmp_path / "redis").start()
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) on free loopback ports for the whole run (~5 s to start)."""
+    s = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield s
+    s.stop()

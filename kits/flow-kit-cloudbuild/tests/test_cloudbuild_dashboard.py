@@ -207,7 +207,8 @@ def test_sign_in_and_a_running_builds_lines_appear_live_in_order(tab, server, gi
     first = tab.page.locator("#artifacts ul.artifacts li a").first
     assert first.text_content() == "index.html"
     assert tab.page.text_content("#attach-cmd") == f"flow publish --attach {task_id}"
-    assert tab.page.locator("#site-url").text_content().endswith(f"/artifacts/{task_id}/")
+    # the preview is the deployment at its own origin, not the JSON file list
+    assert tab.page.locator("#site-url").get_attribute("href").startswith(f"http://{task_id}.localhost:")
     assert "Preview URL" in tab.page.text_content("#artifacts")
     # the search box narrows the log to matching lines
     tab.page.fill("#log-search", "slow line 3")

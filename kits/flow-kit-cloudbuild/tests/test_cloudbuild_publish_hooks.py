@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import repo_tests  # noqa: F401  (puts tests/ on sys.path)
-from cloudbuild_publish_support import BuildServer, make_site, needs_node
+from cloudbuild_publish_support import BuildServer, is_deployment_url, make_site, needs_node, open_deployment
 
 from flowcore.testing import FlowRunner, Result
 
@@ -117,8 +117,8 @@ def test_secretguard_refuses_an_env_file_and_its_override_publishes(runner, serv
     assert done.exit_code == 0, done
     assert "flow: warning" not in done.stderr, done.stderr  # the plugin loaded, and let .env by
     site = done.output.strip().splitlines()[-1]
-    assert site.startswith(server.url + "/artifacts/") and site.endswith("/index.html")
-    assert ".env" in fetch(server, site.removesuffix("index.html") + "files.txt").split()
+    assert is_deployment_url(site, server.port)
+    assert ".env" in open_deployment(site, "files.txt")[2].decode().split()
     assert stored(server) != before  # a task now
 
 
@@ -199,7 +199,7 @@ def test_publish_checks_stop_a_publish_and_targets_receive_artifacts(runner, ser
         (project / "COPY_TO").write_text(str(copies))
         done = publish(runner, server, project, *BUILD)
         assert done.exit_code == 0, done
-        assert done.output.strip().splitlines()[-1].startswith(server.url + "/artifacts/")
+        assert is_deployment_url(done.output.strip().splitlines()[-1], server.port)
         assert "<h1>1.0.0</h1>" in (copies / "index.html").read_text()
     finally:
         runner.run("plugin", "delete", "flow-plugin-publishguard")

@@ -16,6 +16,7 @@ from cloudbuild_publish_support import (
     BuildServer,
     assert_protocol_shape,
     error_lines,
+    is_deployment_url,
     json_lines,
     make_site,
     needs_node,
@@ -72,14 +73,17 @@ def test_detach_then_attach_replays_everything_from_seq_1(flow, server, tmp_path
         f"slow line {i}" for i in range(1, 16)]
     assert server.get(f"/api/tasks/{task_id}")["lastSeq"] == len(messages)
 
-    # a finished task replays the same, and the human form ends with the artifact URL
+    # a finished task replays the same, and the human form ends with the deployment URL (the
+    # build at its own origin, docs/cloud-build.md); the file list's URL is still named
     again = attach_json(flow, server, task_id, project)
     assert json_lines(again.stdout) == messages
     human = flow("publish", "--server", server.url, "--token", server.token,
                  "--attach", task_id, cwd=project)
     assert human.returncode == 0, human.stderr
-    assert human.stdout.strip().splitlines()[-1] == \
-        messages[-1]["data"]["payload"]["artifactUrl"]
+    done = messages[-1]["data"]["payload"]
+    assert is_deployment_url(done["deploymentUrl"], server.port)
+    assert human.stdout.strip().splitlines()[-1] == done["deploymentUrl"]
+    assert f"files: {done['artifactUrl']}" in human.stdout + human.stderr
 
 
 def test_dropped_connection_resumes_without_loss_or_duplication(flow, server, tmp_path):

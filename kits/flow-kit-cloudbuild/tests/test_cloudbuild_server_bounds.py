@@ -230,6 +230,7 @@ def test_the_sweep_keeps_a_used_uploads_record_as_long_as_its_task(tmp_path):
     import asyncio
     from types import SimpleNamespace
 
+    from flow_kit_cloudbuild.server.storage.objects import LocalObjectStore
     from flow_kit_cloudbuild.server.tasks import housekeeping
 
     uploads = tmp_path / "uploads"
@@ -245,12 +246,13 @@ def test_the_sweep_keeps_a_used_uploads_record_as_long_as_its_task(tmp_path):
     async def get(task_id):
         return records.get(task_id)
 
-    service = SimpleNamespace(paths=SimpleNamespace(uploads=uploads), store=SimpleNamespace(get=get),
-                              cfg=SimpleNamespace(upload_retention_hours=1.0))
+    objects = LocalObjectStore(uploads)
+    service = SimpleNamespace(paths=SimpleNamespace(uploads=uploads, upload_store=objects),
+                              store=SimpleNamespace(get=get), cfg=SimpleNamespace(upload_retention_hours=1.0))
     assert asyncio.run(housekeeping._sweep_uploads(service, time.time())) == 2
     assert sorted(p.name for p in uploads.iterdir()) == sorted(
         [f"{ended}.json", f"{ended}.task"] + [f"{running}{s}" for s in (".json", ".tar.gz", ".task")])
-    assert "1" * 24 in str(housekeeping.used_upload(ended, housekeeping.claimant(uploads, ended)))
+    assert "1" * 24 in str(housekeeping.used_upload(ended, asyncio.run(housekeeping.claimant(objects, ended))))
 
 
 # -- 2. bounded replay --------------------------------------------------------------------------

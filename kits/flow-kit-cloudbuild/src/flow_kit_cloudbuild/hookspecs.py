@@ -131,7 +131,8 @@ class Deployment(TypedDict):
 
     #: the server's id of the task
     task_id: str
-    #: the URL flow printed last: the site's index.html, else the file list
+    #: the URL flow printed last: the deployment at its own origin (an older server: the site's
+    #: index.html, else the file list)
     url: str
     #: the URL of the task's file list
     files_url: str

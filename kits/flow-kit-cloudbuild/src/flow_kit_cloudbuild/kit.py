@@ -70,10 +70,12 @@ def cloudbuild_server(ctx: click.Context) -> None:
 
 @hookimpl
 def flow_register_commands(registry: Any) -> None:
-    from flow_kit_cloudbuild.client.command import publish
+    from flow_kit_cloudbuild.client.command import promote, publish, releases
     from flow_kit_cloudbuild.client.dev import dev
 
     registry.add(publish)
+    registry.add(promote)
+    registry.add(releases)
     registry.add(dev)
     registry.add(cloudbuild_server)
 

@@ -39,21 +39,23 @@ ERROR_NOT_FOUND = "not-found"
 ERROR_FORBIDDEN = "forbidden"
 ERROR_REFUSED = "refused"
 ERROR_EXISTS = "exists"  # prod release of the same name+version exists and force was not set
+ERROR_NAME_TAKEN = "name-taken"  # the project name belongs to another token (prod release, promote)
 ERROR_INTERNAL = "internal"
 ERROR_CODES = [ERROR_AUTH, ERROR_BAD_REQUEST, ERROR_NOT_FOUND, ERROR_FORBIDDEN, ERROR_REFUSED,
-               ERROR_EXISTS, ERROR_INTERNAL]
+               ERROR_EXISTS, ERROR_NAME_TAKEN, ERROR_INTERNAL]
 
 # -- HTTP --------------------------------------------------------------------------------------
 PATH_HEALTH = "/healthz"
 PATH_UPLOADS = "/api/uploads"
 PATH_TASKS = "/api/tasks/"       # + taskId
 PATH_ARTIFACTS = "/artifacts/"   # + taskId + "/" [+ filename]
+PATH_PROJECTS = "/api/projects/"  # + name + "/releases"
 AUTH_HEADER = "authorization"    # value: "Bearer <token>"
 TOKENS_ENV = "FLOW_CLOUDBUILD_TOKENS"  # comma separated token list for the server
 
 #: The fields of a task record as clients see it (GET /api/tasks/{id}, the attach ack).
 TASK_FIELDS = ("taskId", "name", "version", "state", "step", "createdAt", "finishedAt", "prod",
-               "artifacts", "error", "lastSeq")
+               "artifacts", "error", "lastSeq", "deploymentUrl", "aliases")
 
 # -- defaults and limits -----------------------------------------------------------------------
 DEFAULT_TIMEOUT = 300                    # seconds per task

@@ -6,6 +6,8 @@ imports click and nothing heavy.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT
@@ -47,8 +49,47 @@ def publish(**options: object) -> None:
     """Build the project on a cloud build server and publish its artifacts.
 
     Streams the build's log live; exits 0 only when the build is done, and prints the
-    artifact URL last. Ctrl-C asks whether to cancel the task or detach from it.
+    deployment URL last (with --prod, the prod alias before it). Ctrl-C asks whether to
+    cancel the task or detach from it.
     """
     from flow_kit_cloudbuild.client.publish import run
 
     run(**options)  # type: ignore[arg-type]
+
+
+_SERVER_OPTIONS = [
+    click.option("--server", metavar="URL", help="Build server URL (default: as for flow publish)."),
+    click.option("--token", metavar="TOKEN", help="Access token (default: as for flow publish)."),
+    click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True, max=3600),
+                 metavar="SECONDS", help="How long connecting to the build server may take."),
+    click.option("--json", "json_mode", is_flag=True, help="Print the server's answer as JSON."),
+]
+
+
+def _server_options(fn: Any) -> Any:
+    for option in reversed(_SERVER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("task")
+@_server_options
+def promote(**options: Any) -> None:
+    """Point the project's prod URL at TASK, an earlier successful build (rollback).
+
+    The switch is atomic: the prod alias serves the old release until it serves TASK's.
+    """
+    from flow_kit_cloudbuild.client.releases import promote as run
+
+    run(**options)
+
+
+@click.command()
+@click.argument("project", required=False)
+@_server_options
+def releases(**options: Any) -> None:
+    """List PROJECT's releases (default: this project): its prod URL, branch URLs and history."""
+    from flow_kit_cloudbuild.client.releases import releases as run
+
+    run(**options)

@@ -9,10 +9,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flow_kit_cloudbuild.client.errors import ConnectError, PublishError
 from flow_kit_cloudbuild.client.settings import CONNECT_TIMEOUT
-from flow_kit_cloudbuild.protocol import PATH_TASKS, PATH_UPLOADS
+from flow_kit_cloudbuild.protocol import PATH_PROJECTS, PATH_TASKS, PATH_UPLOADS
 
 __all__ = ["CONNECT_TIMEOUT", "probe", "upload", "get_task", "download", "unreachable"]
 
@@ -199,6 +200,18 @@ def get_task(server: str, token: str, task_id: str,
              connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
     """The task record; the whole call within ``connect_timeout`` (per read)."""
     return _request(server, "GET", PATH_TASKS + task_id, token, connect_timeout=connect_timeout)
+
+
+def promote(server: str, token: str, task_id: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
+    """``POST /api/tasks/<id>/promote``: the server's answer (project, url, previous)."""
+    return _request(server, "POST", PATH_TASKS + quote(task_id, safe="") + "/promote", token,
+                    body=b"", connect_timeout=connect_timeout)
+
+
+def releases(server: str, token: str, project: str, connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
+    """``GET /api/projects/<name>/releases``: aliases and history of a project this token owns."""
+    return _request(server, "GET", PATH_PROJECTS + quote(project, safe="") + "/releases", token,
+                    connect_timeout=connect_timeout)
 
 
 #: The largest artifact ``download`` writes (the server's own default quota is 1 GiB a task).

@@ -6,7 +6,8 @@
 4. check the git branch, or choose the files to upload (``flow_cloudbuild_upload_files``) and
    let the plugins refuse them (``flow_cloudbuild_before_upload``) before the server is
    contacted; pack and upload them; submit; follow the log;
-5. on ``done``: ``flow_cloudbuild_artifact_targets``, print the URL last, then
+5. on ``done``: ``flow_cloudbuild_artifact_targets``, print the aliases (the prod alias with
+   ``--prod``, the branch's) and the deployment URL last, then
    ``flow_cloudbuild_published``.
 
 The hooks are the kit's own (:mod:`flow_kit_cloudbuild.hookspecs`), called through
@@ -174,6 +175,7 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
              context: CoreContext | None, *, prod: bool, force: bool, detach: bool) -> None:
     from flow_kit_cloudbuild.client.project import read_project
     from flow_kit_cloudbuild.client.source import (
+        current_branch,
         default_source,
         git_source,
         pack_upload,
@@ -212,10 +214,16 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
         "buildCmd": settings.build_cmd, "prod": prod, "force": force,
         "timeout": settings.timeout,
     }
+    if settings.spa:  # only when set: a server without deployments refuses the unknown field
+        payload["spa"] = True
     if source == "git":
         branch = git_source(root, settings.branch)
         payload.update(repo=branch.repo, ref=branch.ref)
         task["branch"] = branch.ref
+    else:  # the branch alias <project>--<branch> follows the checked-out branch
+        local = settings.branch or current_branch(root)
+        if local:
+            payload["branch"] = local
     files: list[str] = []
     if source == "upload":
         files = _choose_files(hooks, root, upload_files(root))
@@ -286,8 +294,13 @@ def _follow_and_finish(session: Session, renderer: Renderer, task_id: str,
     # The site's index page opens in a browser; the file list (JSON) has its own URL.
     site = next((str(a.get("url")) for a in artifacts
                  if a.get("name") == "index.html" and a.get("url")), None)
-    if site and url:
+    deployment_url = str(payload.get("deploymentUrl") or "")
+    if url and (site or deployment_url):
         renderer.notice(f"files: {url}")
+    for alias in payload.get("aliases") or []:  # the prod alias (--prod), the branch's alias
+        if isinstance(alias, dict) and alias.get("url"):
+            renderer.alias(str(alias.get("kind") or "alias"), str(alias["url"]))
+    site = deployment_url or site  # the deployment at its own origin opens as a site
     renderer.result_url(site or url)
     if task is not None and hooks is not None:
         deployment: Deployment = {"task_id": task_id, "url": site or url, "files_url": url,

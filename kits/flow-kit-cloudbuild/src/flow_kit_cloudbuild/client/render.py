@@ -117,6 +117,11 @@ class Renderer:
         else:
             click.echo(f"==> {action}: {text}" if text else f"==> {action}")
 
+    def alias(self, kind: str, url: str) -> None:
+        """A stable URL now serving the build (``prod: URL``, ``branch: URL``), before the last line."""
+        if not self.json_mode and not self.quiet and url:
+            click.echo(printable_line(f"{kind}: {url}"))
+
     def result_url(self, url: str) -> None:
         """The artifact URL, printed last (human mode; --json has it in the final message)."""
         if not self.json_mode and not self.quiet and url:

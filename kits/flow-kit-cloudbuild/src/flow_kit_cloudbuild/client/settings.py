@@ -41,6 +41,8 @@ CONFIG_SCHEMA = {
     "source": "\"git\" (build the pushed branch) or \"upload\" (send the tracked files); "
               "default: git when the repository has a remote",
     "branch": "branch to build with source git (default: the current branch)",
+    "spa": "true for a single-page app: the deployment answers index.html for paths without a "
+           "file (default false: 404.html or a plain 404)",
     "token": "global config only (flow config set cloudbuild.token TOKEN); ignored with a "
              "warning in a project file",
 }
@@ -58,6 +60,7 @@ class Settings:
         self.branch: str | None = values.get("branch")
         self.connect_timeout: float = values.get("connect_timeout", CONNECT_TIMEOUT)
         self.section: dict[str, Any] = values.get("section", {})
+        self.spa: bool = values.get("spa", False)
 
 
 def split_build_cmd(value: Any) -> list[str] | None:
@@ -75,6 +78,13 @@ def split_build_cmd(value: Any) -> list[str] | None:
         raise PublishUsageError(f"cannot split the build command {value!r}: {exc}",
                                 "Check its quotes") from exc
     return argv or None
+
+
+def _spa(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise PublishUsageError(f"spa {raw!r} in [tool.flow.cloudbuild] is not true or false",
+                                "Set spa = true for a single-page app, or remove it")
+    return raw
 
 
 def _connect_timeout(raw: Any) -> float:
@@ -156,5 +166,6 @@ def resolve(context: Any, *, server: str | None, token: str | None, build_cmd: s
         connect_timeout=connect_timeout,
         source=source,
         branch=branch or merged.get("branch") or None,
+        spa=_spa(merged.get("spa", False)),
         section=merged,
     )

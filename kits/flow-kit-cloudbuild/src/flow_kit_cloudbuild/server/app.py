@@ -22,6 +22,7 @@ from flow_kit_cloudbuild.server.errors import RequestError, bad_request
 from flow_kit_cloudbuild.server.http import access, sio_adapter
 from flow_kit_cloudbuild.server.http import responses as http
 from flow_kit_cloudbuild.server.http.api import ApiRoutes
+from flow_kit_cloudbuild.server.http.deployments import Deployments, HostRouter
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore
 from flow_kit_cloudbuild.server.tasks.queue import JobQueue
 from flow_kit_cloudbuild.server.tasks.service import TaskService, public
@@ -72,7 +73,15 @@ class Server:
         self.gate.app = socketio.ASGIApp(self.sio, other_asgi_app=http.build([*self.dashboard.routes(),
                                                                                *self.api.routes()]),
                                          on_startup=self.service.start, on_shutdown=self.service.stop)
-        self.asgi = self.gate
+        # deployments at their own origins (<id>.<deploy-domain>) in front; the rest to the gate
+        self.deployments = Deployments(self.service, cfg.deploy_origin[1])
+        if cfg.targets:  # prod releases copied to S3 targets (storage/targets.py)
+            from flow_kit_cloudbuild.server.http.deployments import content_type
+            from flow_kit_cloudbuild.server.storage.targets import Targets
+
+            self.targets = Targets(cfg.targets, self.service.artifacts, content_type)
+            self.service.on_prod_changed.append(self.targets.on_prod_changed)
+        self.asgi = HostRouter(self.gate, self.deployments)
 
     # -- auth ----------------------------------------------------------------------------------
     def check_token(self, token: Any, address: str) -> tuple[str | None, int]:

@@ -27,12 +27,14 @@ from flow_kit_cloudbuild.server.config import (
     MIN_TOKEN_LENGTH,
     ServerConfig,
     apply_file,
+    check_deploy_domain,
     default_data_dir,
     load_file,
     parse_size,
     parse_uid_range,
     read_secret,
     read_tokens,
+    token_names,
 )
 from flow_kit_cloudbuild.server.errors import ServerConfigError
 from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
@@ -217,7 +219,10 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--token", "tokens", multiple=True,
               help="A client token (repeatable; visible in ps: prefer --tokens-file or FLOW_CLOUDBUILD_TOKENS).")
 @click.option("--tokens-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A file of client tokens, one per line.")
+              help="A file of client tokens, one per line (name:token names who publishes with it).")
+@click.option("--token-label", "token_labels", multiple=True, metavar="HASH=NAME",
+              help="Name a token in the dashboard: the 8 hex digits it shows as 'token HASH', = and a name "
+                   "(repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Server config file (TOML or JSON): allowlists, release gates, limits.")
 @click.option("--max-upload-bytes", type=click.IntRange(1), default=None, help="Largest source upload accepted.")
@@ -227,6 +232,14 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.option("--forwarded-allow-ips", default=None,
               help="Comma-separated addresses (or networks) of the reverse proxies whose X-Forwarded-For "
                    "names the client (default: none; the TCP peer is the client).")
+@click.option("--store", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Keep artifacts and uploads in S3-compatible object storage (endpoint and keys from "
+                   "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; default: the data "
+                   "dir). With --redis-url no process then needs a --shared-dir.")
+@click.option("--deploy-domain", default=None, metavar="DOMAIN",
+              help="Serve each deployment at its own origin, http://<deployment>.DOMAIN/, and the stable "
+                   "aliases at <project>.DOMAIN and <project>--<branch>.DOMAIN; needs a wildcard DNS name "
+                   "(default localhost:PORT, which browsers resolve with every subdomain).")
 @click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The server secret that signs sessions and Redis records; the same file for every "
                    "process of a Redis deployment (required with --redis-url).")
@@ -253,11 +266,13 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
 @click.version_option(__version__, prog_name="flow-cloudbuild-server",
                       message="%(prog)s %(version)s")  # as `flow --version`: NAME VERSION
 def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency: int | None,
-          tokens: tuple[str, ...], tokens_file: Path | None, config_file: Path | None,
+          tokens: tuple[str, ...], tokens_file: Path | None, token_labels: tuple[str, ...],
+          config_file: Path | None,
           max_upload_bytes: int | None, public_url: str | None, forwarded_allow_ips: str | None,
           secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
           redis_password_file: Path | None, role: str, shared_dir: Path | None,
-          heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None,
+          heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None, deploy_domain: str | None,
+          store: str | None,
           **sandbox_opts: Any) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
@@ -284,13 +299,16 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
         apply_file(cfg, load_file(config_file), config_file)
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
-                        ("forwarded_allow_ips", forwarded_allow_ips),
+                        ("forwarded_allow_ips", forwarded_allow_ips), ("deploy_domain", deploy_domain),
+                        ("store", store),
                         ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)
     if data_dir is not None:
         cfg.data_dir = data_dir
     cfg.data_dir = cfg.data_dir.expanduser().resolve()
+    if cfg.deploy_domain is not None:
+        check_deploy_domain(cfg.deploy_domain)
     found = read_tokens(tokens, tokens_file)
     check_tokens(found, from_argv=bool(tokens))
     apply_access_options(cfg, sandbox_opts)
@@ -299,13 +317,18 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
         generated = _server_token(cfg.data_dir)
         found = {generated}
     cfg.tokens = frozenset(found)
+    cfg.token_names = token_names(found, tokens_file, token_labels)
     if secret_file is not None:
         cfg.secret = read_secret(secret_file)
     apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file, secret_file,
                                                       redis_password_file))
 
     try:
-        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says
+        # TCP, and with Nagle on, every reply written in two parts (headers, body) on a kept-alive
+        # connection waited ~40 ms for the client's delayed ACK
+        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((cfg.host, cfg.port))
     except OSError as exc:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server.errors import ServerConfigError
@@ -61,8 +63,14 @@ class ServerConfig:
     port: int = protocol.DEFAULT_PORT
     public_url: str | None = None          # base of artifact URLs and the dashboard's origin; default http://host:port
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed; None: no peer
+    # where deployments are served (deployments.py): "<deployment>.<deploy-domain>"; None: localhost:<port>
+    deploy_domain: str | None = None
+    # artifacts and uploads (storage/objects.py): None = the data dir, or "s3://bucket/prefix"
+    store: str | None = None
+    targets: list[Any] = field(default_factory=list)  # storage.targets.Target: prod releases copied there
     concurrency: int = 2
     tokens: frozenset[str] = frozenset()
+    token_names: dict[str, str] = field(default_factory=dict)  # token hash -> who (the dashboard's "Who")
     build_commands: list[list[str]] = field(default_factory=lambda: [list(c) for c in DEFAULT_BUILD_COMMANDS])
     allowed_protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     allowed_hosts: tuple[str, ...] | None = None   # None: any host
@@ -126,6 +134,36 @@ class ServerConfig:
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    @property
+    def deploy_origin(self) -> tuple[str, str]:
+        """(scheme, host[:port]) under which deployments get their own origins: ``--deploy-domain``
+        (a bare domain takes the public URL's scheme), by default ``localhost:<port>``, which every
+        browser resolves, with each subdomain, to loopback. Every process of a Redis deployment
+        needs the same one (``--deploy-domain``, or ``--public-url``), as a worker writes the URLs."""
+        given = (self.deploy_domain or "").strip().rstrip("/")
+        scheme, sep, rest = given.partition("://")
+        if not sep:
+            scheme, rest = (self.public_url or "http://").partition("://")[0], given
+        if not rest:  # the port clients use: the public URL's when it names one (a worker's is its own)
+            port = urlsplit(self.public_url).port if self.public_url else None
+            rest = f"localhost:{port or self.port}"
+        return scheme.lower(), rest.lower()
+
+    def deploy_url(self, label: str) -> str:
+        """The URL of a deployment or alias label: ``http://<label>.localhost:<port>/``."""
+        scheme, domain = self.deploy_origin
+        return f"{scheme}://{label}.{domain}/"
+
+
+_DEPLOY_DOMAIN_RE = re.compile(r"^(?:https?://)?[a-z0-9](?:[a-z0-9.-]{0,200}[a-z0-9])?(?::\d{1,5})?/?$")
+
+
+def check_deploy_domain(value: str) -> None:
+    """Refuse a ``--deploy-domain`` that is not a host name (with an optional scheme and port)."""
+    if not _DEPLOY_DOMAIN_RE.match(value.lower()) or ".." in value:
+        raise ServerConfigError(f"--deploy-domain {value[:100]!r} is not a domain name",
+                                "Pass a wildcard domain such as preview.example.com (or https://preview.example.com)")
+
 
 def parse_size(value: object) -> int:
     """``4G``, ``512M``, ``64k`` or a plain number of bytes (0: no limit)."""
@@ -158,10 +196,51 @@ def read_tokens(tokens: tuple[str, ...] | list[str], tokens_file: Path | None) -
         except OSError as exc:
             raise ServerConfigError(f"cannot read tokens file {tokens_file}: {exc.strerror}",
                                     "Pass an existing file to --tokens-file") from exc
-        found |= {ln.strip() for ln in text.splitlines()
+        found |= {split_token_line(ln)[1] for ln in text.splitlines()
                   if ln.strip() and not ln.lstrip().startswith("#")}
     found |= {t.strip() for t in os.environ.get(protocol.TOKENS_ENV, "").split(",") if t.strip()}
     return found
+
+
+#: A token's name: who published, as the dashboard shows it (never the token itself).
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,63}$")
+
+
+def split_token_line(line: str) -> tuple[str | None, str]:
+    """``name:token`` -> (name, token); a line without a valid name before a colon is all token."""
+    name, colon, token = line.strip().partition(":")
+    if colon and token.strip() and TOKEN_NAME_RE.match(name.strip()):
+        return name.strip(), token.strip()
+    return None, line.strip()
+
+
+def token_names(tokens: frozenset[str] | set[str], tokens_file: Path | None,
+                labels: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Token hash -> name, from ``name:token`` lines of the tokens file and ``--token-label
+    HASH=NAME`` (HASH: at least 8 leading hex digits of the token's hash, what the dashboard
+    showed before it had a name), so a name can be given to a token kept elsewhere."""
+    names: dict[str, str] = {}
+    if tokens_file is not None:
+        for ln in tokens_file.read_text(encoding="utf-8").splitlines():
+            if ln.strip() and not ln.lstrip().startswith("#"):
+                name, token = split_token_line(ln)
+                if name is not None:
+                    names[protocol.token_hash(token)] = name
+    hashes = [protocol.token_hash(t) for t in tokens]
+    for label in labels:
+        prefix, eq, name = label.partition("=")
+        prefix, name = prefix.strip().lower(), name.strip()
+        if not eq or not re.fullmatch(r"[0-9a-f]{8,64}", prefix) or not TOKEN_NAME_RE.match(name):
+            raise ServerConfigError(f"--token-label {label[:80]!r} is not HASH=NAME",
+                                    "Pass the first 8 hex digits the dashboard shows for the token, "
+                                    "then = and a name of letters, digits, space . _ @ + -")
+        matching = [h for h in hashes if h.startswith(prefix)]
+        if len(matching) != 1:
+            raise ServerConfigError(f"--token-label {prefix}: {'no' if not matching else 'more than one'} "
+                                    "token's hash starts with it",
+                                    "Use the hash prefix the dashboard shows as 'token XXXXXXXX' (longer if two match)")
+        names[matching[0]] = name
+    return names
 
 
 def read_secret(path: Path) -> bytes:
@@ -224,12 +303,12 @@ def _argv(value: Any, where: str) -> list[str]:
 def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
     """Merge a config file's settings into ``cfg`` (validating each one)."""
     known = {"host", "port", "public-url", "forwarded-allow-ips", "concurrency", "data-dir", "build-commands",
-             "allowed-protocols",
+             "deploy-domain", "allowed-protocols",
              "allowed-hosts", "freeze-windows", "checks", "build-env", "offline", "default-timeout",
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
              "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths",
-             "registry-hosts"}
+             "registry-hosts", "store", "targets"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -252,7 +331,8 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
         v = num(key, 0 if key == "port" else 1)
         if v is not None:
             setattr(cfg, attr, v)
-    for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips")):
+    for key, attr in (("host", "host"), ("public-url", "public_url"), ("forwarded-allow-ips", "forwarded_allow_ips"),
+                      ("deploy-domain", "deploy_domain"), ("store", "store")):
         if key in data:
             if not isinstance(data[key], str):
                 raise ServerConfigError(f"{source}: {key} must be a string", "Fix the value")
@@ -345,11 +425,48 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
                 raise ServerConfigError(f"{where} must be an argv list or a table with name and argv",
                                         "Fix the value")
     _apply_access(cfg, data, source)
+    if "targets" in data:
+        cfg.targets = parse_targets(data["targets"], source)
     if "build-env" in data:
         env = data["build-env"]
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ServerConfigError(f"{source}: build-env must be a table of strings", "Fix the value")
         cfg.build_env = dict(env)
+
+
+#: A project name as a DNS label (a target's ``project``).
+PROJECT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str                      # s3://bucket/prefix
+    project: str | None = None    # only this project's releases, at the prefix itself
+    endpoint_url: str | None = None
+
+
+def parse_targets(value: Any, source: object) -> list[Target]:
+    """The ``[[targets]]`` tables of a config file, checked."""
+    if not isinstance(value, list):
+        raise ServerConfigError(f"{source}: targets must be a list of tables",
+                                'Write [[targets]] url = "s3://bucket/prefix"')
+    found = []
+    for i, t in enumerate(value):
+        where = f"{source}: targets[{i}]"
+        if not isinstance(t, dict) or set(t) - {"url", "project", "endpoint-url"}:
+            raise ServerConfigError(f"{where} must be a table of url, project and endpoint-url", "Fix the table")
+        url, project, endpoint = t.get("url"), t.get("project"), t.get("endpoint-url")
+        bucket, _, prefix = str(url).removeprefix("s3://").partition("/")
+        if not str(url).startswith("s3://") or not bucket or "?" in str(url) or ".." in prefix.split("/"):
+            raise ServerConfigError(f"{where}.url {str(url)[:100]!r} is not s3://BUCKET/PREFIX",
+                                    'Write it like url = "s3://www-bucket/site"')
+        if project is not None and not (isinstance(project, str) and PROJECT_RE.match(project)):
+            raise ServerConfigError(f"{where}.project must be a project name (a DNS label)", "Fix the value")
+        if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("http://", "https://"))):
+            raise ServerConfigError(f"{where}.endpoint-url must be an http(s) URL", "Fix the value")
+        found.append(Target(str(url), project, endpoint))
+    return found
+
 
 
 #: Config file keys of the access and quota settings -> (attribute, kind).

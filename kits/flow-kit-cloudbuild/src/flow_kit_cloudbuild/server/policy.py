@@ -31,7 +31,8 @@ _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):(?!/)")
 
 _PUBLISH_FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str, "version": str, "source": str, "repo": str, "ref": str, "uploadId": str,
-    "buildCmd": (list, type(None)), "prod": bool, "force": bool, "timeout": int}
+    "buildCmd": (list, type(None)), "prod": bool, "force": bool, "timeout": int, "branch": str, "spa": bool}
+_COMMIT_RE = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 def is_id(value: object) -> TypeGuard[str]:
@@ -82,6 +83,14 @@ def check_publish(data: Any, cfg: ServerConfig) -> dict[str, Any]:
         raise bad_request('source must be "git" or "upload"')
     cmd = data.get("buildCmd")
     req["buildCmd"] = None if cmd is None else check_build_command(cmd, cfg)
+    # the branch alias <project>--<branch> (deployments.py): sent, or a git source's ref unless a commit
+    branch = data.get("branch")
+    if branch is None and source == "git" and not _COMMIT_RE.match(req["ref"]):
+        branch = req["ref"]
+    if branch is not None and (not branch or not _REF_RE.match(branch) or ".." in branch):
+        raise bad_request("branch must be a git branch name (letters, digits, . _ / + -, at most 200)")
+    req["branch"] = branch
+    req["spa"] = bool(data.get("spa", False))  # serve index.html for unknown paths (single-page apps)
     if req["prod"]:
         check_freeze(cfg)
     return req

@@ -16,7 +16,9 @@ from typing import Any
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server.config import ServerConfig
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore, LocalArtifactStore
+from flow_kit_cloudbuild.server.storage.objects import make_object_store
 from flow_kit_cloudbuild.server.tasks.bus import Hub, TaskLocks
+from flow_kit_cloudbuild.server.tasks.pipeline import Paths
 from flow_kit_cloudbuild.server.tasks.queue import InProcessQueue, JobQueue
 from flow_kit_cloudbuild.server.tasks.service import TaskService
 from flow_kit_cloudbuild.server.tasks.store import FileTaskStore, TaskStore
@@ -28,10 +30,12 @@ def make_service(cfg: ServerConfig, sio: Any, gate: Any, *, store: TaskStore | N
     ``gate`` is the ``sio_adapter.SocketGate`` in front of ``sio``."""
     store = store or FileTaskStore(cfg.data_dir / "tasks")
     locks = TaskLocks()
+    objects = make_object_store(cfg.store, cfg.data_dir)  # artifacts/ and uploads/ in it
     return TaskService(
         cfg, store=store, queue=queue or InProcessQueue(cfg.concurrency, cfg.builds_per_token),
-        artifacts=artifacts or LocalArtifactStore(cfg.data_dir / "artifacts"),
-        bus=Hub(sio, gate, store, locks, wait_for_slow=True), policy=EmbeddedPolicy(), locks=locks)
+        artifacts=artifacts or LocalArtifactStore(cfg.data_dir / "artifacts", objects.child("artifacts")),
+        bus=Hub(sio, gate, store, locks, wait_for_slow=True), policy=EmbeddedPolicy(), locks=locks,
+        paths=Paths(cfg.data_dir, objects))
 
 
 class EmbeddedPolicy:

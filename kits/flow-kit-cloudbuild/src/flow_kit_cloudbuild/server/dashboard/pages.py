@@ -14,6 +14,8 @@ Routes (``Dashboard.routes``, on the server's one Starlette app, see http.py):
                                        lost connection resumes with ``Last-Event-ID``
 ``GET /ui/api/tasks/<id>/log``         the whole log as a text file
 ``POST /ui/api/tasks/<id>/cancel``     cancel (CSRF header)
+``POST /ui/api/tasks/<id>/retry``      the same source as a new task (CSRF header; owner only)
+``POST /ui/api/tasks/<id>/promote``    point the project's prod at this build (CSRF header)
 
 Security: the token is only ever sent in a POST body and never stored (sessions keep its hash);
 every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` and an
@@ -61,6 +63,7 @@ from flow_kit_cloudbuild.server.http.responses import (
     with_headers,
 )
 from flow_kit_cloudbuild.server.signing import Signer
+from flow_kit_cloudbuild.server.storage.releases import project_label
 from flow_kit_cloudbuild.server.tasks.store import CREATED, FileTaskStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
@@ -74,9 +77,11 @@ PAGE_SIZE, MAX_PAGE = 50, 200
 SCAN_BUDGET = 2000               # records one list request may look at for a state filter
 LOGIN_BODY_BYTES = 8192          # a sign-in's JSON body at most
 RUNNING_STATES = tuple(s for s in protocol.STEPS if s != "queued")
-def label(token_hash: str | None) -> str:
-    """How the dashboard names a token: never the token, a short prefix of its hash."""
-    return f"token {str(token_hash or '')[:8] or '?'}"
+def label(token_hash: str | None, names: dict[str, str] | None = None) -> str:
+    """How the dashboard names a token: never the token; its name (``name:token`` in the tokens
+    file, ``--token-label``), else a short prefix of its hash."""
+    name = (names or {}).get(str(token_hash or ""))
+    return name if name else f"token {str(token_hash or '')[:8] or '?'}"
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -158,6 +163,10 @@ class Dashboard:
         service's, written when the build enters its first step)."""
         if event == CREATED:
             await self.index.add(record)
+
+    def _who(self, token_hash: str | None) -> str:
+        """Who published: the token's name if the server was given one, else its hash prefix."""
+        return label(token_hash, self.cfg.token_names)
 
     # -- routes ----------------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
@@ -293,12 +302,12 @@ class Dashboard:
         exp = int(time.time()) + SESSION_TTL
         await self.sessions.put(key, {"th": th, "csrf": csrf, "exp": exp,
                                       "sig": self.signer.sign("session", key, th, csrf, exp)})
-        return self._json({"ok": True, "who": label(th), "csrf": csrf}, [self._cookie(request, value, SESSION_TTL)])
+        return self._json({"ok": True, "who": self._who(th), "csrf": csrf}, [self._cookie(request, value, SESSION_TTL)])
 
     async def _session_info(self, request: Request) -> Response:
         _key, sess = await self._guard(request)
         allow(request, "GET")
-        return self._json({"ok": True, "who": label(sess["th"]), "csrf": sess["csrf"], "redis": self.redis_mode})
+        return self._json({"ok": True, "who": self._who(sess["th"]), "csrf": sess["csrf"], "redis": self.redis_mode})
 
     async def _logout(self, request: Request) -> Response:
         key, _sess = await self._guard(request)
@@ -318,7 +327,7 @@ class Dashboard:
         action = request.path_params.get("action", "")
         if action == "":
             allow(request, "GET")
-            return self._json(self._detail(record))
+            return self._json(self._detail(record, await self._prod_tasks([record.get("name")])))
         if action == "events":
             allow(request, "GET")
             after = request.headers.get("last-event-id") or (parse_qs(request.url.query).get("after") or ["0"])[0]
@@ -333,6 +342,17 @@ class Dashboard:
         if action == "cancel":
             allow(request, "POST")
             return self._json(await self.service.cancel(task_id, th))
+        if action == "retry":  # the same source as a new task (service.retry: owner only)
+            allow(request, "POST")
+            return self._json({"ok": True, "taskId": await self.service.retry(th, task_id)})
+        if action == "promote":  # prod points at this build (rollback to an earlier one)
+            allow(request, "POST")
+            promote = getattr(self.service, "promote", None)
+            if promote is None:
+                raise HTTPError(501, protocol.ERROR_REFUSED, "this server cannot promote builds yet; "
+                                "publish the build again with --prod")
+            answer = await promote(th, task_id)
+            return self._json(answer if isinstance(answer, dict) else {"ok": True})
         raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
 
     async def _no_api_route(self, request: Request) -> Response:
@@ -340,7 +360,32 @@ class Dashboard:
         raise HTTPError(404, protocol.ERROR_NOT_FOUND, "no such API route")
 
     # -- tasks ---------------------------------------------------------------------------------
-    def _summary(self, rec: dict[str, Any]) -> dict[str, Any]:
+    async def _prod_tasks(self, names: list[Any]) -> set[str]:
+        """The builds prod serves now for these projects (``Releases.get(...)["prod"]``), so the
+        list and the task page can mark them: the record's own ``prod`` only says it was published
+        with --prod, and a promote (or a later release) moves the alias without touching it.
+
+        One read per distinct project, not per row; a project the index cannot read right now is
+        left unmarked (the list still loads) and logged.
+        """
+        releases = getattr(self.service, "releases", None)
+        if releases is None:
+            return set()
+        labels = sorted({project_label(n) for n in names if isinstance(n, str) and n})
+
+        async def prod_of(label: str) -> str | None:
+            try:
+                project = await releases.get(label)
+            except Exception:
+                log.warning("the release index could not be read for %s; its prod build is not marked", label,
+                            exc_info=True)
+                return None
+            prod = (project or {}).get("prod")
+            return prod if isinstance(prod, str) else None
+
+        return {p for p in await asyncio.gather(*(prod_of(label) for label in labels)) if p}
+
+    def _summary(self, rec: dict[str, Any], prod_now: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         req = rec.get("request") or {}
         if req.get("source") == "git":
             source = {"kind": "git", "repo": str(req.get("repo") or ""), "ref": str(req.get("ref") or "")}
@@ -348,20 +393,31 @@ class Dashboard:
             source = {"kind": "upload"}
         return {"taskId": rec.get("taskId"), "name": rec.get("name"), "version": rec.get("version"),
                 "channel": "prod" if rec.get("prod") else "preview", "source": source,
-                "state": rec.get("state"), "step": rec.get("step"), "who": label(rec.get("tokenHash")),
+                "state": rec.get("state"), "step": rec.get("step"), "who": self._who(rec.get("tokenHash")),
                 "createdAt": rec.get("createdAt"), "startedAt": rec.get("startedAt"),
                 "finishedAt": rec.get("finishedAt"),
-                "attempt": rec.get("attempt") if self.redis_mode else None, "error": rec.get("error")}
+                "attempt": rec.get("attempt") if self.redis_mode else None, "error": rec.get("error"),
+                "number": rec.get("number"), "retryOf": rec.get("retryOf"),
+                # prod serves this build now (the release index), whatever channel it was built for
+                "prodNow": rec.get("taskId") in prod_now,
+                # where a failed (cancelled, timed-out) build stopped; the record's step then
+                "failedStep": rec.get("step") if rec.get("state") in protocol.FINAL
+                and rec.get("state") != protocol.STATE_DONE else None}
 
-    def _detail(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def _detail(self, rec: dict[str, Any], prod_now: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{rec['taskId']}/"
         artifacts: list[_Artifact] = [{"name": str(a.get("name")), "size": a.get("size"),
                       "path": f"{protocol.PATH_ARTIFACTS}{rec['taskId']}/{quote(str(a.get('name')))}"}
                      for a in rec.get("artifacts") or [] if isinstance(a, dict)]
         # the site's index page first, then by name
         artifacts.sort(key=lambda a: (not a["name"].endswith("index.html"), a["name"].count("/"), a["name"]))
-        return {**self._summary(rec), "lastSeq": rec.get("lastSeq"), "artifacts": artifacts,
-                "url": base if artifacts else None, "attach": f"flow publish --attach {rec['taskId']}"}
+        # the deployment at its own origin (a build from before deployments has none: its file list)
+        deployment = rec.get("deploymentUrl") if isinstance(rec.get("deploymentUrl"), str) else None
+        aliases = [{"kind": str(a.get("kind")), "url": str(a.get("url"))} for a in rec.get("aliases") or []
+                   if isinstance(a, dict) and isinstance(a.get("url"), str)][:10]
+        return {**self._summary(rec, prod_now), "lastSeq": rec.get("lastSeq"), "artifacts": artifacts,
+                "url": base if artifacts else None, "deploymentUrl": deployment if artifacts else None,
+                "aliases": aliases if artifacts else [], "attach": f"flow publish --attach {rec['taskId']}"}
 
     async def _records(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -392,6 +448,7 @@ class Dashboard:
         if self.index is None:
             return {"tasks": [], "next": None, "projects": []}
         tasks: list[dict[str, Any]] = []
+        names: list[Any] = []
         scanned, next_cursor = 0, None
         while len(tasks) < limit:
             batch = await self.index.page(th, project, cursor, limit if state is None else 200)
@@ -412,6 +469,7 @@ class Dashboard:
                 if state and not _state_matches(rec.get("state"), state):
                     continue
                 tasks.append(self._summary(rec))
+                names.append(rec.get("name"))
                 if len(tasks) >= limit:
                     break
             next_cursor = cursor
@@ -419,6 +477,9 @@ class Dashboard:
                 break
         if next_cursor is not None and len(tasks) < limit and scanned < SCAN_BUDGET:
             next_cursor = None
+        prod_now = await self._prod_tasks(names)  # one read per listed project
+        for summary in tasks:
+            summary["prodNow"] = summary["taskId"] in prod_now
         return {"tasks": tasks, "next": next_cursor, "projects": await self.index.projects(th),
                 "scanned": scanned}
 

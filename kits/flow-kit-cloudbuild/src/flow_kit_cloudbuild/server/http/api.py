@@ -5,10 +5,8 @@ and artifacts. The dashboard's routes are in dashboard.py; both go on the one ap
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +19,7 @@ from flow_kit_cloudbuild.server import policy
 from flow_kit_cloudbuild.server.http import access
 from flow_kit_cloudbuild.server.http.headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
 from flow_kit_cloudbuild.server.http.responses import HTTPError, json_response, route, with_headers
+from flow_kit_cloudbuild.server.storage.objects import ObjectStore
 from flow_kit_cloudbuild.server.tasks import housekeeping
 from flow_kit_cloudbuild.server.tasks.service import public
 
@@ -38,6 +37,8 @@ class ApiRoutes:
         return [
             route(protocol.PATH_HEALTH, self.health),
             route(protocol.PATH_UPLOADS, self.upload, ["POST"]),
+            route(protocol.PATH_TASKS + "{task_id}/promote", self.promote, ["POST"]),
+            route(protocol.PATH_PROJECTS + "{name:path}/releases", self.releases),
             route(protocol.PATH_TASKS + "{task_id:path}", self.task),
             route(protocol.PATH_ARTIFACTS + "{rest:path}", self.artifacts),
         ]
@@ -63,6 +64,16 @@ class ApiRoutes:
     async def task(self, request: Request) -> Response:
         token_hash = self._bearer(request)
         return json_response(public(await self.service.owned(request.path_params["task_id"], token_hash)))
+
+    async def promote(self, request: Request) -> Response:
+        """``flow promote``: point the project's prod alias at this task (TaskService.promote)."""
+        token_hash = self._bearer(request)
+        return json_response(await self.service.promote(token_hash, request.path_params["task_id"]))
+
+    async def releases(self, request: Request) -> Response:
+        """``flow releases``: the project's aliases and release history, for its owner."""
+        token_hash = self._bearer(request)
+        return json_response(await self.service.project_releases(token_hash, request.path_params["name"]))
 
     async def artifacts(self, request: Request) -> Response:
         task_id, _, name = request.path_params["rest"].partition("/")
@@ -98,16 +109,16 @@ class ApiRoutes:
                 raise HTTPError(400, protocol.ERROR_BAD_REQUEST, "bad Content-Length") from None
             if declared > limit:
                 raise HTTPError(413, protocol.ERROR_BAD_REQUEST, too_large)
-        uploads = self.service.paths.uploads
+        spool = self.service.paths.uploads  # received here, then stored (Paths.upload_store)
+        store = self.service.paths.upload_store
         receiving = self._receiving.setdefault(token_hash, {})
         upload_id = secrets.token_hex(12)
         receiving[upload_id] = 0
         try:
-            quota = self._upload_quota(uploads, token_hash, receiving)
+            quota = await self._upload_quota(store, token_hash, receiving)
             quota(max(declared, 0))
-            uploads.mkdir(parents=True, exist_ok=True)
-            target = uploads / f"{upload_id}.tar.gz"
-            tmp = uploads / f".{upload_id}.part"
+            spool.mkdir(parents=True, exist_ok=True)
+            tmp = spool / f".{upload_id}.part"
             size = 0
             try:
                 with open(tmp, "wb") as fh:
@@ -124,9 +135,12 @@ class ApiRoutes:
                 with open(tmp, "rb") as fh:
                     if fh.read(2) != b"\x1f\x8b":
                         raise HTTPError(400, protocol.ERROR_BAD_REQUEST, "upload must be a .tar.gz archive")
-                (uploads / f"{upload_id}.json").write_text(json.dumps(
-                    {"tokenHash": token_hash, "size": size, "createdAt": protocol.now_ms()}), encoding="utf-8")
-                os.replace(tmp, target)
+                    fh.seek(0)
+                    # the archive first, its record last: no publish finds a record without sources
+                    await store.put_file(f"{upload_id}.tar.gz", fh, limit=size)
+                await store.put_bytes(f"{upload_id}.json", json.dumps(
+                    {"tokenHash": token_hash, "size": size, "createdAt": protocol.now_ms()}).encode("utf-8"),
+                    content_type="application/json")
             finally:
                 if tmp.exists():
                     tmp.unlink()
@@ -136,9 +150,10 @@ class ApiRoutes:
                 self._receiving.pop(token_hash, None)
         return json_response({"uploadId": upload_id}, 201)
 
-    def _upload_quota(self, uploads: Path, token_hash: str, receiving: dict[str, int]) -> Callable[[int], None]:
+    async def _upload_quota(self, store: ObjectStore, token_hash: str,
+                            receiving: dict[str, int]) -> Callable[[int], None]:
         """A check that the token's pending uploads (stored and being received) fit its quota."""
-        count, stored = housekeeping.pending_uploads(uploads, token_hash)
+        count, stored = await housekeeping.pending_uploads(store, token_hash)
         max_count, max_bytes = self.cfg.max_pending_uploads, self.cfg.max_pending_upload_bytes
         later = (f"publish them, or wait until they expire ({self.cfg.upload_retention_hours:g} h "
                  "after upload)")

@@ -47,7 +47,7 @@ log = logging.getLogger("flow_kit_cloudbuild.server")
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: The one map from a service error code to an HTTP status (another token's task: see module doc).
 STATUS = {protocol.ERROR_AUTH: 401, protocol.ERROR_NOT_FOUND: 404, protocol.ERROR_FORBIDDEN: 404,
-          protocol.ERROR_BAD_REQUEST: 400}
+          protocol.ERROR_BAD_REQUEST: 400, protocol.ERROR_NAME_TAKEN: 403, protocol.ERROR_EXISTS: 409}
 Headers = Iterable[tuple[bytes, bytes]]
 Handler = Callable[[Request], Awaitable[Response]]
 

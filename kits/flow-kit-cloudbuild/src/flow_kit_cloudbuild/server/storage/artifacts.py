@@ -1,29 +1,33 @@
-"""Artifact store: the files a task's build produced, and the index of prod releases.
+"""Artifact store: the files a task's build produced (releases: storage/releases.py).
 
-One interface (``ArtifactStore``) with the embedded implementation ``LocalArtifactStore``:
-``<data>/artifacts/<taskId>/files/<name>`` plus a ``manifest.json`` listing them. Files are
-keyed by the server-made task id; a package's name and version never become a path (they are
-keys in ``releases.json``). A download is served only for a name listed in the manifest.
+One interface (``ArtifactStore``), one implementation on an ``objects.ObjectStore``
+(``ObjectArtifactStore``): ``<taskId>/files/<name>`` plus a ``<taskId>/manifest.json`` listing
+them, in the data dir (``LocalArtifactStore``: ``<data>/artifacts/...``) or in S3
+(``--store s3://bucket/prefix``: ``prefix/artifacts/...``). Files are keyed by the server-made
+task id; a package's name and version never become a key. A download is served only for a name
+listed in the manifest, and the manifest is written last: a task's artifacts appear whole.
 
-Storing is file-tree work (a copy of up to ``artifact-max-bytes``, an rmtree): it runs in a
-worker thread, so the event loop (every other task's messages, ``/healthz``) never waits for
-it. The copy is bounded: it counts every byte it writes and stops at the task's quota, so a
-sparse or growing file cannot expand past it on the server's disk.
+Storing is bounded: the sizes of the files (``fstat``, so a sparse file counts at its full
+size) must fit the task's quota before anything is written, and each file is stored capped at
+the size it had then; one that grew meanwhile is refused. So no build can put more than
+``artifact-max-bytes`` into the store. Files are stored a few at a time (``PARALLEL``): with S3
+each is a round trip, and a site is hundreds of small files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import mimetypes
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from flow_kit_cloudbuild.server.policy import is_id
-from flowcore.api import atomic_write_bytes
+from flow_kit_cloudbuild.server.storage.objects import LocalObjectStore, ObjectStore, ObjectTooLarge
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.+@=~-][A-Za-z0-9_.+@=~# -]{0,199}$")  # URLs quote " " and "#"
 
@@ -35,7 +39,8 @@ def safe_artifact_name(name: str) -> bool:
             and all(p not in (".", "..") and _PART_RE.match(p) for p in parts))
 
 
-COPY_CHUNK = 1024 * 1024
+PARALLEL = 16  # files stored at once
+MAX_MANIFEST = 16 * 1024 * 1024
 
 
 class ArtifactQuotaExceeded(Exception):
@@ -56,109 +61,101 @@ class ArtifactStore(Protocol):
     async def open(self, task_id: str, name: str) -> tuple[int, AsyncIterator[bytes]] | None:
         """(size, chunks) of one artifact, or None when there is no such artifact."""
 
-    async def find_release(self, name: str, version: str) -> str | None:
-        """Task id of the prod release of name+version, if any."""
-
-    async def record_release(self, name: str, version: str, task_id: str) -> None:
-        """Make ``task_id`` the prod release of name+version (replacing an older one)."""
+    async def delete(self, task_id: str) -> None:
+        """Delete a task's artifacts."""
 
 
-class LocalArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self._releases_path = root / "releases.json"
+class ObjectArtifactStore:
+    """``ArtifactStore`` on an ``ObjectStore`` (the artifacts' part of it: ``objects.child("artifacts")``)."""
 
-    def _dir(self, task_id: str) -> Path:
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
+    @staticmethod
+    def _prefix(task_id: str) -> str:
         if not is_id(task_id):
             raise KeyError(task_id)
-        return self.root / task_id
+        return f"{task_id}/"
 
     async def put(self, task_id: str, files: list[tuple[str, Path]], *,
                   max_bytes: int = 0) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._put, self._dir(task_id), files, max_bytes)
-
-    def _put(self, d: Path, files: list[tuple[str, Path]], max_bytes: int) -> list[dict[str, Any]]:
-        files_dir = d / "files"
-        if d.exists():
-            shutil.rmtree(d)
-        files_dir.mkdir(parents=True)
-        listed = []
-        left = max_bytes or -1
+        prefix = self._prefix(task_id)
+        await self.objects.delete_prefix(prefix)
+        opened: list[tuple[str, Any, int]] = []
         try:
+            total = 0
             for name, src in files:
                 if not safe_artifact_name(name):
                     continue
-                dest = files_dir.joinpath(*name.split("/"))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                size = _copy_no_follow(src, dest, left)
-                if left >= 0:
-                    left -= size
-                listed.append({"name": name, "size": size})
-        except ArtifactQuotaExceeded:
-            shutil.rmtree(d, ignore_errors=True)
+                fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)  # resolved before: no symlink now
+                fh = os.fdopen(fd, "rb")
+                size = os.fstat(fd).st_size
+                opened.append((name, fh, size))
+                total += size
+                if max_bytes and total > max_bytes:
+                    raise ArtifactQuotaExceeded(f"the artifacts grew past {max_bytes} bytes while they were stored")
+            gate = asyncio.Semaphore(PARALLEL)
+
+            async def store(name: str, fh: Any, size: int) -> int:
+                async with gate:
+                    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    try:
+                        return await self.objects.put_file(f"{prefix}files/{name}", fh, limit=size,
+                                                           content_type=kind)
+                    except ObjectTooLarge:
+                        raise ArtifactQuotaExceeded(
+                            f"the artifacts grew past {max_bytes or total} bytes while they were stored") from None
+
+            async with asyncio.TaskGroup() as group:  # one failure cancels the others
+                stored = [group.create_task(store(*o)) for o in opened]
+            sizes = [t.result() for t in stored]
+        except BaseException as exc:
+            await asyncio.shield(self.objects.delete_prefix(prefix))
+            if isinstance(exc, BaseExceptionGroup):  # the TaskGroup's: the first one says why
+                raise exc.exceptions[0] from None
             raise
-        atomic_write_bytes(d / "manifest.json", json.dumps(listed).encode("utf-8"))
+        finally:
+            for _, fh, _ in opened:
+                fh.close()
+        listed = [{"name": name, "size": size} for (name, _, _), size in zip(opened, sizes, strict=True)]
+        await self.objects.put_bytes(f"{prefix}manifest.json", json.dumps(listed).encode("utf-8"),
+                                     content_type="application/json")
         return listed
 
     async def list(self, task_id: str) -> list[dict[str, Any]] | None:
         try:
-            return json.loads((self._dir(task_id) / "manifest.json").read_text(encoding="utf-8"))
-        except (KeyError, OSError, ValueError):
+            raw = await self.objects.get_bytes(f"{self._prefix(task_id)}manifest.json")
+            return None if raw is None else list(json.loads(raw))
+        except (KeyError, ValueError, TypeError):
             return None
 
     async def open(self, task_id: str, name: str) -> tuple[int, AsyncIterator[bytes]] | None:
         listed = await self.list(task_id)
         if not listed or name not in {a["name"] for a in listed}:
             return None
-        path = self._dir(task_id) / "files" / Path(*name.split("/"))
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        f = os.fdopen(fd, "rb")
-        size = os.fstat(fd).st_size
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with f:
-                while block := f.read(256 * 1024):
-                    yield block
-
-        return size, chunks()
-
-    def _releases(self) -> dict[str, str]:
-        try:
-            return json.loads(self._releases_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    async def find_release(self, name: str, version: str) -> str | None:
-        return self._releases().get(f"{name}\n{version}")
-
-    def release_task_ids(self) -> set[str]:
-        """Task ids of the current prod releases (retention keeps them)."""
-        return set(self._releases().values())
+        opened = await self.objects.open(f"{self._prefix(task_id)}files/{name}")
+        return None if opened is None else (opened.size, opened.chunks)
 
     async def delete(self, task_id: str) -> None:
-        """Delete a task's artifacts (retention), in a thread: a tree of many files takes time."""
-        await asyncio.to_thread(shutil.rmtree, self._dir(task_id), True)
+        """Delete a task's artifacts (retention)."""
+        await self.objects.delete_prefix(self._prefix(task_id))
 
-    async def record_release(self, name: str, version: str, task_id: str) -> None:
-        releases = self._releases()
-        releases[f"{name}\n{version}"] = task_id
-        atomic_write_bytes(self._releases_path, json.dumps(releases, indent=1).encode("utf-8"))
+    async def task_ids(self) -> dict[str, float]:
+        """Task id -> when its artifacts were stored (the sweep's "artifacts whose task is gone")."""
+        found: dict[str, float] = {}
+        for info in await self.objects.list(""):
+            task_id, _, rest = info.key.partition("/")
+            if is_id(task_id):
+                found[task_id] = max(found.get(task_id, 0.0), info.mtime)
+        return found
 
 
-def _copy_no_follow(src: Path, dest: Path, limit: int = -1) -> int:
-    """Copy a regular file without following a symlink at ``src`` (it was resolved before), in
-    chunks, counting the bytes written; raise ArtifactQuotaExceeded past ``limit`` (-1: none).
-    Holes are written as zeros, so a sparse file costs its full size: hence the count."""
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    written = 0
-    with os.fdopen(fd, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(COPY_CHUNK if limit < 0 else min(COPY_CHUNK, limit - written + 1)):
-            written += len(chunk)
-            if 0 <= limit < written:
-                raise ArtifactQuotaExceeded(f"the artifacts grew past {limit} bytes while they were stored")
-            fout.write(chunk)
-    return written
+class LocalArtifactStore(ObjectArtifactStore):
+    """The embedded default: artifacts under a local directory (``<data>/artifacts``)."""
+
+    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
+        self.root = root
+        if objects is None:
+            with contextlib.suppress(OSError):
+                root.mkdir(parents=True, exist_ok=True)
+        super().__init__(objects or LocalObjectStore(root))

@@ -1,7 +1,9 @@
 """Uploads' life cycle and the retention of finished tasks.
 
-An upload is ``uploads/<id>.tar.gz`` plus ``<id>.json`` (its token hash, size, time). A publish
-that uses it *claims* it: ``<id>.task`` (made with O_EXCL, so one upload feeds one task) names
+An upload is ``<id>.tar.gz`` plus ``<id>.json`` (its token hash, size, time) in the uploads'
+``ObjectStore`` (``Paths.upload_store``: ``<data-dir>/uploads``, or ``uploads/`` under ``--store
+s3://...``, which gateways and workers on separate machines all reach). A publish that uses it
+*claims* it: ``<id>.task`` (``put_if_absent``, so one upload feeds one task) names
 the task. Until then it is *pending* and counts against its token's quota (count and bytes).
 When its task ends (any final state) its sources (``.tar.gz``) are deleted; ``.json`` and
 ``.task`` stay, a few bytes, so that a publish reusing it is told which task used it
@@ -17,7 +19,7 @@ current prod release is kept, with its artifacts, for as long as it is the relea
 
 In Redis mode every process runs the sweep, but one at a time: a round starts only under the
 Redis lock ``flowcb:lock:housekeeping`` (else it is skipped). It sweeps the Redis store's task
-records and logs, and the shared dir's uploads and artifacts; releases come from Redis.
+records and logs, and the stored uploads and artifacts; releases come from Redis.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server.config import ServerConfig
 from flow_kit_cloudbuild.server.errors import RequestError
 from flow_kit_cloudbuild.server.policy import is_id
+from flow_kit_cloudbuild.server.storage.objects import ObjectStore
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 DAY = 86400.0
@@ -42,24 +44,33 @@ DAY = 86400.0
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _parse_json(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _parse_json(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
 # -- uploads ------------------------------------------------------------------------------------
-def pending_uploads(uploads: Path, token_hash: str) -> tuple[int, int]:
+# ``store`` is the uploads' ObjectStore (``Paths.upload_store``): the data dir's uploads/ or S3.
+async def pending_uploads(store: ObjectStore, token_hash: str) -> tuple[int, int]:
     """(count, bytes) of the token's uploads that no task claimed yet."""
     count = size = 0
     try:
-        metas = list(uploads.glob("*.json"))
+        keys = {o.key for o in await store.list("")}
     except OSError:
         return 0, 0
-    for meta in metas:
-        if (uploads / f"{meta.stem}.task").exists():
+    for key in keys:
+        stem, _, suffix = key.partition(".")
+        if suffix != "json" or not is_id(stem) or f"{stem}.task" in keys:
             continue
-        data = _read_json(meta)
+        data = _parse_json(await store.get_bytes(key))
         if data is None or data.get("tokenHash") != token_hash:
             continue
         count += 1
@@ -67,24 +78,29 @@ def pending_uploads(uploads: Path, token_hash: str) -> tuple[int, int]:
     return count, size
 
 
-def claim_upload(uploads: Path, upload_id: str, task_id: str) -> None:
-    """Make ``task_id`` the one task that uses the upload (refused if another task has it)."""
+async def claim_upload(store: ObjectStore, upload_id: str, task_id: str) -> None:
+    """Make ``task_id`` the one task that uses the upload (refused if another task has it): a
+    write only the first writer wins (O_EXCL on disk, If-None-Match in S3), so of two publishes
+    through two gateways at once one gets it."""
     assert is_id(upload_id) and is_id(task_id)
-    try:
-        fd = os.open(uploads / f"{upload_id}.task", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise used_upload(upload_id, claimant(uploads, upload_id)) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(task_id)
+    if not await store.put_if_absent(f"{upload_id}.task", task_id.encode()):
+        raise used_upload(upload_id, await claimant(store, upload_id))
 
 
-def claimant(uploads: Path, upload_id: str) -> str | None:
+async def unclaim_upload(store: ObjectStore, upload_id: str) -> None:
+    """Undo ``claim_upload`` (the task record could not be made)."""
+    if is_id(upload_id):
+        await store.delete(f"{upload_id}.task")
+
+
+async def claimant(store: ObjectStore, upload_id: str) -> str | None:
     """The task that claimed the upload; None if none did. ("?" if its claim is unreadable.)"""
-    try:
-        task_id = (uploads / f"{upload_id}.task").read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    raw = await store.get_bytes(f"{upload_id}.task")
+    if raw is None:
         return None
-    except OSError:
+    try:
+        task_id = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
         return "?"
     return task_id if is_id(task_id) else "?"
 
@@ -97,26 +113,20 @@ def used_upload(upload_id: str, task_id: str | None) -> RequestError:
                         "only: upload the source again")
 
 
-def release_upload(uploads: Path, upload_id: str) -> bool:
+async def release_upload(store: ObjectStore, upload_id: str) -> bool:
     """Delete the sources of an upload whose task ended; its record (.json, .task) stays until
     the task is gone. True if there were sources to delete."""
-    if not is_id(upload_id):
+    if not is_id(upload_id) or await store.head(f"{upload_id}.tar.gz") is None:
         return False
-    try:
-        (uploads / f"{upload_id}.tar.gz").unlink()
-    except FileNotFoundError:
-        return False
+    await store.delete(f"{upload_id}.tar.gz")
     return True
 
 
-def delete_upload(uploads: Path, upload_id: str) -> None:
+async def delete_upload(store: ObjectStore, upload_id: str) -> None:
     if not is_id(upload_id):
         return
     for suffix in (".tar.gz", ".json", ".task"):
-        try:
-            (uploads / f"{upload_id}{suffix}").unlink()
-        except FileNotFoundError:
-            pass
+        await store.delete(f"{upload_id}{suffix}")
 
 
 def upload_of(record: dict[str, Any] | None) -> str | None:
@@ -146,43 +156,44 @@ async def sweep(service: Any, now: float | None = None) -> dict[str, int]:
 
 
 async def _sweep_uploads(service: Any, now: float) -> int:
-    uploads: Path = service.paths.uploads
+    store: ObjectStore = service.paths.upload_store
     cutoff = now - service.cfg.upload_retention_hours * 3600
+    # uploads cut off by a crash while they were received (the local spool, Paths.uploads)
+    spool: Path = service.paths.uploads
+    try:
+        parts = await asyncio.to_thread(lambda: [e for e in spool.iterdir()
+                                                 if e.name.startswith(".") and e.name.endswith(".part")])
+    except OSError:
+        parts = []
+    for entry in parts:
+        if _mtime(entry) < cutoff:
+            _unlink(entry)
     deleted = 0
     try:
-        entries = await asyncio.to_thread(lambda: list(uploads.iterdir()))
+        listed = await store.list("")
     except OSError:
         return 0
-    ids: set[str] = set()
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") and name.endswith(".part"):  # an upload cut off by a crash
-            if _mtime(entry) < cutoff:
-                _unlink(entry)
-            continue
-        stem = name.split(".", 1)[0]
-        if is_id(stem):
-            ids.add(stem)
-    for upload_id in ids:
-        claim = uploads / f"{upload_id}.task"
-        if claim.exists():
-            try:
-                task_id = claim.read_text(encoding="utf-8").strip()
-            except OSError:
+    found: dict[str, dict[str, float]] = {}  # upload id -> {suffix: mtime}
+    for info in listed:
+        stem, _, suffix = info.key.partition(".")
+        if is_id(stem) and suffix in ("tar.gz", "json", "task"):
+            found.setdefault(stem, {})[suffix] = info.mtime
+    for upload_id, parts_of in found.items():
+        if "task" in parts_of:
+            task_id = await claimant(store, upload_id)
+            if task_id is None or task_id == "?":
                 continue
-            record = await service.store.get(task_id) if is_id(task_id) else None
+            record = await service.store.get(task_id)
             if record is not None and record.get("state") not in protocol.FINAL:
                 continue  # its task still needs it
             if record is not None:  # ended: its sources go, the record of its use stays
-                deleted += release_upload(uploads, upload_id)
+                deleted += await release_upload(store, upload_id)
                 continue
-            if _mtime(claim) >= cutoff:
+            if parts_of["task"] >= cutoff:
                 continue  # claimed a moment ago: the task record is being made
-        else:
-            newest = max(_mtime(uploads / f"{upload_id}{s}") for s in (".json", ".tar.gz"))
-            if newest >= cutoff:
-                continue
-        delete_upload(uploads, upload_id)
+        elif max(parts_of.get("json", 0.0), parts_of.get("tar.gz", 0.0)) >= cutoff:
+            continue
+        await delete_upload(store, upload_id)
         deleted += 1
     return deleted
 
@@ -193,11 +204,11 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
     from flow_kit_cloudbuild.server.tasks.store import FileTaskStore
 
     store, artifacts = service.store, service.artifacts
-    if hasattr(store, "finished") and hasattr(artifacts, "release_ids"):
-        return await _sweep_redis_tasks(store, artifacts, cutoff)
+    keep = await service.releases.task_ids()  # prod and branch releases (storage/releases.py)
+    if hasattr(store, "finished"):
+        return await _sweep_redis_tasks(store, artifacts, cutoff, keep)
     if not isinstance(store, FileTaskStore) or not isinstance(artifacts, LocalArtifactStore):
         return 0  # a store this sweep does not know
-    keep = artifacts.release_task_ids()
     deleted = 0
     for d in await asyncio.to_thread(_id_dirs, store.root):
         task_id = d.name
@@ -214,15 +225,14 @@ async def _sweep_tasks(service: Any, cutoff: float) -> int:
         await store.close(task_id)
         deleted += 1
     # artifacts whose task is gone (e.g. a replaced prod release)
-    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
-        if d.name not in keep and not (store.root / d.name).exists() and _mtime(d) < cutoff:
-            await artifacts.delete(d.name)
+    for task_id, stored in (await artifacts.task_ids()).items():  # the data dir's or S3's
+        if task_id not in keep and not (store.root / task_id).exists() and stored < cutoff:
+            await artifacts.delete(task_id)
     return deleted
 
 
-async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float) -> int:
+async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float, keep: set[str]) -> int:
     """Redis mode: finished task records and logs (``RedisTaskStore``), artifacts in the shared dir."""
-    keep = await artifacts.release_ids()
     await store.keep(keep)  # a release's record outlives the store's expiry, as long as it is one
     old: list[str] = []
     async for task_id, state, finished in store.finished():
@@ -233,9 +243,9 @@ async def _sweep_redis_tasks(store: Any, artifacts: Any, cutoff: float) -> int:
         await store.delete(task_id)
         await artifacts.delete(task_id)
     # artifacts whose task is gone (a replaced prod release, a record Redis lost)
-    for d in await asyncio.to_thread(_id_dirs, artifacts.root):
-        if d.name not in keep and _mtime(d) < cutoff and not await store.exists(d.name):
-            await artifacts.delete(d.name)
+    for task_id, stored in (await artifacts.task_ids()).items():  # the shared dir's or S3's
+        if task_id not in keep and stored < cutoff and not await store.exists(task_id):
+            await artifacts.delete(task_id)
     return len(old)
 
 

@@ -29,6 +29,7 @@ from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
 from flow_kit_cloudbuild.server.runtime.process import LogBudget, run_command
 from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
+from flow_kit_cloudbuild.server.storage.objects import LocalObjectStore, ObjectStore
 from flow_kit_cloudbuild.server.tasks.sources import GitSource, unpack_archive
 from flowcore.api import uv_binary
 
@@ -73,13 +74,17 @@ def _limit_hint(text: str) -> str:
 
 
 class Paths:
-    """Where things live under the data dir."""
+    """Where things live under the data dir, and the store of uploads."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, objects: ObjectStore | None = None) -> None:
         self.data = data_dir
         self.tasks = data_dir / "tasks"
         self.work = data_dir / "work"
-        self.uploads = data_dir / "uploads"
+        self.uploads = data_dir / "uploads"  # where an upload is received before it is stored
+        # the stored uploads (<id>.tar.gz, .json, .task; housekeeping.py): ``objects``'s uploads/
+        # (--store s3://...: every gateway and worker reaches it), else this data dir's uploads/
+        self.upload_store: ObjectStore = (objects.child("uploads") if objects is not None
+                                          else LocalObjectStore(self.uploads))
         self.artifacts = data_dir / "artifacts"
         self.cache = data_dir / "cache"
         self.git_cache = self.cache / "git"
@@ -88,9 +93,32 @@ class Paths:
         assert policy.is_id(task_id)
         return self.work / f"{task_id}-{attempt}"
 
-    def upload(self, upload_id: str) -> Path:
+    async def upload(self, upload_id: str, dest: Path, limit: int) -> Path:
+        """Fetch the upload's archive from the store into ``dest`` (the task's own work dir:
+        the worker may be another machine than the gateway that took it), at most ``limit``
+        bytes (the upload limit); returns ``dest``."""
         assert policy.is_id(upload_id)
-        return self.uploads / f"{upload_id}.tar.gz"
+        opened = await self.upload_store.open(f"{upload_id}.tar.gz")
+        if opened is None:
+            raise StepFailed(f"the upload {upload_id} is gone from the server's store (expired, or its "
+                             "task ended); run flow publish again")
+        too_large = f"the stored upload is larger than {limit} bytes (the upload limit); upload less"
+        try:
+            if opened.size > limit:
+                raise StepFailed(too_large)
+            got = 0
+            with open(dest, "wb") as out:
+                async for block in opened.chunks:
+                    got += len(block)
+                    if got > limit:
+                        raise StepFailed(too_large)
+                    await asyncio.to_thread(out.write, block)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            await opened.chunks.aclose()  # type: ignore[attr-defined]
+        return dest
 
 
 class TaskChannel(Protocol):
@@ -354,13 +382,19 @@ class Pipeline:
             await self._enter("download", f"fetching {self.req['repo']} at {self.req['ref']}")
             commit = await self.git.checkout(self.req["repo"], self.req["ref"], self.src, env=self.env(),
                                              on_line=self._log, budget=self.budget)
-            await self._log([f"checked out commit {commit}"], "stdout")
+            # ``commit`` in the payload (no build output carries it): what a retry builds again
+            await self.channel.emit(protocol.ACTION_LOG, f"checked out commit {commit}", step=self.step,
+                                    stream="stdout", lines=1, commit=commit)
         else:
             await self._enter("download", "unpacking the uploaded source")
-            archive = self.paths.upload(self.req["uploadId"])
-            count = await asyncio.to_thread(unpack_archive, archive, self.src,
-                                            max_bytes=self.cfg.max_unpacked_bytes,
-                                            max_files=self.cfg.max_unpacked_files)
+            archive = await self.paths.upload(self.req["uploadId"], self.dir / "upload.tar.gz",
+                                              self.cfg.max_upload_bytes)
+            try:
+                count = await asyncio.to_thread(unpack_archive, archive, self.src,
+                                                max_bytes=self.cfg.max_unpacked_bytes,
+                                                max_files=self.cfg.max_unpacked_files)
+            finally:  # the build never sees it
+                archive.unlink(missing_ok=True)
             await self._log([f"unpacked {count} entries"], "stdout")
         cmd = self.req.get("buildCmd") or policy.default_build_command(self.src)
         if policy.match_allowlist(cmd, self.cfg.build_commands) is None:
@@ -466,17 +500,11 @@ class Pipeline:
                              "the operator to raise it")
         if max_bytes and files.bytes > max_bytes:
             raise StepFailed(_artifacts_too_large(out.name, files.bytes, max_bytes))
-        if self.req["prod"] and not self.req["force"]:
-            if await self.artifacts.find_release(self.req["name"], self.req["version"]):
-                raise StepFailed(f"{self.req['name']} {self.req['version']} was released to prod while "
-                                 "this task ran; publish with force to overwrite")
         try:
             stored = await self.artifacts.put(self.task_id, files.found, max_bytes=max_bytes)
         except ArtifactQuotaExceeded:  # a file grew after it was measured
             raise StepFailed(_artifacts_too_large(out.name, max_bytes + 1, max_bytes)) from None
-        if self.req["prod"]:
-            await self.artifacts.record_release(self.req["name"], self.req["version"], self.task_id)
-        return stored
+        return stored  # the release index is written when the task is done (TaskService._record_release)
 
     async def _log_skipped(self, files: Collected) -> None:
         """One line for every skipped file, however many: 20,000 of them are one line of the log

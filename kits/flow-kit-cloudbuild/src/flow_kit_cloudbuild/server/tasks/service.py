@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -37,6 +38,7 @@ from flow_kit_cloudbuild.server.errors import RequestError, StepFailed, no_such_
 from flow_kit_cloudbuild.server.runtime.process import LogLimitExceeded, kill_orphaned_groups
 from flow_kit_cloudbuild.server.runtime.sandbox import make_sandbox
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactStore
+from flow_kit_cloudbuild.server.storage.releases import LocalReleases, Releases, project_label
 from flow_kit_cloudbuild.server.tasks import housekeeping
 from flow_kit_cloudbuild.server.tasks.bus import FLUSH_LIMIT, MessageBus, TaskLocks
 from flow_kit_cloudbuild.server.tasks.pipeline import Paths, Pipeline, TaskChannel
@@ -45,6 +47,7 @@ from flow_kit_cloudbuild.server.tasks.sources import GitSource
 from flow_kit_cloudbuild.server.tasks.store import TaskStore, public_record
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a SHA-1 or SHA-256 object name
 
 
 class RunPolicy(Protocol):
@@ -82,7 +85,8 @@ class RunPolicy(Protocol):
 class TaskService:
     def __init__(self, cfg: ServerConfig, *, store: TaskStore, queue: JobQueue, artifacts: ArtifactStore,
                  bus: MessageBus, policy: RunPolicy, locks: TaskLocks | None = None,
-                 paths: Paths | None = None, companions: Iterable[Any] = ()) -> None:
+                 paths: Paths | None = None, companions: Iterable[Any] = (),
+                 releases: Releases | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.queue = queue
@@ -92,6 +96,12 @@ class TaskService:
         self.locks = locks or TaskLocks()
         self.paths = paths or Paths(cfg.data_dir)
         self.companions: list[Any] = list(companions)  # start()/stop() with the service
+        # the release index: name owners, prod and branch pointers (storage/releases.py)
+        self.releases: Releases = releases or LocalReleases(cfg.data_dir / "releases",
+                                                            legacy=cfg.data_dir / "artifacts" / "releases.json")
+        # called with (project label, task id) after a project's prod pointer moved (a prod
+        # release or a promote), e.g. to copy the release to a delivery target
+        self.on_prod_changed: list[Callable[[str, str], Awaitable[None]]] = []
         self.git = GitSource(self.paths.git_cache, cfg.allowed_protocols)
         self.sandbox = make_sandbox(cfg) if cfg.sandbox else None
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -193,30 +203,65 @@ class TaskService:
             raise not_your_task(task_id)
         return record
 
-    async def submit(self, data: Any, token_hash: str) -> str:
+    async def submit(self, data: Any, token_hash: str, *, retry_of: str | None = None) -> str:
         req = policy.check_publish(data, self.cfg)
         if req["source"] == "upload":
-            self.check_upload(req["uploadId"], token_hash)
-        if req["prod"] and not req["force"]:
-            existing = await self.artifacts.find_release(req["name"], req["version"])
-            if existing:
-                raise RequestError(protocol.ERROR_EXISTS,
-                                   f"{req['name']} {req['version']} is already released to prod "
-                                   f"(task {existing}); publish with force to overwrite it")
+            await self.check_upload(req["uploadId"], token_hash)
+        # a name another token owns, or a released version without force: refused before building
+        # (and checked again, atomically, when the build is recorded: _record_release)
+        await self.releases.check(req["name"], req["version"], token_hash, prod=req["prod"], force=req["force"])
         task_id = secrets.token_hex(12)
+        # the build number users call it by (#1, #2, ... per token and project; dashboard)
+        number = await self.store.next_number(token_hash, req["name"])
         if req["source"] == "upload":  # one upload feeds one task; it is deleted when the task ends
-            housekeeping.claim_upload(self.paths.uploads, req["uploadId"], task_id)
+            await housekeeping.claim_upload(self.paths.upload_store, req["uploadId"], task_id)
         try:
             await self.store.create({
                 "taskId": task_id, "name": req["name"], "version": req["version"], "state": "queued",
                 "step": "queued", "createdAt": protocol.now_ms(), "finishedAt": None, "prod": req["prod"],
-                "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1,
+                "artifacts": [], "error": None, "tokenHash": token_hash, "request": req, "attempt": 1, "number": number,
+                **({"retryOf": retry_of} if retry_of else {}),
             })
         except BaseException:
             if req["source"] == "upload":
-                (self.paths.uploads / f"{req['uploadId']}.task").unlink(missing_ok=True)
+                await housekeeping.unclaim_upload(self.paths.upload_store, req["uploadId"])
             raise
         return task_id
+
+    async def retry(self, owner: str, task_id: str) -> str:
+        """Build a finished task's source again as a new task (the dashboard's Retry): the same
+        request, and for git the commit the first build checked out (a moved branch is not
+        "the same source"); only the token that made the task may. Returns the new task's id,
+        queued. An upload is deleted when its build ends, so such a task is refused."""
+        record = await self.owned(task_id, owner)
+        if record.get("state") not in protocol.FINAL:
+            raise RequestError(protocol.ERROR_BAD_REQUEST,
+                               f"task {task_id} is still {record.get('state')}; retry it once it has ended")
+        req = dict(record.get("request") or {})
+        if req.get("source") != "git":
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"task {task_id} built an uploaded archive, which was deleted when its "
+                               "build ended; run flow publish again")
+        commit = await self._checked_out(task_id)
+        if commit:
+            req["ref"] = commit
+        req.pop("uploadId", None)
+        new_id = await self.submit(req, owner, retry_of=task_id)
+        await self.enqueue(new_id)
+        return new_id
+
+    async def _checked_out(self, task_id: str) -> str | None:
+        """The commit a git task's download step checked out (its ``commit`` message field,
+        which only the server writes), looked for until the build moved past that step."""
+        async for msg in self.store.messages(task_id, 0):
+            data = msg.get("data") or {}
+            payload = data.get("payload") or {}
+            commit = payload.get("commit")
+            if data.get("action") == protocol.ACTION_LOG and isinstance(commit, str) and _COMMIT_RE.fullmatch(commit):
+                return commit
+            if data.get("action") in ("install", "build", "publish") or protocol.is_final(str(data.get("action"))):
+                return None
+        return None
 
     async def enqueue(self, task_id: str) -> None:
         """Announce the new task (seq 1) and hand it to the queue."""
@@ -229,15 +274,18 @@ class TaskService:
         # the group: the queue limits running builds per token (InProcessQueue, RedisStreamQueue)
         await self.queue.put(task_id, group=(record or {}).get("tokenHash", ""))
 
-    def check_upload(self, upload_id: str, token_hash: str) -> None:
-        meta = self.paths.uploads / f"{upload_id}.json"
+    async def check_upload(self, upload_id: str, token_hash: str) -> None:
+        """The upload exists, is this token's and no task used it yet (else the reason)."""
+        raw = await self.paths.upload_store.get_bytes(f"{upload_id}.json")
         try:
-            owner = json.loads(meta.read_text(encoding="utf-8")).get("tokenHash", "")
-        except (OSError, ValueError):
-            raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again") from None
+            owner = str(json.loads(raw).get("tokenHash", "")) if raw is not None else None
+        except (ValueError, AttributeError):
+            owner = None
+        if owner is None:
+            raise RequestError(protocol.ERROR_NOT_FOUND, f"no upload {upload_id}; upload the source again")
         if not secrets.compare_digest(owner, token_hash):
             raise RequestError(protocol.ERROR_FORBIDDEN, "that upload was made with another token; upload again")
-        used_by = housekeeping.claimant(self.paths.uploads, upload_id)
+        used_by = await housekeeping.claimant(self.paths.upload_store, upload_id)
         if used_by is not None:  # running, or ended (its sources deleted): uploads are single-use
             raise housekeeping.used_upload(upload_id, used_by)
 
@@ -248,12 +296,86 @@ class TaskService:
         await self.policy.cancel(self, record)
         return protocol.ok()
 
-    def drop_upload(self, record: dict[str, Any] | None) -> None:
+    async def promote(self, owner: str, task_id: str) -> dict[str, Any]:
+        """Point the project's prod alias at ``task_id``, an earlier successful build of ``owner``
+        (rollback, or a preview made prod), atomically (``Releases.promote``).
+
+        Refused (``RequestError``) for another token's task (not-found / forbidden), a task that
+        did not end done or whose files retention deleted (refused), a name another token owns
+        (name-taken). Returns ``ok`` with ``project`` (its label), ``taskId``, ``previous`` (the
+        prod task before, or None), ``url`` (the prod alias) and ``deploymentUrl``.
+        """
+        record = await self.owned(task_id, owner)
+        if record.get("state") != protocol.STATE_DONE:
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"task {task_id} ended {record.get('state')}, not done; promote a successful build")
+        if await self.artifacts.list(task_id) is None:
+            raise RequestError(protocol.ERROR_REFUSED,
+                               f"the files of task {task_id} were deleted (retention); publish it again")
+        previous = await self.releases.promote(record["name"], record["version"], task_id, owner)
+        label = project_label(record["name"])
+        await self._prod_changed(label, task_id)
+        return protocol.ok(project=label, taskId=task_id, previous=previous, url=self.cfg.deploy_url(label),
+                           deploymentUrl=self.cfg.deploy_url(task_id))
+
+    async def project_releases(self, owner: str, name: Any) -> dict[str, Any]:
+        """``flow releases``: the prod alias, branch aliases and release history of the project
+        ``name`` (a name or its label), for the token that owns it; anyone else, and a project
+        never released, get not-found (the same answer, so a name's owner stays private)."""
+        if not isinstance(name, str) or not 0 < len(name) <= protocol.MAX_NAME:
+            raise RequestError(protocol.ERROR_BAD_REQUEST, "give a project name of at most 214 characters")
+        label = project_label(name)
+        project = await self.releases.get(label)
+        held = (project or {}).get("owner")
+        if project is None or not isinstance(held, str) or not secrets.compare_digest(held, owner):
+            raise RequestError(protocol.ERROR_NOT_FOUND,
+                               f"no releases of {name[:100]!r} made with this token; publish it with --prod first")
+        url = self.cfg.deploy_url
+        return {
+            "project": label, "name": project.get("name"), "prod": project.get("prod"),
+            "url": url(label),
+            "branches": {b: {"taskId": t, "url": url(f"{label}--{b}")} for b, t in sorted(project["branches"].items())},
+            "history": [{**e, "deploymentUrl": url(e["taskId"])} for e in reversed(project["history"])],
+        }
+
+    async def _prod_changed(self, label: str, task_id: str) -> None:
+        """Tell ``on_prod_changed``'s callbacks; one that fails is logged, the release stands."""
+        for callback in list(self.on_prod_changed):
+            try:
+                await callback(label, task_id)
+            except Exception:
+                log.exception("an on_prod_changed callback failed for %s -> %s", label, task_id)
+
+    async def _record_release(self, task_id: str, record: dict[str, Any]) -> list[dict[str, str]]:
+        """Record a successful build in the release index: the prod alias (prod publishes) and its
+        branch's alias. Returns the aliases that now serve it (``{"kind": "prod"|"branch",
+        "url"}``); raises RequestError when the
+        name was taken, or the version released, while this task ran."""
+        req = record.get("request") or {}
+        moved = await self.releases.record(record["name"], record["version"], task_id, record.get("tokenHash", ""),
+                                           prod=bool(req.get("prod")), force=bool(req.get("force")),
+                                           branch=req.get("branch"))
+        label = project_label(record["name"])
+        aliases = []
+        if moved.get("prodChanged"):
+            aliases.append({"kind": "prod", "url": self.cfg.deploy_url(label)})
+        if moved.get("branch"):
+            aliases.append({"kind": "branch", "url": self.cfg.deploy_url(f"{label}--{moved['branch']}")})
+        if moved.get("skipped"):
+            await self.notice(task_id, "publish", str(moved["skipped"]))
+        if moved.get("prodChanged"):
+            await self._prod_changed(label, task_id)
+        return aliases
+
+    async def drop_upload(self, record: dict[str, Any] | None) -> None:
         """Delete the upload of a task that ended (whatever the outcome, its sources go; the
         record that this task used it stays, see housekeeping)."""
         upload_id = housekeeping.upload_of(record)
         if upload_id is not None:
-            housekeeping.release_upload(self.paths.uploads, upload_id)
+            try:
+                await housekeeping.release_upload(self.paths.upload_store, upload_id)
+            except Exception as exc:  # noqa: BLE001 - the store is away: the sweep deletes it later
+                log.warning("could not delete the sources of upload %s (%s); the retention sweep will", upload_id, exc)
 
     # -- running -------------------------------------------------------------------------------
     def channel(self, task_id: str) -> TaskChannel:
@@ -315,12 +437,21 @@ class TaskService:
                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
                               "see the server log", step=pipeline.step)
         else:
+            try:
+                aliases = await self._record_release(task_id, record)
+            except RequestError as exc:  # taken or released while this task ran
+                message = (f"{record['name']} {record['version']} was released to prod while this task ran; "
+                           "publish with force to overwrite" if exc.code == protocol.ERROR_EXISTS
+                           else f"refused: {exc.message}")
+                await self.finish(task_id, protocol.STATE_FAILED, message, step="publish")
+                return
             base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
             artifacts = [{"name": a["name"], "url": base + quote(a["name"]), "size": a["size"]}
                          for a in stored]
             await self.finish(task_id, protocol.STATE_DONE,
                               f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
-                              artifactUrl=base, artifacts=artifacts)
+                              artifactUrl=base, artifacts=artifacts, deploymentUrl=self.cfg.deploy_url(task_id),
+                              aliases=aliases)
 
     async def finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
                      **extra: Any) -> None:
@@ -329,12 +460,14 @@ class TaskService:
         payload = dict(extra)
         if state == protocol.STATE_DONE:
             fields["artifacts"] = extra.get("artifacts", [])
+            if "deploymentUrl" in extra:
+                fields["deploymentUrl"], fields["aliases"] = extra["deploymentUrl"], extra.get("aliases", [])
         else:
             fields["error"] = message
             payload["step"] = step
             fields["step"] = step
         record = await self.store.update(task_id, **fields)
-        self.drop_upload(record)  # its build is over: the sources go
+        await self.drop_upload(record)  # its build is over: the sources go
         await self.emit(task_id, state, message, **payload)
         await self.close_task(task_id)
 

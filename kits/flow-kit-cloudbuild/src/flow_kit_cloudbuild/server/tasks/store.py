@@ -16,6 +16,7 @@ write (a publish must not fail because of the dashboard).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +72,10 @@ class TaskStore(Protocol):
         """The records of ``task_ids`` that exist, without ``lastSeq``: what a listing of many
         tasks needs, read in one go (the dashboard's task list)."""
 
+    async def next_number(self, token_hash: str, project: str) -> int:
+        """The next build number of ``project`` for ``token_hash``: 1, 2, ... (atomic; kept
+        apart from the records, so retention deleting old tasks never reuses a number)."""
+
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
         """Change some fields of a record and return the new record."""
 
@@ -122,6 +127,22 @@ class FileTaskStore:
         self._records[record["taskId"]] = record
         self._seq[record["taskId"]] = 0
         await notify(self.listeners, CREATED, {**record, "lastSeq": 0})
+
+    async def next_number(self, token_hash: str, project: str) -> int:
+        # on the writer thread: numbers are handed out in the order asked, one at a time
+        return await self._write_op(self._bump_number, token_hash, project)
+
+    def _bump_number(self, token_hash: str, project: str) -> int:
+        """``<root>/.numbers/<sha256(token hash, project)>``: the last number given (text)."""
+        scope = hashlib.sha256(f"{token_hash}\0{project}".encode()).hexdigest()
+        path = self.root / ".numbers" / scope
+        try:
+            last = int(path.read_text(encoding="ascii").strip() or 0)
+        except (OSError, ValueError):
+            last = 0
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_bytes(path, f"{last + 1}\n".encode())
+        return last + 1
 
     def _create_files(self, task_id: str, body: bytes) -> None:
         d = self._dir(task_id)

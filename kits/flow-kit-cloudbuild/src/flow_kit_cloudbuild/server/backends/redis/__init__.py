@@ -21,10 +21,12 @@ from flow_kit_cloudbuild.server.backends.redis.artifacts import SharedArtifactSt
 from flow_kit_cloudbuild.server.backends.redis.locks import RedisLocks
 from flow_kit_cloudbuild.server.backends.redis.members import NoWorkerWatch, Presence
 from flow_kit_cloudbuild.server.backends.redis.queue import RedisStreamQueue
+from flow_kit_cloudbuild.server.backends.redis.releases import RedisReleases
 from flow_kit_cloudbuild.server.backends.redis.roles import membership, shared_path
 from flow_kit_cloudbuild.server.backends.redis.run_policy import RedisPolicy
 from flow_kit_cloudbuild.server.backends.redis.store import RedisTaskStore
 from flow_kit_cloudbuild.server.backends.redis.streams import make_bus
+from flow_kit_cloudbuild.server.storage.objects import make_object_store
 from flow_kit_cloudbuild.server.tasks.bus import TaskLocks
 from flow_kit_cloudbuild.server.tasks.pipeline import Paths
 from flow_kit_cloudbuild.server.tasks.service import TaskService
@@ -48,15 +50,18 @@ def make_service(cfg: Any, opts: Any, sio: Any, gate: Any) -> TaskService:
                            signer=signer)
     queue = RedisStreamQueue(r, me, concurrency=cfg.concurrency, heartbeat_timeout=opts.heartbeat_timeout,
                              consume=opts.runs_builds, per_group=cfg.max_builds_per_token, signer=signer)
-    artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer)
+    objects = make_object_store(cfg.store, shared)  # --store s3://...: no shared dir needed
+    artifacts = SharedArtifactStore(shared / "artifacts", r, signer=signer,
+                                    objects=objects.child("artifacts") if cfg.store else None)
     locks = TaskLocks()
     bus = make_bus(r, sio, gate, store, locks, serves_clients=opts.serves_clients, process_id=me,
                    grace=opts.heartbeat_timeout * 2)
-    paths = Paths(cfg.data_dir)
-    paths.uploads = shared / "uploads"      # gateways store them, workers read them
+    paths = Paths(cfg.data_dir, objects)    # uploads: gateways store them, workers fetch them
+    if not cfg.store:  # received in the shared dir, where they are stored (with S3: this data dir)
+        paths.uploads = shared / "uploads"
     paths.artifacts = shared / "artifacts"
     service = TaskService(cfg, store=store, queue=queue, artifacts=artifacts,
-                          bus=bus, locks=locks, paths=paths,
+                          bus=bus, locks=locks, paths=paths, releases=RedisReleases(r, signer),
                           policy=RedisPolicy(locks=RedisLocks(r), worker_id=me, max_attempts=opts.max_attempts))
     if service.sandbox is not None:  # one record of build uids for the whole deployment
         from flow_kit_cloudbuild.server.runtime.uids import RedisUidAllocator

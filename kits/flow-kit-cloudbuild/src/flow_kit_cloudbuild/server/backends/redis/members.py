@@ -13,7 +13,9 @@ accept an upload and then fail the build. So each process writes a probe file wi
 nonce into ``<shared-dir>/.flowcb-probes/``, registers the file's name and nonce, and looks
 for the probe files of every other live process in *its own* shared dir. The process that
 starts later does the check (the earlier ones are registered by then), whatever the roles; one
-that fails it leaves and exits non-zero before it listens.
+that fails it leaves and exits non-zero before it listens. With ``--store s3://...`` uploads and
+artifacts are in the bucket and no directory is shared: there is no probe, only the check that
+every process names the same ``--store``.
 
 **No worker alive.** Every process that runs builds beats into ``workers``. Each gateway looks
 every second (at most) whether any worker's registration is current; when none is, every task
@@ -129,6 +131,7 @@ class Member:
     runs_builds: bool
     shared_dir: Path
     slots: int = 0           # builds this process runs at once (the default per-token limit counts them)
+    store: str = ""          # --store s3://...: artifacts there; every process must name the same one
     probe: str = field(default_factory=lambda: secrets.token_hex(8) + ".probe")
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     written: bool = False
@@ -140,10 +143,10 @@ class Member:
     def info(self) -> str:
         return json.dumps({"role": self.role, "host": socket.gethostname(), "pid": os.getpid(),
                            "sharedDir": str(self.shared_dir), "probe": self.probe, "nonce": self.nonce,
-                           "slots": self.slots})
+                           "slots": self.slots, "store": self.store})
 
     def write_probe(self) -> None:
-        if self.written:
+        if self.written or self.store:  # with --store no directory is shared: nothing to probe
             return
         try:
             self.probe_path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +204,14 @@ def join(url: str, member: Member) -> None:
             with contextlib.suppress(ValueError, TypeError):
                 others.append((str(raw[i]), json.loads(raw[i + 1])))
         for other_id, info in others:
-            if not _sees(member.shared_dir, info):
+            theirs = str(info.get("store") or "")
+            if theirs != member.store:  # one object store, or one shared dir, for every process
+                _leave_sync(client, member)
+                raise ServerConfigError(
+                    f"this {member.role} keeps uploads and artifacts in {member.store or 'its shared dir'} but "
+                    f"{info.get('role', 'process')} {other_id} in {theirs or 'its shared dir'}",
+                    "Pass the same --store (or none, and the same --shared-dir) to every gateway and worker")
+            if not member.store and not _sees(member.shared_dir, info):
                 _leave_sync(client, member)
                 raise ServerConfigError(
                     f"this {member.role}'s shared dir {member.shared_dir} is not the directory that "
@@ -209,7 +219,8 @@ def join(url: str, member: Member) -> None:
                     f"its probe file {PROBES}/{info.get('probe', '?')} is not here",
                     "Pass the same --shared-dir (one directory every process sees, e.g. an NFS mount) "
                     "to every gateway and worker")
-        _sweep(member, {str(info.get("probe")) for _, info in others})
+        if not member.store:
+            _sweep(member, {str(info.get("probe")) for _, info in others})
     finally:
         client.close()
 
@@ -362,6 +373,6 @@ class NoWorkerWatch:
                 f"up to {self.queue_timeout:g} s for one (--queue-timeout), then fails; {START_WORKER}")
             return
         with contextlib.suppress(Exception):  # its sources go, as when a worker ends a task
-            self.service.drop_upload(await self.service.store.get(task_id))
+            await self.service.drop_upload(await self.service.store.get(task_id))
         await self.service.emit(task_id, protocol.STATE_FAILED, error, step=step)
         await self.service.close_task(task_id)

@@ -51,7 +51,7 @@ def membership(cfg: Any, opts: RedisOptions) -> Any:
 
     if opts.member is None:
         opts.member = Member(opts.process_id, opts.role, opts.runs_builds, shared_path(cfg, opts),
-                             slots=cfg.concurrency if opts.runs_builds else 0)
+                             slots=cfg.concurrency if opts.runs_builds else 0, store=cfg.store or "")
     return opts.member
 
 

@@ -114,7 +114,7 @@ class RedisPolicy:
         message = "cancelled before it started"
         if await service.store.cancel_if_queued(task_id, state=protocol.STATE_CANCELLED,
                                                 finishedAt=protocol.now_ms(), error=message):
-            service.drop_upload(record)  # as finish does: the task is over, so are its sources
+            await service.drop_upload(record)  # as finish does: the task is over, so are its sources
             await service.emit(task_id, protocol.STATE_CANCELLED, message, step="queued")
             await service.store.close(task_id)
 

@@ -129,6 +129,10 @@ class RedisTaskStore:
         await self.redis.hset(key(task_id), mapping=_encode(body))
         await notify(self.listeners, CREATED, {**body, "lastSeq": 0})
 
+    async def next_number(self, token_hash: str, project: str) -> int:
+        """``flowcb:numbers:<token hash>``, a hash of project -> last build number (HINCRBY)."""
+        return int(await self.redis.hincrby(f"{PREFIX}numbers:{token_hash}", project, 1))
+
     def _record_sig(self, record: dict[str, Any]) -> str:
         return self.signer.sign("task", *(record.get(f) for f in SIGNED_FIELDS))
 

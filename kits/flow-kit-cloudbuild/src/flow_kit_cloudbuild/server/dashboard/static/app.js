@@ -9,6 +9,8 @@
   const FINAL = ['done', 'failed', 'cancelled', 'timed-out'];
   const ROW_H = 18;          // px per log line (app.css .log-row)
   const OVERSCAN = 30;       // rows rendered above and below the visible ones
+  // a line that reads as an error ("Error: x", "npm ERR!", "fatal:", a Python traceback): "first error"
+  const ERROR_RE = /(^|[^A-Za-z])(error|ERR!|fatal|Traceback)([^A-Za-z]|$)/i;
   const app = document.getElementById('app');
   let session = null;
 
@@ -63,6 +65,32 @@
     if (d.toDateString() === today.toDateString()) return hms;
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
   }
+  // "3 min ago", with the full date on hover (a <time> element; refreshed by tickRelative)
+  function fmtRel(ms) {
+    const s = Math.round((Date.now() - ms) / 1000);
+    if (s < 5) return 'just now';
+    if (s < 60) return `${s} s ago`;
+    const m = Math.round(s / 60);
+    if (m < 60) return `${m} min ago`;
+    const h = Math.round(m / 60);
+    if (h < 48) return `${h} h ago`;
+    return `${Math.round(h / 24)} days ago`;
+  }
+  function fmtDate(ms) {
+    const d = new Date(ms);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function timeEl(ms) {
+    if (!ms) return el('span', {class: 'muted', text: '—'});
+    return el('time', {class: 'rel', datetime: new Date(ms).toISOString(), title: fmtDate(ms), 'data-ts': ms, text: fmtRel(ms)});
+  }
+  function tickRelative() {
+    for (const t of document.querySelectorAll('time.rel[data-ts]')) t.textContent = fmtRel(Number(t.dataset.ts));
+  }
+  setInterval(tickRelative, 15000);
+  function buildNo(t) { return t.number ? '#' + t.number : ''; }
+  // prod serves this build now (the release index; a promote moves it, the channel stays)
+  function prodMark(id) { return el('span', {class: 'prod-now', id: id || null, text: 'prod', title: 'prod serves this build now'}); }
   function fmtDur(ms) {
     if (ms === null || ms === undefined || ms < 0 || Number.isNaN(ms)) return '—';
     if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -81,6 +109,7 @@
   }
   function stateClass(state) {
     if (state === 'done') return 'st st-done';
+    if (state === 'cancelled') return 'st st-cancelled';  // someone's choice, not a failure: neutral
     if (FINAL.includes(state)) return 'st st-bad';
     if (state === 'queued') return 'st st-queued';
     return 'st st-running';
@@ -140,7 +169,7 @@
     const info = el('span', {class: 'muted', id: 'list-info'});
     const prev = el('button', {type: 'button', id: 'newer', text: '← newer', disabled: true});
     const next = el('button', {type: 'button', id: 'older', text: 'older →', disabled: true});
-    const head = ['Task', 'Channel', 'Source', 'State', 'Who', 'Queued', 'Started', 'Ended', 'Duration'];
+    const head = ['Build', 'Channel', 'Source', 'State', 'Who', 'Created', 'Duration'];
     if (session.redis) head.push('Attempt');
     const table = el('table', {class: 'tasks'}, el('thead', {}, el('tr', {}, head.map((h) => el('th', {text: h})))), tbody);
     app.replaceChildren(el('section', {class: 'card'},
@@ -194,19 +223,21 @@
     function row(t) {
       const end = t.finishedAt || (FINAL.includes(t.state) ? null : Date.now());
       const dur = t.startedAt ? end - t.startedAt : (t.finishedAt ? t.finishedAt - t.createdAt : null);
+      const failure = t.failedStep || t.error ? el('div', {class: 'fail' + (t.state === 'cancelled' ? ' neutral' : '')},
+        t.failedStep ? el('span', {class: 'fail-step', text: 'at ' + t.failedStep}) : null, ' ',
+        t.error ? el('span', {class: 'fail-reason', title: t.error, text: t.error}) : null) : null;
       const cells = [
-        el('td', {}, el('a', {href: '/tasks/' + encodeURIComponent(t.taskId), class: 'task-link'},
+        el('td', {'data-label': 'Build', class: 'build'}, t.prodNow ? prodMark() : null, t.prodNow ? ' ' : null, el('a', {href: '/tasks/' + encodeURIComponent(t.taskId), class: 'task-link'},
+          t.number ? el('span', {class: 'num', text: buildNo(t)}) : null, t.number ? ' ' : null,
           el('span', {class: 'name', text: t.name}), ' ', el('span', {class: 'muted', text: t.version}))),
-        el('td', {}, el('span', {class: 'chan chan-' + (t.channel === 'prod' ? 'prod' : 'preview'), text: t.channel})),
-        el('td', {class: 'src', text: sourceText(t.source)}),
-        el('td', {}, el('span', {class: stateClass(t.state), text: FINAL.includes(t.state) || t.state === 'queued' ? t.state : 'running: ' + t.step})),
-        el('td', {text: t.who}),
-        el('td', {text: fmtTime(t.createdAt)}),
-        el('td', {text: fmtTime(t.startedAt)}),
-        el('td', {text: fmtTime(t.finishedAt)}),
-        el('td', {text: fmtDur(dur)}),
+        el('td', {'data-label': 'Channel'}, el('span', {class: 'chan chan-' + (t.channel === 'prod' ? 'prod' : 'preview'), text: t.channel})),
+        el('td', {'data-label': 'Source', class: 'src', text: sourceText(t.source)}),
+        el('td', {'data-label': 'State', class: 'state'}, el('span', {class: stateClass(t.state), text: FINAL.includes(t.state) || t.state === 'queued' ? t.state : 'running: ' + t.step}), failure),
+        el('td', {'data-label': 'Who', class: 'who-cell', text: t.who}),
+        el('td', {'data-label': 'Created'}, timeEl(t.createdAt)),
+        el('td', {'data-label': 'Duration', text: fmtDur(dur)}),
       ];
-      if (session.redis) cells.push(el('td', {text: t.attempt || ''}));
+      if (session.redis) cells.push(el('td', {'data-label': 'Attempt', text: t.attempt || ''}));
       return el('tr', {'data-task': t.taskId}, cells);
     }
     load();
@@ -285,13 +316,21 @@
       this.raw = new Map();       // line -> raw text, for lines with colours
       this.startState = new Map();
       this.state = null;          // ANSI state at the end of the last line
-      this.filter = null;         // indices of the matching lines, while searching
+      this.filter = null;         // indices of the lines shown, while searching or with a step folded
       this.query = '';
+      this.sec = [];              // per line: index into this.sections (-1: before the first step, the final line)
+      this.sections = [];         // one per step message: {name, line, collapsed}
+      this.firstError = -1;       // the first line that reads as an error
+      this.hit = -1;              // the line "first error" jumped to (highlighted)
       this.follow = true;
       this.pending = false;
       this.scroller = el('div', {class: 'log-scroll', id: 'log', tabindex: '0', role: 'log', 'aria-live': 'off'});
       this.spacer = el('div', {class: 'log-spacer'});
       this.rows = el('div', {class: 'log-rows', id: 'log-rows'});
+      this.rows.addEventListener('click', (ev) => {  // a step's heading folds and unfolds its lines
+        const head = ev.target.closest('.log-row.step');
+        if (head) this.toggle(Number(head.dataset.section));
+      });
       this.spacer.appendChild(this.rows);
       this.scroller.appendChild(this.spacer);
       this.scroller.addEventListener('scroll', () => {
@@ -301,7 +340,7 @@
       });
       window.addEventListener('resize', () => this.schedule());
     }
-    add(text, kind) {
+    add(text, kind, stepName) {
       let line = text;
       if (line.endsWith('\r')) line = line.slice(0, -1);
       const cr = line.lastIndexOf('\r');
@@ -317,19 +356,67 @@
       }
       this.lines.push(line);
       this.kinds.push(kind);
-      if (this.filter && this.matches(idx)) this.filter.push(idx);
+      if (kind === 2) this.sections.push({name: stepName, line: idx, collapsed: false});
+      const sec = kind === 2 || kind === 0 || kind === 1 ? this.sections.length - 1 : -1;
+      this.sec.push(sec);
+      if (this.firstError < 0 && kind < 2 && ERROR_RE.test(line)) this.firstError = idx;
+      if (this.filter && this.shown(idx)) this.filter.push(idx);
     }
     matches(idx) { return this.lines[idx].toLowerCase().indexOf(this.query) >= 0; }
-    search(q) {
-      this.query = q.toLowerCase();
-      if (!this.query) { this.filter = null; }
+    // a line is shown unless its step is folded (its heading always is) or a search leaves it out
+    shown(idx) {
+      const sec = this.sec[idx];
+      if (sec >= 0 && this.sections[sec].collapsed && this.kinds[idx] !== 2) return false;
+      return !this.query || this.matches(idx);
+    }
+    refilter() {
+      if (!this.query && !this.sections.some((x) => x.collapsed)) { this.filter = null; }
       else {
         const out = [];
-        for (let i = 0; i < this.lines.length; i++) if (this.matches(i)) out.push(i);
+        for (let i = 0; i < this.lines.length; i++) if (this.shown(i)) out.push(i);
         this.filter = out;
       }
       this.schedule();
-      return this.filter ? this.filter.length : this.lines.length;
+    }
+    search(q) {
+      this.query = q.toLowerCase();
+      this.refilter();
+      if (!this.query) return this.lines.length;
+      let n = 0;
+      for (const i of this.filter) if (this.matches(i)) n += 1;
+      return n;
+    }
+    toggle(sec, open) {
+      const x = this.sections[sec];
+      if (!x) return;
+      x.collapsed = open === undefined ? !x.collapsed : !open;
+      this.refilter();
+    }
+    // fold every step but the one named (the last of that name: a retried attempt runs it again)
+    foldAllBut(name) {
+      let keep = -1;
+      this.sections.forEach((x, i) => { if (x.name === name) keep = i; });
+      this.sections.forEach((x, i) => { x.collapsed = i !== keep; });
+      this.refilter();
+      return keep;
+    }
+    lastSection(name) {
+      let found = -1;
+      this.sections.forEach((x, i) => { if (x.name === name) found = i; });
+      return found;
+    }
+    // scroll line idx into view (a third down), unfolding its step
+    reveal(idx, mark) {
+      const sec = this.sec[idx];
+      if (sec >= 0 && this.sections[sec].collapsed) this.toggle(sec, true);
+      if (mark) this.hit = idx;
+      const pos = this.filter ? this.filter.indexOf(idx) : idx;
+      if (pos < 0) return;
+      this.follow = false;
+      const s = this.scroller;
+      this.spacer.style.height = (this.count() * ROW_H) + 'px';
+      s.scrollTop = Math.max(0, pos * ROW_H - Math.floor(s.clientHeight / 3));
+      this.schedule();
     }
     count() { return this.filter ? this.filter.length : this.lines.length; }
     schedule() {
@@ -353,10 +440,20 @@
     row(idx) {
       const kind = this.kinds[idx];
       const div = document.createElement('div');
-      div.className = 'log-row' + (kind === 1 ? ' err' : kind === 2 ? ' step' : kind === 3 ? ' fin-ok' : kind === 4 ? ' fin-bad' : '');
+      div.className = 'log-row' + (kind === 1 ? ' err' : kind === 2 ? ' step' : kind === 3 ? ' fin-ok' : kind === 4 ? ' fin-bad' : '')
+        + (idx === this.hit ? ' hit' : '');
+      if (kind === 2) {
+        const sec = this.sec[idx], x = this.sections[sec];
+        div.dataset.section = String(sec);
+        div.dataset.step = x.name;
+        div.id = 'log-step-' + sec;
+        div.setAttribute('role', 'button');
+        div.setAttribute('aria-expanded', x.collapsed ? 'false' : 'true');
+        div.title = x.collapsed ? 'show this step\'s lines' : 'fold this step\'s lines';
+      }
       const ln = document.createElement('span');
       ln.className = 'ln';
-      ln.textContent = String(idx + 1);
+      ln.textContent = kind === 2 ? (this.sections[this.sec[idx]].collapsed ? '▸ ' : '▾ ') + (idx + 1) : String(idx + 1);
       const text = document.createElement('span');
       text.className = 'tx';
       if (this.raw.has(idx)) {
@@ -392,14 +489,20 @@
     const view = new LogView();
     const timeline = {};
     let current = null, lastSeq = 0, ended = false, source = null, retryTimer = null;
-    const title = el('h1', {id: 'task-title'}, el('span', {class: 'name', text: task.name}), ' ',
+    const title = el('h1', {id: 'task-title'}, task.number ? el('span', {class: 'num', id: 'task-number', text: buildNo(task)}) : null,
+                      task.number ? ' ' : null, el('span', {class: 'name', text: task.name}), ' ',
                       el('span', {class: 'muted', text: task.version}));
     const stateEl = el('span', {id: 'task-state'});
+    const prodNow = prodMark('task-prod');
     const live = el('span', {id: 'live', class: 'live'});
     const meta = el('dl', {class: 'meta'});
     const steps = el('ol', {class: 'timeline', id: 'timeline'});
     const artifacts = el('div', {id: 'artifacts'});
     const cancelBox = el('div', {class: 'cancel-box'});
+    const actions = el('div', {class: 'actions', id: 'actions'});
+    const jumpError = el('button', {type: 'button', class: 'small', id: 'jump-error', hidden: true, text: 'first error ↓',
+                                    onclick: () => { if (view.firstError >= 0) view.reveal(view.firstError, true); }});
+    let folded = false;
     const cmd = el('code', {id: 'attach-cmd', text: task.attach});
     const copy = el('button', {type: 'button', class: 'small', text: 'Copy', onclick: async () => {
       try { await navigator.clipboard.writeText(task.attach); copy.textContent = 'Copied'; }
@@ -417,31 +520,77 @@
       }, 150);
     });
 
+    // the header, the steps and the log first: a running build's log is in view without scrolling
+    // (the artifacts, which only a finished build has, come after it)
+    const artifactsCard = el('section', {class: 'card', id: 'artifacts-card'}, el('h2', {text: 'Artifacts'}), artifacts);
     app.replaceChildren(
       el('p', {class: 'crumbs'}, el('a', {href: '/', text: '← all builds'})),
-      el('section', {class: 'card'},
-        el('div', {class: 'bar'}, title, stateEl, el('span', {class: 'grow'}), live),
+      el('section', {class: 'card head'},
+        el('div', {class: 'bar'}, title, stateEl, prodNow, el('span', {class: 'grow'}), live),
         meta,
         el('div', {class: 'bar'}, el('span', {class: 'muted', text: 'Follow in a terminal:'}), cmd, copy,
-           el('span', {class: 'grow'}), cancelBox)),
-      el('section', {class: 'card'}, el('h2', {text: 'Steps'}), steps),
-      el('section', {class: 'card'}, el('h2', {text: 'Artifacts'}), artifacts),
+           el('span', {class: 'grow'}), actions, cancelBox),
+        steps),
       el('section', {class: 'card'},
-        el('div', {class: 'bar'}, el('h2', {text: 'Log'}), search, found, el('span', {class: 'grow'}), toEnd,
+        el('div', {class: 'bar'}, el('h2', {text: 'Log'}), search, found, jumpError, el('span', {class: 'grow'}), toEnd,
            el('a', {href: `/ui/api/tasks/${encodeURIComponent(task.taskId)}/log`, id: 'download-log', download: `${task.taskId}.log`, text: 'download full log'})),
-        view.scroller));
+        view.scroller),
+      artifactsCard);
 
     function renderMeta() {
       const end = task.finishedAt || (FINAL.includes(task.state) ? null : Date.now());
       const items = [['Channel', task.channel], ['Source', sourceText(task.source)], ['Who', task.who],
-        ['Queued', fmtTime(task.createdAt)], ['Started', fmtTime(task.startedAt)], ['Ended', fmtTime(task.finishedAt)],
+        ['Queued', timeEl(task.createdAt)], ['Started', timeEl(task.startedAt)], ['Ended', timeEl(task.finishedAt)],
         ['Duration', fmtDur(task.startedAt ? end - task.startedAt : null)]];
       if (session.redis && task.attempt) items.push(['Attempt', String(task.attempt)]);
+      if (task.retryOf) items.push(['Retry of', el('a', {href: '/tasks/' + encodeURIComponent(task.retryOf), id: 'retry-of', text: task.retryOf.slice(0, 8)})]);
+      if (task.failedStep && task.state !== 'cancelled') items.push(['Failed step', task.failedStep]);
       if (task.error) items.push(['Error', task.error]);
-      meta.replaceChildren(...items.map(([k, v]) => el('div', {class: k === 'Error' ? 'wide' : null}, el('dt', {text: k}), el('dd', {text: v}))));
+      meta.replaceChildren(...items.map(([k, v]) => el('div', {class: k === 'Error' ? 'wide' : null, 'data-meta': k},
+        el('dt', {text: k}), typeof v === 'object' ? el('dd', {}, v) : el('dd', {text: v, title: k === 'Source' ? v : null}))));
+      artifactsCard.hidden = !FINAL.includes(task.state);
+      prodNow.hidden = !task.prodNow;
       stateEl.className = stateClass(task.state);
       stateEl.textContent = FINAL.includes(task.state) || task.state === 'queued' ? task.state : 'running: ' + task.step;
       renderCancel();
+      renderActions();
+    }
+    // retry (a finished git build, as a new task) and promote (a successful build becomes prod)
+    function renderActions() {
+      if (!FINAL.includes(task.state) || actions.dataset.busy) { if (!FINAL.includes(task.state)) actions.replaceChildren(); return; }
+      if (actions.dataset.shown === task.state) return;
+      actions.dataset.shown = task.state;
+      const note = el('span', {id: 'action-note', class: 'muted', role: 'status'});
+      const post = async (btn, what, done) => {
+        btn.disabled = true;
+        actions.dataset.busy = '1';
+        note.className = 'muted';
+        note.textContent = what + '…';
+        try {
+          done(await api(`/ui/api/tasks/${encodeURIComponent(task.taskId)}/${what}`, {method: 'POST'}));
+        } catch (e) {
+          note.className = 'error';
+          note.textContent = `${what} failed: ${e.message}`;
+          btn.disabled = false;
+        }
+        delete actions.dataset.busy;
+      };
+      const kids = [];
+      if (task.source && task.source.kind === 'git') {
+        const retry = el('button', {type: 'button', id: 'retry', text: 'Retry', title: 'build the same commit again as a new task',
+          onclick: () => post(retry, 'retry', (got) => location.assign('/tasks/' + encodeURIComponent(got.taskId)))});
+        kids.push(retry);
+      }
+      if (task.state === 'done') {
+        const label = task.channel === 'prod' ? 'Roll back prod to this build' : 'Promote to prod';
+        const promote = el('button', {type: 'button', id: 'promote', text: label, title: 'point the project\'s prod URL at this build',
+          onclick: () => post(promote, 'promote', () => {
+            note.className = 'ok'; note.textContent = 'prod now serves this build';
+            task.prodNow = true; prodNow.hidden = false;
+          })});
+        kids.push(promote);
+      }
+      actions.replaceChildren(...kids, note);
     }
     function renderCancel() {
       if (FINAL.includes(task.state)) { cancelBox.replaceChildren(); return; }
@@ -471,8 +620,13 @@
         el('a', {href: a.path.startsWith('/artifacts/') ? a.path : '#', rel: 'noopener noreferrer', target: '_blank', text: a.name}),
         ' ', el('span', {class: 'muted', text: fmtSize(a.size)}))));
       const kids = [list];
-      if (task.url) kids.unshift(el('p', {}, el('span', {class: 'muted', text: (task.channel === 'prod' ? 'Prod' : 'Preview') + ' URL: '}),
-        el('a', {href: task.url, id: 'site-url', rel: 'noopener noreferrer', target: '_blank', text: task.url})));
+      // the deployment at its own origin (its scripts run there); a build from before deployments: its file list
+      const site = task.deploymentUrl || task.url;
+      if (task.aliases && task.aliases.length) kids.unshift(el('p', {id: 'aliases'}, el('span', {class: 'muted', text: 'Aliases: '}),
+        task.aliases.flatMap((a, i) => [i ? ', ' : null, el('span', {class: 'muted', text: a.kind + ' '}),
+          el('a', {href: a.url, class: 'alias', 'data-kind': a.kind, rel: 'noopener noreferrer', target: '_blank', text: a.url})])));
+      if (site) kids.unshift(el('p', {}, el('span', {class: 'muted', text: (task.channel === 'prod' ? 'Prod' : 'Preview') + ' URL: '}),
+        el('a', {href: site, id: 'site-url', rel: 'noopener noreferrer', target: '_blank', text: site})));
       artifacts.replaceChildren(...kids);
     }
     function renderSteps() {
@@ -481,8 +635,12 @@
         const t = timeline[name] || {};
         const outcome = t.outcome || 'pending';
         const dur = t.start ? (t.end || (outcome === 'running' ? now : t.start)) - t.start : null;
-        return el('li', {class: 'tl tl-' + outcome, 'data-step': name},
-          el('span', {class: 'tl-name', text: name}),
+        const sec = view.lastSection(name);
+        const link = sec >= 0 ? el('a', {href: '#log-step-' + sec, class: 'tl-name', text: name, onclick: (ev) => {
+          ev.preventDefault();
+          view.reveal(view.sections[sec].line, false);
+        }}) : el('span', {class: 'tl-name', text: name});
+        return el('li', {class: 'tl tl-' + outcome, 'data-step': name}, link,
           el('span', {class: 'tl-out', text: outcome}),
           el('span', {class: 'tl-dur', text: t.start ? fmtDur(dur) : ''}));
       }));
@@ -524,7 +682,7 @@
           for (const line of text.split('\n')) view.add(line, kind);
         } else if (STEPS.includes(action)) {
           onStep(action, msg.meta.timestamp);
-          view.add(`==> ${action}: ${text}`, 2);
+          view.add(`==> ${action}: ${text}`, 2, action);
         } else {
           view.add(`==> ${action}: ${text}`, action === 'done' ? 3 : 4);
           if (FINAL.includes(action)) onFinal(action, msg.meta.timestamp, payload);
@@ -542,6 +700,7 @@
         view.schedule();
         renderSteps();
         renderMeta();
+        jumpError.hidden = view.firstError < 0;
         if (!ok) connect();
       };
       source.addEventListener('end', async () => {
@@ -553,6 +712,14 @@
         renderMeta();
         renderSteps();
         renderArtifacts();
+        jumpError.hidden = view.firstError < 0;
+        // a build that failed opens at its failed step: the other steps are folded
+        if (!folded && task.state !== 'done' && FINAL.includes(task.state)) {
+          folded = true;
+          const failed = task.failedStep || current;
+          const sec = view.foldAllBut(failed);
+          if (sec >= 0) view.toEnd();
+        }
       });
       source.onerror = () => {
         if (ended) return;
