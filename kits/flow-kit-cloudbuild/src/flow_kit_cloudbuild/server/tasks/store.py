@@ -201,18 +201,16 @@ class FileTaskStore:
         return {**record, "lastSeq": await self._last_seq(task_id)}
 
     async def get_many(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
-        def read() -> dict[str, dict[str, Any]]:
-            got = {}
-            for task_id in task_ids:
-                try:
-                    with open(self._dir(task_id) / "task.json", encoding="utf-8") as fh:
-                        got[task_id] = json.load(fh)
-                except (OSError, ValueError, KeyError):
-                    pass
-            return got
+        found = {t: r for t in task_ids if (r := self._records.get(t)) is not None}
+        missing = [t for t in task_ids if t not in found]
 
-        # a page of a few records is read in place; a long one off the event loop
-        return await asyncio.to_thread(read) if len(task_ids) > 20 else read()
+        def read() -> dict[str, dict[str, Any]]:
+            return {t: r for t in missing if (r := self._read_record(t)) is not None}
+
+        # the records this process holds, then the rest from disk: a page of a few in place,
+        # a long one off the event loop
+        found.update(await asyncio.to_thread(read) if len(missing) > 20 else read())
+        return found
 
     async def update(self, task_id: str, **fields: Any) -> dict[str, Any]:
         record = await self._load(task_id)
