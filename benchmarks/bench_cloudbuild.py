@@ -14,11 +14,30 @@ server on loopback (offline, --concurrency 4) and a real `git daemon`:
    sandbox) from the per-line cost. Alternating rounds, medians;
 4. 20 concurrent publishes: all complete, none lost; wall time vs 20/4 x one publish;
 5. the sandbox's cost: first publish, second publish and the 200,000-line build on a server
-   with the bubblewrap sandbox (the default) vs one with --no-sandbox, alternating, same run.
+   with the bubblewrap sandbox (the default) vs one with --no-sandbox, alternating, same run;
+6. "build cache" (`--sections 6` or `--sections build-cache`): a site whose package-lock.json
+   (v3) names 120 synthetic npm packages (`--cache-packages N`; 8 direct dependencies, the rest
+   transitive, depth ~7; each an index.js requiring its dependencies, two lib/ modules of 2-20 KB
+   and a README), generated with StaticNpmRegistry's pack (kits/flow-kit-cloudbuild/tests/
+   npm_registry.py) and served from a process of its own on loopback, every lock entry resolved
+   there (and an .npmrc naming it). Its build.js requires the direct ones, checks that all 120
+   load, and writes dist/ (index.html with a banner line, assets/app.js, assets/app.css,
+   manifest.json). Git source, as the other sections. Per round a fresh server data dir
+   (sandboxed, the default; not --offline; `--registry-host 127.0.0.1:PORT` so the install step's
+   egress proxy lets npm reach the registry), one token, three publishes timed from submitting
+   to the final message: (1) first (cold: mirror clone, `npm ci` fetching every tarball: the
+   registry's count is checked), (2) the same commit again (target <= 0.05x of (1): the build
+   cache), (3) one line of build.js changed, lock file unchanged (target <= 0.5x of (1): the
+   install cache skips `npm ci`). Each publish's dist/index.html is fetched and must carry the
+   banner of its own commit (a stale cache hit fails the run). Printed per publish: whether
+   `npm ci` and the build ran, the tarballs fetched, each step's time (server timestamps) and
+   every line containing "from cache" or "install cache". Round 0 warms up and is not counted;
+   medians of --rounds rounds, ratios of the medians against (1).
 
 The repository has a heavy history (40 commits of a 1 MB incompressible file) but a small work
 tree, like a long-lived project: that is where the mirror cache matters. The project has no npm
-dependencies (the benchmark is offline), so the npm cache has nothing to save here.
+dependencies (sections 1-5 are offline), so the npm cache has nothing to save there; section 6
+has its own loopback registry.
 The socket side is a small python-socketio client inside this file, plus `flow publish` itself
 (the kit installed into a throw-away FLOW_HOME) for the log case. `--sections 3` runs only
 the log case; `--profile-client FILE` writes a cProfile of one `flow publish` of it.
@@ -29,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -278,9 +298,10 @@ def by_hand(url: str, work: Path) -> float:
     return time.perf_counter() - t0
 
 
-def start_server(data: Path, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str]:
+def start_server(data: Path, env: dict[str, str], *extra: str, offline: bool = True) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen([sys.executable, "-m", "flow_kit_cloudbuild.server", "--port", "0", "--data-dir",
-                               str(data), "--concurrency", "4", "--max-builds-per-token", "4", "--offline", *extra],
+                               str(data), "--concurrency", "4", "--max-builds-per-token", "4",
+                               *(["--offline"] if offline else []), *extra],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = server.stdout.readline()  # type: ignore[union-attr]
     if "listening on" not in line:
@@ -338,13 +359,316 @@ def sandbox_cost(tmp: Path, base: Path, port: int, env: dict[str, str], rounds: 
     return out
 
 
+# -- section 6: the build cache and the install cache ---------------------------------------------
+SECTION_NAMES = {"build-cache": 6}  # --sections accepts these names too
+KIT_TESTS = REPO / "kits" / "flow-kit-cloudbuild" / "tests"
+CACHE_TOP = 8              # of them, the ones the site depends on directly (the rest are transitive)
+CACHE_TARGETS = {"second": 0.05, "edit": 0.5}  # x the first publish of the same round
+CACHE_MARKS = ("from cache", "install cache")  # log lines that say a cache was used (case-insensitive)
+WORDS = ("alpha beta gamma delta render parse token value node tree cache build layout style state event "
+         "queue merge patch diff scope frame chunk stream buffer index route match field point range").split()
+
+
+def js_text(rng: random.Random, size: int, tag: str) -> str:
+    """About ``size`` bytes of plain CommonJS (functions and exports) that node can load."""
+    out = [f"'use strict';\n// {tag}: generated for the flow build-cache benchmark\n"]
+    total, i = len(out[0]), 0
+    while total < size:
+        a, b = rng.sample(WORDS, 2)
+        name = f"{a}{b.title()}{i}"
+        chunk = (f"function {name}(input, options) {{\n"
+                 f"  const {a} = (input || []).map((x, k) => x * {rng.randint(2, 97)} + k);\n"
+                 f"  // {' '.join(rng.choices(WORDS, k=9))}\n"
+                 f"  if (options && options.{b}) {{ return {a}.filter((x) => x % {rng.randint(2, 9)} === 0); }}\n"
+                 f"  return {a}.reduce((s, x) => s + x, {rng.randint(0, 999)});\n}}\n"
+                 f"exports.{name} = {name};\n\n")
+        out.append(chunk)
+        total += len(chunk)
+        i += 1
+    return "".join(out)
+
+
+def cache_packages(where: Path, count: int) -> list[dict]:
+    """``count`` tarballs written under ``where``: each an index.js that requires its
+    dependencies, two lib/ modules of 2-20 KB and a README; package j >= CACHE_TOP is a dependency
+    of one package below it (so every package is reachable from the site, depth ~7), plus a few
+    more edges. Returns [{name, version, deps, file, integrity}] in index order."""
+    sys.path.insert(0, str(KIT_TESTS))
+    from npm_registry import integrity, pack
+
+    rng = random.Random(23)
+    names = [f"flow-bench-{rng.choice(WORDS)}-{i:03d}" for i in range(count)]
+    deps: list[set[int]] = [set() for _ in names]
+    for j in range(CACHE_TOP, count):
+        deps[rng.randrange(j // 3, j)].add(j)
+    for i in range(count - 1):
+        deps[i].update(rng.sample(range(i + 1, count), min(rng.randint(0, 2), count - i - 1)))
+    where.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, name in enumerate(names):
+        dep_names = [names[d] for d in sorted(deps[i])]
+        index = ("'use strict';\nconst core = require('./lib/core.js');\nconst util = require('./lib/util.js');\n"
+                 f"const deps = [{', '.join(repr(d) for d in dep_names)}].map((d) => require(d));\n"
+                 "let all = null;\n"
+                 f"exports.name = {name!r};\n"
+                 "exports.all = function () {\n  if (all === null) {\n    all = new Set([exports.name]);\n"
+                 "    for (const d of deps) for (const n of d.all()) all.add(n);\n  }\n  return all;\n};\n"
+                 "exports.render = function () {\n"
+                 "  return '/* ' + exports.name + ' */ ' + Object.keys(core).length + ':' + Object.keys(util).length;\n"
+                 "};\n")
+        files = {"index.js": index,
+                 "lib/core.js": js_text(rng, rng.randint(2_000, 20_000), name),
+                 "lib/util.js": js_text(rng, rng.randint(2_000, 10_000), name),
+                 "README.md": f"# {name}\n\n" + " ".join(rng.choices(WORDS, k=rng.randint(150, 600))) + "\n"}
+        spec = {d: "^1.0.0" for d in dep_names}
+        data = pack(name, "1.0.0", files, spec)
+        file = where / f"{name}-1.0.0.tgz"
+        file.write_bytes(data)
+        out.append({"name": name, "version": "1.0.0", "deps": spec, "file": str(file), "integrity": integrity(data)})
+    return out
+
+
+def serve_registry(manifest: Path) -> None:
+    """(In its own process.) The tarballs of ``manifest`` on a StaticNpmRegistry; prints its URL,
+    then, for each line read from stdin, how many tarball requests it has answered so far."""
+    sys.path.insert(0, str(KIT_TESTS))
+    from npm_registry import StaticNpmRegistry
+
+    registry = StaticNpmRegistry()
+    for p in json.loads(manifest.read_text()):
+        registry.add_tarball(p["name"], p["version"], Path(p["file"]).read_bytes(), {"dependencies": p["deps"]})
+    print(registry.url, flush=True)
+    for _ in sys.stdin:  # ends when the benchmark closes the pipe
+        print(sum(path.split("?", 1)[0].endswith(".tgz") for path, _ in list(registry.requests)), flush=True)
+
+
+class CacheRegistry:
+    """The synthetic packages on a loopback npm registry in a process of its own (in this process
+    it would share the GIL with the benchmark's client), as bench_egress.RegistryProcess."""
+
+    def __init__(self, where: Path, count: int) -> None:
+        self.packages = cache_packages(where / "tarballs", count)
+        (where / "registry.json").write_text(json.dumps(self.packages))
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-registry", str(where / "registry.json")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"the benchmark's npm registry did not start: {self.url!r}")
+        self.host = self.url.removeprefix("http://").rstrip("/")  # 127.0.0.1:PORT, for --registry-host
+        self.size = sum(Path(p["file"]).stat().st_size for p in self.packages)
+
+    def fetched(self) -> int:
+        """Tarballs the registry has served so far."""
+        self.proc.stdin.write("\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return int(self.proc.stdout.readline())  # type: ignore[union-attr]
+
+    def tarball_url(self, name: str, version: str) -> str:
+        return f"{self.url.rstrip('/')}/{name}/-/{name}-{version}.tgz"
+
+    def lock(self) -> dict:
+        """package-lock.json v3 of the site: every package (transitive ones too) at the top of
+        node_modules (one version each, so npm hoists them all), resolved to this registry."""
+        top = {p["name"]: "^1.0.0" for p in self.packages[:CACHE_TOP]}
+        packages: dict[str, dict] = {"": {"name": "bench", "version": "1.0.0", "dependencies": top}}
+        for p in self.packages:
+            entry = {"version": p["version"], "resolved": self.tarball_url(p["name"], p["version"]),
+                     "integrity": p["integrity"]}
+            if p["deps"]:
+                entry["dependencies"] = p["deps"]
+            packages[f"node_modules/{p['name']}"] = entry
+        return {"name": "bench", "version": "1.0.0", "lockfileVersion": 3, "requires": True, "packages": packages}
+
+    def stop(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def cache_build_js(top: list[str], edit: int, count: int) -> str:
+    """The site's build: requires the top packages (which require the rest), writes dist/."""
+    return ("'use strict';\nconst fs = require('fs');\n"
+            f"const BANNER = 'flow build-cache benchmark, edit {edit}';\n"
+            f"const top = [{', '.join(f'require({n!r})' for n in top)}];\n"
+            "const seen = new Set();\nfor (const m of top) for (const n of m.all()) seen.add(n);\n"
+            f"if (seen.size !== {count}) {{\n"
+            f"  console.error('expected {count} packages, found ' + seen.size); process.exit(1);\n}}\n"
+            "fs.mkdirSync('dist/assets', {recursive: true});\n"
+            "fs.writeFileSync('dist/index.html', '<!doctype html><title>bench</title><p>' + BANNER +\n"
+            "  '</p><script src=\"assets/app.js\"></script><link rel=\"stylesheet\" href=\"assets/app.css\">\\n');\n"
+            "fs.writeFileSync('dist/assets/app.js', top.map((m) => m.render()).join('\\n') + '\\n');\n"
+            "fs.writeFileSync('dist/assets/app.css', 'body { font: 16px sans-serif; }\\n');\n"
+            "fs.writeFileSync('dist/manifest.json', JSON.stringify({banner: BANNER, packages: [...seen].sort()}));\n"
+            "console.log('built dist/ from ' + seen.size + ' packages');\n")
+
+
+def make_cache_repo(path: Path, registry: CacheRegistry) -> None:
+    """The site: package.json + package-lock.json (v3, every entry resolved to the loopback
+    registry), an .npmrc naming that registry, build.js and flow.toml; one commit."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    lock = registry.lock()
+    pkg = {"name": "bench", "version": "1.0.0", "private": True, "scripts": {"build": "node build.js"},
+           "dependencies": lock["packages"][""]["dependencies"]}
+    (path / "package.json").write_text(json.dumps(pkg, indent=2) + "\n")
+    (path / "package-lock.json").write_text(json.dumps(lock, indent=2) + "\n")
+    (path / ".npmrc").write_text(f"registry={registry.url}\n")
+    top = [p["name"] for p in registry.packages[:CACHE_TOP]]
+    (path / "build.js").write_text(cache_build_js(top, 0, len(registry.packages)))
+    (path / "flow.toml").write_text('[tool.flow]\nbuildkit = "flow-kit-cloudbuild"\n')
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "site")
+
+
+def edit_cache_repo(path: Path, edit: int) -> None:
+    """One source line of build.js changed (its banner), committed; the lock file untouched."""
+    js = path / "build.js"
+    old = js.read_text()
+    new = old.replace("edit 0';", f"edit {edit}';", 1)
+    assert new != old and sum(a != b for a, b in zip(old.splitlines(), new.splitlines(), strict=True)) == 1
+    js.write_text(new)
+    git(path, "commit", "-q", "-am", f"edit {edit}")
+
+
+def message_lines(msgs: list[dict]) -> list[str]:
+    """Every line any message of the task carries (log output, step announcements, the end)."""
+    out = []
+    for m in msgs:
+        payload = m["data"].get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+            out.extend(payload["message"].split("\n"))
+    return out
+
+
+def cache_publish(w: Watcher, registry: CacheRegistry, repo_url: str, banner: str) -> dict:
+    """One publish, timed from submitting it to its final message (Watcher.run); what its log
+    says about the caches, the tarballs it fetched from the registry and its steps' times (from
+    the messages' server timestamps); its dist/index.html checked to hold ``banner`` (a stale
+    cache hit would serve the previous build)."""
+    before = registry.fetched()
+    t, msgs = w.run(repo_url)
+    fetched = registry.fetched() - before
+    marks = [(m["data"]["action"], m["meta"]["timestamp"]) for m in msgs if m["data"]["action"] != "log"]
+    steps = {a: (marks[i + 1][1] - ts) / 1000 for i, (a, ts) in enumerate(marks[:-1])}
+    lines = message_lines(msgs)
+    end = msgs[-1]["data"]
+    if end["action"] != "done":
+        raise SystemExit(f"build cache section: a publish ended {end['action']!r}:\n" + "\n".join(lines[-40:]))
+    index = artifact_text(end["payload"], "index.html")
+    if banner not in index:
+        raise SystemExit(f"build cache section: dist/index.html does not say {banner!r} (a stale result?): "
+                         f"{index[:300]!r}")
+    return {"t": t, "marks": [x.strip() for x in lines if any(k in x.lower() for k in CACHE_MARKS)],
+            "fetched": fetched, "steps": steps,
+            "npm_ci": any(x.startswith("$ npm ci") for x in lines),
+            "build": any(x.startswith("$ npm run build") for x in lines)}
+
+
+def artifact_text(done: dict, name: str) -> str:
+    """An artifact of a finished task, read from the URL its done message names."""
+    [art] = [a for a in done["artifacts"] if a["name"] == name]
+    with urllib.request.urlopen(art["url"], timeout=30) as resp:
+        return resp.read().decode()
+
+
+def describe(p: dict) -> str:
+    said = "; ".join(repr(x[:160]) for x in p["marks"]) or "nothing about a cache"
+    ran = ", ".join(w for w, yes in (("npm ci", p["npm_ci"]), ("the build", p["build"])) if yes) or "neither"
+    steps = " ".join(f"{k} {v:.2f}" for k, v in p["steps"].items())
+    return f"ran {ran}; {p['fetched']} tarballs fetched; steps (s): {steps}\n            log: {said}"
+
+
+def median_steps(runs: list[dict]) -> str:
+    """Each step's median seconds over the publishes that announced it (queued and prepare left out)."""
+    steps = [s for p in runs for s in p["steps"] if s not in ("queued", "prepare")]
+    order = list(dict.fromkeys(steps))
+    return " ".join(f"{s} {statistics.median(p['steps'][s] for p in runs if s in p['steps']):.2f}" for s in order)
+
+
+def cache_section(tmp: Path, base: Path, port: int, env: dict[str, str], rounds: int,
+                  count: int) -> dict[str, float]:
+    """First publish (cold: fresh data dir), the same source again, one line changed: per round
+    a fresh server; medians and ratios against the first publish."""
+    rounds = max(rounds, 1)
+    registry = CacheRegistry(tmp / "cache-registry", count)
+    names = ("first", "second", "edit")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    try:
+        print(f"build cache: {len(registry.packages)} npm packages ({registry.size / 1e6:.1f} MB of tarballs) on "
+              f"{registry.url}; git source; a fresh server data dir per round (sandbox on, --registry-host "
+              f"{registry.host})", flush=True)
+        for r in range(rounds + 1):  # round 0 warms up (node, npm, the registry) and is not counted
+            make_cache_repo(base / f"cache-{r}", registry)
+            repo_url = f"git://127.0.0.1:{port}/cache-{r}"
+            server, url = start_server(tmp / f"data-cache-{r}", env, "--registry-host", registry.host, offline=False)
+            w = None
+            try:
+                w = Watcher(url)
+                got = {"first": cache_publish(w, registry, repo_url, "edit 0<")}
+                if got["first"]["fetched"] < count:
+                    raise SystemExit(f"build cache section: the first publish fetched {got['first']['fetched']} of "
+                                     f"{count} tarballs from the registry: it was not cold")
+                got["second"] = cache_publish(w, registry, repo_url, "edit 0<")
+                edit_cache_repo(base / f"cache-{r}", 1)
+                got["edit"] = cache_publish(w, registry, repo_url, "edit 1<")
+            finally:
+                if w is not None:
+                    w.sio.disconnect()
+                server.terminate()
+                server.wait(30)
+                shutil.rmtree(tmp / f"data-cache-{r}", ignore_errors=True)
+            first = got["first"]["t"]
+            print(f"  round {r}{' (warm-up)' if not r else ''}: first {first:.2f} s; same source "
+                  f"{got['second']['t']:.2f} s ({got['second']['t'] / first:.3f}x); one line changed "
+                  f"{got['edit']['t']:.2f} s ({got['edit']['t'] / first:.3f}x)", flush=True)
+            for n in names:
+                print(f"    {n:6}: {describe(got[n])}")
+                if r:
+                    runs[n].append(got[n])
+    finally:
+        registry.stop()
+    med = {n: statistics.median(p["t"] for p in runs[n]) for n in names}
+    print(f"build cache, medians of {rounds} rounds (wall time from submitting the publish to its final message):")
+    print(f"  {f'first publish (cold: clone, npm ci of {count} packages, build)':62} {med['first'] * 1000:7.0f} ms")
+    print(f"      steps (medians, s): {median_steps(runs['first'])}")
+    out = {"cache_first_ms": med["first"] * 1000}
+    for n, what in (("second", "same source again"), ("edit", "one line of build.js changed, lock unchanged")):
+        ratio, target = med[n] / med["first"], CACHE_TARGETS[n]
+        built_from = sum(any("from cache" in x.lower() for x in p["marks"]) for p in runs[n])
+        reused = sum(any("install cache: reused" in x.lower() for x in p["marks"]) for p in runs[n])
+        ci = sum(p["npm_ci"] for p in runs[n])
+        built = sum(p["build"] for p in runs[n])
+        print(f"  {what:62} {med[n] * 1000:7.0f} ms  ratio {ratio:.3f}x  target <= {target}x: "
+              f"{'met' if ratio <= target else 'missed'}")
+        k = len(runs[n])
+        print(f"      log said 'from cache' in {built_from}/{k}, 'install cache: reused' in {reused}/{k}; "
+              f"npm ci ran in {ci}/{k}, the build in {built}/{k}; steps (medians, s): {median_steps(runs[n])}")
+        out.update({f"cache_{n}_ms": med[n] * 1000, f"ratio_cache_{n}": ratio,
+                    f"cache_{n}_met": float(ratio <= target), f"cache_{n}_from_cache": float(built_from),
+                    f"cache_{n}_install_reused": float(reused), f"cache_{n}_npm_ci_ran": float(ci)})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--sections", default="1,2,3,4,5", help="comma separated, e.g. 3")
+    ap.add_argument("--sections", default="1,2,3,4,5,6",
+                    help="comma separated, e.g. 3; build-cache is 6")
     ap.add_argument("--profile-client", metavar="FILE", help="cProfile one `flow publish` of section 3")
+    ap.add_argument("--cache-packages", type=int, default=120, metavar="N",
+                    help="npm packages in section 6's site (default 120, at least 8)")
+    ap.add_argument("--serve-registry", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    args.sections = {int(x) for x in args.sections.split(",")}
+    if args.serve_registry:
+        serve_registry(args.serve_registry)
+        return 0
+    if args.cache_packages < CACHE_TOP:
+        ap.error(f"--cache-packages: at least {CACHE_TOP}")
+    try:
+        args.sections = {SECTION_NAMES.get(x.strip(), None) or int(x) for x in args.sections.split(",")}
+    except ValueError:
+        ap.error(f"--sections: numbers 1-6 or names ({', '.join(SECTION_NAMES)}), comma separated")
     tmp = Path(tempfile.mkdtemp(prefix="bench-cloudbuild-"))
     base = tmp / "git"
     base.mkdir()
@@ -408,6 +732,10 @@ def main() -> int:
         # 5: the sandbox's cost
         if 5 in args.sections:
             results.update(sandbox_cost(tmp, base, port, env, args.rounds))
+
+        # 6: the build cache and the install cache (its own servers: sandboxed, not offline)
+        if 6 in args.sections:
+            results.update(cache_section(tmp, base, port, env, args.rounds, args.cache_packages))
     finally:
         server.terminate()
         server.wait(30)
