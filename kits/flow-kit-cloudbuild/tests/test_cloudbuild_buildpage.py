@@ -393,3 +393,31 @@ def test_the_preview_url_is_the_deployment_and_the_prod_build_is_marked_after_pr
         assert not t.dialogs and not t.errors
     finally:
         t.close()
+
+
+def test_a_build_cache_hit_says_from_cache_with_its_build_and_links_the_provenance(browser, named, git_daemon):
+    """Issue 23: the same source published again is a build-cache hit; its page says "from cache:
+    #N" linking the build that made the files, and links the deployment's signed provenance."""
+    url = new_repo(git_daemon, site_files("cachesite"))
+    with Client(named.url) as client:
+        first = start(client, git_payload(url, name="cachesite"))
+        client.wait(first)
+        second = start(client, git_payload(url, name="cachesite"))
+        client.wait(second)
+    rec = {i: json.loads((named.data_dir / "tasks" / i / "task.json").read_text()) for i in (first, second)}
+    assert rec[second]["cachedFrom"] == {"taskId": first, "number": rec[first]["number"]}
+    assert "cachedFrom" not in rec[first] or rec[first]["cachedFrom"] is None
+    t = tab_for(browser, named)
+    try:
+        t.page.goto(f"{named.url}/tasks/{second}")
+        t.wait_final()
+        assert t.page.text_content("#cached-from").startswith(f"from cache: #{rec[first]['number']}")
+        assert t.page.get_attribute("#cached-from a", "href") == f"/tasks/{first}"
+        assert t.page.get_attribute("#provenance a", "href") == rec[second]["provenanceUrl"]
+        assert rec[second]["provenanceUrl"] == rec[second]["deploymentUrl"] + ".well-known/flow/provenance.json"
+        t.page.goto(f"{named.url}/tasks/{first}")  # the build that ran: provenance, no "from cache"
+        t.wait_final()
+        assert t.page.locator("#cached-from").count() == 0 and t.page.locator("#provenance").count() == 1
+        assert not t.dialogs and not t.errors
+    finally:
+        t.close()

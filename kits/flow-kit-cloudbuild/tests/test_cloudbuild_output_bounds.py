@@ -44,7 +44,7 @@ def _build(server: ServerProc, build_js: str, token: str = TOKEN, timeout: float
     assert status == 201, body
     with Client(server.url, token=token) as c:
         ack = c.publish(name="demo", version="1.0.0", source="upload", uploadId=body["uploadId"],
-                        buildCmd=["npm", "run", "build"])
+                        buildCmd=["npm", "run", "build"], noCache=True)  # each call runs its build
         assert ack.get("ok", True) and "taskId" in ack, ack
         return c.wait(ack["taskId"], timeout=timeout)
 

@@ -157,7 +157,7 @@ def test_a_pipe_gets_neither_sequences_nor_colour(flow, server, tmp_path):
 
     # --json: the server's messages, unchanged as data, no raw control character
     result = publish(flow, server, project, "--source", "upload", "--build-cmd", "npm run evil",
-                     "--json")
+                     "--json", "--no-cache")  # the build again, not the cache's copy of its files
     assert result.returncode == 0, result.stderr
     assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout)
     logs = "\n".join(m["data"]["payload"]["message"] for m in map(json.loads,

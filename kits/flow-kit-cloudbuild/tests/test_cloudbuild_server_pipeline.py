@@ -134,7 +134,8 @@ def test_npm_run_of_a_missing_script_is_refused_after_download_before_install(cl
 
 
 def test_default_build_command_is_the_build_script(client, git_daemon):
-    msgs = run_git(client, new_repo(git_daemon, npm_project()), buildCmd=None)
+    # noCache: another test of this module built the same project with the same command
+    msgs = run_git(client, new_repo(git_daemon, npm_project()), buildCmd=None, noCache=True)
     assert final(msgs)["action"] == "done"
     assert "$ npm run build" in logs(msgs)
 

@@ -6,6 +6,7 @@ and a ``[[targets]]`` bucket that follows prod releases and rollbacks."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -82,9 +83,17 @@ def test_artifacts_in_s3_keep_their_quota(seaweed, tmp_path):
 
     async def run() -> None:
         listed = await artifacts.put(TASK, [("a.txt", small), ("../evil", small)], max_bytes=1000)
-        assert listed == [{"name": "a.txt", "size": 5}]
+        assert listed == [{"name": "a.txt", "size": 5, "sha256": hashlib.sha256(b"hello").hexdigest()}]
         size, chunks = await artifacts.open(TASK, "a.txt")
         assert size == 5 and b"".join([c async for c in chunks]) == b"hello"
+        # a build-cache hit: the files copied inside the bucket (S3's server-side copy), manifest last
+        copy = "c" * 24
+        assert await artifacts.copy(TASK, copy) == listed and await artifacts.list(copy) == listed
+        size, chunks = await artifacts.open(copy, "a.txt")
+        assert size == 5 and b"".join([c async for c in chunks]) == b"hello"
+        assert await artifacts.copy("d" * 24, copy) is None  # nothing to copy: None, the copy untouched
+        assert await artifacts.list(copy) == listed
+        await artifacts.delete(copy)
         assert await artifacts.open(TASK, "../evil") is None
         with pytest.raises(ArtifactQuotaExceeded):
             await artifacts.put(TASK, [("a.txt", small), ("big.bin", sparse)], max_bytes=1024 * 1024)

@@ -161,7 +161,7 @@ def test_publish_a_git_project_and_follow_its_live_log_in_seq_order(node, server
 
 def test_reconnect_and_attach_after_seq_gives_every_message_once(node, server, git_daemon):
     url = new_repo(git_daemon, npm_project(build_js=TICKING_BUILD))
-    seen = run_js(node, server, "follow", token=TOKEN, publish=git_payload(url), dropAtLog="tick 5",
+    seen = run_js(node, server, "follow", token=TOKEN, publish=git_payload(url, noCache=True), dropAtLog="tick 5",
                   pauseMs=600)
     received, dropped = seen["received"], seen["droppedAt"]
     assert seqs(received) == list(range(1, len(received) + 1)), seqs(received)  # no gap, no repeat

@@ -1,5 +1,6 @@
-"""The cloud-build kit's hooks: what it is, the hooks it declares for its plugins, the
-``publish`` command, and its create templates.
+"""The cloud-build kit's hooks: what it is, the hooks it declares for its plugins, its commands
+(``publish``, ``promote``, ``releases``, ``verify``, ``dev``, ``cloudbuild-server``), and its
+create templates.
 
 This module is what flow imports to list or run the kit's commands, so it imports click and
 the command's option definitions only; ``flow publish`` imports the rest (socketio included)
@@ -70,12 +71,13 @@ def cloudbuild_server(ctx: click.Context) -> None:
 
 @hookimpl
 def flow_register_commands(registry: Any) -> None:
-    from flow_kit_cloudbuild.client.command import promote, publish, releases
+    from flow_kit_cloudbuild.client.command import promote, publish, releases, verify
     from flow_kit_cloudbuild.client.dev import dev
 
     registry.add(publish)
     registry.add(promote)
     registry.add(releases)
+    registry.add(verify)
     registry.add(dev)
     registry.add(cloudbuild_server)
 

@@ -55,7 +55,7 @@ TOKENS_ENV = "FLOW_CLOUDBUILD_TOKENS"  # comma separated token list for the serv
 
 #: The fields of a task record as clients see it (GET /api/tasks/{id}, the attach ack).
 TASK_FIELDS = ("taskId", "name", "version", "state", "step", "createdAt", "finishedAt", "prod",
-               "artifacts", "error", "lastSeq", "deploymentUrl", "aliases")
+               "artifacts", "error", "lastSeq", "deploymentUrl", "aliases", "provenanceUrl", "cachedFrom")
 
 # -- defaults and limits -----------------------------------------------------------------------
 DEFAULT_TIMEOUT = 300                    # seconds per task

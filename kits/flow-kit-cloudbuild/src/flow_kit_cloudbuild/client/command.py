@@ -45,6 +45,9 @@ from flow_kit_cloudbuild.protocol import DEFAULT_TIMEOUT
 @click.option("--force", is_flag=True,
               help="Overwrite an existing prod release of the same name and version "
                    "without asking.")
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="Build from scratch: use neither the server's build cache nor its install "
+                   "cache (the result is still cached for the next publish).")
 def publish(**options: object) -> None:
     """Build the project on a cloud build server and publish its artifacts.
 
@@ -91,5 +94,27 @@ def promote(**options: Any) -> None:
 def releases(**options: Any) -> None:
     """List PROJECT's releases (default: this project): its prod URL, branch URLs and history."""
     from flow_kit_cloudbuild.client.releases import releases as run
+
+    run(**options)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--key", "key_file", required=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="The build server's public key (PEM), saved beforehand from the server's "
+                   "/.well-known/flow/build-key.pub: the only key trusted (never one fetched from TARGET).")
+@click.option("--statement", "statement_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+              help="The signed provenance statement (default: TARGET's "
+                   "/.well-known/flow/provenance.json).")
+@click.option("--json", "json_mode", is_flag=True, help="Print the result as one JSON object.")
+def verify(**options: Any) -> None:
+    """Check that TARGET (a deployment URL or a directory) is what the build server built.
+
+    The signed provenance statement must verify with --key, and every file it names must have
+    its sha256 (a directory may hold no other file). Exits 0 with a summary, else 1 with the
+    first mismatch.
+    """
+    from flow_kit_cloudbuild.client.verify import run
 
     run(**options)

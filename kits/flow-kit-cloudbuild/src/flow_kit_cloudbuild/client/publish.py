@@ -142,13 +142,16 @@ def _upload_entries(root: Path, files: list[str]) -> list[UploadFile]:
 def run(*, server: str | None, token: str | None, build_cmd: str | None, branch: str | None,
         source: str | None, prod: bool, timeout: int | None, detach: bool,
         attach_id: str | None, cancel_id: str | None, json_mode: bool, force: bool,
-        connect_timeout: float | None = None) -> None:
+        connect_timeout: float | None = None, no_cache: bool = False) -> None:
     if attach_id and cancel_id:
         raise PublishUsageError("--attach and --cancel cannot be combined",
                                 "Pass one of them")
     if detach and (attach_id or cancel_id):
         raise PublishUsageError("--detach only applies to a new publish",
                                 "Leave out --detach")
+    if no_cache and (attach_id or cancel_id):
+        raise PublishUsageError("--no-cache only applies to a new publish",
+                                "Leave out --no-cache")
     context = _plugin_context()
     settings = resolve(context, server=server, token=token, build_cmd=build_cmd,
                        timeout=timeout, source=source, branch=branch,
@@ -166,13 +169,14 @@ def run(*, server: str | None, token: str | None, build_cmd: str | None, branch:
             _follow_and_finish(session, renderer, attach_id, context, None)
         else:
             _publish(session, renderer, settings, context, prod=prod, force=force,
-                     detach=detach)
+                     detach=detach, no_cache=no_cache)
     finally:
         session.close()
 
 
 def _publish(session: Session, renderer: Renderer, settings: Settings,
-             context: CoreContext | None, *, prod: bool, force: bool, detach: bool) -> None:
+             context: CoreContext | None, *, prod: bool, force: bool, detach: bool,
+             no_cache: bool = False) -> None:
     from flow_kit_cloudbuild.client.project import read_project
     from flow_kit_cloudbuild.client.source import (
         current_branch,
@@ -216,6 +220,8 @@ def _publish(session: Session, renderer: Renderer, settings: Settings,
     }
     if settings.spa:  # only when set: a server without deployments refuses the unknown field
         payload["spa"] = True
+    if no_cache:  # only when set, for the same reason
+        payload["noCache"] = True
     if source == "git":
         branch = git_source(root, settings.branch)
         payload.update(repo=branch.repo, ref=branch.ref)

@@ -244,6 +244,15 @@ def apply_access_options(cfg: ServerConfig, opts: dict) -> None:
               help="The server secret that signs sessions and Redis records; the same file for every "
                    "process of a Redis deployment (required with --redis-url).")
 @click.option("--offline", is_flag=True, default=None, help="Builds get no network index (uv/npm/pip offline).")
+@click.option("--build-cache/--no-build-cache", "build_cache", default=None,
+              help="Reuse the artifacts of an earlier build of the same source, command and toolchain "
+                   "instead of building again (default: on).")
+@click.option("--cache-scope", type=click.Choice(["token", "team"]), default=None,
+              help="Whose builds a publish may reuse: its own token's (token, the default), or those of "
+                   "every token of this server (team).")
+@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The Ed25519 private key (PEM) that signs each deployment's provenance (default: derived "
+                   "from --secret-file, else made once in the data dir).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--redis-url", default=None, envvar="FLOW_CLOUDBUILD_REDIS_URL", show_envvar=True,
               help="Keep tasks, the job queue and Socket.IO fan-out in Redis (several gateways and workers); "
@@ -272,7 +281,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
           secret_file: Path | None, offline: bool | None, log_level: str, redis_url: str | None,
           redis_password_file: Path | None, role: str, shared_dir: Path | None,
           heartbeat_timeout: float, max_attempts: int, queue_timeout: float | None, deploy_domain: str | None,
-          store: str | None,
+          store: str | None, build_cache: bool | None, cache_scope: str | None, provenance_key: Path | None,
           **sandbox_opts: Any) -> None:
     """Run the flow cloud build server (Socket.IO + HTTP, one process)."""
     redis_opts = None
@@ -300,7 +309,8 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
     for attr, value in (("host", host), ("port", port), ("concurrency", concurrency),
                         ("max_upload_bytes", max_upload_bytes), ("public_url", public_url),
                         ("forwarded_allow_ips", forwarded_allow_ips), ("deploy_domain", deploy_domain),
-                        ("store", store),
+                        ("store", store), ("build_cache", build_cache), ("cache_scope", cache_scope),
+                        ("provenance_key", provenance_key),
                         ("offline", offline), ("queue_timeout", queue_timeout)):
         if value is not None:
             setattr(cfg, attr, value)
@@ -320,8 +330,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, concurrency
     cfg.token_names = token_names(found, tokens_file, token_labels)
     if secret_file is not None:
         cfg.secret = read_secret(secret_file)
+        cfg.secret_given = True
     apply_sandbox_options(cfg, sandbox_opts, secrets=(cfg.data_dir, tokens_file, config_file, secret_file,
-                                                      redis_password_file))
+                                                      redis_password_file, cfg.provenance_key))
 
     try:
         # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says

@@ -122,6 +122,11 @@ class ServerConfig:
     # of a Redis deployment; an embedded server without one makes its own for each run (its
     # sessions live in memory and end with the process anyway).
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    secret_given: bool = False             # --secret-file was passed (the provenance key derives from it)
+    # The build cache and provenance (docs/cloud-build.md "Build cache" and "Provenance").
+    build_cache: bool = True               # reuse an earlier build of the same key (storage/build_cache.py)
+    cache_scope: str = "token"             # "token": each token its own cache; "team": the server's tokens share one
+    provenance_key: Path | None = None     # --provenance-key: the Ed25519 key signing provenance (PEM)
 
     @property
     def builds_per_token(self) -> int:
@@ -308,7 +313,7 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
              "max-timeout", "max-upload-bytes", "max-unpacked-bytes", "max-unpacked-files",
              "max-log-line", "max-log-bytes", "keep-workdirs", "queue-timeout", "sandbox", "cgroups", "build-user",
              "build-network", "build-memory", "build-processes", "build-file-size", "build-disk", "sandbox-ro-paths",
-             "registry-hosts", "store", "targets"}
+             "registry-hosts", "store", "targets", "build-cache", "cache-scope", "provenance-key"}
     known |= set(ACCESS_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -357,11 +362,21 @@ def apply_file(cfg: ServerConfig, data: dict[str, Any], source: Path) -> None:
             raise ServerConfigError(f"{source}: sandbox-ro-paths must be a list of absolute paths", "Fix the value")
         cfg.sandbox_ro_paths = tuple(Path(x) for x in v)
     for key, attr in (("offline", "offline"), ("keep-workdirs", "keep_workdirs"), ("sandbox", "sandbox"),
-                      ("cgroups", "build_cgroups"), ("build-network", "build_network")):
+                      ("cgroups", "build_cgroups"), ("build-network", "build_network"),
+                      ("build-cache", "build_cache")):
         if key in data:
             if not isinstance(data[key], bool):
                 raise ServerConfigError(f"{source}: {key} must be true or false", "Fix the value")
             setattr(cfg, attr, data[key])
+    if "cache-scope" in data:
+        if data["cache-scope"] not in ("token", "team"):
+            raise ServerConfigError(f"{source}: cache-scope must be \"token\" or \"team\"",
+                                    'Use "token" (each token its own build cache) or "team" (all tokens share one)')
+        cfg.cache_scope = data["cache-scope"]
+    if "provenance-key" in data:
+        if not isinstance(data["provenance-key"], str) or not data["provenance-key"]:
+            raise ServerConfigError(f"{source}: provenance-key must be the path of a PEM file", "Fix the value")
+        cfg.provenance_key = Path(data["provenance-key"]).expanduser()
     if "registry-hosts" in data:
         from flow_kit_cloudbuild.server.registry_hosts import parse_registry_hosts
 

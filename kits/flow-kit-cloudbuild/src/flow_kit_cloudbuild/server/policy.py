@@ -31,7 +31,8 @@ _SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@([A-Za-z0-9.-]+):(?!/)")
 
 _PUBLISH_FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str, "version": str, "source": str, "repo": str, "ref": str, "uploadId": str,
-    "buildCmd": (list, type(None)), "prod": bool, "force": bool, "timeout": int, "branch": str, "spa": bool}
+    "buildCmd": (list, type(None)), "prod": bool, "force": bool, "timeout": int, "branch": str, "spa": bool,
+    "noCache": bool}
 _COMMIT_RE = re.compile(r"^[0-9a-f]{7,64}$")
 
 
@@ -91,6 +92,8 @@ def check_publish(data: Any, cfg: ServerConfig) -> dict[str, Any]:
         raise bad_request("branch must be a git branch name (letters, digits, . _ / + -, at most 200)")
     req["branch"] = branch
     req["spa"] = bool(data.get("spa", False))  # serve index.html for unknown paths (single-page apps)
+    if data.get("noCache"):  # flow publish --no-cache: read neither the build nor the install cache
+        req["noCache"] = True
     if req["prod"]:
         check_freeze(cfg)
     return req

@@ -62,6 +62,7 @@ from flow_kit_cloudbuild.server.http.responses import (
     route,
     with_headers,
 )
+from flow_kit_cloudbuild.server.policy import is_id
 from flow_kit_cloudbuild.server.signing import Signer
 from flow_kit_cloudbuild.server.storage.releases import project_label
 from flow_kit_cloudbuild.server.tasks.store import CREATED, FileTaskStore
@@ -415,9 +416,14 @@ class Dashboard:
         deployment = rec.get("deploymentUrl") if isinstance(rec.get("deploymentUrl"), str) else None
         aliases = [{"kind": str(a.get("kind")), "url": str(a.get("url"))} for a in rec.get("aliases") or []
                    if isinstance(a, dict) and isinstance(a.get("url"), str)][:10]
+        provenance = rec.get("provenanceUrl") if isinstance(rec.get("provenanceUrl"), str) else None
+        origin: dict[str, Any] = rec["cachedFrom"] if isinstance(rec.get("cachedFrom"), dict) else {}
+        cached = ({"taskId": origin["taskId"], "number": origin.get("number")}
+                  if is_id(origin.get("taskId")) and isinstance(origin.get("number"), (int, type(None))) else None)
         return {**self._summary(rec, prod_now), "lastSeq": rec.get("lastSeq"), "artifacts": artifacts,
                 "url": base if artifacts else None, "deploymentUrl": deployment if artifacts else None,
-                "aliases": aliases if artifacts else [], "attach": f"flow publish --attach {rec['taskId']}"}
+                "aliases": aliases if artifacts else [], "attach": f"flow publish --attach {rec['taskId']}",
+                "provenanceUrl": provenance if artifacts else None, "cachedFrom": cached}
 
     async def _records(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

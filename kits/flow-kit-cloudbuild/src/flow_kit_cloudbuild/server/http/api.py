@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from flow_kit_cloudbuild import __version__, protocol
+from flow_kit_cloudbuild import __version__, attestation, protocol
 from flow_kit_cloudbuild.server import policy
 from flow_kit_cloudbuild.server.http import access
 from flow_kit_cloudbuild.server.http.headers import ARTIFACT_SECURITY_HEADERS, artifact_headers
@@ -36,6 +36,7 @@ class ApiRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             route(protocol.PATH_HEALTH, self.health),
+            route(attestation.KEY_PATH, self.provenance_key),
             route(protocol.PATH_UPLOADS, self.upload, ["POST"]),
             route(protocol.PATH_TASKS + "{task_id}/promote", self.promote, ["POST"]),
             route(protocol.PATH_PROJECTS + "{name:path}/releases", self.releases),
@@ -60,6 +61,15 @@ class ApiRoutes:
 
     async def health(self, request: Request) -> Response:
         return json_response({"ok": True, "version": __version__})
+
+    async def provenance_key(self, request: Request) -> Response:
+        """The public key that checks this server's provenance (PEM). Public: a user fetches it once
+        over a channel they trust and keeps it for ``flow verify --key`` (which never fetches it)."""
+        import asyncio
+
+        key = await asyncio.to_thread(self.service.provenance_key)
+        return Response(attestation.public_pem(key), media_type="application/x-pem-file",
+                        headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"})
 
     async def task(self, request: Request) -> Response:
         token_hash = self._bearer(request)

@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flow_kit_cloudbuild.attestation import PROVENANCE_PATH
 from flow_kit_cloudbuild.server.policy import is_id
 from flow_kit_cloudbuild.server.storage.artifacts import safe_artifact_name
 from flow_kit_cloudbuild.server.storage.releases import is_label
@@ -166,6 +167,9 @@ class Deployments:
         if len(raw) > MAX_PATH:
             await _plain(send, 414, "path too long\n")
             return
+        if raw == PROVENANCE_PATH:  # never an artifact's: artifact names never start with "."
+            await self._provenance(send, task_id, method == "HEAD")
+            return
         name = raw.lstrip("/")  # the ASGI path is percent-decoded already: never twice
         if name == "" or name.endswith("/"):
             name += "index.html"
@@ -188,6 +192,20 @@ class Deployments:
             await _plain(send, 404, "no such file\n")
             return
         await self._file(scope, send, task_id, name, site.files[name], status, method == "HEAD")
+
+    async def _provenance(self, send: Send, task_id: str, head: bool) -> None:
+        """The deployment's signed provenance (a DSSE envelope; attestation.py), public like the
+        deployment it describes; ``flow verify`` checks it against the server's key offline."""
+        body = await self.service.artifacts.provenance(task_id)
+        if body is None:
+            await _plain(send, 404, "this deployment has no provenance (built before the server signed "
+                                    "provenance)\n")
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", REVALIDATE),
+                                (b"x-content-type-options", b"nosniff"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if head else body})
 
     async def _file(self, scope: Scope, send: Send, task_id: str, name: str, size: int, status: int,
                     head: bool) -> None:

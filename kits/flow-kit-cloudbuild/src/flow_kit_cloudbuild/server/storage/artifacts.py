@@ -17,7 +17,9 @@ each is a round trip, and a site is hundreds of small files.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import hashlib
 import json
 import mimetypes
 import os
@@ -50,7 +52,7 @@ class ArtifactQuotaExceeded(Exception):
 class ArtifactStore(Protocol):
     async def put(self, task_id: str, files: list[tuple[str, Path]], *,
                   max_bytes: int = 0) -> list[dict[str, Any]]:
-        """Store ``(name, source file)`` pairs for a task; return [{"name", "size"}].
+        """Store ``(name, source file)`` pairs for a task; return [{"name", "size", "sha256"}].
 
         Raises ArtifactQuotaExceeded (and stores nothing) once more than ``max_bytes`` (0: no
         limit) would be written."""
@@ -63,6 +65,15 @@ class ArtifactStore(Protocol):
 
     async def delete(self, task_id: str) -> None:
         """Delete a task's artifacts."""
+
+    async def copy(self, src_task: str, dest_task: str) -> builtins.list[dict[str, Any]] | None:
+        """``src_task``'s artifacts stored again as ``dest_task``'s; None when it has none."""
+
+    async def put_provenance(self, task_id: str, envelope: bytes) -> None:
+        """Store the task's signed provenance statement."""
+
+    async def provenance(self, task_id: str) -> bytes | None:
+        """The task's signed provenance statement, or None."""
 
 
 class ObjectArtifactStore:
@@ -96,19 +107,23 @@ class ObjectArtifactStore:
                     raise ArtifactQuotaExceeded(f"the artifacts grew past {max_bytes} bytes while they were stored")
             gate = asyncio.Semaphore(PARALLEL)
 
-            async def store(name: str, fh: Any, size: int) -> int:
+            async def store(name: str, fh: Any, size: int) -> tuple[int, str]:
                 async with gate:
                     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    digest = await asyncio.to_thread(_sha256, fh, size)
                     try:
-                        return await self.objects.put_file(f"{prefix}files/{name}", fh, limit=size,
-                                                           content_type=kind)
+                        put = await self.objects.put_file(f"{prefix}files/{name}", fh, limit=size,
+                                                          content_type=kind)
                     except ObjectTooLarge:
                         raise ArtifactQuotaExceeded(
                             f"the artifacts grew past {max_bytes or total} bytes while they were stored") from None
+                    if put != size:  # shrank after it was hashed: its digest would not be its bytes'
+                        raise ArtifactQuotaExceeded(f"{name} changed while it was stored")
+                    return put, digest
 
             async with asyncio.TaskGroup() as group:  # one failure cancels the others
                 stored = [group.create_task(store(*o)) for o in opened]
-            sizes = [t.result() for t in stored]
+            results = [t.result() for t in stored]
         except BaseException as exc:
             await asyncio.shield(self.objects.delete_prefix(prefix))
             if isinstance(exc, BaseExceptionGroup):  # the TaskGroup's: the first one says why
@@ -117,10 +132,56 @@ class ObjectArtifactStore:
         finally:
             for _, fh, _ in opened:
                 fh.close()
-        listed = [{"name": name, "size": size} for (name, _, _), size in zip(opened, sizes, strict=True)]
+        listed = [{"name": name, "size": size, "sha256": digest}
+                  for (name, _, _), (size, digest) in zip(opened, results, strict=True)]
+        await self._put_manifest(prefix, listed)
+        return listed
+
+    async def _put_manifest(self, prefix: str, listed: list[dict[str, Any]]) -> None:
         await self.objects.put_bytes(f"{prefix}manifest.json", json.dumps(listed).encode("utf-8"),
                                      content_type="application/json")
+
+    async def copy(self, src_task: str, dest_task: str) -> list[dict[str, Any]] | None:
+        """Store ``src_task``'s artifacts again as ``dest_task``'s (a build-cache hit: a new
+        deployment of the same files, which lives on when retention deletes the first); None when
+        ``src_task`` has none left. The files are copied inside the store (``ObjectStore.copy``)
+        and the manifest is written last, so ``dest_task``'s artifacts appear whole or not at all."""
+        listed = await self.list(src_task)
+        if listed is None:
+            return None
+        src, dest = self._prefix(src_task), self._prefix(dest_task)
+        await self.objects.delete_prefix(dest)
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def one(name: str) -> bool:
+            async with gate:
+                return await self.objects.copy(f"{src}files/{name}", f"{dest}files/{name}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                copied = [group.create_task(one(str(a["name"]))) for a in listed]
+            if not all(t.result() for t in copied):  # retention took some meanwhile
+                await self.objects.delete_prefix(dest)
+                return None
+            await self._put_manifest(dest, listed)
+        except BaseException as exc:
+            await asyncio.shield(self.objects.delete_prefix(dest))
+            if isinstance(exc, BaseExceptionGroup):
+                raise exc.exceptions[0] from None
+            raise
         return listed
+
+    async def put_provenance(self, task_id: str, envelope: bytes) -> None:
+        """The task's signed provenance (a DSSE envelope, attestation.py), beside its manifest:
+        not an artifact (never listed, never in the provenance's own subjects)."""
+        await self.objects.put_bytes(f"{self._prefix(task_id)}provenance.json", envelope,
+                                     content_type="application/json")
+
+    async def provenance(self, task_id: str) -> bytes | None:
+        """The task's signed provenance, or None (a task from before provenance, or none stored)."""
+        try:
+            return await self.objects.get_bytes(f"{self._prefix(task_id)}provenance.json")
+        except KeyError:
+            return None
 
     async def list(self, task_id: str) -> list[dict[str, Any]] | None:
         try:
@@ -148,6 +209,17 @@ class ObjectArtifactStore:
             if is_id(task_id):
                 found[task_id] = max(found.get(task_id, 0.0), info.mtime)
         return found
+
+
+def _sha256(fh: Any, size: int) -> str:
+    """The sha256 of the first ``size`` bytes of ``fh``, which is left at its start again."""
+    digest = hashlib.sha256()
+    left = size
+    while left > 0 and (block := fh.read(min(1024 * 1024, left))):
+        digest.update(block)
+        left -= len(block)
+    fh.seek(0)
+    return digest.hexdigest()
 
 
 class LocalArtifactStore(ObjectArtifactStore):

@@ -80,6 +80,11 @@ class ObjectStore(Protocol):
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """Store ``data`` only if nothing is under ``key``; False when something was."""
 
+    async def copy(self, src: str, dest: str) -> bool:
+        """Copy the object ``src`` to ``dest`` inside this store without the bytes passing through
+        this process where the store allows (a hard link, S3's server-side copy); False when
+        there is no ``src``. Why: a build-cache hit makes a new deployment of stored files."""
+
     async def get_bytes(self, key: str) -> bytes | None:
         """A small object's bytes (at most MAX_SMALL), or None when there is none."""
 
@@ -167,6 +172,26 @@ class LocalObjectStore:
             return False
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        return True
+
+    async def copy(self, src: str, dest: str) -> bool:
+        return await asyncio.to_thread(self._copy, self.path(src), self.path(dest))
+
+    def _copy(self, src: Path, dest: Path) -> bool:
+        """A hard link to a temporary name renamed over ``dest`` (objects are never changed in
+        place, only replaced, so sharing the inode is safe); a copy where links fail."""
+        tmp = self._tmp(dest)
+        try:
+            try:
+                os.link(src, tmp, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            except OSError:  # another file system, or links not allowed: copy the bytes
+                shutil.copyfile(src, tmp, follow_symlinks=False)
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         return True
 
     async def get_bytes(self, key: str) -> bytes | None:
@@ -336,6 +361,17 @@ class S3ObjectStore:
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in ("PreconditionFailed", "412",
                                                                    "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    async def copy(self, src: str, dest: str) -> bool:
+        # the managed copy: one CopyObject, or a multipart copy for objects above its threshold
+        try:
+            await asyncio.to_thread(self.client.copy, {"Bucket": self.bucket, "Key": self._key(src)},
+                                    self.bucket, self._key(dest))
+        except Exception as exc:
+            if self._missing(exc):
                 return False
             raise
         return True

@@ -150,9 +150,21 @@ async def sweep(service: Any, now: float | None = None) -> dict[str, int]:
     counts = {"uploads": await _sweep_uploads(service, now), "tasks": 0}
     if service.cfg.retention_days > 0:
         counts["tasks"] = await _sweep_tasks(service, now - service.cfg.retention_days * DAY)
+        counts["cacheEntries"] = await _sweep_build_cache(service, now - service.cfg.retention_days * DAY)
     if counts["uploads"] or counts["tasks"]:
         log.info("retention: deleted %(uploads)d upload(s) and %(tasks)d task(s)", counts)
     return counts
+
+
+async def _sweep_build_cache(service: Any, cutoff: float) -> int:
+    """Build-cache entries not written (built, or reused by a hit) since ``cutoff``: the tasks they
+    name are past retention too, so the entries could only miss (storage/build_cache.py)."""
+    deleted = 0
+    for key, written in await service.paths.build_cache.entries():
+        if written < cutoff:
+            await service.paths.build_cache.delete_key(key)
+            deleted += 1
+    return deleted
 
 
 async def _sweep_uploads(service: Any, now: float) -> int:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow_kit_cloudbuild import __version__ as KIT_VERSION
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server import policy
 from flow_kit_cloudbuild.server.config import ServerConfig
@@ -28,8 +29,11 @@ from flow_kit_cloudbuild.server.runtime.cgroups import CgroupsUnavailable, Outco
 from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
 from flow_kit_cloudbuild.server.runtime.process import LogBudget, run_command
 from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
+from flow_kit_cloudbuild.server.runtime.toolchain import versions_async
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
+from flow_kit_cloudbuild.server.storage.build_cache import BuildCache, same_files, scope_of
 from flow_kit_cloudbuild.server.storage.objects import LocalObjectStore, ObjectStore
+from flow_kit_cloudbuild.server.tasks import build_key
 from flow_kit_cloudbuild.server.tasks.sources import GitSource, unpack_archive
 from flowcore.api import uv_binary
 
@@ -88,6 +92,10 @@ class Paths:
         self.artifacts = data_dir / "artifacts"
         self.cache = data_dir / "cache"
         self.git_cache = self.cache / "git"
+        # the build cache's entries (storage/build_cache.py): beside the artifacts they name, in
+        # the store every process reaches (the data dir, a Redis deployment's shared dir, or S3)
+        self.build_cache = BuildCache(objects.child("build-cache") if objects is not None
+                                      else LocalObjectStore(data_dir / "build-cache"))
 
     def attempt_dir(self, task_id: str, attempt: int) -> Path:
         assert policy.is_id(task_id)
@@ -169,6 +177,12 @@ class Pipeline:
         self.step = "queued"
         self.build_cmd: list[str] = []
         self._egress_socket: Path | None = None  # while an install command runs: its egress proxy
+        # what the provenance names and the build cache keys on (found by download() and key())
+        self.source: dict[str, Any] = {}       # {"kind": "git", repo, ref, commit} or {"kind": "upload", sha256}
+        self.toolchain: dict[str, str] = {}
+        self.build_key = ""                   # "" until computed (or when the build cache is off)
+        self.cache_scope = scope_of(cfg.cache_scope, tenant)
+        self.cached_from: dict[str, Any] | None = None  # a hit: the entry whose artifacts this task reuses
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _enter(self, step: str, message: str) -> None:
@@ -344,20 +358,63 @@ class Pipeline:
         try:
             await self.prepare()
             await self.download()
+            await self.key()
+            if self.cached_from is not None:
+                return await self.publish()
             await self.install()
             await self.build()
             return await self.publish()
         finally:
-            await self._enforce_cache_quota()
+            if self.cached_from is None:  # a hit ran nothing: the caches are as the last build left them
+                await self._enforce_cache_quota()
+
+    async def key(self) -> None:
+        """The build key of what download() put in src/ (``build_key.py``), and whether an earlier
+        build of this owner's (or team's) made it already: then install and build are skipped."""
+        self.toolchain = await versions_async()
+        if not self.cfg.build_cache:
+            return
+        cfg = self.cfg
+        tree = await asyncio.to_thread(build_key.tree_digest, self.src)
+        locks = await asyncio.to_thread(build_key.lock_digests, self.src)
+        self.build_key = build_key.build_key(
+            tree=tree, locks=locks, build_command=self.build_cmd, checks=[c.argv for c in cfg.checks],
+            toolchain=self.toolchain, build_env=cfg.build_env, offline=cfg.offline,
+            build_network=cfg.build_network, registry_hosts=cfg.registry_hosts, kit_version=KIT_VERSION)
+        short = self.build_key[:12]
+        if self.req.get("noCache"):
+            await self._log([f"build cache: not read (--no-cache); build key {short}"], "stdout")
+            return
+        entry = await self.paths.build_cache.get(self.cache_scope, self.build_key)
+        if entry is None:
+            await self._log([f"build cache: no earlier build of build key {short}; building"], "stdout")
+            return
+        if not same_files(entry, await self.artifacts.list(entry["taskId"])):  # retention took them
+            await self.paths.build_cache.forget(self.cache_scope, self.build_key)
+            await self._log([f"build cache: the earlier build of build key {short} was deleted; building"],
+                            "stdout")
+            return
+        self.cached_from = entry
+        built_by = entry.get("builtBy") or {"taskId": entry["taskId"], "number": entry.get("number")}
+        await self._log([f"build cache: build key {short} was built by #{built_by.get('number')} "
+                         f"(task {built_by.get('taskId')}); install and build skipped"], "stdout")
 
     async def _enforce_cache_quota(self) -> None:
-        """After the build, whatever its outcome: the owner's caches back under their quota."""
+        """After the build, whatever its outcome: the owner's caches back under their quota (the
+        npm, uv and pip caches and each install cache entry, least recently used first)."""
+        from flow_kit_cloudbuild.server.runtime import install_cache
+
         cfg = self.cfg
         if not cfg.cache_max_bytes and not cfg.cache_max_files:
             return
+        installs = install_cache.owner_root(self.paths.cache, self.tenant)
+
+        def enforce() -> None:  # one thread: listing the entries walks the owner's install cache
+            subtrees = [*self.caches.values(), *install_cache.entries(installs)]
+            if cache_quota.enforce(subtrees, cfg.cache_max_bytes, cfg.cache_max_files).subtrees:
+                install_cache.entries(installs)  # drops the markers of the entries it evicted
         try:
-            await asyncio.to_thread(cache_quota.enforce, list(self.caches.values()),
-                                    cfg.cache_max_bytes, cfg.cache_max_files)
+            await asyncio.to_thread(enforce)
         except OSError as exc:  # never fail a task for it; the next build tries again
             await self._log([f"could not trim the package caches: {exc}"], "stderr")
 
@@ -385,11 +442,13 @@ class Pipeline:
             # ``commit`` in the payload (no build output carries it): what a retry builds again
             await self.channel.emit(protocol.ACTION_LOG, f"checked out commit {commit}", step=self.step,
                                     stream="stdout", lines=1, commit=commit)
+            self.source = {"kind": "git", "repo": self.req["repo"], "ref": self.req["ref"], "commit": commit}
         else:
             await self._enter("download", "unpacking the uploaded source")
             archive = await self.paths.upload(self.req["uploadId"], self.dir / "upload.tar.gz",
                                               self.cfg.max_upload_bytes)
             try:
+                self.source = {"kind": "upload", "sha256": await asyncio.to_thread(build_key.file_sha256, archive)}
                 count = await asyncio.to_thread(unpack_archive, archive, self.src,
                                                 max_bytes=self.cfg.max_unpacked_bytes,
                                                 max_files=self.cfg.max_unpacked_files)
@@ -420,9 +479,83 @@ class Pipeline:
         await self._enter("install", f"installing dependencies: {what.lstrip(', ')}" if what
                           else "nothing to install (no package.json, pyproject.toml or requirements.txt)")
         for argv, _ in commands:
-            await self._run(argv, "install failed", via_egress=True)
+            if argv == ["npm", "ci"]:
+                await self._npm_ci_cached()
+            else:
+                await self._run(argv, "install failed", via_egress=True)
         if python:
             await self._install_python()
+
+    async def _npm_ci_cached(self) -> None:
+        """`npm ci`, or a copy of the owner's install cache entry for the same install key
+        (``runtime/install_cache.py``); a successful `npm ci`'s node_modules is stored before the
+        build runs, so nothing the build writes is kept. A node_modules that came with the source
+        is left to `npm ci` as it is: no restore, no store."""
+        from flow_kit_cloudbuild.server.runtime import install_cache
+
+        tree = self.src / "node_modules"
+        key = None
+        if not os.path.lexists(tree) and not self.src.is_symlink():
+            toolchain = self.toolchain or await versions_async()
+            extra = {"buildEnv": dict(sorted(self.cfg.build_env.items())), "offline": self.cfg.offline,
+                     "registryHosts": sorted(self.cfg.registry_hosts), "kit": KIT_VERSION}
+            key = await asyncio.to_thread(install_cache.install_key, self.src, toolchain, extra)
+            if key is None:
+                await self._log(["install cache: not used for this project (npm workspaces, install "
+                                 "scripts in its package.json, or a .npmrc that is not a plain file)"], "stdout")
+        if key is None:
+            await self._run(["npm", "ci"], "install failed", via_egress=True)
+            return
+        root = install_cache.owner_root(self.paths.cache, self.tenant)
+        if self.req.get("noCache"):
+            await self._log([f"install cache: not read (--no-cache); package-lock.json {key[:12]}"], "stdout")
+        elif await self._restore_install(root, key, tree):
+            return
+        home = self.dir / "home"
+        before = await asyncio.to_thread(disk_usage, home)
+        await self._run(["npm", "ci"], "install failed", via_egress=True)
+        if await asyncio.to_thread(disk_usage, home) != before:
+            await self._log([f"install cache: node_modules for package-lock.json {key[:12]} not stored: the "
+                             "install wrote into $HOME too, which a later build would not get"], "stdout")
+            return
+        await self._store_install(root, key, tree)
+
+    async def _restore_install(self, root: Path, key: str, tree: Path) -> bool:
+        """Copy the install cache entry ``key`` to ``tree``, owned by the build's uid; False (and
+        no ``tree``) when there is none or it could not be restored."""
+        from flow_kit_cloudbuild.server.runtime import install_cache
+
+        try:
+            restored = await asyncio.to_thread(install_cache.restore, root, key, tree)
+            if restored is not None and self.identity is not None and self.sandbox is not None:
+                await asyncio.to_thread(self.sandbox.prepare_dir, tree, self.identity)
+        except OSError as exc:  # never fail a task for it: npm ci instead
+            await asyncio.to_thread(shutil.rmtree, tree, True)
+            await self._log([f"install cache: could not restore node_modules ({exc}); running npm ci"], "stderr")
+            return False
+        if restored is None:
+            return False
+        await self._log([f"install cache: reused node_modules for package-lock.json {key[:12]} (npm ci skipped)"],
+                        "stdout")
+        return True
+
+    async def _store_install(self, root: Path, key: str, tree: Path) -> None:
+        """Store the node_modules `npm ci` just made; a failure is one log line, never the task's."""
+        from flow_kit_cloudbuild.server.runtime import install_cache
+
+        try:
+            stored = await asyncio.to_thread(install_cache.store, root, key, tree,
+                                             max_bytes=self.cfg.cache_max_bytes, max_files=self.cfg.cache_max_files)
+        except (OSError, install_cache.StoreRefused) as exc:
+            await self._log([f"install cache: node_modules for package-lock.json {key[:12]} not stored: {exc}"],
+                            "stderr")
+            return
+        if stored is None:
+            await self._log([f"install cache: node_modules for package-lock.json {key[:12]} is stored already"],
+                            "stdout")
+        else:
+            await self._log([f"install cache: stored node_modules for package-lock.json {key[:12]} "
+                             f"({stored.files:,} entries, {_size(stored.bytes)})"], "stdout")
 
     async def _install_python(self) -> None:
         uv = uv_binary()
@@ -478,12 +611,10 @@ class Pipeline:
             return await self._publish()
 
     async def _publish(self) -> list[dict[str, Any]]:
+        if self.cached_from is not None:
+            return await self._publish_cached(self.cached_from)
         await self._enter("publish", "collecting and storing the artifacts")
-        if self.req["prod"]:
-            try:
-                policy.check_freeze(self.cfg)
-            except RequestError as exc:  # a freeze window is on
-                raise StepFailed(f"refused: {exc.message}") from None
+        self._check_freeze()
         out = next((self.src / d for d in OUTPUT_DIRS
                     if (self.src / d).is_dir() and not (self.src / d).is_symlink()), None)
         if out is None:
@@ -505,6 +636,33 @@ class Pipeline:
         except ArtifactQuotaExceeded:  # a file grew after it was measured
             raise StepFailed(_artifacts_too_large(out.name, max_bytes + 1, max_bytes)) from None
         return stored  # the release index is written when the task is done (TaskService._record_release)
+
+    def _check_freeze(self) -> None:
+        if self.req["prod"]:
+            try:
+                policy.check_freeze(self.cfg)
+            except RequestError as exc:  # a freeze window is on
+                raise StepFailed(f"refused: {exc.message}") from None
+
+    async def _publish_cached(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """A build-cache hit: the earlier task's artifacts stored again as this task's own."""
+        built_by = entry.get("builtBy") or {"number": entry.get("number")}
+        await self._enter("publish", f"from cache: #{built_by.get('number')}: storing its artifacts as this "
+                                     "deployment's")
+        self._check_freeze()
+        stored = await self.artifacts.copy(entry["taskId"], self.task_id)
+        if stored is None or not same_files(entry, stored):  # deleted while this task copied them
+            await self.artifacts.delete(self.task_id)
+            raise StepFailed(f"the cached build #{built_by.get('number')} was deleted while it was reused; "
+                             "publish again (it will build)")
+        return stored
+
+    def cache_entry_origin(self) -> dict[str, Any] | None:
+        """Who built what this task published: the cached build's task and number, or None (built here)."""
+        if self.cached_from is None:
+            return None
+        return dict(self.cached_from.get("builtBy") or {"taskId": self.cached_from["taskId"],
+                                                        "number": self.cached_from.get("number")})
 
     async def _log_skipped(self, files: Collected) -> None:
         """One line for every skipped file, however many: 20,000 of them are one line of the log

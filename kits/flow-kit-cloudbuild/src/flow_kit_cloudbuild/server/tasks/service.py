@@ -107,6 +107,7 @@ class TaskService:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._stopping = False
         self._housekeeping: asyncio.Task[None] | None = None
+        self._provenance_key: Any = None
 
     @property
     def stopping(self) -> bool:
@@ -394,6 +395,7 @@ class TaskService:
             tenant=record.get("tokenHash", ""), sandbox=self.sandbox,
             publish_locks=self.policy.publish_locks, lock_owner=f"task {task_id} on {self.policy.process_id}")
         timeout = record["request"].get("timeout", self.cfg.default_timeout)
+        began = protocol.now_ms()
 
         async def body() -> list[dict[str, Any]]:
             async with asyncio.timeout(timeout):
@@ -403,7 +405,7 @@ class TaskService:
         self._running[task_id] = work
         unwatch = self.policy.watch(self, task_id, work)
         try:
-            await self._conclude(task_id, record, pipeline, timeout, work)
+            await self._conclude(task_id, record, pipeline, timeout, work, began)
         finally:
             unwatch()
             self._running.pop(task_id, None)
@@ -411,7 +413,7 @@ class TaskService:
                 await asyncio.to_thread(shutil.rmtree, pipeline.dir, True)
 
     async def _conclude(self, task_id: str, record: dict[str, Any], pipeline: Pipeline,
-                        timeout: float, work: asyncio.Task[list[dict[str, Any]]]) -> None:
+                        timeout: float, work: asyncio.Task[list[dict[str, Any]]], started: int) -> None:
         """Wait for the pipeline ``work`` and finish the task with its outcome.
 
         Every mode ends tasks the same way; only what a cancellation means depends on who
@@ -437,6 +439,14 @@ class TaskService:
                               f"internal error during {pipeline.step} ({type(exc).__name__}); "
                               "see the server log", step=pipeline.step)
         else:
+            try:  # before the release moves an alias: a deployment is never served without its provenance
+                provenance = await self._attest(task_id, record, pipeline, stored, started)
+            except Exception as exc:  # noqa: BLE001 - a key or store problem: say so, release nothing
+                log.exception("could not sign or store the provenance of task %s", task_id)
+                await self.finish(task_id, protocol.STATE_FAILED,
+                                  f"could not sign and store this build's provenance ({type(exc).__name__}); "
+                                  "see the server log", step="publish")
+                return
             try:
                 aliases = await self._record_release(task_id, record)
             except RequestError as exc:  # taken or released while this task ran
@@ -445,13 +455,59 @@ class TaskService:
                            else f"refused: {exc.message}")
                 await self.finish(task_id, protocol.STATE_FAILED, message, step="publish")
                 return
+            await self._remember_build(task_id, record, pipeline, stored)
             base = f"{self.cfg.base_url}{protocol.PATH_ARTIFACTS}{task_id}/"
             artifacts = [{"name": a["name"], "url": base + quote(a["name"]), "size": a["size"]}
                          for a in stored]
+            origin = pipeline.cache_entry_origin()
+            cached = f" (from cache: #{origin.get('number')})" if origin else ""
             await self.finish(task_id, protocol.STATE_DONE,
-                              f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}",
+                              f"published {len(artifacts)} artifact(s) of {record['name']} {record['version']}{cached}",
                               artifactUrl=base, artifacts=artifacts, deploymentUrl=self.cfg.deploy_url(task_id),
-                              aliases=aliases)
+                              aliases=aliases, provenanceUrl=provenance, cachedFrom=origin)
+
+    def provenance_key(self) -> Any:
+        """The Ed25519 key that signs provenance (loaded once: ``provenance_key_of``)."""
+        if self._provenance_key is None:
+            self._provenance_key = provenance_key_of(self.cfg)
+        return self._provenance_key
+
+    async def _attest(self, task_id: str, record: dict[str, Any], pipeline: Pipeline,
+                      stored: list[dict[str, Any]], started: int) -> str:
+        """Sign and store the provenance of a successful build (``attestation.py``): what it
+        published (each file's sha256), from which source, by which command and toolchain, when;
+        returns the URL it is served at (beside the deployment)."""
+        from flow_kit_cloudbuild import __version__, attestation
+
+        req = record.get("request") or {}
+        key = await asyncio.to_thread(self.provenance_key)
+        origin = pipeline.cache_entry_origin()
+        statement = attestation.make_statement(
+            subjects=[{"name": a["name"], "sha256": a["sha256"]} for a in stored],
+            builder_id=f"{self.cfg.base_url}/", invocation_id=task_id, source=pipeline.source,
+            build_command=pipeline.build_cmd, toolchain=pipeline.toolchain,
+            build_env_names=sorted(self.cfg.build_env), kit_version=__version__, build_key=pipeline.build_key,
+            started_ms=started, finished_ms=protocol.now_ms(),
+            cached_from=origin.get("taskId") if origin else None,
+            project={"name": record["name"], "version": record["version"], "prod": bool(req.get("prod"))})
+        envelope = await asyncio.to_thread(attestation.sign, statement, key)
+        await self.artifacts.put_provenance(task_id, envelope)
+        return self.cfg.deploy_url(task_id).rstrip("/") + attestation.PROVENANCE_PATH
+
+    async def _remember_build(self, task_id: str, record: dict[str, Any], pipeline: Pipeline,
+                              stored: list[dict[str, Any]]) -> None:
+        """A done task's build-cache entry (``storage/build_cache.py``), written last: a process
+        killed before this leaves no entry. A hit moves the entry to this task's copy of the files
+        (the newest, so the entry outlives the first copy's retention) and keeps who built them."""
+        if not pipeline.build_key:
+            return
+        origin = pipeline.cache_entry_origin() or {"taskId": task_id, "number": record.get("number")}
+        try:
+            await self.paths.build_cache.put(pipeline.cache_scope, pipeline.build_key, task_id=task_id,
+                                             number=record.get("number"), artifacts=stored,
+                                             built_by=origin, at=protocol.now_ms())
+        except Exception as exc:  # noqa: BLE001 - the next publish builds again; the task stands
+            log.warning("could not store the build-cache entry of task %s (%s)", task_id, exc)
 
     async def finish(self, task_id: str, state: str, message: str, *, step: str | None = None,
                      **extra: Any) -> None:
@@ -462,6 +518,9 @@ class TaskService:
             fields["artifacts"] = extra.get("artifacts", [])
             if "deploymentUrl" in extra:
                 fields["deploymentUrl"], fields["aliases"] = extra["deploymentUrl"], extra.get("aliases", [])
+            for key in ("provenanceUrl", "cachedFrom"):  # the build page shows them
+                if extra.get(key) is not None:
+                    fields[key] = extra[key]
         else:
             fields["error"] = message
             payload["step"] = step
@@ -475,6 +534,19 @@ class TaskService:
         """After a task's final message: release what the store and the locks hold for it."""
         await self.store.close(task_id)
         self.locks.drop(task_id)
+
+
+def provenance_key_of(cfg: ServerConfig) -> Any:
+    """The key that signs provenance: ``--provenance-key``, else derived from ``--secret-file``
+    (every process of a Redis deployment has it: the same key with nothing new to share), else
+    made once in the data dir (an embedded server keeps it across restarts). Blocking."""
+    from flow_kit_cloudbuild.server import signing_key
+
+    if cfg.provenance_key is not None:
+        return signing_key.load_key(cfg.provenance_key)
+    if cfg.secret_given:
+        return signing_key.derive_key(cfg.secret)
+    return signing_key.load_or_create(cfg.data_dir / "provenance-key.pem")
 
 
 class _Channel:

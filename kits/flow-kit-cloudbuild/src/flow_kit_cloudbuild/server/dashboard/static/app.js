@@ -625,6 +625,12 @@
       if (task.aliases && task.aliases.length) kids.unshift(el('p', {id: 'aliases'}, el('span', {class: 'muted', text: 'Aliases: '}),
         task.aliases.flatMap((a, i) => [i ? ', ' : null, el('span', {class: 'muted', text: a.kind + ' '}),
           el('a', {href: a.url, class: 'alias', 'data-kind': a.kind, rel: 'noopener noreferrer', target: '_blank', text: a.url})])));
+      // signed provenance (what built these files) and, for a build-cache hit, the build that made them
+      if (task.provenanceUrl) kids.unshift(el('p', {id: 'provenance'}, el('span', {class: 'muted', text: 'Provenance (signed): '}),
+        el('a', {href: task.provenanceUrl, rel: 'noopener noreferrer', target: '_blank', text: task.provenanceUrl})));
+      if (task.cachedFrom) kids.unshift(el('p', {id: 'cached-from'}, el('span', {class: 'muted', text: 'from cache: '}),
+        el('a', {href: '/tasks/' + encodeURIComponent(task.cachedFrom.taskId), text: '#' + task.cachedFrom.number}),
+        el('span', {class: 'muted', text: ' (install and build skipped; the same source, command and toolchain)'})));
       if (site) kids.unshift(el('p', {}, el('span', {class: 'muted', text: (task.channel === 'prod' ? 'Prod' : 'Preview') + ' URL: '}),
         el('a', {href: site, id: 'site-url', rel: 'noopener noreferrer', target: '_blank', text: site})));
       artifacts.replaceChildren(...kids);
