@@ -13,6 +13,7 @@ from cloudbuild_server_support import (
     Client,
     actions,
     final,
+    git,
     http_get,
     http_request,
     logs,
@@ -260,3 +261,24 @@ def test_fast_output_arrives_complete_in_order_and_batched(client, git_daemon):
                   and m["data"]["payload"]["step"] == "build"]
     assert len(build_logs) < 2000
     assert all(m["data"]["payload"]["lines"] == len(protocol.log_lines(m)) for m in build_logs)
+
+
+def test_a_git_build_gets_the_commits_files_and_no_repository(client, git_daemon):
+    """The files are read out of the mirror (read-tree -u, a throw-away index): the build sees
+    them with their modes and links, and neither a .git nor the index beside its directory."""
+    files = npm_project(build_js=(
+        "const fs = require('fs'); fs.mkdirSync('dist');\n"
+        "const parent = fs.readdirSync('..').filter((n) => n.includes('index'));\n"
+        "fs.writeFileSync('dist/index.html', JSON.stringify({git: fs.existsSync('.git'), parent,\n"
+        "  exec: (fs.statSync('run.sh').mode & 0o111) !== 0, link: fs.readlinkSync('latest')}));\n"))
+    files["run.sh"] = "#!/bin/sh\necho hi\n"
+    url = new_repo(git_daemon, files)
+    repo = git_daemon.base / url.rsplit("/", 1)[-1]  # the repository the daemon serves (with a work tree)
+    (repo / "run.sh").chmod(0o755)
+    (repo / "latest").symlink_to("run.sh")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "exec and link")
+    msgs = run_git(client, url, noCache=True)
+    assert final(msgs)["action"] == "done", logs(msgs)[-10:]
+    [index] = [a for a in final(msgs)["payload"]["artifacts"] if a["name"] == "index.html"]
+    assert json.loads(http_get(index["url"])[1]) == {"git": False, "parent": [], "exec": True, "link": "run.sh"}
