@@ -65,7 +65,8 @@ class BuildCache:
         except ValueError:
             return None
         if not (isinstance(entry, dict) and entry.get("v") == ENTRY_VERSION and is_id(entry.get("taskId"))
-                and entry.get("buildKey") == build_key and isinstance(entry.get("artifacts"), list)):
+                and entry.get("buildKey") == build_key and isinstance(entry.get("artifacts"), list)
+                and isinstance(entry.get("builtBy"), dict) and is_id(entry["builtBy"].get("taskId"))):
             return None
         return entry
 

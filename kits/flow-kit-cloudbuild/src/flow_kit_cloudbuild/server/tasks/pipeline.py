@@ -395,9 +395,9 @@ class Pipeline:
                             "stdout")
             return
         self.cached_from = entry
-        built_by = entry.get("builtBy") or {"taskId": entry["taskId"], "number": entry.get("number")}
+        built_by = entry["builtBy"]
         await self._log([f"build cache: build key {short} was built by #{built_by.get('number')} "
-                         f"(task {built_by.get('taskId')}); install and build skipped"], "stdout")
+                         f"(task {built_by['taskId']}); install and build skipped"], "stdout")
 
     async def _enforce_cache_quota(self) -> None:
         """After the build, whatever its outcome: the owner's caches back under their quota (the
@@ -496,10 +496,9 @@ class Pipeline:
         tree = self.src / "node_modules"
         key = None
         if not os.path.lexists(tree) and not self.src.is_symlink():
-            toolchain = self.toolchain or await versions_async()
             extra = {"buildEnv": dict(sorted(self.cfg.build_env.items())), "offline": self.cfg.offline,
                      "registryHosts": sorted(self.cfg.registry_hosts), "kit": KIT_VERSION}
-            key = await asyncio.to_thread(install_cache.install_key, self.src, toolchain, extra)
+            key = await asyncio.to_thread(install_cache.install_key, self.src, self.toolchain, extra)
             if key is None:
                 await self._log(["install cache: not used for this project (npm workspaces, install "
                                  "scripts in its package.json, or a .npmrc that is not a plain file)"], "stdout")
@@ -646,7 +645,7 @@ class Pipeline:
 
     async def _publish_cached(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
         """A build-cache hit: the earlier task's artifacts stored again as this task's own."""
-        built_by = entry.get("builtBy") or {"number": entry.get("number")}
+        built_by = entry["builtBy"]
         await self._enter("publish", f"from cache: #{built_by.get('number')}: storing its artifacts as this "
                                      "deployment's")
         self._check_freeze()
@@ -661,8 +660,8 @@ class Pipeline:
         """Who built what this task published: the cached build's task and number, or None (built here)."""
         if self.cached_from is None:
             return None
-        return dict(self.cached_from.get("builtBy") or {"taskId": self.cached_from["taskId"],
-                                                        "number": self.cached_from.get("number")})
+        built_by: dict[str, Any] = self.cached_from["builtBy"]  # BuildCache.get checked it
+        return {"taskId": built_by["taskId"], "number": built_by.get("number")}
 
     async def _log_skipped(self, files: Collected) -> None:
         """One line for every skipped file, however many: 20,000 of them are one line of the log
