@@ -361,6 +361,30 @@ def test_state_changing_requests_need_the_csrf_token_and_the_same_origin(server,
     assert http_request("GET", server.url + "/ui/api/session", headers={"Cookie": cookie})[0] == 401
 
 
+
+def test_a_cancel_while_a_message_is_stored_never_reuses_its_seq(server, git_daemon):
+    """The test above, over and over: its cancel (after six refused ones) often lands while the
+    download step stores a message. That once gave the message's seq back while its write went
+    on, so the final message got the same seq, the log held it twice, and the client, which had
+    the first, dropped the final as a repeat and waited forever. Now every cancelled task ends for
+    its watcher and every stored log has each seq once, in order."""
+    cookie = _login(server.url, TOKEN)
+    csrf = json.loads(http_request("GET", server.url + "/ui/api/session", headers={"Cookie": cookie})[1])["csrf"]
+    good = {"Cookie": cookie, "Origin": server.url, "Content-Type": "application/json", "X-CSRF-Token": csrf}
+    with Client(server.url) as client:
+        for _ in range(40):
+            url = new_repo(git_daemon, slow_files(lines=2000, interval_ms=50))
+            task_id = start(client, git_payload(url))
+            cancel = f"{server.url}/ui/api/tasks/{task_id}/cancel"
+            for bad in ({"X-CSRF-Token": ""}, {"Origin": ""}, {"Sec-Fetch-Site": "cross-site"}):
+                assert http_request("POST", cancel, body=b"{}", headers={**good, **bad})[0] == 403
+            client.call(protocol.EVENT_ATTACH, {"taskId": task_id, "afterSeq": 0})
+            assert http_request("POST", cancel, body=b"{}", headers=good)[0] == 200
+            assert client.wait(task_id, timeout=20)[-1]["data"]["action"] == protocol.STATE_CANCELLED
+            log = (server.data_dir / "tasks" / task_id / "messages.jsonl").read_text().splitlines()
+            seqs = [json.loads(line)["meta"]["seq"] for line in log]
+            assert seqs == list(range(1, len(seqs) + 1)), seqs
+
 def test_the_origin_is_checked_against_the_servers_url_not_the_host_header(server, tmp_path):
     """DNS rebinding: a page on evil.example whose name now points at the server sends
     ``Host: evil.example:PORT`` and ``Origin: http://evil.example:PORT``, which agree."""

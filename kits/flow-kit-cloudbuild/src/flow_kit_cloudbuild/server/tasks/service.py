@@ -178,6 +178,14 @@ class TaskService:
 
     # -- messages ------------------------------------------------------------------------------
     async def emit(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
+        """Store the task's next message, then hand it to the bus, as one step a cancellation
+        cannot split: a pipeline cancelled while its log line was being stored stops waiting, but
+        the line is stored and handed on all the same. (Split, the store's write went on in its
+        thread while the seq it took was given back, so the cancel's final message got the same
+        seq, and a watcher that had that seq dropped the final message as a repeat.)"""
+        return await asyncio.shield(self._emit(task_id, action, message, **extra))
+
+    async def _emit(self, task_id: str, action: str, message: str, **extra: Any) -> dict[str, Any]:
         async with self.locks.get(task_id):
             msg = await self.store.append(task_id, action, message, **extra)
             await self.bus.publish(task_id, msg)
