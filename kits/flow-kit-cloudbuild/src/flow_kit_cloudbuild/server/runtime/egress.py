@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flow_kit_cloudbuild.server.cancelling import cancel_and_wait
 from flow_kit_cloudbuild.server.registry_hosts import (
     DEFAULT_REGISTRY_HOSTS,
     IP,
@@ -273,11 +274,7 @@ class _Session:
         self.refused = 0
 
     async def close(self) -> None:
-        for t in list(self.tasks):
-            t.cancel()
-        for t in list(self.tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await cancel_and_wait(*self.tasks)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -576,10 +573,7 @@ async def _pipe(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
     except (OSError, TimeoutError, ConnectionError):
         pass
     finally:
-        for t in (ups, downs):
-            t.cancel()
-            with contextlib.suppress(BaseException):
-                await t
+        await cancel_and_wait(ups, downs)
 
 
 async def _answer(writer: asyncio.StreamWriter, exc: Refused) -> None:

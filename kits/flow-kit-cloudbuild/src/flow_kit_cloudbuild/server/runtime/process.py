@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from flow_kit_cloudbuild import protocol
+from flow_kit_cloudbuild.server.cancelling import cancel_and_wait, run_to_end
 from flow_kit_cloudbuild.server.runtime.limits import CommandRuntime
 from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec
 
@@ -84,8 +85,8 @@ async def run_command(argv: list[str], *, cwd: Path, env: dict[str, str], on_lin
         return await _follow(proc, on_line=on_line, budget=budget, max_line=max_line)
     finally:
         if runtime is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.to_thread(runtime.finish)
+            with contextlib.suppress(Exception):  # the pipeline finishes it again and reads its outcome
+                await run_to_end(asyncio.to_thread(runtime.finish))
 
 
 async def _follow(proc: asyncio.subprocess.Process, *, on_line: LineSink, budget: LogBudget,
@@ -142,12 +143,7 @@ async def _follow(proc: asyncio.subprocess.Process, *, on_line: LineSink, budget
         await _kill_group(proc)
         raise
     finally:
-        for r in readers:
-            r.cancel()
-        exited.cancel()
-        for t in (*readers, exited):
-            with contextlib.suppress(BaseException):
-                await t
+        await cancel_and_wait(*readers, exited)
 
 
 def _extend(pending: bytearray, dropped: bool, piece: bytes, max_line: int) -> tuple[bytearray, bool]:
@@ -218,13 +214,26 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader."""
+    """SIGTERM the process group, SIGKILL it after a grace period, and reap the leader.
+
+    A cancel that lands meanwhile cuts the grace short (SIGKILL at once) and is raised once the
+    leader is reaped, or KILL_GRACE after SIGKILL if it is not.
+    """
+    cancelled = False
     if proc.returncode is None:
         _signal_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             pass
+        except asyncio.CancelledError:
+            cancelled = True
     _signal_group(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)
+    try:
+        await run_to_end(asyncio.wait_for(proc.wait(), KILL_GRACE))
+    except TimeoutError:
+        pass  # the leader is stuck (in uninterruptible sleep): the cgroup's kill ends the rest
+    except asyncio.CancelledError:
+        cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

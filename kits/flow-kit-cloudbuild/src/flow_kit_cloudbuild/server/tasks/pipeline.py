@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from flow_kit_cloudbuild import __version__ as KIT_VERSION
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server import policy
+from flow_kit_cloudbuild.server.cancelling import cancel_and_wait
 from flow_kit_cloudbuild.server.config import ServerConfig
 from flow_kit_cloudbuild.server.errors import RequestError, StepFailed
 from flow_kit_cloudbuild.server.runtime import cache_quota, egress, uids
@@ -270,13 +271,11 @@ class Pipeline:
         except FileNotFoundError:
             raise _not_installed(what, argv[0]) from None
         finally:
-            for t in (command, watch):
-                if t is not None and not t.done():
-                    t.cancel()
-                    with contextlib.suppress(BaseException):
-                        await t
-            if runtime is not None:  # run_command finished it, unless it never started
-                self._outcome = await asyncio.to_thread(runtime.finish)
+            try:
+                await cancel_and_wait(command, watch)
+            finally:
+                if runtime is not None:  # run_command finished it, unless it never started
+                    self._outcome = await asyncio.to_thread(runtime.finish)
         if self.sandbox is not None:
             await self._check_disk()
         if code != 0:

@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from flow_kit_cloudbuild import protocol
 from flow_kit_cloudbuild.server import policy
+from flow_kit_cloudbuild.server.cancelling import cancel_and_wait, wait_ended
 from flow_kit_cloudbuild.server.config import ServerConfig
 from flow_kit_cloudbuild.server.errors import RequestError, StepFailed, no_such_task, not_your_task
 from flow_kit_cloudbuild.server.runtime.process import LogLimitExceeded, kill_orphaned_groups
@@ -159,16 +160,12 @@ class TaskService:
         """
         self._stopping = True
         if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(BaseException):
-                await self._housekeeping
+            await cancel_and_wait(self._housekeeping)
         while self.companions:  # a stopping worker is no longer counted at once
             with contextlib.suppress(Exception):
                 await self.companions.pop().stop()
         await self.queue.stop()  # running pipelines are cancelled; the policy says how they end
-        for task_id in list(self._running):
-            with contextlib.suppress(BaseException):
-                await self._running[task_id]
+        await wait_ended(*self._running.values())
         await self.bus.flush(FLUSH_LIMIT)
 
     async def stop(self) -> None:
