@@ -8,7 +8,8 @@
   hit), unless the operator made the server's tokens one team (``--cache-scope team``);
 * a tampered artifact or statement: ``flow verify`` fails naming it;
 * the server killed while it stores a build's artifacts (before the cache entry): no entry, the
-  next publish builds;
+  next publish builds; in Redis mode a worker killed there leaves no entry either, and the
+  retry on another worker builds from scratch and writes a whole one;
 * Redis mode with S3: a gateway and a worker on separate data dirs hit the cache in the bucket.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from cloudbuild_publish_support import TOKEN, BuildServer, make_site, needs_node, open_deployment
-from cloudbuild_redis_support import Cluster, needs_redis
+from cloudbuild_redis_support import Cluster, kill, needs_redis, wait_for
 from cloudbuild_server_support import TOKEN as CLUSTER_TOKEN
 
 pytestmark = needs_node
@@ -189,6 +190,44 @@ def test_a_server_killed_while_storing_artifacts_leaves_no_cache_entry(flow, tmp
         assert "from cache" in final["data"]["payload"]["message"], text
     finally:
         srv.stop()
+
+
+@needs_redis
+def test_a_redis_worker_killed_while_storing_artifacts_leaves_no_entry_and_its_retry_a_whole_one(
+        flow, tmp_path, redis_server):
+    cluster = Cluster(tmp_path / "cluster", redis_server)
+    try:
+        gateway = cluster.add("gateway")
+        doomed = cluster.add("worker")
+        site = make_site(tmp_path / "site", name="killed-worker-site")
+        (site / "build.js").write_text(MANY_JS % 4000)
+        started = flow("publish", "--server", gateway.url, "--token", CLUSTER_TOKEN, "--source", "upload",
+                       "--detach", cwd=site)
+        assert started.returncode == 0, started.stderr
+        task = started.stdout.strip().splitlines()[-1]
+        stored = cluster.shared / "artifacts" / task
+        wait_for(lambda: (stored / "files" / "many").is_dir() and any((stored / "files" / "many").iterdir()),
+                 120, "the publish step to begin", every=0.005)
+        kill(doomed)
+        assert not (stored / "manifest.json").exists(), "killed too late to test anything"
+        assert not list((cluster.shared / "build-cache").rglob("*.json"))  # no entry, not even a half one
+        cluster.add("worker")  # the task's next attempt runs here, after the heartbeat timeout
+        attached = flow("publish", "--server", gateway.url, "--token", CLUSTER_TOKEN, "--attach", task,
+                        "--json", cwd=site)
+        assert attached.returncode == 0, attached.stdout[-3000:] + attached.stderr
+        messages = [json.loads(line) for line in attached.stdout.splitlines() if line.strip()]
+        text = "\n".join(m["data"]["payload"].get("message", "") for m in messages)
+        assert "attempt 2 of 3" in text and text.count("$ npm run build") == 2, text
+        assert "from cache" not in messages[-1]["data"]["payload"]["message"]
+        manifest = json.loads((stored / "manifest.json").read_text())
+        assert len(manifest) == 4001  # the retry stored every file, over the half-stored ones
+        again = flow("publish", "--server", gateway.url, "--token", CLUSTER_TOKEN, "--source", "upload", "--json",
+                     cwd=site)
+        assert again.returncode == 0, again.stderr
+        final = json.loads(again.stdout.strip().splitlines()[-1])
+        assert final["data"]["payload"]["message"].endswith("(from cache: #1)"), again.stdout[-3000:]
+    finally:
+        cluster.stop()
 
 
 @needs_redis
