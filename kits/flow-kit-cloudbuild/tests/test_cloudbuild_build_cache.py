@@ -7,6 +7,9 @@
 * one byte changed: built again; ``--no-cache``: built; another token: built (no cross-owner
   hit), unless the operator made the server's tokens one team (``--cache-scope team``);
 * a tampered artifact or statement: ``flow verify`` fails naming it;
+* an entry the server did not sign (one who can write the store but has not the key points a build
+  key at other files, copies a signed entry to another key or tenant, or leaves an unsigned one):
+  refused, deleted, built over; the rebuilt entry hits again;
 * the server killed while it stores a build's artifacts (before the cache entry): no entry, the
   next publish builds; in Redis mode a worker killed there leaves no entry either, and the
   retry on another worker builds from scratch and writes a whole one;
@@ -146,6 +149,56 @@ def test_a_tampered_artifact_or_statement_fails_flow_verify_naming_it(flow, cach
     envelope_path.write_text(json.dumps(envelope))
     bad = flow("verify", url, "--key", str(key), cwd=site)
     assert bad.returncode == 1 and "signature" in bad.stderr, bad.stdout + bad.stderr
+
+
+def test_an_entry_the_server_did_not_sign_is_refused_deleted_and_built_over(flow, tmp_path):
+    executable = flow.home / "env" / "bin" / "flow-cloudbuild-server"
+    data = tmp_path / "data"
+    srv = BuildServer(executable, data, extra=("--token", OTHER_TOKEN)).start()
+    site_a = make_site(tmp_path / "a", name="site-a", version="1.0.0")
+    site_b = make_site(tmp_path / "b", name="site-b", version="2.0.0")
+    try:
+        a, _ = _publish(flow, srv, site_a)
+        b, _ = _publish(flow, srv, site_b)
+        _publish(flow, srv, site_a, token=OTHER_TOKEN)  # the same build key in the other token's scope
+
+        def entry_of(task: str) -> Path:
+            [found] = [p for p in (data / "build-cache").rglob("*.json")
+                       if json.loads(json.loads(p.read_bytes())["payload"])["taskId"] == task]
+            return found
+        a_entry, b_entry = entry_of(a["meta"]["taskId"]), entry_of(b["meta"]["taskId"])
+        signed_b = b_entry.read_bytes()
+
+        def publish_b_builds_its_own_files(why: str) -> None:
+            final, text = _publish(flow, srv, site_b)
+            assert "is not one this server signed (" + why in text, text
+            assert "$ npm run build" in text and "from cache" not in final["data"]["payload"]["message"], text
+            status, _, body = open_deployment(_deployment(final), "index.html")
+            assert (status, body) == (200, b"<h1>2.0.0</h1>\n")
+
+        # B's build key pointed at A's files: the payload rewritten, the signature kept
+        sealed = json.loads(a_entry.read_bytes())
+        payload = json.loads(sealed["payload"])
+        payload["buildKey"] = b_entry.stem
+        b_entry.write_text(json.dumps({**sealed, "payload": json.dumps(payload)}))
+        publish_b_builds_its_own_files("its signature does not verify")
+        # A's whole signed entry copied to B's key
+        b_entry.write_bytes(a_entry.read_bytes())
+        publish_b_builds_its_own_files("its signature does not verify")
+        # the other token's signed entry of the same build key copied into this token's scope
+        other = next(p for p in (data / "build-cache").rglob(a_entry.name) if p != a_entry)
+        a_entry.write_bytes(other.read_bytes())
+        final, text = _publish(flow, srv, site_a)
+        assert "its signature does not verify" in text and "$ npm run build" in text, text
+        # an unsigned entry (the format before entries were signed)
+        b_entry.write_text(json.dumps({"v": 1, **json.loads(json.loads(signed_b)["payload"])}))
+        publish_b_builds_its_own_files("it is not a signed entry")
+        # each refused entry was deleted and the build that followed wrote a signed one: a hit again
+        final, text = _publish(flow, srv, site_b)
+        assert "from cache" in final["data"]["payload"]["message"], text
+        assert "not one this server signed" not in text
+    finally:
+        srv.stop()
 
 
 def test_a_team_scope_shares_builds_between_the_servers_tokens(flow, tmp_path):

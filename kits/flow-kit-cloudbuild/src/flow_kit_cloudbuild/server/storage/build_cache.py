@@ -17,19 +17,33 @@ sha256; a hit is taken only when that task's stored manifest still lists exactly
 Scope: ``scope_of`` is the owner's token hash, so no tenant can plant a result another reads
 (``--cache-scope token``, the default); ``--cache-scope team`` makes every token of the server one
 team that shares its builds (a server run by one team whose members trust each other's builds).
+
+Signed: a hit makes the server sign provenance for files it did not build in that task, so an
+entry is taken only if the server wrote it. Each entry is signed with the provenance key
+(Ed25519, ``signing_key.py``: one key for every process of a deployment, kept across restarts),
+over the entry's exact bytes together with its scope and build key. Without that, whoever can
+write the store (the shared dir, the bucket) could point a build key at other files (another
+build's, another tenant's) and have the server attest them as that source's build. An entry that
+does not verify (planted, damaged, copied to another key or scope, signed by a key since replaced)
+is ``UntrustedEntry``: the pipeline says so, deletes it and builds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flow_kit_cloudbuild.server.policy import is_id
 from flow_kit_cloudbuild.server.storage.objects import ObjectStore
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2          # 1: unsigned (read as untrusted, so built again and replaced)
+_DOMAIN = b"flow build-cache entry v2\n"  # what else this key signs (DSSE provenance) never starts so
 MAX_ENTRY = 8 * 1024 * 1024   # an entry lists at most artifact-max-files files
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 SCOPES = ("token", "team")
@@ -42,11 +56,20 @@ def scope_of(mode: str, owner: str) -> str:
     return "token-" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:32]
 
 
-class BuildCache:
-    """Entries on an ``ObjectStore`` (``objects.child("build-cache")``)."""
+class UntrustedEntry(Exception):
+    """An entry is there but not one this server signed for that scope and build key."""
 
-    def __init__(self, objects: ObjectStore) -> None:
+
+class BuildCache:
+    """Entries on an ``ObjectStore`` (``objects.child("build-cache")``), signed with ``key``.
+
+    ``key`` loads the Ed25519 private key (blocking; TaskService hands it its provenance key).
+    Without one nothing is read or written: an unsigned cache is not one this server may trust.
+    """
+
+    def __init__(self, objects: ObjectStore, key: Callable[[], Any] | None = None) -> None:
         self.objects = objects
+        self.key = key
 
     @staticmethod
     def _key(scope: str, build_key: str) -> str:
@@ -54,31 +77,64 @@ class BuildCache:
             raise KeyError(build_key)
         return f"{scope}/{build_key}.json"
 
+    @staticmethod
+    def _message(scope: str, build_key: str, payload: bytes) -> bytes:
+        """What is signed: the entry's bytes bound to where it may be read (its scope and key)."""
+        return b"%s%s %s %d %s" % (_DOMAIN, scope.encode(), build_key.encode(), len(payload), payload)
+
     async def get(self, scope: str, build_key: str) -> dict[str, Any] | None:
-        """The entry for ``build_key`` in ``scope``, or None (none, or one this server did not write
-        in a shape it reads)."""
+        """The entry for ``build_key`` in ``scope``, None when there is none (or no key to check
+        one with); raises UntrustedEntry for one this server did not sign there."""
+        if self.key is None:
+            return None
         raw = await self.objects.get_bytes(self._key(scope, build_key))
-        if raw is None or len(raw) > MAX_ENTRY:
+        if raw is None:
             return None
+        return await asyncio.to_thread(self._open, scope, build_key, raw)
+
+    def _open(self, scope: str, build_key: str, raw: bytes) -> dict[str, Any]:
+        from cryptography.exceptions import InvalidSignature
+
+        assert self.key is not None
+        if len(raw) > MAX_ENTRY:
+            raise UntrustedEntry(f"it is larger than {MAX_ENTRY} bytes")
         try:
-            entry = json.loads(raw)
-        except ValueError:
-            return None
-        if not (isinstance(entry, dict) and entry.get("v") == ENTRY_VERSION and is_id(entry.get("taskId"))
-                and entry.get("buildKey") == build_key and isinstance(entry.get("artifacts"), list)
+            sealed = json.loads(raw)
+            payload = sealed["payload"].encode("utf-8")
+            signature = base64.b64decode(sealed["sig"], validate=True)
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+            raise UntrustedEntry("it is not a signed entry") from None
+        if not isinstance(sealed, dict) or sealed.get("v") != ENTRY_VERSION:
+            raise UntrustedEntry("it is not a signed entry of this version")
+        try:
+            self.key().public_key().verify(signature, self._message(scope, build_key, payload))
+        except InvalidSignature:
+            raise UntrustedEntry("its signature does not verify with this server's provenance key") from None
+        entry = json.loads(payload)  # signed by this server: its own JSON
+        if not (isinstance(entry, dict) and is_id(entry.get("taskId")) and entry.get("buildKey") == build_key
+                and isinstance(entry.get("artifacts"), list)
                 and isinstance(entry.get("builtBy"), dict) and is_id(entry["builtBy"].get("taskId"))):
-            return None
+            raise UntrustedEntry("it is not in the shape this server writes")
         return entry
 
     async def put(self, scope: str, build_key: str, *, task_id: str, number: Any,
                   artifacts: list[dict[str, Any]], built_by: dict[str, Any], at: int) -> None:
         """Record that ``task_id`` (done) holds ``build_key``'s ``artifacts`` (name, size, sha256),
-        built by ``built_by`` ({"taskId", "number"}: itself, or the build a hit reused)."""
-        entry = {"v": ENTRY_VERSION, "buildKey": build_key, "taskId": task_id, "number": number,
+        built by ``built_by`` ({"taskId", "number"}: itself, or the build a hit reused), signed."""
+        if self.key is None:
+            return
+        entry = {"buildKey": build_key, "taskId": task_id, "number": number,
                  "builtBy": {"taskId": built_by.get("taskId"), "number": built_by.get("number")},
                  "artifacts": [{"name": a["name"], "size": a["size"], "sha256": a["sha256"]} for a in artifacts],
                  "at": at}
-        await self.objects.put_bytes(self._key(scope, build_key), json.dumps(entry).encode("utf-8"),
+        payload = json.dumps(entry, separators=(",", ":")).encode("utf-8")
+
+        def seal() -> bytes:
+            assert self.key is not None
+            signature = self.key().sign(self._message(scope, build_key, payload))
+            return json.dumps({"v": ENTRY_VERSION, "payload": payload.decode("utf-8"),
+                               "sig": base64.b64encode(signature).decode("ascii")}).encode("utf-8")
+        await self.objects.put_bytes(self._key(scope, build_key), await asyncio.to_thread(seal),
                                      content_type="application/json")
 
     async def forget(self, scope: str, build_key: str) -> None:

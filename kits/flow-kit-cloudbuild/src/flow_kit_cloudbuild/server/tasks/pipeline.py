@@ -32,7 +32,7 @@ from flow_kit_cloudbuild.server.runtime.process import LogBudget, run_command
 from flow_kit_cloudbuild.server.runtime.sandbox import Sandbox, SandboxSpec, disk_usage, owner_dirs
 from flow_kit_cloudbuild.server.runtime.toolchain import versions_async
 from flow_kit_cloudbuild.server.storage.artifacts import ArtifactQuotaExceeded, ArtifactStore, safe_artifact_name
-from flow_kit_cloudbuild.server.storage.build_cache import BuildCache, same_files, scope_of
+from flow_kit_cloudbuild.server.storage.build_cache import BuildCache, UntrustedEntry, same_files, scope_of
 from flow_kit_cloudbuild.server.storage.objects import LocalObjectStore, ObjectStore
 from flow_kit_cloudbuild.server.tasks import build_key
 from flow_kit_cloudbuild.server.tasks.sources import GitSource, unpack_archive
@@ -384,7 +384,13 @@ class Pipeline:
         if self.req.get("noCache"):
             await self._log([f"build cache: not read (--no-cache); build key {short}"], "stdout")
             return
-        entry = await self.paths.build_cache.get(self.cache_scope, self.build_key)
+        try:
+            entry = await self.paths.build_cache.get(self.cache_scope, self.build_key)
+        except UntrustedEntry as exc:  # planted or damaged: never taken, and replaced by this build
+            await self.paths.build_cache.forget(self.cache_scope, self.build_key)
+            await self._log([f"build cache: the entry for build key {short} is not one this server signed "
+                             f"({exc}); deleted it; building"], "stderr")
+            return
         if entry is None:
             await self._log([f"build cache: no earlier build of build key {short}; building"], "stdout")
             return

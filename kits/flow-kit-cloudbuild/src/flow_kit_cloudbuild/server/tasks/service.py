@@ -109,6 +109,8 @@ class TaskService:
         self._stopping = False
         self._housekeeping: asyncio.Task[None] | None = None
         self._provenance_key: Any = None
+        # build-cache entries are signed with the provenance key: a hit is attested as a build
+        self.paths.build_cache.key = self.provenance_key
 
     @property
     def stopping(self) -> bool:
