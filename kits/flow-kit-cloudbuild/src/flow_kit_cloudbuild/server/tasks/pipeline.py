@@ -8,7 +8,6 @@ failure. The work directory is made by the server under its data dir (never from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import re
@@ -263,9 +262,7 @@ class Pipeline:
             waiting = {command} if watch is None else {command, watch}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if watch is not None and watch in done and not command.done():
-                command.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await command
+                await cancel_and_wait(command)
                 watch.result()  # raises the disk limit's StepFailed
             code = await command
         except FileNotFoundError:

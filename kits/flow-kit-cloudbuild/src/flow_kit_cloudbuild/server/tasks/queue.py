@@ -8,11 +8,12 @@ replace it so that workers on other machines take jobs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from flow_kit_cloudbuild.server.cancelling import cancel_and_wait
 
 log = logging.getLogger("flow_kit_cloudbuild.server")
 
@@ -89,11 +90,7 @@ class InProcessQueue:
         self._changed.set()
 
     async def stop(self) -> None:
-        for w in self._workers:
-            w.cancel()
-        for w in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
+        await cancel_and_wait(*self._workers)
         self._workers = []
 
     def pending(self) -> int:
