@@ -28,6 +28,7 @@ if str(KIT_SRC) not in sys.path:
 
 from flow_kit_cloudbuild import protocol  # noqa: E402
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven through Playwright (it cannot download browsers here)
 TOKEN = "test-token-alpha"
 OTHER_TOKEN = "test-token-bravo"  # tokens have at least 16 characters
 GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import repo_tests  # noqa: F401  (puts tests/ and the kit's src/ on sys.path, for a run of this folder alone)
 from cloudbuild_publish_support import KIT_DIR, BuildServer, Flow, GitHost
 from cloudbuild_redis_support import RedisServer
-from cloudbuild_server_support import Client, GitDaemon, ServerProc
+from cloudbuild_server_support import CHROMIUM, Client, GitDaemon, ServerProc
 from seaweed_support import SeaweedFS
 
 pytest_plugins = ["tiers"]
@@ -90,3 +91,15 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     s = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
     yield s
     s.stop()
+
+
+# -- the browser tests: one Chromium per module ---------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium through Playwright (skipped without Playwright; the modules that use it also skip
+    without CHROMIUM, their ``pytestmark``). Imported here, not at the top: only these tests need it."""
+    pw = pytest.importorskip("playwright.sync_api")
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -26,11 +26,9 @@ from cloudbuild_server_support import (
     protocol,
 )
 from test_cloudbuild_dashboard import (  # the same browser set-up and helpers
-    CHROMIUM,
     Tab,
     _login,
     git_payload,
-    pw,
     pytestmark,  # noqa: F401  (the same skips: playwright, chromium, npm)
     slow_files,
     start,
@@ -58,14 +56,6 @@ def site_files(name: str) -> dict[str, str]:
     pkg["scripts"]["fail"] = "node fail.js"
     files["package.json"] = json.dumps(pkg)
     return files
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cloudbuild_server_support import (
+    CHROMIUM,
     OTHER_TOKEN,
     REPO,
     TOKEN,
@@ -28,7 +29,6 @@ from cloudbuild_server_support import (
     protocol,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 try:
     import playwright.sync_api as pw
 except ImportError:  # pragma: no cover - .ci/run installs it
@@ -119,14 +119,6 @@ def strip_ansi(lines: list[str]) -> list[str]:
 
 
 # -- the browser ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
 class Tab:
     """A browser context (its own cookies) with one page; remembers every dialog it opened."""
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 from cloudbuild_publish_support import BuildServer, free_port, git, make_site, needs_node, publish
+from cloudbuild_server_support import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 try:
     import playwright.sync_api as pw
 except ImportError:  # pragma: no cover - .ci/run installs it
@@ -106,14 +106,6 @@ def deploy_server(flow, tmp_path_factory):
                       extra=("--token", OTHER, "--public-url", f"http://localhost:{port}")).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def rendered(browser, url: str) -> tuple[str, str]:

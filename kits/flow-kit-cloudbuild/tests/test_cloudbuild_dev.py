@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 from cloudbuild_publish_support import needs_node
+from cloudbuild_server_support import CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [needs_node,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")]
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")]
 
 
 class Dev:
@@ -78,15 +78,6 @@ def site(flow, tmp_path) -> Path:
                    cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     return tmp_path / "dev-site"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_the_page_reloads_by_itself_and_a_broken_build_shows_an_overlay(flow, site, browser):
